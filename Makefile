@@ -1,0 +1,52 @@
+# Two commands matter: `make demo` and `make test`. Both create .venv and install what they need.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+RDMA_STAMP := $(VENV)/.installed-rdma
+
+.PHONY: demo test test-rdma wheel-check lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# torch is pinned here (not in pyproject) so pip takes the local CPU wheel, not CUDA builds.
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[solver,proofs,runtime,plots,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/dualpath demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	$(MAKE) --no-print-directory wheel-check
+
+# Build the wheel, install it with no deps in a scratch venv, import every subpackage.
+wheel-check: $(STAMP)
+	rm -rf build/wheel-check && mkdir -p build/wheel-check
+	$(BIN)/python -m build -q --wheel --no-isolation --outdir build/wheel-check . >/dev/null
+	$(PYTHON) -m venv build/wheel-check/venv
+	build/wheel-check/venv/bin/pip install -q --no-deps build/wheel-check/*.whl
+	cd build/wheel-check && venv/bin/python -c "import dualpath, dualpath.models, dualpath.solver, dualpath.runtime, dualpath.proofs, dualpath.cli; import importlib.util as u; assert u.find_spec('models') is None, 'top-level models leaked'; print('wheel ok:', dualpath.__version__)"
+
+# pyverbs is a source build of rdma-core: needs libnl and pkg-config from Debian and Cython < 3.2.
+$(RDMA_STAMP): $(STAMP)
+	@if ! pkg-config --exists libnl-3.0 libnl-route-3.0 2>/dev/null; then \
+		if command -v apt-get >/dev/null; then \
+			(apt-get update -qq && apt-get install -y -qq libnl-3-dev libnl-route-3-dev pkg-config) >/dev/null; \
+		else echo "install libnl-3-dev libnl-route-3-dev pkg-config" && exit 1; fi; fi
+	echo 'cython<3.2' > $(VENV)/rdma-constraints.txt
+	PIP_CONSTRAINT=$(CURDIR)/$(VENV)/rdma-constraints.txt $(BIN)/pip install -q -e '.[rdma]'
+	touch $(RDMA_STAMP)
+
+test-rdma: $(RDMA_STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m rdma tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check dualpath models solver runtime proofs tests benchmarks
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

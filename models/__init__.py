@@ -1,0 +1,1 @@
+"""dualpath.models: presets and builders for clusters, LLMs and workloads."""

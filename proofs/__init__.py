@@ -1,0 +1,1 @@
+"""dualpath.proofs: Z3 checks of QoS lane invariants and of buffer-deadlock freedom."""

@@ -1,0 +1,1 @@
+"""dualpath.solver: scheduling policies, the plan optimizer and its lower bounds."""
