@@ -1,0 +1,179 @@
+"""LLM spec: architecture, KV bytes per token derived from it, and a FLOP-based compute cost model.
+
+The cost model is a roofline: prefill is compute bound (FLOPs / (peak x MFU) plus a per-batch
+overhead); a decode step is the max of its FLOPs and its HBM bytes (weights + KV read) at their
+efficiencies, plus an overhead. `CostModel.fit` calibrates MFU and overhead from a profile table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import Iterable, Sequence
+
+from dualpath.errors import SpecError
+from dualpath.kvlayout import PAPER_BLOCK_TOKENS, KVLayout
+from dualpath.validate import fraction, non_negative, positive
+
+
+class AttentionKind(str, Enum):
+    MHA = "mha"
+    GQA = "gqa"
+    MLA = "mla"
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Per-GPU compute cost. Defaults: H800/H100 SXM dense BF16 peak 989 TFLOPS, HBM3 3.35 TB/s."""
+
+    peak_tflops: float = 989.0
+    prefill_mfu: float = 0.4
+    decode_mfu: float = 0.2
+    hbm_gb_per_s: float = 3350.0
+    hbm_efficiency: float = 0.7
+    prefill_overhead_s: float = 0.005
+    decode_overhead_s: float = 0.005
+
+    def __post_init__(self) -> None:
+        positive("CostModel", "peak_tflops", self.peak_tflops)
+        positive("CostModel", "hbm_gb_per_s", self.hbm_gb_per_s)
+        for name in ("prefill_mfu", "decode_mfu", "hbm_efficiency"):
+            fraction("CostModel", name, getattr(self, name))
+        non_negative("CostModel", "prefill_overhead_s", self.prefill_overhead_s)
+        non_negative("CostModel", "decode_overhead_s", self.decode_overhead_s)
+
+    @staticmethod
+    def fit(flops_and_seconds: Iterable[tuple[float, float]], base: "CostModel | None" = None) -> "CostModel":
+        """Least-squares t = overhead + flops / (peak x mfu) over profiled prefill batches."""
+        rows = list(flops_and_seconds)
+        if len(rows) < 2:
+            raise SpecError("profile", "rows", len(rows), "at least 2 (flops, seconds) rows")
+        base = base or CostModel()
+        n = len(rows)
+        mean_f = sum(f for f, _ in rows) / n
+        mean_t = sum(t for _, t in rows) / n
+        var_f = sum((f - mean_f) ** 2 for f, _ in rows)
+        if var_f == 0:
+            raise SpecError("profile", "flops", mean_f, "rows with different FLOP counts")
+        slope = sum((f - mean_f) * (t - mean_t) for f, t in rows) / var_f
+        if slope <= 0:
+            raise SpecError("profile", "seconds", slope, "time growing with FLOPs")
+        overhead = max(0.0, mean_t - slope * mean_f)
+        mfu = min(1.0, 1.0 / (slope * base.peak_tflops * 1e12))
+        return replace(base, prefill_mfu=mfu, prefill_overhead_s=overhead)
+
+
+@dataclass(frozen=True)
+class LLMSpec:
+    """Architecture numbers that decide KV size and compute; `kv_dtype_bytes` is the cache dtype."""
+
+    name: str
+    num_layers: int
+    hidden_size: int
+    num_heads: int
+    attention: AttentionKind
+    head_dim: int
+    num_kv_heads: int = 0  # MHA/GQA
+    kv_lora_rank: int = 0  # MLA latent width
+    qk_rope_head_dim: int = 0  # MLA decoupled RoPE key width
+    kv_dtype_bytes: int = 2
+    index_topk_tokens: int = 0  # sparse attention: tokens each query attends (0 = dense)
+    indexer_heads: int = 0
+    indexer_head_dim: int = 0
+    total_params: float = 0.0
+    active_params: float = 0.0
+    vocab_size: int = 32000
+    max_context_tokens: int = 131072
+    gpus_per_engine: int = 1
+    cost: CostModel = field(default_factory=CostModel)
+
+    def __post_init__(self) -> None:
+        src = f"model {self.name}"
+        for name in ("num_layers", "hidden_size", "num_heads", "head_dim", "kv_dtype_bytes",
+                     "vocab_size", "max_context_tokens", "gpus_per_engine"):
+            positive(src, name, getattr(self, name), integer=True)
+        positive(src, "active_params", self.active_params)
+        if self.total_params < self.active_params:
+            raise SpecError(src, "total_params", self.total_params, f">= active_params ({self.active_params})")
+        if self.attention is AttentionKind.MLA:
+            positive(src, "kv_lora_rank", self.kv_lora_rank, integer=True)
+        else:
+            positive(src, "num_kv_heads", self.num_kv_heads, integer=True)
+            if self.num_heads % self.num_kv_heads:
+                raise SpecError(src, "num_kv_heads", self.num_kv_heads, f"a divisor of num_heads {self.num_heads}")
+
+    @property
+    def attention_kv_bytes_per_token_per_layer(self) -> int:
+        d = self.kv_dtype_bytes
+        if self.attention is AttentionKind.MLA:
+            # FlashMLA's FP8 cache: fp8 latent, one fp32 scale per 128-wide tile, RoPE part kept in bf16.
+            if d == 1:
+                return self.kv_lora_rank + 4 * (self.kv_lora_rank // 128) + 2 * self.qk_rope_head_dim
+            return d * (self.kv_lora_rank + self.qk_rope_head_dim)
+        return 2 * self.num_kv_heads * self.head_dim * d
+
+    @property
+    def indexer_bytes_per_token_per_layer(self) -> int:
+        # DeepSeek sparse attention's indexer caches one fp8 key per token plus its fp32 scale.
+        return self.indexer_head_dim + 4 if self.indexer_head_dim else 0
+
+    @property
+    def kv_bytes_per_token_per_layer(self) -> int:
+        """Everything cached per token per layer: attention KV plus the indexer's keys."""
+        return self.attention_kv_bytes_per_token_per_layer + self.indexer_bytes_per_token_per_layer
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        return self.num_layers * self.kv_bytes_per_token_per_layer
+
+    def layout(self, block_tokens: int = PAPER_BLOCK_TOKENS) -> KVLayout:
+        return KVLayout(self.num_layers, self.kv_bytes_per_token_per_layer, block_tokens)
+
+    # ---- compute ----------------------------------------------------------------------------
+    def attended_tokens(self, context_tokens: float) -> float:
+        return min(context_tokens, self.index_topk_tokens) if self.index_topk_tokens else context_tokens
+
+    def _attention_flops_per_query(self, context_tokens: float) -> float:
+        """Per layer: score and value products over the attended keys (+ the indexer over all keys)."""
+        if self.attention is AttentionKind.MLA:
+            width = 2 * self.kv_lora_rank + self.qk_rope_head_dim  # absorbed MLA: QK over latent+rope, AV over latent
+        else:
+            width = 2 * self.head_dim
+        flops = 2 * self.num_heads * width * self.attended_tokens(context_tokens)
+        if self.indexer_heads:
+            flops += 2 * self.indexer_heads * self.indexer_head_dim * context_tokens
+        return flops
+
+    def prefill_flops(self, cached_tokens: int, new_tokens: int) -> float:
+        """FLOPs to compute `new_tokens` on top of `cached_tokens` (causal: mean context at midpoint)."""
+        dense = 2.0 * self.active_params * new_tokens
+        mid = cached_tokens + new_tokens / 2
+        return dense + self.num_layers * new_tokens * self._attention_flops_per_query(mid)
+
+    def attention_flops(self, cached_tokens: int, new_tokens: int) -> float:
+        mid = cached_tokens + new_tokens / 2
+        return self.num_layers * new_tokens * self._attention_flops_per_query(mid)
+
+    def prefill_time_s(self, batch: Sequence[tuple[int, int]]) -> float:
+        """Seconds for one forward batch of (cached_tokens, new_tokens) pairs on one engine."""
+        flops = sum(self.prefill_flops(c, n) for c, n in batch)
+        rate = self.cost.peak_tflops * 1e12 * self.cost.prefill_mfu * self.gpus_per_engine
+        return self.cost.prefill_overhead_s + flops / rate
+
+    def attention_time_s(self, batch: Sequence[tuple[int, int]]) -> float:
+        """The attention share of `prefill_time_s`, what the paper's 300 ms batch quota limits."""
+        flops = sum(self.attention_flops(c, n) for c, n in batch)
+        return flops / (self.cost.peak_tflops * 1e12 * self.cost.prefill_mfu * self.gpus_per_engine)
+
+    def decode_step_s(self, batch_size: int, total_context_tokens: int, weight_bytes_per_gpu: float) -> float:
+        """One decode step for `batch_size` sequences holding `total_context_tokens` in all."""
+        if batch_size <= 0:
+            return 0.0
+        mean_context = total_context_tokens / batch_size
+        attention = self.num_layers * self._attention_flops_per_query(mean_context) * batch_size
+        flops = 2.0 * self.active_params * batch_size + attention
+        compute_s = flops / (self.cost.peak_tflops * 1e12 * self.cost.decode_mfu * self.gpus_per_engine)
+        kv_read = (self.num_layers * self.attention_kv_bytes_per_token_per_layer
+                   * self.attended_tokens(mean_context) * batch_size)
+        memory_s = (weight_bytes_per_gpu + kv_read) / (self.cost.hbm_gb_per_s * 1e9 * self.cost.hbm_efficiency)
+        return self.cost.decode_overhead_s + max(compute_s, memory_s)

@@ -1,0 +1,139 @@
+"""Workload types: agent trajectories (turns), the requests derived from them, and their statistics.
+
+A turn appends `append_tokens` (the user or tool message) to the context and generates
+`generate_tokens`. Turn t's prompt is everything before it plus its append; the hit is the part of
+the previous context already persisted, i.e. its complete blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from dualpath.errors import SpecError
+
+
+@dataclass(frozen=True)
+class Turn:
+    append_tokens: int
+    generate_tokens: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.append_tokens, int) or self.append_tokens < 1:
+            raise SpecError("Turn", "append_tokens", self.append_tokens, "an integer >= 1")
+        if not isinstance(self.generate_tokens, int) or self.generate_tokens < 1:
+            raise SpecError("Turn", "generate_tokens", self.generate_tokens, "an integer >= 1")
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """One agent's turns. `start_s` is its arrival (online runs); offline runs start all at 0."""
+
+    agent: int
+    turns: tuple[Turn, ...]
+    start_s: float = 0.0
+
+    @property
+    def total_tokens(self) -> int:
+        return sum(t.append_tokens + t.generate_tokens for t in self.turns)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One turn's prefill+decode job. `arrival_s` is absolute for traces, the agent's start otherwise."""
+
+    id: str
+    agent: int
+    turn: int
+    hit_tokens: int
+    new_tokens: int
+    output_tokens: int
+    arrival_s: float = 0.0
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.hit_tokens + self.new_tokens
+
+    @property
+    def context_tokens(self) -> int:
+        return self.prompt_tokens + self.output_tokens
+
+
+def requests_of(trajectory: Trajectory, block_tokens: int) -> list[Request]:
+    """Requests for each turn; the hit is the previous context rounded down to whole blocks."""
+    out, context = [], 0
+    for index, turn in enumerate(trajectory.turns):
+        hit = (context // block_tokens) * block_tokens
+        prompt = context + turn.append_tokens
+        out.append(Request(f"a{trajectory.agent}t{index}", trajectory.agent, index, hit, prompt - hit,
+                           turn.generate_tokens, trajectory.start_s))
+        context = prompt + turn.generate_tokens
+    return out
+
+
+@dataclass(frozen=True)
+class WorkloadStats:
+    """Per-turn means as the paper's trace table reports them, plus the token hit rate."""
+
+    num_agents: int
+    num_requests: int
+    turns_mean: float
+    append_mean: float
+    generate_mean: float
+    total_tokens_mean: float
+    context_mean: float
+    hit_rate: float
+
+    def as_rows(self) -> list[tuple[str, str]]:
+        return [("agents", f"{self.num_agents:,}"), ("requests", f"{self.num_requests:,}"),
+                ("turns / agent", f"{self.turns_mean:,.1f}"), ("append / turn", f"{self.append_mean:,.1f}"),
+                ("generate / turn", f"{self.generate_mean:,.1f}"),
+                ("total tokens / agent", f"{self.total_tokens_mean:,.0f}"),
+                ("mean context", f"{self.context_mean:,.0f}"), ("hit rate", f"{self.hit_rate:.1%}")]
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Trajectories (when known) and the requests they produce, in arrival then id order."""
+
+    name: str
+    requests: tuple[Request, ...]
+    trajectories: tuple[Trajectory, ...] = field(default=())
+
+    def stats(self) -> WorkloadStats:
+        reqs = self.requests
+        if not reqs:
+            raise SpecError(f"workload {self.name}", "requests", 0, "at least one request")
+        agents = {r.agent for r in reqs}
+        num_agents = len(agents)
+        prompt = sum(r.prompt_tokens for r in reqs)
+        if self.trajectories:
+            turns = [t for traj in self.trajectories for t in traj.turns]
+            append = sum(t.append_tokens for t in turns) / len(turns)
+            generate = sum(t.generate_tokens for t in turns) / len(turns)
+            total = sum(traj.total_tokens for traj in self.trajectories) / len(self.trajectories)
+        else:
+            append = sum(r.new_tokens for r in reqs) / len(reqs)
+            generate = sum(r.output_tokens for r in reqs) / len(reqs)
+            total = sum(r.new_tokens + r.output_tokens for r in reqs) / num_agents
+        return WorkloadStats(
+            num_agents=num_agents,
+            num_requests=len(reqs),
+            turns_mean=len(reqs) / num_agents,
+            append_mean=append,
+            generate_mean=generate,
+            total_tokens_mean=total,
+            context_mean=prompt / len(reqs),
+            hit_rate=sum(r.hit_tokens for r in reqs) / prompt,
+        )
+
+    def first_turns(self) -> list[Request]:
+        return [r for r in self.requests if r.turn == 0]
+
+
+def by_agent(requests: Sequence[Request]) -> dict[int, list[Request]]:
+    """Requests grouped per agent in turn order (offline runs chain each agent's turns)."""
+    out: dict[int, list[Request]] = {}
+    for r in sorted(requests, key=lambda r: (r.agent, r.turn)):
+        out.setdefault(r.agent, []).append(r)
+    return out

@@ -1,0 +1,170 @@
+"""The Trace: what an executor (simulator or real runtime) observed, in one format for both.
+
+Per request a record of timestamps (arrival, prefill, first/second token, finish) and where it ran;
+per resource spans of activity (reads on an SNIC, a forward batch on an engine) and utilisation
+samples. Metrics derive from the records; `to_chrome` exports spans for chrome://tracing / Perfetto.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+from dualpath.errors import InputError
+from dualpath.jsonio import check_versioned, read_versioned, write_json_atomic
+
+TRACE_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    request: str
+    agent: int
+    turn: int
+    arrival_s: float
+    pe: str
+    de: str
+    pe_read_bytes: int
+    de_read_bytes: int
+    prefill_start_s: float
+    first_token_s: float
+    second_token_s: float
+    finish_s: float
+    output_tokens: int
+    prompt_tokens: int = 0
+    status: str = "done"  # "done", "failed", "recomputed"
+
+
+@dataclass(frozen=True)
+class Span:
+    resource: str  # "P0.snic", "PE3", "D1.cnic3"
+    kind: str  # "read", "prefill", "decode", "transfer", "persist"
+    start_s: float
+    end_s: float
+    request: str | None = None
+    num_bytes: float = 0.0
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile, q in [0, 100]; NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+@dataclass(frozen=True)
+class Metrics:
+    jct_s: float
+    num_requests: int
+    output_tokens: int
+    tokens_per_s: float
+    ttft_mean_s: float
+    ttft_p50_s: float
+    ttft_p90_s: float
+    ttft_p99_s: float
+    ttst_mean_s: float
+    ttst_p50_s: float
+    ttst_p90_s: float
+    ttst_p99_s: float
+    tpot_mean_s: float
+    tpot_p50_s: float
+    tpot_p90_s: float
+    tpot_p99_s: float
+
+
+@dataclass
+class Trace:
+    executor: str  # "simulator" or "runtime"
+    policy: str
+    records: list[RequestRecord]
+    spans: list[Span] = field(default_factory=list)
+    # resource -> [(time_s, utilisation in [0, 1])], sampled at the executor's interval
+    utilisation: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+    def metrics(self) -> Metrics:
+        done = [r for r in self.records if r.status != "failed"]
+        if not done:
+            nan = math.nan
+            return Metrics(nan, 0, 0, 0.0, *([nan] * 12))
+        start = min(r.arrival_s for r in done)
+        jct = max(r.finish_s for r in done) - start
+        ttft = [r.first_token_s - r.arrival_s for r in done]
+        ttst = [r.second_token_s - r.arrival_s for r in done]
+        tpot = [(r.finish_s - r.first_token_s) / (r.output_tokens - 1) for r in done if r.output_tokens > 1]
+        out_tokens = sum(r.output_tokens for r in done)
+
+        def stats(values: list[float]) -> list[float]:
+            mean = sum(values) / len(values) if values else math.nan
+            return [mean, percentile(values, 50), percentile(values, 90), percentile(values, 99)]
+
+        return Metrics(jct, len(done), out_tokens, out_tokens / jct if jct > 0 else 0.0,
+                       *stats(ttft), *stats(ttst), *stats(tpot))
+
+    def slo_attainment(self, ttft_s: float, tpot_s: float) -> float:
+        """Fraction of requests with TTFT and TPOT both within the SLO."""
+        done = [r for r in self.records if r.status != "failed"]
+        if not done:
+            return 0.0
+        ok = 0
+        for r in done:
+            tpot = (r.finish_s - r.first_token_s) / (r.output_tokens - 1) if r.output_tokens > 1 else 0.0
+            ok += (r.first_token_s - r.arrival_s) <= ttft_s and tpot <= tpot_s
+        return ok / len(done)
+
+    def read_bytes_by_side(self) -> tuple[int, int]:
+        return (sum(r.pe_read_bytes for r in self.records), sum(r.de_read_bytes for r in self.records))
+
+    def to_chrome(self, start_s: float = 0.0, end_s: float = math.inf) -> dict:
+        """Chrome trace-event JSON of the spans overlapping [start_s, end_s]."""
+        events, pids = [], {}
+        for span in self.spans:
+            if span.end_s < start_s or span.start_s > end_s:
+                continue
+            group = span.resource.split(".")[0]
+            pid = pids.setdefault(group, len(pids) + 1)
+            events.append({"name": span.kind + (f" {span.request}" if span.request else ""), "cat": span.kind,
+                           "ph": "X", "ts": span.start_s * 1e6, "dur": max(0.0, span.end_s - span.start_s) * 1e6,
+                           "pid": pid, "tid": span.resource, "args": {"bytes": span.num_bytes}})
+        meta = [{"name": "process_name", "ph": "M", "pid": pid, "args": {"name": name}} for name, pid in pids.items()]
+        return {"traceEvents": meta + events, "displayTimeUnit": "ms"}
+
+    def to_json(self) -> dict:
+        return {
+            "kind": "trace", "schema_version": TRACE_SCHEMA_VERSION, "executor": self.executor,
+            "policy": self.policy, "meta": self.meta,
+            "metrics": asdict(self.metrics()),
+            "records": [asdict(r) for r in self.records],
+            "spans": [asdict(s) for s in self.spans],
+            "utilisation": {k: [list(p) for p in v] for k, v in self.utilisation.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict, source: str = "trace") -> "Trace":
+        check_versioned(source, data, "trace", TRACE_SCHEMA_VERSION)
+        try:
+            return cls(
+                executor=data["executor"], policy=data["policy"], meta=dict(data.get("meta", {})),
+                records=[RequestRecord(**_known(RequestRecord, r)) for r in data["records"]],
+                spans=[Span(**_known(Span, s)) for s in data.get("spans", [])],
+                utilisation={k: [tuple(p) for p in v] for k, v in data.get("utilisation", {}).items()},
+            )
+        except (KeyError, TypeError) as exc:
+            raise InputError(source, f"malformed trace: {exc}") from exc
+
+    def save(self, path: str) -> None:
+        write_json_atomic(path, self.to_json())
+
+    @classmethod
+    def load(cls, path: str) -> "Trace":
+        return cls.from_json(read_versioned(path, "trace", TRACE_SCHEMA_VERSION), path)
+
+
+def _known(cls: type, row: dict) -> dict:
+    names = {f.name for f in fields(cls)}
+    unknown = set(row) - names
+    if unknown:
+        raise TypeError(f"unknown {cls.__name__} keys {sorted(unknown)}")
+    return row

@@ -1,0 +1,39 @@
+"""Field checks shared by every spec: each failure names the source, the field, the value, the need."""
+
+from __future__ import annotations
+
+from dualpath.errors import SpecError
+
+
+def positive(source: str, field: str, value: object, integer: bool = False) -> None:
+    kind = "a positive integer" if integer else "a positive number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SpecError(source, field, value, kind)
+    if integer and not isinstance(value, int):
+        raise SpecError(source, field, value, kind)
+    if not value > 0:
+        raise SpecError(source, field, value, kind)
+
+
+def non_negative(source: str, field: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise SpecError(source, field, value, "a number >= 0")
+
+
+def fraction(source: str, field: str, value: object, allow_zero: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ok and (0 <= value <= 1 if allow_zero else 0 < value <= 1)
+    if not ok:
+        raise SpecError(source, field, value, "a fraction in [0, 1]" if allow_zero else "a fraction in (0, 1]")
+
+
+def dataclass_fields(source: str, cls: type, data: dict, line_of=None) -> dict:
+    """Reject keys a frozen spec does not have (typos must not pass silently)."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            line = line_of(key) if line_of else None
+            raise SpecError(source, key, data[key], "one of the fields " + ", ".join(sorted(names)), line)
+    return data
