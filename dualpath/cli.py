@@ -1,0 +1,65 @@
+"""The `dualpath` command line: `main(argv) -> int`. Subcommands live in `cli_*` modules.
+
+Exit codes: 0 success; 1 a verification found a violation; 2 bad input (one line on stderr, no
+traceback); 3 a verification could not decide.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from dualpath import __version__
+from dualpath.errors import DualpathError
+
+COMMANDS = {
+    "info": ("dualpath.cli_model", "print a cluster and model's derived numbers"),
+    "workload": ("dualpath.cli_model", "generate or import a workload, print statistics, write JSONL"),
+    "verify": ("dualpath.cli_verify", "prove QoS lane and deadlock-freedom properties of a configuration"),
+    "demo": ("dualpath.demo", "the bundled tour: model, workload, simulation, verification, real run"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so `main` returns the code (tests call it in-process)."""
+
+    def error(self, message: str) -> None:  # noqa: D401
+        raise DualpathError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = _Parser(prog="dualpath", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"dualpath {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, (module, help_text) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        importlib.import_module(module).add_arguments(name, command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    import importlib
+
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not args.command:
+            parser.print_help()
+            return 2
+        module = importlib.import_module(COMMANDS[args.command][0])
+        return int(module.run(args.command, args) or 0)
+    except DualpathError as err:
+        print(f"dualpath: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("dualpath: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as exc:  # --help / --version
+        return int(exc.code or 0)
+
+
+def main_entry() -> None:
+    sys.exit(main())
