@@ -9,7 +9,7 @@ RDMA_STAMP := $(VENV)/.installed-rdma
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q --upgrade pip 'setuptools>=77' wheel
 
 # torch is pinned here (not in pyproject) so pip takes the local CPU wheel, not CUDA builds.
 $(STAMP): $(BIN)/python pyproject.toml

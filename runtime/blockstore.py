@@ -23,12 +23,13 @@ import struct
 import threading
 import time
 import zlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
+
+from dualpath.runtime.ratelimit import NicLimiter
 
 from dualpath.errors import DualpathError, SpecError
 from dualpath.kvlayout import KVLayout, PrefixTrie
-from dualpath.runtime.ratelimit import NicLimiter
 
 MAGIC = b"DPBLK1"
 VERSION = 1
@@ -37,7 +38,7 @@ _FIXED = struct.Struct(f"<6sHIQ{ID_FIELD_BYTES}s{ID_FIELD_BYTES}s")
 ALIGN_BYTES = 4096
 SUFFIX = ".blk"
 TEMP_SUFFIX = ".tmp"
-_ID_RE = re.compile(r"^[0-9a-f]{8,%d}$" % ID_FIELD_BYTES)
+_ID_RE = re.compile(rf"^[0-9a-f]{{8,{ID_FIELD_BYTES}}}$")
 
 
 class BlockError(DualpathError):

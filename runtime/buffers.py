@@ -20,8 +20,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 from dualpath.errors import SpecError, require
 from dualpath.protocol import Ledger, ProtocolError, RequestSizes, Resource, Step
@@ -50,7 +50,7 @@ class Memory:
         self.pinned = pinned
 
     @classmethod
-    def allocate(cls, nbytes: int, device: str = "cpu", host: bool = True) -> "Memory":
+    def allocate(cls, nbytes: int, device: str = "cpu", host: bool = True) -> Memory:
         """Allocate `nbytes`. `host=True` gives host memory, pinned when `device` is CUDA;
         `host=False` with a CUDA device gives device memory."""
         if nbytes <= 0:
@@ -65,7 +65,7 @@ class Memory:
         return cls(nbytes, str(tensor.device), None, tensor)
 
     @classmethod
-    def wrap(cls, obj) -> "Memory":
+    def wrap(cls, obj) -> Memory:
         """Wrap an existing buffer: `Memory`, bytearray/memoryview/numpy array, or a torch tensor."""
         if isinstance(obj, Memory):
             return obj
@@ -243,19 +243,45 @@ class BufferPool:
             leases.append(lease)
         return leases
 
-    def release(self, request: str, resource: Resource, owner: str, amount: int) -> Lease:
-        """Release the oldest lease of `request` on `(resource, owner)` whose charge matches `amount`."""
+    def release(self, request: str, resource: Resource, owner: str, amount: int) -> list[Lease]:
+        """Release `amount` of `(resource, owner)` held by `request`; returns the leases freed.
+
+        The oldest lease whose charge equals the amount goes first (the usual case: a step releases
+        what an earlier step acquired); otherwise leases are freed oldest first, the last one split,
+        as when layer-sized pieces are released together (the no-admission variant).
+        """
         with self._cond:
-            _, units = self.entry(resource, owner).charge(amount)
+            entry = self.entry(resource, owner)
+            _, units = entry.charge(amount)
             held = self._leases.get(request, {}).get((resource, owner), deque())
-            for lease in held:
-                if lease.charged == units:
-                    held.remove(lease)
-                    self._free(lease)
-                    self.ledger.release(request, resource, owner, units)
-                    self._cond.notify_all()
-                    return lease
-            raise ProtocolError(f"{request} releases {amount} of {resource.value}/{owner} but holds no such lease")
+            if sum(lease.charged for lease in held) < units:
+                raise ProtocolError(f"{request} releases {amount} of {resource.value}/{owner} "
+                                    f"but holds {sum(lease.charged for lease in held)}")
+            exact = next((lease for lease in held if lease.charged == units), None)
+            freed = [exact] if exact is not None else []
+            if exact is not None:
+                held.remove(exact)
+            remaining = 0 if exact is not None else units
+            while remaining:
+                lease = held.popleft()
+                if lease.charged <= remaining:
+                    freed.append(lease)
+                    remaining -= lease.charged
+                    continue
+                keep_units = lease.charged - remaining
+                keep_pages = len(lease.pages) - (remaining // entry.page_bytes if entry.unit == BYTES else
+                                                 remaining if entry.unit == SLOTS else 0)
+                kept = Lease(request, resource, owner, lease.pages[:keep_pages], lease.page_bytes, keep_units,
+                             lease.memory)
+                freed.append(Lease(request, resource, owner, lease.pages[keep_pages:], lease.page_bytes,
+                                   remaining, lease.memory))
+                held.appendleft(kept)
+                remaining = 0
+            for lease in freed:
+                self._free(lease)
+            self.ledger.release(request, resource, owner, units)
+            self._cond.notify_all()
+            return freed
 
     def release_all(self, request: str) -> int:
         """Free everything `request` holds (failure, disconnect, cancel); returns leases freed."""

@@ -80,6 +80,33 @@ class KVCodec:
             layer_blocks[block, 1, offset:offset + n].copy_(v[done:done + n])
             done += n
 
+    @property
+    def row_bytes(self) -> int:
+        """Bytes of one token's K (or V) in one layer."""
+        return self.num_kv_heads * self.head_dim * _ITEMSIZE[self.kv_dtype]
+
+    def token_spans(self, first_token: int, num_tokens: int) -> list[tuple[int, int, int, int, int]]:
+        """Where tokens first_token.. land in a run of Layer Blocks, as contiguous byte spans.
+
+        Each span is (block, part, byte offset inside that Layer Block, first row, rows) with part 0
+        for K and 1 for V; rows count from `first_token`.
+        """
+        bt, row = self.block_tokens, self.row_bytes
+        spans, done = [], 0
+        while done < num_tokens:
+            block, offset = divmod(first_token + done, bt)
+            n = min(bt - offset, num_tokens - done)
+            spans.append((block, 0, offset * row, done, n))
+            spans.append((block, 1, (bt + offset) * row, done, n))
+            done += n
+        return spans
+
+    def host_bytes(self, tensor) -> memoryview:
+        """A tensor in the KV dtype as flat host bytes (a D2H copy for device tensors)."""
+        torch = require("torch", "runtime")
+        flat = tensor.to(dtype=torch_dtype(self.kv_dtype)).contiguous().view(torch.uint8).reshape(-1)
+        return memoryview(flat.cpu().numpy())
+
     def encode_full_block(self, kv_per_layer, first_token: int = 0) -> bytes:
         """Bytes of one Full Block from [(K, V)] per layer holding exactly its block_tokens tokens."""
         torch = require("torch", "runtime")

@@ -21,13 +21,15 @@ import logging
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Sequence
+from typing import ClassVar, Self
 
-from dualpath.errors import DualpathError, SpecError, UnknownNameError
 from dualpath.runtime.auth import DEFAULT_BIND_HOST, check_secret
 from dualpath.runtime.buffers import Memory
 from dualpath.runtime.ratelimit import KV_LANE, NicLimiter
+
+from dualpath.errors import DualpathError, SpecError, UnknownNameError
 
 LOG = logging.getLogger("dualpath.runtime.transport")
 
@@ -105,7 +107,11 @@ class CopyOp:
 
 @dataclass(frozen=True)
 class Completion:
-    """A write with an immediate landed in one of our regions."""
+    """A write with an immediate landed in one of our regions.
+
+    tcp fills `region` and `offset`; RDMA does not tell the target where a write landed, so verbs
+    gives `region=""` and `offset=-1`: identify the transfer by `imm` (and `peer`).
+    """
 
     peer: str
     region: str
@@ -180,6 +186,7 @@ class Transport(ABC):
         self._disconnect_handlers: list[Callable[[str, TransportError], None]] = []
         self._lock = threading.RLock()
         self.closed = False
+        self.num_refused = 0  # connections refused at the handshake (wrong or missing secret)
 
     # -- memory ------------------------------------------------------------------------------------
     def register(self, name: str, memory) -> LocalRegion:
@@ -220,6 +227,11 @@ class Transport(ABC):
         return None
 
     # -- connections -------------------------------------------------------------------------------
+    @property
+    def address(self) -> tuple[str, int]:
+        """Where peers connect: (host, port) after `listen`."""
+        return self.host, self.port
+
     @abstractmethod
     def listen(self) -> tuple[str, int]:
         """Start accepting authenticated peers; returns the bound (host, port)."""
@@ -312,7 +324,7 @@ class Transport(ABC):
     def close(self) -> None:
         """Close every connection and the listener; idempotent."""
 
-    def __enter__(self) -> "Transport":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -1,0 +1,136 @@
+"""Agentic workload generators `agentic-32k`, `agentic-48k`, `agentic-64k` (the paper's three traces).
+
+The production traces are not public; their table (`PAPER_TABLE`, read as in `dualpath.models.stats`)
+is what a generator must reproduce. The generative model, per trajectory (an agent solving one task):
+
+- a planned number of turns, lognormal: most tasks run into the context cap, some end early;
+- a verbosity scale, lognormal with mean 1: it multiplies the agent's appends, its square root the
+  generates (chatty tools make long outputs; the model's own replies vary less);
+- turn 0 appends the system prompt and task, lognormal (sigma 0.5), at most half the context;
+- later turns append a tool result and generate a reply, each lognormal around the agent's scale;
+- the trajectory ends at its planned turn or before the turn that would overflow the max context.
+
+The per-trajectory latents (planned turns, verbosity, first prompt) are drawn by Latin hypercube
+sampling over the 500 trajectories: each has the spread of its distribution, but the trace's means do
+not swing with the seed. Parameters were fitted (Nelder-Mead on 3,000-trajectory simulations) to the
+table's five columns; `tests/test_models_generators.py` checks each generator within 5% at 500 agents.
+More than 500 agents are resampled as the paper does (`dualpath.models.sampling.resample`).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from statistics import NormalDist
+
+from dualpath.errors import SpecError, UnknownNameError
+from dualpath.kvlayout import PAPER_BLOCK_TOKENS
+from dualpath.request import Trajectory, Turn, Workload
+from dualpath.models.sampling import poisson_arrivals, resample
+from dualpath.models.workloads import from_trajectories
+
+TRACE_AGENTS = 500  # trajectories per production trace in the paper
+
+# Paper's table: turns, append, generate, total tokens, mean context (per-turn means, 500 trajectories).
+PAPER_TABLE: dict[str, tuple[float, float, float, float, float]] = {
+    "agentic-32k": (60, 608, 148, 28_639, 17_183),
+    "agentic-48k": (106, 474, 172, 42_607, 25_120),
+    "agentic-64k": (157, 429, 176, 55_958, 32_721),
+}
+PAPER_HIT_RATE_64K = 0.987
+
+FIRST_APPEND_SIGMA = 0.5
+APPEND_SIGMA = 1.0  # tool outputs are heavy-tailed: a file listing vs a whole file
+GENERATE_SIGMA = 0.7
+
+
+@dataclass(frozen=True)
+class AgenticShape:
+    """Parameters of one generator (token means are lognormal means, not medians)."""
+
+    name: str
+    max_context_tokens: int
+    planned_turns_mean: float
+    planned_turns_sigma: float
+    first_append_mean: float
+    append_mean: float
+    generate_mean: float
+    verbosity_sigma: float
+
+    def __post_init__(self) -> None:
+        for field in ("max_context_tokens", "planned_turns_mean", "first_append_mean", "append_mean",
+                      "generate_mean", "planned_turns_sigma", "verbosity_sigma"):
+            value = getattr(self, field)
+            if not isinstance(value, (int, float)) or not value > 0:
+                raise SpecError(f"generator {self.name}", field, value, "a positive number")
+
+
+AGENTIC_SHAPES: dict[str, AgenticShape] = {
+    "agentic-32k": AgenticShape("agentic-32k", 32 * 1024, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0),
+    "agentic-48k": AgenticShape("agentic-48k", 48 * 1024, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0),
+    "agentic-64k": AgenticShape("agentic-64k", 64 * 1024, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0),
+}
+
+
+def _lognormal(mean: float, sigma: float, z: float) -> float:
+    """The lognormal with this mean and log-sigma at standard normal score z."""
+    return math.exp(math.log(mean) - sigma * sigma / 2 + sigma * z)
+
+
+def _latin_scores(rng: random.Random, count: int) -> list[float]:
+    """`count` standard normal scores, one per equal-probability stratum, in random order."""
+    strata = list(range(count))
+    rng.shuffle(strata)
+    unit = NormalDist()
+    return [unit.inv_cdf(min(max((s + rng.random()) / count, 1e-12), 1 - 1e-12)) for s in strata]
+
+
+def _trajectory(shape: AgenticShape, agent: int, rng: random.Random, z_turns: float, z_scale: float,
+                z_first: float) -> Trajectory:
+    cap = shape.max_context_tokens
+    planned = max(1, math.ceil(_lognormal(shape.planned_turns_mean, shape.planned_turns_sigma, z_turns)))
+    scale = _lognormal(1.0, shape.verbosity_sigma, z_scale)
+    append_mean, generate_mean = shape.append_mean * scale, shape.generate_mean * math.sqrt(scale)
+    turns, context = [], 0
+    for index in range(planned):
+        if index == 0:
+            append = min(max(1, round(_lognormal(shape.first_append_mean, FIRST_APPEND_SIGMA, z_first))), cap // 2)
+        else:
+            append = max(1, round(_lognormal(append_mean, APPEND_SIGMA, rng.gauss(0.0, 1.0))))
+        generate = max(1, round(_lognormal(generate_mean, GENERATE_SIGMA, rng.gauss(0.0, 1.0))))
+        if context + append + generate > cap:
+            if index:
+                break
+            generate = cap - append  # the first turn always fits: its prompt is at most half the cap
+        turns.append(Turn(append, generate))
+        context += append + generate
+    return Trajectory(agent, tuple(turns))
+
+
+def agentic_trajectories(name: str, num_agents: int = TRACE_AGENTS, seed: int = 0) -> list[Trajectory]:
+    """`num_agents` fresh trajectories of generator `name` (no resampling: each is its own task)."""
+    shape = agentic_shape(name)
+    if isinstance(num_agents, bool) or not isinstance(num_agents, int) or num_agents < 1:
+        raise SpecError(f"generator {name}", "num_agents", num_agents, "a positive integer")
+    rng = random.Random(f"{shape.name}:{seed}")
+    z_turns, z_scale, z_first = (_latin_scores(rng, num_agents) for _ in range(3))
+    return [_trajectory(shape, i, rng, z_turns[i], z_scale[i], z_first[i]) for i in range(num_agents)]
+
+
+def agentic_workload(name: str, agents: int = TRACE_AGENTS, seed: int = 0, *,
+                     block_tokens: int = PAPER_BLOCK_TOKENS, agents_per_s: float | None = None) -> Workload:
+    """The paper's setup: a 500-trajectory trace, its first `agents` or resampled past 500; offline
+    (all start at 0) unless `agents_per_s` gives Poisson arrivals."""
+    trace = agentic_trajectories(name, TRACE_AGENTS, seed)
+    trajectories = resample(trace, agents, seed)
+    if agents_per_s is not None:
+        trajectories = poisson_arrivals(trajectories, agents_per_s, seed)
+    return from_trajectories(name, trajectories, block_tokens)
+
+
+def agentic_shape(name: str) -> AgenticShape:
+    try:
+        return AGENTIC_SHAPES[name.strip().lower()]
+    except KeyError:
+        raise UnknownNameError("workload generator", name, list(AGENTIC_SHAPES)) from None

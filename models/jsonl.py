@@ -1,0 +1,154 @@
+"""Our JSONL workload format: one JSON object per line, agents' trajectories or a trace's requests.
+
+    {"dualpath_workload": 1, "name": "agentic-64k", "block_tokens": 64}     optional header, first line
+    {"agent": 0, "start_s": 0.0, "turns": [[9800, 130], [312, 95]]}          a trajectory: [append, generate]
+    {"id": "r7", "agent": 7, "turn": 0, "hit_tokens": 1024, "new_tokens": 300,
+     "output_tokens": 20, "arrival_s": 1.25}                                 a request (one line in the file)
+
+A file holds trajectories or requests, not both. Trajectories: `turns` is required; `agent` defaults
+to the line's index among records and `start_s` to 0; each turn's request is derived as in
+`dualpath.request.requests_of` with the header's `block_tokens` (default 64). Requests: the three token
+counts are required; `agent` defaults to the record index, `turn` to 0, `arrival_s` to 0 and `id` to
+`a{agent}t{turn}`. Blank lines are skipped. examples/workloads/README.md documents the same format.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from dualpath.errors import InputError, SpecError
+from dualpath.kvlayout import PAPER_BLOCK_TOKENS
+from dualpath.request import Request, Trajectory, Turn, Workload
+from dualpath.models.workloads import from_requests, from_trajectories
+
+FORMAT_VERSION = 1
+_HEADER_KEYS = {"dualpath_workload", "name", "block_tokens"}
+_TRAJECTORY_KEYS = {"agent", "start_s", "turns"}
+_REQUEST_KEYS = {"id", "agent", "turn", "hit_tokens", "new_tokens", "output_tokens", "arrival_s"}
+
+
+def _int(source, line, row, key, minimum, default=None):
+    value = row.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise SpecError(source, key, value, f"an integer >= {minimum}", line)
+    return value
+
+
+def _seconds(source, line, row, key):
+    value = row.get(key, 0.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise SpecError(source, key, value, "seconds >= 0", line)
+    return float(value)
+
+
+def _check_keys(source, line, row, allowed):
+    for key in row:
+        if key not in allowed:
+            raise SpecError(source, key, row[key], "one of the keys " + ", ".join(sorted(allowed)), line)
+
+
+def _trajectory(source: str, line: int, row: dict, index: int) -> Trajectory:
+    _check_keys(source, line, row, _TRAJECTORY_KEYS)
+    turns = row["turns"]
+    if not isinstance(turns, list) or not turns:
+        raise SpecError(source, "turns", turns, "a non-empty list of [append_tokens, generate_tokens]", line)
+    out = []
+    for t, pair in enumerate(turns):
+        ok = isinstance(pair, list) and len(pair) == 2
+        ok = ok and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair)
+        if not ok:
+            raise SpecError(source, f"turns[{t}]", pair, "[append_tokens, generate_tokens], integers >= 1", line)
+        out.append(Turn(pair[0], pair[1]))
+    return Trajectory(_int(source, line, row, "agent", 0, index), tuple(out), _seconds(source, line, row, "start_s"))
+
+
+def _request(source: str, line: int, row: dict, index: int) -> Request:
+    _check_keys(source, line, row, _REQUEST_KEYS)
+    for key in ("hit_tokens", "new_tokens", "output_tokens"):
+        if key not in row:
+            raise SpecError(source, key, None, "an integer (required in a request record)", line)
+    agent = _int(source, line, row, "agent", 0, index)
+    turn = _int(source, line, row, "turn", 0, 0)
+    rid = row.get("id", f"a{agent}t{turn}")
+    if not isinstance(rid, str) or not rid:
+        raise SpecError(source, "id", rid, "a non-empty string", line)
+    return Request(rid, agent, turn, _int(source, line, row, "hit_tokens", 0), _int(source, line, row, "new_tokens", 1),
+                   _int(source, line, row, "output_tokens", 1), _seconds(source, line, row, "arrival_s"))
+
+
+def read_workload_jsonl(path: str | Path, name: str | None = None) -> Workload:
+    source = str(path)
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(source, f"cannot read: {getattr(exc, 'strerror', None) or exc}") from exc
+    header: dict = {}
+    trajectories: list[Trajectory] = []
+    requests: list[Request] = []
+    seen: dict[object, int] = {}
+    for number, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(source, f"invalid JSON: {exc.msg} (column {exc.colno})", number) from exc
+        if not isinstance(row, dict):
+            raise InputError(source, f"expected a JSON object, found {type(row).__name__}", number)
+        if "dualpath_workload" in row:
+            if header or trajectories or requests:
+                raise InputError(source, "the header must be the first line", number)
+            _check_keys(source, number, row, _HEADER_KEYS)
+            if row["dualpath_workload"] != FORMAT_VERSION:
+                raise SpecError(source, "dualpath_workload", row["dualpath_workload"], f"{FORMAT_VERSION}", number)
+            _int(source, number, row, "block_tokens", 1, PAPER_BLOCK_TOKENS)
+            header = row
+            continue
+        is_trajectory = "turns" in row
+        if (trajectories and not is_trajectory) or (requests and is_trajectory):
+            raise InputError(source, "a file holds trajectories or requests, not both", number)
+        if is_trajectory:
+            record = _trajectory(source, number, row, len(trajectories))
+            key = record.agent
+            trajectories.append(record)
+        else:
+            record = _request(source, number, row, len(requests))
+            key = record.id
+            requests.append(record)
+        if key in seen:
+            raise InputError(source, f"duplicate {'agent' if is_trajectory else 'id'} {key!r} "
+                                     f"(first on line {seen[key]})", number)
+        seen[key] = number
+    if not trajectories and not requests:
+        raise InputError(source, "no trajectories or requests in the file")
+    name = name or header.get("name") or Path(path).stem
+    if trajectories:
+        return from_trajectories(name, trajectories, header.get("block_tokens", PAPER_BLOCK_TOKENS))
+    return from_requests(name, requests)
+
+
+def write_workload_jsonl(workload: Workload, path: str | Path, block_tokens: int = PAPER_BLOCK_TOKENS) -> None:
+    """Trajectories when the workload has them (requests follow from them), else its requests."""
+    lines = [{"dualpath_workload": FORMAT_VERSION, "name": workload.name, "block_tokens": block_tokens}]
+    if workload.trajectories:
+        lines += [{"agent": t.agent, "start_s": t.start_s,
+                   "turns": [[turn.append_tokens, turn.generate_tokens] for turn in t.turns]}
+                  for t in workload.trajectories]
+    else:
+        lines += [{"id": r.id, "agent": r.agent, "turn": r.turn, "hit_tokens": r.hit_tokens,
+                   "new_tokens": r.new_tokens, "output_tokens": r.output_tokens, "arrival_s": r.arrival_s}
+                  for r in workload.requests]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for line in lines:
+                f.write(json.dumps(line, separators=(",", ":")) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

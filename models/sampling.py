@@ -1,0 +1,79 @@
+"""Sampling over workloads: the paper's resampling past 500 agents, Poisson arrivals, optimizer batches.
+
+Each function takes its own seed and derives a private `random.Random` from it, so adding a draw in one
+never shifts another.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from typing import Sequence
+
+from dualpath.errors import SpecError
+from dualpath.kvlayout import PAPER_BLOCK_TOKENS
+from dualpath.request import Trajectory, Turn, Workload, by_agent
+from dualpath.models.workloads import from_requests, from_trajectories, request_order
+
+
+def resample(trajectories: Sequence[Trajectory], num_agents: int, seed: int = 0) -> list[Trajectory]:
+    """`num_agents` agents from a trace: the first ones as they are, agent i >= len(trace) a copy of
+    trajectory i mod len(trace) starting at a random turn k (the paper's "random first turn so prefixes
+    are not shared"). Turns before k and turn k's append become one fresh prompt, so no hit.
+    """
+    if not trajectories:
+        raise SpecError("resample", "trajectories", 0, "at least one trajectory")
+    if isinstance(num_agents, bool) or not isinstance(num_agents, int) or num_agents < 1:
+        raise SpecError("resample", "num_agents", num_agents, "a positive integer")
+    rng = random.Random(f"resample:{seed}")
+    base = len(trajectories)
+    out = list(trajectories[:num_agents])
+    first_new_id = max(t.agent for t in trajectories) + 1  # = the trace size when ids are 0..n-1
+    for i in range(base, num_agents):
+        source = trajectories[i % base]
+        k = rng.randrange(len(source.turns))
+        history = sum(t.append_tokens + t.generate_tokens for t in source.turns[:k])
+        first = Turn(history + source.turns[k].append_tokens, source.turns[k].generate_tokens)
+        out.append(Trajectory(first_new_id + i - base, (first,) + tuple(source.turns[k + 1:]), source.start_s))
+    return out
+
+
+def poisson_arrivals(trajectories: Sequence[Trajectory], agents_per_s: float, seed: int = 0) -> list[Trajectory]:
+    """Agents arrive as a Poisson process of rate `agents_per_s` (exponential gaps), in agent order."""
+    if isinstance(agents_per_s, bool) or not isinstance(agents_per_s, (int, float)) or not agents_per_s > 0:
+        raise SpecError("arrivals", "agents_per_s", agents_per_s, "a positive number")
+    rng = random.Random(f"poisson:{seed}")
+    at, out = 0.0, []
+    for traj in trajectories:
+        at += rng.expovariate(agents_per_s)
+        out.append(dataclasses.replace(traj, start_s=at))
+    return out
+
+
+def sample_batch(workload: Workload, num_requests: int, seed: int = 0,
+                 block_tokens: int = PAPER_BLOCK_TOKENS) -> Workload:
+    """`num_requests` requests released together at t = 0 (the optimizer's `--batch N`).
+
+    With trajectories: one turn per agent, at a random turn (agents resampled past the trace size).
+    A trace of requests: its first N requests in arrival order.
+    """
+    if isinstance(num_requests, bool) or not isinstance(num_requests, int) or num_requests < 1:
+        raise SpecError("batch", "num_requests", num_requests, "a positive integer")
+    name = f"{workload.name}-batch{num_requests}"
+    if workload.trajectories:
+        source = workload
+        if num_requests > len(workload.trajectories):
+            source = from_trajectories(workload.name, resample(workload.trajectories, num_requests, seed),
+                                       block_tokens)
+        rng = random.Random(f"batch:{seed}")
+        agents = by_agent(source.requests)
+        picked = []
+        for agent in sorted(agents)[:num_requests]:
+            turns = agents[agent]
+            picked.append(turns[rng.randrange(len(turns))])
+    else:
+        if num_requests > len(workload.requests):
+            raise SpecError(f"workload {workload.name}", "batch", num_requests,
+                            f"at most the trace's {len(workload.requests)} requests")
+        picked = sorted(workload.requests, key=request_order)[:num_requests]
+    return from_requests(name, (dataclasses.replace(r, arrival_s=0.0) for r in picked))

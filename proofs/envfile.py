@@ -1,0 +1,47 @@
+"""`KEY=VALUE` environment files (what a launcher sources): values with the line they came from."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from dualpath.errors import InputError
+
+_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.]*)\s*=\s*(.*?)\s*$")
+
+
+@dataclass(frozen=True)
+class EnvValue:
+    value: str
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+def _unquote(text: str, path: str, number: int) -> str:
+    if text[:1] in ("'", '"'):
+        if len(text) < 2 or text[-1] != text[0]:
+            raise InputError(path, f"unterminated quote in {text!r}", number)
+        return text[1:-1]
+    return text.split(" #", 1)[0].strip()
+
+
+def load_env(path: str | Path) -> dict[str, EnvValue]:
+    """Later lines win, as in a shell. Blank lines and `#` comments are skipped."""
+    path = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise InputError(path, f"cannot read: {exc.strerror}") from exc
+    values: dict[str, EnvValue] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        match = _LINE.match(line)
+        if not match:
+            raise InputError(path, f"expected KEY=VALUE, got {line.strip()!r}", number)
+        values[match.group(1)] = EnvValue(_unquote(match.group(2), path, number), path, number)
+    return values

@@ -1,0 +1,89 @@
+"""Client of a running cluster: submit turns to a PE, fetch step traces and stats, stop engines.
+
+Thread-safe: one authenticated control connection per engine, shared by all calling threads, so a
+benchmark can run one thread per agent.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import dataclass, field
+
+from dualpath.runtime.control import Channel, connect
+
+Address = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class TurnResult:
+    """What one submitted turn produced. `logits` [num_tokens, vocab] float32 when asked for."""
+
+    request: str
+    tokens: list[int]
+    hit_tokens: int
+    path: str
+    pe: str
+    de: str
+    read_bytes: int
+    times: dict = field(default_factory=dict)
+    logits: object = None
+
+
+class ClusterClient:
+    def __init__(self, secret: bytes | str, name: str = "client") -> None:
+        self.secret = secret
+        self.name = name
+        self._channels: dict[Address, Channel] = {}
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+
+    def channel(self, address: Address) -> Channel:
+        key = (str(address[0]), int(address[1]))
+        with self._lock:
+            channel = self._channels.get(key)
+            if channel is None or not channel.alive:
+                channel = connect(key, self.secret, self.name)
+                self._channels[key] = channel
+            return channel
+
+    def submit(self, pe: Address, de: Address, tokens: list[int], max_new_tokens: int, path: str = "auto",
+               chunk_tokens: int | None = None, return_logits: bool = False, request: str | None = None,
+               timeout_s: float | None = None) -> TurnResult:
+        """Run one turn to completion (prefill on `pe`, decode on `de`) and return its tokens."""
+        request = request or f"{self.name}-{next(self._ids)}"
+        reply, payload = self.channel(pe).call(
+            "submit", timeout_s=timeout_s, request=request, tokens=[int(t) for t in tokens],
+            max_new_tokens=max_new_tokens, path=path, chunk_tokens=chunk_tokens, de=list(de),
+            return_logits=return_logits)
+        logits = None
+        if return_logits:
+            import torch
+
+            logits = torch.frombuffer(bytearray(payload), dtype=torch.float32).reshape(len(reply["tokens"]), -1)
+        return TurnResult(reply["request"], reply["tokens"], reply["hit_tokens"], reply["path"], reply["pe"],
+                          reply["de"], reply["read_bytes"], reply["times"], logits)
+
+    def hello(self, address: Address) -> dict:
+        return self.channel(address).call("hello")[0]
+
+    def trace(self, address: Address, request: str | None = None) -> list[dict]:
+        return self.channel(address).call("trace", request=request)[0]["steps"]
+
+    def stats(self, address: Address) -> dict:
+        return self.channel(address).call("stats")[0]
+
+    def shutdown(self, address: Address) -> None:
+        self.channel(address).call("shutdown", timeout_s=10)
+
+    def close(self) -> None:
+        with self._lock:
+            channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            channel.close()
+
+    def __enter__(self) -> ClusterClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

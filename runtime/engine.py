@@ -1,0 +1,316 @@
+"""Engine processes: `python -m dualpath.runtime.engine --role prefill|decode ...` (or `dualpath engine`).
+
+An engine is addressed by the host:port of its control server (loopback unless `--host` says
+otherwise); its data transport listens on a second port it announces in `hello`. Both accept only
+peers that prove the cluster secret (`DUALPATH_SECRET` or `--secret-file`). The storage directory is
+shared by all engines (a 3FS mount or local NVMe). This module holds what both roles share: options,
+the model, the block store with its SNIC limiters, the buffer pool, the transport, the step trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from dualpath.errors import DualpathError, InputError, SpecError
+from dualpath.protocol import ALL_STEP_NAMES, Resource, Step
+from dualpath.runtime.auth import DEFAULT_BIND_HOST, SECRET_ENV, check_secret, secret_from_env
+from dualpath.runtime.control import Channel, ControlServer
+
+LOG = logging.getLogger("dualpath.runtime.engine")
+
+ROLES = ("prefill", "decode")
+# Every protocol step an engine takes, by name: the runtime uses exactly the protocol's steps.
+ENGINE_STEP_NAMES = ALL_STEP_NAMES
+PRESETS = {
+    "tiny": dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4,
+                 num_kv_heads=2, head_dim=16),
+    # KV-heavy: 8 KV heads x 32 dims over 4 layers = 8 KiB of KV per token for a hidden size of 128.
+    "kvheavy": dict(vocab_size=512, hidden_size=128, intermediate_size=256, num_layers=4, num_heads=8,
+                    num_kv_heads=8, head_dim=32),
+}
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Everything an engine process is started with (the CLI flags, one to one)."""
+
+    role: str
+    name: str
+    store_dir: str
+    node: str = ""  # node name for buffers and SNIC; defaults to the engine name
+    host: str = DEFAULT_BIND_HOST
+    port: int = 0
+    data_port: int = 0
+    model: str = "tiny"  # preset name, or a JSON file of DecoderConfig fields
+    checkpoint: str = ""  # a local HF checkpoint directory (overrides model and seed)
+    seed: int = 0
+    dtype: str = "float32"
+    device: str = "cpu"
+    block_tokens: int = 16
+    kv_dtype: str = ""  # defaults to the model dtype
+    max_context_tokens: int = 4096
+    buffer_blocks: int = 1024  # DRAM buffer of the node, in Full Blocks
+    num_slots: int = 2  # PE HBM layer slots
+    send_credits: int = 4
+    hbm_bytes: int = 1 << 30  # DE HBM for KV
+    snic_bytes_per_s: float | None = None
+    cnic_bytes_per_s: float | None = None
+    cnic_centric: bool = False
+    transport: str = "tcp"
+    read_threads: int = 2
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise SpecError("engine", "role", self.role, "one of " + ", ".join(ROLES))
+        for name in ("block_tokens", "max_context_tokens", "buffer_blocks", "num_slots", "send_credits",
+                     "hbm_bytes", "read_threads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise SpecError("engine", name, value, "a positive integer")
+        for name in ("snic_bytes_per_s", "cnic_bytes_per_s"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise SpecError("engine", name, value, "a positive number or None (unlimited)")
+
+    @property
+    def node_name(self) -> str:
+        return self.node or self.name
+
+    def model_id(self) -> str:
+        """What PE and DE must agree on to exchange KV."""
+        source = f"ckpt:{os.path.abspath(self.checkpoint)}" if self.checkpoint else f"{self.model}:{self.seed}"
+        return f"{source}:{self.dtype}:{self.block_tokens}:{self.kv_dtype or self.dtype}"
+
+
+def build_decoder(options: EngineOptions):
+    from dualpath.runtime.checkpoint import load_checkpoint
+    from dualpath.runtime.decoder import Decoder, DecoderConfig
+
+    if options.checkpoint:
+        return load_checkpoint(options.checkpoint, device=options.device, dtype=options.dtype)
+    if options.model in PRESETS:
+        fields = PRESETS[options.model]
+    else:
+        try:
+            fields = json.loads(Path(options.model).read_text())
+        except OSError as exc:
+            raise SpecError("engine", "model", options.model,
+                            "a preset (" + ", ".join(PRESETS) + ") or a JSON file of DecoderConfig fields") from exc
+        except json.JSONDecodeError as exc:
+            raise InputError(options.model, f"not JSON: {exc.msg}", line=exc.lineno) from exc
+    return Decoder.from_seed(DecoderConfig(**{**fields, "dtype": options.dtype}), options.seed, options.device)
+
+
+class FifoLock:
+    """A lock granted in arrival order: requests reach the engine's compute (one GPU) first come, first served."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._next_ticket = 0
+        self._serving = 0
+
+    def __enter__(self) -> FifoLock:
+        with self._cond:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            while self._serving != ticket:
+                self._cond.wait()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self._cond:
+            self._serving += 1
+            self._cond.notify_all()
+
+
+def local_step(step: Step, resources: set[Resource]) -> Step:
+    """The part of a protocol step this process performs: the same step restricted to its resources."""
+    return replace(step, acquire=tuple(a for a in step.acquire if a[0] in resources),
+                   release=tuple(r for r in step.release if r[0] in resources))
+
+
+class EngineBase:
+    """Model, store, buffers, transport, control server and step trace of one engine."""
+
+    role = ""
+
+    def __init__(self, options: EngineOptions, secret: bytes | str) -> None:
+        from dualpath.runtime.blockstore import BlockStore
+        from dualpath.runtime.buffers import BufferPool
+        from dualpath.runtime.kvcodec import KVCodec
+        from dualpath.runtime.ratelimit import cnic_limiter, snic_limiter
+        from dualpath.runtime.transport import create_transport
+
+        self.options = options
+        self.name = options.name
+        self.node = options.node_name
+        self.secret = check_secret(secret)
+        self.decoder = build_decoder(options)
+        self.torch = self.decoder.torch
+        self.codec = KVCodec.for_model(self.decoder.config, options.block_tokens, options.kv_dtype or None)
+        self.layout = self.codec.layout
+        self.snic_read = snic_limiter(self.node, options.snic_bytes_per_s)
+        self.snic_write = snic_limiter(self.node + ".w", options.snic_bytes_per_s)
+        self.store = BlockStore(options.store_dir, self.layout, self.snic_read, self.snic_write, scan=False)
+        self.cnic = cnic_limiter(self.name, options.cnic_bytes_per_s)
+        self.pool = BufferPool()
+        self.transport = create_transport(options.transport, self.name, self.secret, host=options.host,
+                                          port=options.data_port, limiter=self.cnic,
+                                          cnic_centric=options.cnic_centric)
+        self.control = ControlServer(self.name, self.secret, self.handle, options.host, options.port)
+        self.steps: list[dict] = []
+        self._steps_lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.started_at = time.monotonic()
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> tuple[str, int]:
+        self.data_address = self.transport.listen()
+        self.address = self.control.listen()
+        LOG.info("%s (%s) control %s:%d data %s:%d", self.name, self.role, *self.address, *self.data_address)
+        return self.address
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.control.close()
+        self.transport.close()
+
+    # -- step trace --------------------------------------------------------------------------------
+    def record(self, request: str, step: str, **where) -> None:
+        if step not in ENGINE_STEP_NAMES:
+            raise DualpathError(f"{self.name}: step {step!r} is not a protocol step")
+        with self._steps_lock:
+            self.steps.append({"request": request, "step": step, "engine": self.name,
+                               "at": time.time(), **where})
+
+    def take_step(self, request: str, step: Step, sizes, owners, resources: set[Resource],
+                  timeout_s: float | None = None, **where):
+        """Perform this process's part of a protocol step through the buffer pool, and record it."""
+        leases = self.pool.step(request, local_step(step, resources), sizes, owners, timeout_s)
+        self.record(request, step.name, **where)
+        return leases
+
+    # -- control messages --------------------------------------------------------------------------
+    def handle(self, channel: Channel, msg: dict, payload: bytes):
+        op = msg.get("op")
+        if op == "hello":
+            return {"name": self.name, "role": self.role, "node": self.node, "data": list(self.data_address),
+                    "model_id": self.options.model_id(), "block_tokens": self.layout.block_tokens}
+        if op == "trace":
+            with self._steps_lock:
+                steps = [s for s in self.steps if msg.get("request") in (None, s["request"])]
+            return {"steps": steps}
+        if op == "stats":
+            return self.stats()
+        if op == "shutdown":
+            threading.Timer(0.05, self.stopped.set).start()
+            return {"ok": True}
+        method = getattr(self, "op_" + str(op), None)
+        if method is None:
+            raise SpecError(self.name, "op", op, "a known control operation")
+        return method(channel, msg, payload)
+
+    def stats(self) -> dict:
+        used = {f"{r.value}/{o}": self.pool.used(r, o) for (r, o) in self.pool.ledger.capacity}
+        return {"used": used, "refused": self.control.num_refused + getattr(self.transport, "num_refused", 0),
+                "snic_read_bytes": sum(s.granted_bytes for s in self.snic_read.stats.values()),
+                "snic_write_bytes": sum(s.granted_bytes for s in self.snic_write.stats.values())}
+
+
+def parse_args(argv: list[str] | None) -> tuple[EngineOptions, bytes, str]:
+    p = argparse.ArgumentParser(prog="dualpath engine", description="Run one prefill or decode engine.")
+    p.add_argument("--role", required=True, choices=ROLES)
+    p.add_argument("--name", required=True)
+    p.add_argument("--store", required=True, help="block store directory shared by all engines")
+    p.add_argument("--node", default="")
+    p.add_argument("--host", default=DEFAULT_BIND_HOST, help="bind address (default loopback)")
+    p.add_argument("--port", type=int, default=0, help="control port (0 picks one, printed when ready)")
+    p.add_argument("--data-port", type=int, default=0)
+    p.add_argument("--model", default="tiny", help="preset (" + ", ".join(PRESETS) + ") or a JSON config file")
+    p.add_argument("--checkpoint", default="", help="local safetensors checkpoint directory")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--block-tokens", type=int, default=16)
+    p.add_argument("--kv-dtype", default="")
+    p.add_argument("--max-context-tokens", type=int, default=4096)
+    p.add_argument("--buffer-blocks", type=int, default=1024)
+    p.add_argument("--num-slots", type=int, default=2)
+    p.add_argument("--send-credits", type=int, default=4)
+    p.add_argument("--hbm-bytes", type=int, default=1 << 30)
+    p.add_argument("--snic-bytes-per-s", type=float, default=None)
+    p.add_argument("--cnic-bytes-per-s", type=float, default=None)
+    p.add_argument("--cnic-centric", action="store_true")
+    p.add_argument("--transport", default="tcp")
+    p.add_argument("--secret-file", default="", help=f"file holding the cluster secret (else ${SECRET_ENV})")
+    p.add_argument("--ready-file", default="", help="write 'host port' here once listening")
+    p.add_argument("--log-level", default="INFO")
+    args = p.parse_args(argv)
+    options = EngineOptions(
+        role=args.role, name=args.name, store_dir=args.store, node=args.node, host=args.host, port=args.port,
+        data_port=args.data_port, model=args.model, checkpoint=args.checkpoint, seed=args.seed,
+        dtype=args.dtype, device=args.device, block_tokens=args.block_tokens, kv_dtype=args.kv_dtype,
+        max_context_tokens=args.max_context_tokens, buffer_blocks=args.buffer_blocks,
+        num_slots=args.num_slots, send_credits=args.send_credits, hbm_bytes=args.hbm_bytes,
+        snic_bytes_per_s=args.snic_bytes_per_s, cnic_bytes_per_s=args.cnic_bytes_per_s,
+        cnic_centric=args.cnic_centric, transport=args.transport)
+    if args.secret_file:
+        try:
+            raw = Path(args.secret_file).read_text().strip()
+        except OSError as exc:
+            raise InputError(args.secret_file, f"cannot read the cluster secret: {exc.strerror}") from exc
+        try:
+            secret = check_secret(bytes.fromhex(raw))
+        except ValueError:
+            secret = check_secret(raw)
+    else:
+        secret = secret_from_env()
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return options, secret, args.ready_file
+
+
+def create_engine(options: EngineOptions, secret: bytes | str) -> EngineBase:
+    if options.role == "prefill":
+        from dualpath.runtime.prefill_engine import PrefillEngine
+
+        return PrefillEngine(options, secret)
+    from dualpath.runtime.decode_engine import DecodeEngine
+
+    return DecodeEngine(options, secret)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run an engine until `shutdown`, SIGTERM or SIGINT. Prints `READY host port` when listening."""
+    try:
+        options, secret, ready_file = parse_args(argv)
+        engine = create_engine(options, secret)
+        host, port = engine.start()
+    except DualpathError as exc:
+        print(f"dualpath engine: {exc}", file=sys.stderr)
+        return exc.exit_code
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: engine.stopped.set())
+    if ready_file:
+        tmp = Path(ready_file + ".tmp")
+        tmp.write_text(f"{host} {port}\n")
+        os.replace(tmp, ready_file)
+    print(f"READY {host} {port}", flush=True)
+    engine.stopped.wait()
+    engine.close()
+    LOG.info("%s stopped", options.name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

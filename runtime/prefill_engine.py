@@ -1,0 +1,291 @@
+"""The prefill engine (PE): admits a request with its DE, reads the hit KV, runs layerwise prefill.
+
+Per request, on its own thread, the PE drives `transfer_steps(path)` in order: `admit` (DE HBM and
+DE buffer at the DE, the PE buffer too on the PE-read path, all granted together or none kept),
+`read` (hit Full Blocks from storage into the reader node's DRAM buffer), `start_prefill` (once the
+engine's compute is free), per layer `layer_load` / `layer_send` / `layer_done`, and `handoff`, after
+which the DE decodes. On the PE-read path layer k comes from the PE buffer (a local copy, paced by
+the CNIC when CNIC-centric) and the full layer KV goes to the DE; on the DE-read path the DE writes
+layer k into the PE's HBM slot and only the new tokens' KV goes back.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+
+from dualpath.errors import DualpathError, SpecError
+from dualpath.kvlayout import chain_block_ids
+from dualpath.protocol import ReadPath, RequestSizes, Resource, transfer_steps
+from dualpath.runtime.control import Channel, ControlError, connect
+from dualpath.runtime.engine import EngineBase, EngineOptions, FifoLock, local_step
+from dualpath.runtime.prefill import LayerHandle, prefill_layerwise
+from dualpath.runtime.transport import CopyOp, WriteOp
+
+LOCAL = {Resource.PE_BUFFER, Resource.PE_HBM_SLOT, Resource.SEND_CREDIT}
+PATHS = ("pe", "de", "auto")
+ADMIT_WAIT_S = 0.05
+
+
+@dataclass
+class DeLink:
+    """What a PE knows about one DE: control channel, transport peer, its buffer region."""
+
+    channel: Channel
+    name: str
+    node: str
+    engine: str
+    buffer: object  # RemoteRegion of the DE's DRAM buffer
+
+
+@dataclass
+class Job:
+    """One request inside the PE."""
+
+    request: str
+    tokens: list[int]
+    max_new_tokens: int
+    hit_blocks: int
+    block_ids: list[str]
+    sizes: RequestSizes
+    de: DeLink
+    path: ReadPath = ReadPath.PE
+    de_pages: tuple[int, ...] = ()
+
+    def owners(self, pe) -> dict[Resource, str]:
+        return {Resource.PE_BUFFER: pe.node, Resource.PE_HBM_SLOT: pe.name, Resource.SEND_CREDIT: pe.name,
+                Resource.DE_BUFFER: self.de.node, Resource.DE_HBM: self.de.engine}
+
+
+class PrefillEngine(EngineBase):
+    role = "prefill"
+
+    def __init__(self, options: EngineOptions, secret: bytes | str) -> None:
+        super().__init__(options, secret)
+        layout, dev = self.layout, options.device
+        max_blocks = -(-options.max_context_tokens // layout.block_tokens)
+        self.slot_bytes = max_blocks * layout.layer_block_bytes
+        self.buffer_mem = self.pool.add_paged(Resource.PE_BUFFER, self.node, layout.full_block_bytes,
+                                              options.buffer_blocks, device=dev, host=True)
+        self.slot_mem = self.pool.add_slots(Resource.PE_HBM_SLOT, self.name, self.slot_bytes, options.num_slots,
+                                            device=dev)
+        self.pool.add_counter(Resource.SEND_CREDIT, self.name, options.send_credits)
+        self.buffer_region = self.transport.register("pe_buffer", self.buffer_mem)
+        self.slot_region = self.transport.register("pe_slots", self.slot_mem)
+        self.reader = ThreadPoolExecutor(options.read_threads, thread_name_prefix=f"{self.name}-read")
+        self.compute = FifoLock()
+        self.read_queue_bytes = 0
+        self._des: dict[tuple[str, int], DeLink] = {}
+        self._lock = threading.Lock()
+
+    # -- peers -------------------------------------------------------------------------------------
+    def de_link(self, address) -> DeLink:
+        key = (str(address[0]), int(address[1]))
+        with self._lock:
+            link = self._des.get(key)
+            if link is not None and link.channel.alive:
+                return link
+            channel = connect(key, self.secret, self.name)
+            hello, _ = channel.call("hello")
+            if hello["role"] != "decode":
+                raise SpecError(self.name, "de", f"{key[0]}:{key[1]}", "the address of a decode engine")
+            if hello["model_id"] != self.options.model_id():
+                raise SpecError(self.name, "de model", hello["model_id"], f"the PE's model {self.options.model_id()}")
+            peer = self.transport.connect(tuple(hello["data"]))
+            link = DeLink(channel, peer, hello["node"], hello["name"], self.transport.remote_region(peer, "de_buffer"))
+            self._des[key] = link
+            return link
+
+    def close(self) -> None:
+        super().close()
+        self.reader.shutdown(wait=False, cancel_futures=True)
+
+    # -- the request -------------------------------------------------------------------------------
+    def op_submit(self, channel: Channel, msg: dict, payload: bytes):
+        times = {"arrival": time.time()}
+        job = self._job(msg)
+        requested = msg.get("path", "auto")
+        if requested not in PATHS:
+            raise SpecError(f"request {job.request}", "path", requested, "one of " + ", ".join(PATHS))
+        try:
+            self._admit(job, requested)
+            times["admitted"] = time.time()
+            self._read(job)
+            times["read_done"] = time.time()
+            with self.compute:
+                steps = self._steps(job)
+                self.take_step(job.request, steps["start_prefill"], job.sizes, job.owners(self), LOCAL)
+                times["prefill_start"] = time.time()
+                logits = prefill_layerwise(self.decoder, job.tokens[job.hit_blocks * self.layout.block_tokens:],
+                                           job.hit_blocks * self.layout.block_tokens, _Loader(self, job),
+                                           _Sink(self, job), msg.get("chunk_tokens"))
+            first = int(self.torch.argmax(logits))
+            times["first_token"] = time.time()
+            self.take_step(job.request, steps["handoff"], job.sizes, job.owners(self), LOCAL)
+            reply, rows = job.de.channel.call(
+                "handoff", timeout_s=None, request=job.request, tokens=job.tokens, first_token=first,
+                max_new_tokens=job.max_new_tokens, hit_blocks=job.hit_blocks,
+                return_logits=bool(msg.get("return_logits")))
+        except BaseException:
+            self.pool.release_all(job.request)
+            try:
+                job.de.channel.call("release", request=job.request)
+            except ControlError:
+                pass
+            raise
+        times.update(reply["times"])
+        out_payload = b""
+        if msg.get("return_logits"):
+            out_payload = self.codec.host_bytes(logits.float().reshape(1, -1)).tobytes() + rows
+        return {"request": job.request, "tokens": reply["tokens"], "hit_tokens": job.hit_blocks * self.layout.block_tokens,
+                "path": job.path.value, "pe": self.name, "de": job.de.engine, "times": times,
+                "read_bytes": job.sizes.hit_bytes}, out_payload
+
+    def _job(self, msg: dict) -> Job:
+        request = str(msg.get("request"))
+        tokens = msg.get("tokens")
+        vocab = self.decoder.config.vocab_size
+        if not isinstance(tokens, list) or not tokens or not all(isinstance(t, int) and 0 <= t < vocab for t in tokens):
+            raise SpecError(f"request {request}", "tokens", str(tokens)[:60], f"a non-empty list of ints in [0, {vocab})")
+        max_new = msg.get("max_new_tokens")
+        if not isinstance(max_new, int) or max_new < 1:
+            raise SpecError(f"request {request}", "max_new_tokens", max_new, "a positive integer")
+        if len(tokens) + max_new > self.options.max_context_tokens:
+            raise SpecError(f"request {request}", "prompt + max_new_tokens", len(tokens) + max_new,
+                            f"at most max_context_tokens = {self.options.max_context_tokens}")
+        if msg.get("de") is None:
+            raise SpecError(f"request {request}", "de", None, "the control address [host, port] of a decode engine")
+        de = self.de_link(msg["de"])
+        bt, per_token = self.layout.block_tokens, self.layout.kv_bytes_per_token
+        block_ids = chain_block_ids(tokens, bt)
+        hit = 0
+        for block_id in block_ids[: (len(tokens) - 1) // bt]:  # at least one token is always computed
+            if block_id not in self.store:
+                break
+            hit += 1
+        sizes = RequestSizes(hit_bytes=hit * self.layout.full_block_bytes, prompt_bytes=len(tokens) * per_token,
+                             context_bytes=(len(tokens) + max_new) * per_token, num_layers=self.layout.num_layers)
+        return Job(request, tokens, max_new, hit, block_ids[:hit], sizes, de)
+
+    @staticmethod
+    def _steps(job: Job) -> dict:
+        return {step.name: step for step in transfer_steps(job.path)}
+
+    def _admit(self, job: Job, requested: str) -> None:
+        """DE part first (path-independent), then the PE buffer on the PE-read path; never hold one
+        part while waiting for the other."""
+        pe_admit = transfer_steps(ReadPath.PE)[0]
+        while True:
+            reply, _ = job.de.channel.call("admit", request=job.request, sizes=asdict(job.sizes), wait_s=ADMIT_WAIT_S)
+            if not reply["ok"]:
+                continue
+            job.de_pages = tuple(reply["pages"])
+            with self._lock:
+                pe_first = self.read_queue_bytes <= reply["read_queue_bytes"]
+            path = ReadPath(requested) if requested != "auto" else (ReadPath.PE if pe_first else ReadPath.DE)
+            if path is ReadPath.PE:
+                got = self.pool.try_step(job.request, local_step(pe_admit, LOCAL), job.sizes, job.owners(self))
+                if got is None and requested == "auto":
+                    path = ReadPath.DE  # the DE's reservations are the same on both paths
+                elif got is None:
+                    job.de.channel.call("release", request=job.request)
+                    time.sleep(ADMIT_WAIT_S)
+                    continue
+            job.path = path
+            self.record(job.request, "admit", path=path.value)
+            return
+
+    def _read(self, job: Job) -> None:
+        steps = self._steps(job)
+        self.take_step(job.request, steps["read"], job.sizes, job.owners(self), LOCAL, path=job.path.value,
+                       blocks=job.hit_blocks)
+        if not job.hit_blocks:
+            return
+        if job.path is ReadPath.DE:
+            job.de.channel.call("read", timeout_s=None, request=job.request, blocks=job.block_ids)
+            return
+        (lease,) = self.pool.leases(job.request, Resource.PE_BUFFER)
+        block_bytes = self.layout.full_block_bytes
+        with self._lock:
+            self.read_queue_bytes += job.hit_blocks * block_bytes
+        futures = [self.reader.submit(self._read_block, block_id, lease.view(i))
+                   for i, block_id in enumerate(job.block_ids)]
+        try:
+            for future in futures:
+                future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+
+    def _read_block(self, block_id: str, out) -> None:
+        try:
+            self.store.read_into(block_id, out)
+        finally:
+            with self._lock:
+                self.read_queue_bytes -= self.layout.full_block_bytes
+
+    def stats(self) -> dict:
+        return {**super().stats(), "read_queue_bytes": self.read_queue_bytes}
+
+
+class _Loader:
+    """Brings layer k's hit KV into an HBM slot: from the PE buffer, or written there by the DE."""
+
+    def __init__(self, pe: PrefillEngine, job: Job) -> None:
+        self.pe, self.job = pe, job
+        self.steps = pe._steps(job)
+
+    def load(self, chunk: int, layer: int) -> LayerHandle:
+        pe, job, layout = self.pe, self.job, self.pe.layout
+        (slot,) = pe.take_step(job.request, self.steps["layer_load"], job.sizes, job.owners(pe), LOCAL,
+                               layer=layer, chunk=chunk)
+        offset = slot.pages[0] * pe.slot_bytes
+        lb, n = layout.layer_block_bytes, job.hit_blocks
+        if n and job.path is ReadPath.PE:
+            (lease,) = pe.pool.leases(job.request, Resource.PE_BUFFER)
+            pe.transport.copy_local([CopyOp(pe.slot_region, offset + i * lb, pe.buffer_region,
+                                            lease.offsets[i] + layer * lb, lb) for i in range(n)])
+        elif n:
+            job.de.channel.call("load_layer", request=job.request, layer=layer, slot_offset=offset,
+                                pe_peer=pe.name, blocks=n)
+        view = pe.codec.layer_view(pe.slot_mem.tensor[offset:offset + n * lb], n)
+        k, v = pe.codec.layer_kv(view, n * layout.block_tokens)
+        return LayerHandle(chunk, layer, k, v, slot=slot, extra={"offset": offset, "sent": False})
+
+    def release(self, handle: LayerHandle) -> None:
+        pe, job = self.pe, self.job
+        if handle.extra["sent"]:
+            pe.take_step(job.request, self.steps["layer_done"], job.sizes, job.owners(pe), LOCAL,
+                         layer=handle.layer, chunk=handle.chunk)
+        else:  # a failed send: free the slot alone; the request's failure path frees the rest
+            pe.pool.release(job.request, Resource.PE_HBM_SLOT, pe.name, 1)
+
+
+class _Sink:
+    """Sends one layer's KV into the DE's buffer: full KV on the PE-read path, new tokens only on DE-read."""
+
+    def __init__(self, pe: PrefillEngine, job: Job) -> None:
+        self.pe, self.job = pe, job
+        self.steps = pe._steps(job)
+
+    def send(self, handle: LayerHandle, first_token: int, k_new, v_new) -> None:
+        pe, job, layout = self.pe, self.job, self.pe.layout
+        pe.take_step(job.request, self.steps["layer_send"], job.sizes, job.owners(pe), LOCAL,
+                     layer=handle.layer, chunk=handle.chunk)
+        lb, fb, layer = layout.layer_block_bytes, layout.full_block_bytes, handle.layer
+        remote, pages = job.de.buffer, job.de_pages
+        ops = []
+        if job.path is ReadPath.PE and handle.chunk == 0:
+            ops += [WriteOp(remote, pages[i] * fb + layer * lb, pe.slot_region, handle.extra["offset"] + i * lb, lb)
+                    for i in range(job.hit_blocks)]
+        parts = (pe.codec.host_bytes(k_new), pe.codec.host_bytes(v_new))
+        row = pe.codec.row_bytes
+        for block, part, offset, first_row, rows in pe.codec.token_spans(first_token, k_new.shape[0]):
+            ops.append(WriteOp(remote, pages[block] * fb + layer * lb + offset, parts[part], first_row * row,
+                               rows * row))
+        if not ops:
+            raise DualpathError(f"{job.request}: nothing to send for layer {layer}")
+        pe.transport.post(ops).wait(timeout_s=None)
+        handle.extra["sent"] = True

@@ -1,0 +1,56 @@
+"""The simulator's event queue: a heap keyed by (time, priority, sequence) for deterministic ties.
+
+Handlers are plain callables taking one argument; the queue never inspects them. Priorities order
+events that fall on the same instant: state changes first (a step ends, a read lands), then the
+decisions that look at the new state (scheduling, starting the next forward batch).
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Any, Callable
+
+# Same-instant order. A step end frees PE tokens before the scheduler looks; reads land before a
+# group decides what is ready; scheduling runs before a group starts so fresh zero-read requests join.
+STEP_END = 0
+READ_DONE = 1
+DE_READY = 2
+DECODE_BOUNDARY = 3
+ARRIVAL = 4
+SCHEDULE = 5
+GROUP_START = 6
+
+
+class EventQueue:
+    """Min-heap of (time_s, priority, seq, handler, arg); `seq` breaks ties in insertion order."""
+
+    __slots__ = ("_heap", "_seq", "now_s", "num_events")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, int, Callable[[Any], None], Any]] = []
+        self._seq = 0
+        self.now_s = 0.0
+        self.num_events = 0
+
+    def push(self, at_s: float, priority: int, handler: Callable[[Any], None], arg: Any = None) -> None:
+        if at_s < self.now_s:
+            at_s = self.now_s  # float round-off must never move time backwards
+        self._seq += 1
+        heapq.heappush(self._heap, (at_s, priority, self._seq, handler, arg))
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def run(self, on_tick: Callable[[], None] | None = None, tick_every: int = 4096) -> None:
+        """Pop and dispatch until empty; `on_tick` runs every `tick_every` events (progress)."""
+        heap, pop = self._heap, heapq.heappop
+        count = self.num_events
+        while heap:
+            at_s, _, _, handler, arg = pop(heap)
+            self.now_s = at_s
+            handler(arg)
+            count += 1
+            if on_tick is not None and count % tick_every == 0:
+                self.num_events = count
+                on_tick()
+        self.num_events = count

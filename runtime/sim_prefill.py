@@ -1,0 +1,215 @@
+"""Prefill engine groups of the simulator: forward steps, their batches and their duration.
+
+A group is the set of PEs that run forward passes in lockstep: for an MoE model served with expert
+parallelism, attention is data parallel (each GPU attends over its own batch) and the experts are
+shared, so a step lasts `max` over GPUs of attention plus the group's mean expert/dense work, and a
+GPU with a small batch waits for the slowest one. A dense model's engines run on their own (groups
+of one). One step is one event, whatever the number of layers:
+
+- layerwise: three pipelined stages per layer (load layer k's KV into HBM, compute it, send its KV
+  to the DE), so the step takes t + c + o + (L - 1) * max(t, c, o) for per-layer times t, c, o,
+  and no later than the slowest DE CNIC it pulls KV from can deliver, plus one layer;
+- not layerwise: the batch's whole KV is copied into HBM first (bounded by HBM), then computed;
+  each request's KV is sent to its DE afterwards, off the GPU's critical path.
+"""
+
+from __future__ import annotations
+
+from dualpath.errors import InputError
+from dualpath.policy import BatchItem
+from dualpath.runtime import sim_events as ev
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+class PrefillGroup:
+    __slots__ = ("sim", "index", "engines", "busy", "start_posted", "running", "kv_at")
+
+    def __init__(self, sim, index: int, engines: list):
+        self.sim = sim
+        self.index = index
+        self.engines = engines
+        self.busy = False
+        self.start_posted = False
+        self.running: list = []  # [(engine, [(state, new_tokens, first_chunk)])]
+        self.kv_at: dict[str, float] = {}  # non-layerwise: when each request's KV reaches its DE
+
+    def kick(self) -> None:
+        if not self.busy and not self.start_posted:
+            self.start_posted = True
+            self.sim.events.push(self.sim.events.now_s, ev.GROUP_START, self.on_start)
+
+    def on_start(self, _=None) -> None:
+        self.start_posted = False
+        if self.busy:
+            return
+        now = self.sim.events.now_s
+        batches = []
+        for engine in self.engines:
+            if engine.ready:
+                batch = self._form(engine, now)
+                if batch:
+                    batches.append((engine, batch))
+        if not batches:
+            return
+        for _, batch in batches:
+            for state, _, first in batch:
+                if first:
+                    state.prefill_start = now
+        duration = self._duration(batches, now)
+        self.busy = True
+        self.running = batches
+        for engine, _ in batches:
+            engine.busy_meter.add(now, now + duration, duration)
+            self.sim.span(engine.spec.name, "prefill", now, now + duration, None, 0.0)
+        self.sim.events.push(now + duration, ev.STEP_END, self.on_end)
+
+    # ---- batch formation ---------------------------------------------------------------------
+    def _form(self, engine, now: float) -> list:
+        sim = self.sim
+        zero_io = sim.options.zero_io
+        states = sorted(engine.ready.values(), key=lambda s: s.assign_seq)
+        eligible, tentative = [], []
+        for s in states:
+            if not zero_io and s.de_buf == 0:
+                # A PE-read request's KV lands in its DE node's buffer during the step: room first.
+                storage = sim.storages[sim.des[s.de].node]
+                if not storage.try_reserve(s.prompt_bytes, now):
+                    continue
+                s.de_buf = s.prompt_bytes
+                tentative.append(s)
+            eligible.append(s.item)
+        if not eligible:
+            return []
+        chosen = sim.policy.form_batch(eligible)
+        by_id = {s.req.id: s for s in states}
+        batch, seen = [], set()
+        hbm_left = sim.pe_free_hbm
+        for item in chosen:
+            s = by_id.get(item.request)
+            if s is None or item.request in seen or s.item is None or not 1 <= item.new_tokens <= s.remaining:
+                raise InputError(f"policy {sim.policy.name}",
+                                 f"form_batch returned {item!r}, not an eligible queued item or chunk of one")
+            if not sim.options.layerwise:
+                need = (s.cached + item.new_tokens) * sim.kv
+                if batch and need > hbm_left:
+                    break  # all KV resident: HBM bounds the batch
+                hbm_left -= need
+            seen.add(item.request)
+            batch.append((s, item.new_tokens, s.prefill_start < 0))
+        for s in tentative:
+            if s.req.id not in seen:
+                sim.storages[sim.des[s.de].node].release(s.de_buf, now)
+                s.de_buf = 0
+        return batch
+
+    # ---- timing --------------------------------------------------------------------------------
+    def _duration(self, batches: list, now: float) -> float:
+        sim = self.sim
+        llm, cal = sim.llm, sim.calibration
+        num_layers, kv, bt = sim.num_layers, sim.kv, sim.block_tokens
+        zero_io, layerwise = sim.options.zero_io, sim.options.layerwise
+        overhead = llm.cost.prefill_overhead_s
+        max_attn, other_sum, max_full = 0.0, 0.0, 0.0
+        per_engine = []
+        de_src: dict[int, float] = {}
+        for engine, batch in batches:
+            pairs = [(s.cached, n) for s, n, _ in batch]
+            attn = llm.attention_time_s(pairs)
+            full = llm.prefill_time_s(pairs)
+            max_attn = max(max_attn, attn)
+            max_full = max(max_full, full)
+            other_sum += full - attn - overhead
+            local_bytes = in_blocks = out_bytes = out_blocks = 0
+            for s, n, first in batch:
+                local_bytes += s.cached * kv - s.de_read
+                in_blocks += _ceil_div(s.cached, bt)
+                if s.de_read:
+                    de_src[s.de] = de_src.get(s.de, 0.0) + s.de_read
+                out_bytes += n * kv + (s.pe_read if first else 0)
+                out_blocks += _ceil_div(n, bt) + (_ceil_div(s.pe_read // kv, bt) if first else 0)
+            per_engine.append((engine, batch, local_bytes, in_blocks, out_bytes, out_blocks))
+        if sim.lockstep:
+            compute = overhead + max_attn + other_sum / len(self.engines)
+        else:
+            compute = max_full
+        if zero_io:
+            self.kv_at = {}
+            return compute
+        # KV the DEs' CNICs push to this step's PEs (DE-read path), first come first served per DE.
+        de_ready = now
+        for d, num_bytes in de_src.items():
+            de_ready = max(de_ready, sim.de_out[d].reserve(now, num_bytes, request=None))
+        if layerwise:
+            return self._layerwise(per_engine, compute, de_ready, now)
+        return self._resident(per_engine, compute, de_ready, now)
+
+    def _layerwise(self, per_engine: list, compute: float, de_ready: float, now: float) -> float:
+        sim = self.sim
+        num_layers, kv = sim.num_layers, sim.kv
+        submit = sim.calibration.rdma_submit_s
+        t = o = 0.0
+        de_landed = now
+        for engine, batch, _, in_blocks, out_bytes, out_blocks in per_engine:
+            in_bytes = sum(s.cached for s, _, _ in batch) * kv
+            in_end = sim.pe_in[engine.index].reserve(now, in_bytes, in_blocks * num_layers * submit)
+            out_end = sim.pe_out[engine.index].reserve(now, out_bytes, out_blocks * num_layers * submit)
+            t = max(t, (in_end - now) / num_layers)
+            o = max(o, (out_end - now) / num_layers)
+            for s, n, first in batch:
+                sent = n * kv + (s.pe_read if first else 0)
+                de_landed = max(de_landed, sim.de_in[s.de].reserve(now, sent))
+        c = compute / num_layers
+        duration = t + c + o + (num_layers - 1) * max(t, c, o)
+        # The last layer cannot run before the slowest DE CNIC has delivered its share.
+        duration = max(duration, de_ready - now + c + o, de_landed - now)
+        self.kv_at = {}
+        return duration
+
+    def _resident(self, per_engine: list, compute: float, de_ready: float, now: float) -> float:
+        sim = self.sim
+        num_layers, kv = sim.num_layers, sim.kv
+        cal = sim.calibration
+        h2d = de_ready - now
+        for engine, _, local_bytes, in_blocks, _, _ in per_engine:
+            # Every Full Block is scattered into L per-layer KV pages by separate copies.
+            end = sim.pe_pcie[engine.index].reserve(now, local_bytes, in_blocks * num_layers * cal.cuda_copy_submit_s)
+            h2d = max(h2d, end - now)
+        step_end = now + h2d + compute
+        kv_at = {}
+        for engine, batch, *_ in per_engine:
+            for s, n, first in batch:
+                if s.remaining != n:
+                    continue  # a chunk: its KV goes with the request's last chunk
+                sent = s.prompt_bytes - s.de_read
+                blocks = _ceil_div(sent // kv, sim.block_tokens) * num_layers
+                out_end = sim.pe_out[engine.index].reserve(step_end, sent, blocks * cal.rdma_submit_s)
+                kv_at[s.req.id] = max(out_end, sim.de_in[s.de].reserve(step_end, sent))
+        self.kv_at = kv_at
+        return h2d + compute
+
+    # ---- step end ------------------------------------------------------------------------------
+    def on_end(self, _=None) -> None:
+        sim = self.sim
+        now = sim.events.now_s
+        board = sim.board
+        for engine, batch in self.running:
+            for s, n, _ in batch:
+                s.cached += n
+                s.remaining -= n
+                engine.num_tokens -= n
+                if s.remaining == 0:
+                    del engine.ready[s.req.id]
+                    engine.num_seqs -= 1
+                    s.item = None
+                    sim.prefill_done(s, now, self.kv_at.get(s.req.id, now))
+                else:
+                    s.item = BatchItem(s.req.id, s.cached, s.remaining, s.ready_at)
+            board.dirty_pe.add(engine.index)
+        self.running = []
+        self.kv_at = {}
+        self.busy = False
+        sim.request_schedule()
+        self.kick()

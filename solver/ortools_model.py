@@ -1,0 +1,333 @@
+"""OR-Tools formulations: CP-SAT (exact, integer picoseconds), pywraplp MIP, and the LP relaxation (GLOP).
+
+Same sections and variable names as `pulp_model`: x[r,p] request r on PE p, y[r,d] on DE d, a[r,p] and
+b[r,d] hit tokens read through p's / d's node SNIC, z[r] = 1 for a PE-side read (whole reads), T the
+makespan. Coefficients come from `problem.coefficients` (seconds per unit).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from dualpath.cluster import Role
+from dualpath.errors import require
+from dualpath.solver.bound import Relaxation, RelaxationSolution
+from dualpath.solver.problem import (
+    TIME_SCALE,
+    ExactResult,
+    Problem,
+    Solution,
+    coefficients,
+    engine_classes,
+)
+
+
+def _ps(seconds: float) -> int:
+    return round(seconds * TIME_SCALE)
+
+
+# ---- CP-SAT: the exact engine-level model ---------------------------------------------------------
+def solve_cpsat(problem: Problem, split_reads: bool, time_limit_s: float, hint: Solution | None = None,
+                upper_bound_s: float | None = None, threads: int = 2) -> ExactResult:
+    cp_model = require("ortools.sat.python.cp_model", "solver")
+    start = time.perf_counter()
+    pb, co = problem, coefficients(problem)
+    kv = pb.kv_bytes_per_token
+    R, P, D, N = range(pb.num_requests), range(pb.num_pe), range(pb.num_de), range(pb.num_nodes)
+    model = cp_model.CpModel()
+
+    # Variables
+    x = {(r, p): model.new_bool_var(f"x[{r},{p}]") for r in R for p in P}
+    y = {(r, d): model.new_bool_var(f"y[{r},{d}]") for r in R for d in D}
+    a = {(r, p): model.new_int_var(0, co.pe_cap_tokens[r], f"a[{r},{p}]") for r in R for p in P}
+    b = {(r, d): model.new_int_var(0, co.hit_tokens[r], f"b[{r},{d}]") for r in R for d in D}
+    z = {r: model.new_bool_var(f"z[{r}]") for r in R} if not split_reads else {}
+    horizon = _ps(upper_bound_s) + 1 if upper_bound_s else _ps(_trivial_upper_s(pb, co))
+    T = model.new_int_var(0, horizon, "T")
+
+    # Assignment: one PE and one DE per request
+    for r in R:
+        model.add_exactly_one(x[r, p] for p in P)
+        model.add_exactly_one(y[r, d] for d in D)
+
+    # Read linking: reads only through the chosen engines' nodes; all hit tokens read once
+    for r in R:
+        for p in P:
+            model.add(a[r, p] == 0).only_enforce_if(x[r, p].Not())
+        for d in D:
+            model.add(b[r, d] == 0).only_enforce_if(y[r, d].Not())
+        model.add(sum(a[r, p] for p in P) + sum(b[r, d] for d in D) == co.hit_tokens[r])
+        if not split_reads:
+            model.add(sum(a[r, p] for p in P) == co.hit_tokens[r] * z[r])
+
+    # SNIC per node
+    for n in N:
+        terms = [(a[r, p], _ps(co.token_snic_s[n])) for r in R for p in P if pb.pe_node[p] == n]
+        terms += [(b[r, d], _ps(co.token_snic_s[n])) for r in R for d in D if pb.de_node[d] == n]
+        model.add(_ps(co.snic_backlog_s[n]) + _weighted(cp_model, terms) <= T)
+
+    # PE compute, CNIC in and CNIC out per engine
+    for p in P:
+        model.add(_ps(co.compute_backlog_s[p]) + _weighted(cp_model, [(x[r, p], _ps(co.compute_s[r])) for r in R]) <= T)
+        model.add(_weighted(cp_model, [(x[r, p], _ps(co.hit_cnic_s[r])) for r in R]) <= T)
+        model.add(_weighted(cp_model, [(x[r, p], _ps(co.new_cnic_s[r])) for r in R]
+                            + [(a[r, p], _ps(co.token_cnic_s)) for r in R]) <= T)
+
+    # DE CNIC out and CNIC in per engine
+    for d in D:
+        model.add(_weighted(cp_model, [(y[r, d], _ps(co.prompt_cnic_s[r])) for r in R]
+                            + [(b[r, d], _ps(co.token_cnic_s)) for r in R]) <= T)
+        model.add(_weighted(cp_model, [(y[r, d], _ps(co.prompt_cnic_s[r])) for r in R]
+                            + [(b[r, d], -_ps(co.token_cnic_s)) for r in R]) <= T)
+
+    # DE HBM
+    for d in D:
+        model.add(_weighted(cp_model, [(y[r, d], pb.context_bytes[r]) for r in R]) <= pb.hbm_capacity_bytes[d])
+
+    # Symmetry breaking: interchangeable engines open in order of their first request
+    for role, var in ((Role.PREFILL, x), (Role.DECODE, y)):
+        for group in engine_classes(pb, role):
+            for j in range(1, len(group)):
+                for r in R:
+                    model.add(var[r, group[j]] <= sum(var[s, group[j - 1]] for s in range(r)))
+
+    # Objective
+    model.minimize(T)
+    if hint is not None:
+        _hint_cpsat(model, pb, hint, x, y, a, b, z)
+
+    solver = cp_model.CpSolver()
+    solver.parameters.max_time_in_seconds = max(0.01, time_limit_s - (time.perf_counter() - start))
+    solver.parameters.num_workers = max(1, threads)
+    solver.parameters.random_seed = 1
+    code = solver.solve(model)
+
+    # Status check
+    status = {cp_model.OPTIMAL: "optimal", cp_model.FEASIBLE: "feasible",
+              cp_model.INFEASIBLE: "infeasible"}.get(code, "unknown")
+    # Each rounded coefficient is off by at most 0.5 ps per unit; subtract the worst case to certify.
+    slack_ps = 0.5 * sum(3 + 2 * h for h in co.hit_tokens)
+    bound_s = max(0.0, (solver.best_objective_bound - slack_ps) / TIME_SCALE) if status != "unknown" else 0.0
+    if status == "infeasible":
+        bound_s = 0.0
+    solution = None
+    if status in ("optimal", "feasible"):
+        # Extraction
+        solution = Solution(
+            pe=[next(p for p in P if solver.boolean_value(x[r, p])) for r in R],
+            de=[next(d for d in D if solver.boolean_value(y[r, d])) for r in R],
+            pe_read_bytes=[kv * sum(solver.value(a[r, p]) for p in P) for r in R],
+        )
+    return ExactResult(solution, status, bound_s, time.perf_counter() - start, "cp-sat")
+
+
+def _weighted(cp_model, terms):
+    if not terms:
+        return 0
+    return cp_model.LinearExpr.weighted_sum([v for v, _ in terms], [c for _, c in terms])
+
+
+def _hint_cpsat(model, pb: Problem, hint: Solution, x, y, a, b, z) -> None:
+    kv = pb.kv_bytes_per_token
+    for r in range(pb.num_requests):
+        pe_tokens = hint.pe_read_bytes[r] // kv
+        for p in range(pb.num_pe):
+            model.add_hint(x[r, p], p == hint.pe[r])
+            model.add_hint(a[r, p], pe_tokens if p == hint.pe[r] else 0)
+        for d in range(pb.num_de):
+            model.add_hint(y[r, d], d == hint.de[r])
+            model.add_hint(b[r, d], pb.requests[r].hit_tokens - pe_tokens if d == hint.de[r] else 0)
+        if z:
+            model.add_hint(z[r], pe_tokens > 0)
+
+
+def _trivial_upper_s(pb: Problem, co) -> float:
+    """Everything on one engine and one node: an upper bound on any optimal makespan."""
+    total = max(co.snic_backlog_s) + max(co.compute_backlog_s, default=0.0)
+    total += sum(co.compute_s) + sum(co.hit_cnic_s) + sum(co.new_cnic_s) + 2 * sum(co.prompt_cnic_s)
+    total += sum(co.hit_tokens) * (max(co.token_snic_s) + 2 * co.token_cnic_s)
+    return total + 1.0
+
+
+# ---- pywraplp: the same model as a MIP (SCIP by default) --------------------------------------------
+def solve_mip(problem: Problem, split_reads: bool, time_limit_s: float, hint: Solution | None = None,
+              backend: str = "SCIP", threads: int = 2) -> ExactResult:
+    pywraplp = require("ortools.linear_solver.pywraplp", "solver")
+    start = time.perf_counter()
+    pb, co = problem, coefficients(problem)
+    kv = pb.kv_bytes_per_token
+    R, P, D, N = range(pb.num_requests), range(pb.num_pe), range(pb.num_de), range(pb.num_nodes)
+    solver = pywraplp.Solver.CreateSolver(backend)
+    if solver is None:
+        raise ValueError(f"OR-Tools was built without the {backend} MIP backend")
+    inf = solver.infinity()
+
+    # Variables
+    x = {(r, p): solver.BoolVar(f"x[{r},{p}]") for r in R for p in P}
+    y = {(r, d): solver.BoolVar(f"y[{r},{d}]") for r in R for d in D}
+    a = {(r, p): solver.NumVar(0, co.pe_cap_tokens[r], f"a[{r},{p}]") for r in R for p in P}
+    b = {(r, d): solver.NumVar(0, co.hit_tokens[r], f"b[{r},{d}]") for r in R for d in D}
+    z = {r: solver.BoolVar(f"z[{r}]") for r in R} if not split_reads else {}
+    T = solver.NumVar(0, inf, "T")
+
+    def row(lb, ub, terms):
+        c = solver.Constraint(lb, ub)
+        for var, coef in terms:
+            c.SetCoefficient(var, c.GetCoefficient(var) + coef)
+        return c
+
+    # Assignment: one PE and one DE per request
+    for r in R:
+        row(1, 1, [(x[r, p], 1) for p in P])
+        row(1, 1, [(y[r, d], 1) for d in D])
+
+    # Read linking: reads only through the chosen engines' nodes; all hit tokens read once
+    for r in R:
+        for p in P:
+            row(-inf, 0, [(a[r, p], 1), (x[r, p], -co.pe_cap_tokens[r])])
+        for d in D:
+            row(-inf, 0, [(b[r, d], 1), (y[r, d], -co.hit_tokens[r])])
+        row(co.hit_tokens[r], co.hit_tokens[r], [(a[r, p], 1) for p in P] + [(b[r, d], 1) for d in D])
+        if not split_reads:
+            row(0, 0, [(a[r, p], 1) for p in P] + [(z[r], -co.hit_tokens[r])])
+
+    # SNIC per node
+    for n in N:
+        terms = [(a[r, p], co.token_snic_s[n]) for r in R for p in P if pb.pe_node[p] == n]
+        terms += [(b[r, d], co.token_snic_s[n]) for r in R for d in D if pb.de_node[d] == n]
+        row(-inf, -co.snic_backlog_s[n], terms + [(T, -1)])
+
+    # PE compute, CNIC in and CNIC out per engine
+    for p in P:
+        row(-inf, -co.compute_backlog_s[p], [(x[r, p], co.compute_s[r]) for r in R] + [(T, -1)])
+        row(-inf, 0, [(x[r, p], co.hit_cnic_s[r]) for r in R] + [(T, -1)])
+        row(-inf, 0, [(x[r, p], co.new_cnic_s[r]) for r in R] + [(a[r, p], co.token_cnic_s) for r in R] + [(T, -1)])
+
+    # DE CNIC out and CNIC in per engine
+    for d in D:
+        row(-inf, 0, [(y[r, d], co.prompt_cnic_s[r]) for r in R] + [(b[r, d], co.token_cnic_s) for r in R]
+            + [(T, -1)])
+        row(-inf, 0, [(y[r, d], co.prompt_cnic_s[r]) for r in R] + [(b[r, d], -co.token_cnic_s) for r in R]
+            + [(T, -1)])
+
+    # DE HBM
+    for d in D:
+        row(-inf, pb.hbm_capacity_bytes[d], [(y[r, d], pb.context_bytes[r]) for r in R])
+
+    # Symmetry breaking: interchangeable engines open in order of their first request
+    for role, var in ((Role.PREFILL, x), (Role.DECODE, y)):
+        for group in engine_classes(pb, role):
+            for j in range(1, len(group)):
+                for r in R:
+                    row(-inf, 0, [(var[r, group[j]], 1)] + [(var[s, group[j - 1]], -1) for s in range(r)])
+
+    # Objective
+    solver.Minimize(T)
+    if hint is not None:
+        pairs = _hint_pairs(pb, hint, x, y, a, b, z)
+        solver.SetHint([v for v, _ in pairs], [val for _, val in pairs])
+    solver.SetTimeLimit(max(10, int(1000 * (time_limit_s - (time.perf_counter() - start)))))
+    solver.SetNumThreads(max(1, threads))
+    code = solver.Solve()
+
+    # Status check
+    status = {pywraplp.Solver.OPTIMAL: "optimal", pywraplp.Solver.FEASIBLE: "feasible",
+              pywraplp.Solver.INFEASIBLE: "infeasible"}.get(code, "unknown")
+    solution = None
+    bound_s = 0.0
+    if status in ("optimal", "feasible"):
+        bound_s = max(0.0, solver.Objective().BestBound() * (1 - 1e-9))
+        # Extraction
+        solution = Solution(
+            pe=[max(P, key=lambda p: x[r, p].solution_value()) for r in R],
+            de=[max(D, key=lambda d: y[r, d].solution_value()) for r in R],
+            pe_read_bytes=[kv * round(sum(a[r, p].solution_value() for p in P)) for r in R],
+        )
+    return ExactResult(solution, status, bound_s, time.perf_counter() - start, f"pywraplp-{backend.lower()}")
+
+
+def _hint_pairs(pb: Problem, hint: Solution, x, y, a, b, z) -> list:
+    kv = pb.kv_bytes_per_token
+    pairs = []
+    for r in range(pb.num_requests):
+        pe_tokens = hint.pe_read_bytes[r] // kv
+        for p in range(pb.num_pe):
+            pairs += [(x[r, p], float(p == hint.pe[r])), (a[r, p], float(pe_tokens if p == hint.pe[r] else 0))]
+        for d in range(pb.num_de):
+            rest = pb.requests[r].hit_tokens - pe_tokens
+            pairs += [(y[r, d], float(d == hint.de[r])), (b[r, d], float(rest if d == hint.de[r] else 0))]
+        if z:
+            pairs.append((z[r], float(pe_tokens > 0)))
+    return pairs
+
+
+# ---- GLOP: the LP relaxation over node classes ------------------------------------------------------
+def solve_relaxation(relax: Relaxation, time_limit_s: float) -> RelaxationSolution | None:
+    pywraplp = require("ortools.linear_solver.pywraplp", "solver")
+    pb = relax.problem
+    R, I, J = range(pb.num_requests), range(len(relax.pe_classes)), range(len(relax.de_classes))
+    solver = pywraplp.Solver.CreateSolver("GLOP")
+    inf = solver.infinity()
+    cn = pb.cnic_bytes_per_s
+
+    # Variables (fractions of request r on class i / j; bytes read there)
+    x = {(r, i): solver.NumVar(0, 1, "") for r in R for i in I}
+    y = {(r, j): solver.NumVar(0, 1, "") for r in R for j in J}
+    a = {(r, i): solver.NumVar(0, inf, "") for r in R for i in I}
+    b = {(r, j): solver.NumVar(0, inf, "") for r in R for j in J}
+    T = solver.NumVar(relax.constant_s, inf, "T")
+
+    def row(lb, ub, terms):
+        c = solver.Constraint(lb, ub)
+        for var, coef in terms:
+            c.SetCoefficient(var, coef)
+        return c
+
+    # Assignment and read linking
+    for r in R:
+        row(1, 1, [(x[r, i], 1) for i in I])
+        row(1, 1, [(y[r, j], 1) for j in J])
+        for i in I:
+            row(-inf, 0, [(a[r, i], 1), (x[r, i], -pb.pe_read_cap_bytes(r))])
+        for j in J:
+            row(-inf, 0, [(b[r, j], 1), (y[r, j], -pb.hit_bytes[r])])
+        row(pb.hit_bytes[r], pb.hit_bytes[r], [(a[r, i], 1) for i in I] + [(b[r, j], 1) for j in J])
+
+    # SNIC per class, then engine resources pooled per class
+    rows = {}
+    for i, c in enumerate(relax.pe_classes):
+        rows["snic", "pe", i] = row(-inf, -c.read_queue_bytes, [(a[r, i], 1) for r in R] + [(T, -c.snic_bytes_per_s)])
+        rows["pe_compute", i] = row(-inf, -c.compute_backlog_s,
+                                    [(x[r, i], pb.compute_s[r]) for r in R] + [(T, -c.num_engines)])
+        rows["pe_cnic_in", i] = row(-inf, 0, [(x[r, i], pb.hit_bytes[r]) for r in R] + [(T, -c.num_engines * cn)])
+        rows["pe_cnic_out", i] = row(-inf, 0, [(x[r, i], pb.new_bytes[r]) for r in R] + [(a[r, i], 1) for r in R]
+                                     + [(T, -c.num_engines * cn)])
+    for j, c in enumerate(relax.de_classes):
+        rows["snic", "de", j] = row(-inf, -c.read_queue_bytes, [(b[r, j], 1) for r in R] + [(T, -c.snic_bytes_per_s)])
+        rows["de_cnic_out", j] = row(-inf, 0, [(y[r, j], pb.prompt_bytes[r]) for r in R]
+                                     + [(b[r, j], 1) for r in R] + [(T, -c.num_engines * cn)])
+        rows["de_cnic_in", j] = row(-inf, 0, [(y[r, j], pb.prompt_bytes[r]) for r in R]
+                                    + [(b[r, j], -1) for r in R] + [(T, -c.num_engines * cn)])
+        row(-inf, c.hbm_capacity_bytes, [(y[r, j], pb.context_bytes[r]) for r in R])
+
+    # Objective
+    solver.Minimize(T)
+    solver.SetTimeLimit(max(10, int(1000 * time_limit_s)))
+    code = solver.Solve()
+    if code != pywraplp.Solver.OPTIMAL:
+        return RelaxationSolution(0.0, "unknown")
+    value = T.solution_value()
+    tight = [k for k, c in rows.items() if abs(c.dual_value()) > 1e-12]
+    binding = max(tight, key=lambda k: abs(rows[k].dual_value()))[0] if tight else "constant"
+    # GLOP's tolerance is ~1e-7 relative; shave it so the bound stays certified.
+    return RelaxationSolution(
+        value_s=value * (1 - 1e-7), status="optimal",
+        pe_read_bytes={i: sum(a[r, i].solution_value() for r in R) for i in I},
+        binding=binding,
+    )
+
+
+def lp_time_budget_ok(num_variables: int, time_limit_s: float) -> bool:
+    """GLOP builds ~1e5 variables a second through pywraplp; refuse what cannot finish in time."""
+    return num_variables <= max(1_000, 100_000 * time_limit_s) and not math.isnan(time_limit_s)

@@ -1,0 +1,190 @@
+"""PuLP formulations (CBC or HiGHS): the exact engine-level MIP and the LP relaxation.
+
+Same sections and variable names as `ortools_model`: x[r,p] request r on PE p, y[r,d] on DE d, a[r,p]
+and b[r,d] hit tokens read through p's / d's node SNIC, z[r] = 1 for a PE-side read (whole reads),
+T the makespan in seconds. CBC does not honour time limits reliably on large models, so the planner
+only sends PuLP models up to `MAX_MIP_BINARIES` binaries (larger instances are decomposed).
+"""
+
+from __future__ import annotations
+
+import time
+
+from dualpath.cluster import Role
+from dualpath.errors import require
+from dualpath.solver.bound import Relaxation, RelaxationSolution
+from dualpath.solver.problem import ExactResult, Problem, Solution, coefficients, engine_classes
+
+MAX_MIP_BINARIES = 4_000
+MAX_LP_VARIABLES = 60_000
+BACKENDS = ("cbc", "highs")
+
+
+def _solver(pulp, backend: str, time_limit_s: float, threads: int, gap: float = 1e-9):
+    limit = max(1, round(time_limit_s))
+    if backend == "cbc":
+        return pulp.PULP_CBC_CMD(msg=False, timeLimit=limit, threads=threads, gapRel=gap, gapAbs=0,
+                                 warmStart=True, options=["randomSeed 1", "randomCbcSeed 1"])
+    if backend == "highs":
+        require("highspy", "solver")
+        return pulp.HiGHS(msg=False, timeLimit=time_limit_s, threads=threads, gapRel=gap, gapAbs=0,
+                          random_seed=1)
+    raise ValueError(f"unknown PuLP backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+
+
+# ---- the exact engine-level model ------------------------------------------------------------------
+def solve_mip(problem: Problem, split_reads: bool, time_limit_s: float, hint: Solution | None = None,
+              backend: str = "cbc", threads: int = 2) -> ExactResult:
+    pulp = require("pulp", "solver")
+    start = time.perf_counter()
+    pb, co = problem, coefficients(problem)
+    kv = pb.kv_bytes_per_token
+    R, P, D, N = range(pb.num_requests), range(pb.num_pe), range(pb.num_de), range(pb.num_nodes)
+    model = pulp.LpProblem("dualpath_plan", pulp.LpMinimize)
+
+    # Variables
+    x = {(r, p): pulp.LpVariable(f"x_{r}_{p}", cat="Binary") for r in R for p in P}
+    y = {(r, d): pulp.LpVariable(f"y_{r}_{d}", cat="Binary") for r in R for d in D}
+    a = {(r, p): pulp.LpVariable(f"a_{r}_{p}", 0, co.pe_cap_tokens[r]) for r in R for p in P}
+    b = {(r, d): pulp.LpVariable(f"b_{r}_{d}", 0, co.hit_tokens[r]) for r in R for d in D}
+    z = {r: pulp.LpVariable(f"z_{r}", cat="Binary") for r in R} if not split_reads else {}
+    T = pulp.LpVariable("T", 0)
+
+    # Objective
+    model += T
+
+    # Assignment: one PE and one DE per request
+    for r in R:
+        model += pulp.lpSum(x[r, p] for p in P) == 1
+        model += pulp.lpSum(y[r, d] for d in D) == 1
+
+    # Read linking: reads only through the chosen engines' nodes; all hit tokens read once
+    for r in R:
+        for p in P:
+            model += a[r, p] <= co.pe_cap_tokens[r] * x[r, p]
+        for d in D:
+            model += b[r, d] <= co.hit_tokens[r] * y[r, d]
+        model += pulp.lpSum(a[r, p] for p in P) + pulp.lpSum(b[r, d] for d in D) == co.hit_tokens[r]
+        if not split_reads:
+            model += pulp.lpSum(a[r, p] for p in P) == co.hit_tokens[r] * z[r]
+
+    # SNIC per node
+    for n in N:
+        reads = [a[r, p] for r in R for p in P if pb.pe_node[p] == n]
+        reads += [b[r, d] for r in R for d in D if pb.de_node[d] == n]
+        model += co.snic_backlog_s[n] + co.token_snic_s[n] * pulp.lpSum(reads) <= T
+
+    # PE compute, CNIC in and CNIC out per engine
+    for p in P:
+        model += co.compute_backlog_s[p] + pulp.lpSum(co.compute_s[r] * x[r, p] for r in R) <= T
+        model += pulp.lpSum(co.hit_cnic_s[r] * x[r, p] for r in R) <= T
+        model += pulp.lpSum(co.new_cnic_s[r] * x[r, p] + co.token_cnic_s * a[r, p] for r in R) <= T
+
+    # DE CNIC out and CNIC in per engine
+    for d in D:
+        model += pulp.lpSum(co.prompt_cnic_s[r] * y[r, d] + co.token_cnic_s * b[r, d] for r in R) <= T
+        model += pulp.lpSum(co.prompt_cnic_s[r] * y[r, d] - co.token_cnic_s * b[r, d] for r in R) <= T
+
+    # DE HBM
+    for d in D:
+        model += pulp.lpSum(pb.context_bytes[r] * y[r, d] for r in R) <= pb.hbm_capacity_bytes[d]
+
+    # Symmetry breaking: interchangeable engines open in order of their first request
+    for role, var in ((Role.PREFILL, x), (Role.DECODE, y)):
+        for group in engine_classes(pb, role):
+            for j in range(1, len(group)):
+                for r in R:
+                    model += var[r, group[j]] <= pulp.lpSum(var[s, group[j - 1]] for s in range(r))
+
+    if hint is not None:
+        _set_hint(pb, hint, x, y, a, b, z)
+    solver = _solver(pulp, backend, time_limit_s - (time.perf_counter() - start), threads)
+    model.solve(solver)
+
+    # Status check
+    has_values = T.varValue is not None and all(x[r, p].varValue is not None for r in R for p in P)
+    if model.status == pulp.LpStatusInfeasible:
+        return ExactResult(None, "infeasible", 0.0, time.perf_counter() - start, f"pulp-{backend}")
+    if not has_values:
+        return ExactResult(None, "unknown", 0.0, time.perf_counter() - start, f"pulp-{backend}")
+    proved = model.status == pulp.LpStatusOptimal and pulp.LpSolutionOptimal == model.sol_status
+    # Extraction
+    solution = Solution(
+        pe=[max(P, key=lambda p: x[r, p].varValue or 0.0) for r in R],
+        de=[max(D, key=lambda d: y[r, d].varValue or 0.0) for r in R],
+        pe_read_bytes=[kv * round(sum(a[r, p].varValue or 0.0 for p in P)) for r in R],
+    )
+    # The MIP gap tolerance is 1e-9: an optimal status certifies T within it.
+    bound_s = T.varValue * (1 - 2e-9) if proved else 0.0
+    return ExactResult(solution, "optimal" if proved else "feasible", bound_s, time.perf_counter() - start,
+                       f"pulp-{backend}")
+
+
+def _set_hint(pb: Problem, hint: Solution, x, y, a, b, z) -> None:
+    kv = pb.kv_bytes_per_token
+    for r in range(pb.num_requests):
+        pe_tokens = hint.pe_read_bytes[r] // kv
+        for p in range(pb.num_pe):
+            x[r, p].setInitialValue(int(p == hint.pe[r]))
+            a[r, p].setInitialValue(pe_tokens if p == hint.pe[r] else 0)
+        for d in range(pb.num_de):
+            y[r, d].setInitialValue(int(d == hint.de[r]))
+            b[r, d].setInitialValue(pb.requests[r].hit_tokens - pe_tokens if d == hint.de[r] else 0)
+        if z:
+            z[r].setInitialValue(int(pe_tokens > 0))
+
+
+# ---- the LP relaxation over node classes --------------------------------------------------------
+def solve_relaxation(relax: Relaxation, time_limit_s: float, backend: str = "highs") -> RelaxationSolution | None:
+    pulp = require("pulp", "solver")
+    pb = relax.problem
+    R, I, J = range(pb.num_requests), range(len(relax.pe_classes)), range(len(relax.de_classes))
+    cn = pb.cnic_bytes_per_s
+    model = pulp.LpProblem("dualpath_relaxation", pulp.LpMinimize)
+
+    # Variables (fractions of request r on class i / j; bytes read there)
+    x = {(r, i): pulp.LpVariable(f"x_{r}_{i}", 0, 1) for r in R for i in I}
+    y = {(r, j): pulp.LpVariable(f"y_{r}_{j}", 0, 1) for r in R for j in J}
+    a = {(r, i): pulp.LpVariable(f"a_{r}_{i}", 0) for r in R for i in I}
+    b = {(r, j): pulp.LpVariable(f"b_{r}_{j}", 0) for r in R for j in J}
+    T = pulp.LpVariable("T", relax.constant_s)
+
+    # Objective
+    model += T
+
+    # Assignment and read linking
+    for r in R:
+        model += pulp.lpSum(x[r, i] for i in I) == 1
+        model += pulp.lpSum(y[r, j] for j in J) == 1
+        for i in I:
+            model += a[r, i] <= pb.pe_read_cap_bytes(r) * x[r, i]
+        for j in J:
+            model += b[r, j] <= pb.hit_bytes[r] * y[r, j]
+        model += pulp.lpSum(a[r, i] for i in I) + pulp.lpSum(b[r, j] for j in J) == pb.hit_bytes[r]
+
+    # SNIC per class, then engine resources pooled per class
+    for i, c in enumerate(relax.pe_classes):
+        model += (c.read_queue_bytes + pulp.lpSum(a[r, i] for r in R) <= c.snic_bytes_per_s * T, f"snic_pe_{i}")
+        model += (c.compute_backlog_s + pulp.lpSum(pb.compute_s[r] * x[r, i] for r in R) <= c.num_engines * T,
+                  f"pe_compute_{i}")
+        model += (pulp.lpSum(pb.hit_bytes[r] * x[r, i] for r in R) <= c.num_engines * cn * T, f"pe_cnic_in_{i}")
+        model += (pulp.lpSum(pb.new_bytes[r] * x[r, i] + a[r, i] for r in R) <= c.num_engines * cn * T,
+                  f"pe_cnic_out_{i}")
+    for j, c in enumerate(relax.de_classes):
+        model += (c.read_queue_bytes + pulp.lpSum(b[r, j] for r in R) <= c.snic_bytes_per_s * T, f"snic_de_{j}")
+        model += (pulp.lpSum(pb.prompt_bytes[r] * y[r, j] + b[r, j] for r in R) <= c.num_engines * cn * T,
+                  f"de_cnic_out_{j}")
+        model += (pulp.lpSum(pb.prompt_bytes[r] * y[r, j] - b[r, j] for r in R) <= c.num_engines * cn * T,
+                  f"de_cnic_in_{j}")
+        model += pulp.lpSum(pb.context_bytes[r] * y[r, j] for r in R) <= c.hbm_capacity_bytes
+
+    model.solve(_solver(pulp, backend, time_limit_s, 1))
+    if model.status != pulp.LpStatusOptimal or T.varValue is None:
+        return RelaxationSolution(0.0, "unknown")
+    duals = {name: abs(c.pi or 0.0) for name, c in model.constraints.items() if name.startswith(("snic", "pe_", "de_"))}
+    binding = max(duals, key=duals.get) if duals and max(duals.values()) > 1e-12 else "constant"
+    family = "snic" if binding.startswith("snic") else binding.rsplit("_", 1)[0]
+    return RelaxationSolution(
+        value_s=T.varValue * (1 - 1e-7), status="optimal",
+        pe_read_bytes={i: sum(a[r, i].varValue or 0.0 for r in R) for i in I}, binding=family,
+    )
