@@ -86,6 +86,10 @@ def transfer_steps(path: ReadPath, admission: bool = True) -> tuple[Step, ...]:
         send_acquire = ((Resource.SEND_CREDIT, Amount.ONE), (Resource.DE_BUFFER, Amount.LAYER_BYTES))
         handoff_acquire = ((Resource.DE_HBM, Amount.CONTEXT_BYTES),)
     reader_release = ((Resource.PE_BUFFER, Amount.HIT_BYTES),) if path is ReadPath.PE else ()
+    decode_release: tuple[tuple[Resource, Amount], ...] = ((Resource.DE_BUFFER, Amount.PROMPT_BYTES),)
+    if path is ReadPath.DE and not admission:
+        # The DE-read hit was taken separately at "read"; with admission it is part of PROMPT_BYTES.
+        decode_release += ((Resource.DE_BUFFER, Amount.HIT_BYTES),)
     return (
         Step("admit", Phase.WAITING, Phase.ADMITTED, acquire=admit_acquire),
         Step("read", Phase.ADMITTED, Phase.READING, acquire=read_acquire),
@@ -97,7 +101,7 @@ def transfer_steps(path: ReadPath, admission: bool = True) -> tuple[Step, ...]:
              release=((Resource.PE_HBM_SLOT, Amount.ONE), (Resource.SEND_CREDIT, Amount.ONE)),
              repeats_per_layer=True),
         Step("handoff", Phase.PREFILLING, Phase.HANDOFF, acquire=handoff_acquire, release=reader_release),
-        Step("start_decode", Phase.HANDOFF, Phase.DECODING, release=((Resource.DE_BUFFER, Amount.PROMPT_BYTES),)),
+        Step("start_decode", Phase.HANDOFF, Phase.DECODING, release=decode_release),
         Step("finish", Phase.DECODING, Phase.DONE, release=((Resource.DE_HBM, Amount.CONTEXT_BYTES),)),
     )
 
@@ -114,11 +118,13 @@ class RequestSizes:
     context_bytes: int
     num_layers: int
 
-    def of(self, amount: Amount) -> int:
+    def of(self, amount: Amount, layer: int = 0) -> int:
+        """Bytes (or count) of `amount`; LAYER_BYTES of `layer` so that all layers sum exactly."""
         if amount is Amount.ONE:
             return 1
         if amount is Amount.LAYER_BYTES:
-            return -(-self.prompt_bytes // self.num_layers)
+            base, extra = divmod(self.prompt_bytes, self.num_layers)
+            return base + (1 if layer < extra else 0)
         return getattr(self, amount.value)
 
 

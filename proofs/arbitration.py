@@ -9,7 +9,7 @@ from fractions import Fraction
 
 from dualpath.proofs import smt
 from dualpath.proofs.fabric import Fabric, Port, PortQoS
-from dualpath.proofs.groups import Finding, Undecided, over_groups, ports_label
+from dualpath.proofs.groups import Finding, Holds, Undecided, over_groups, ports_label
 from dualpath.proofs.traffic import TrafficPlan
 from dualpath.proofs.vlarb_model import WEIGHT_UNIT_BYTES, Arbiter, worst_backlog
 
@@ -94,7 +94,10 @@ def _kv_share(plan: TrafficPlan, bound: Fraction, starvation: bool):
             witness = (f"{ports_label(ports)}: while VLs {backlog} are busy, KV VL {k} gets {_pct(share)} of the link"
                        f" (required {'> 0' if starvation else '>= ' + _pct(bound)}): {cause}")
             return Finding(witness, fix)
-        return None
+        if not kv:
+            return None
+        worst = min((worst_backlog(arb, {k}, vls, frozenset({k})) + (k,) for k in kv), key=lambda w: w[1])
+        return Holds(f"worst case KV VL {worst[2]} gets {_pct(worst[1])} with VLs {sorted(worst[0])} busy")
 
     return check
 
@@ -116,7 +119,8 @@ def _collective_share(plan: TrafficPlan):
         if outcome.verdict == "unknown":
             return Undecided(outcome.reason)
         if not outcome.sat:
-            return None
+            backlog, share = worst_backlog(arb, set(coll), domain, frozenset())
+            return Holds(f"worst case collectives get {_pct(share)} with VLs {sorted(backlog)} busy")
         backlog = sorted(v for v in domain if outcome.model.eval(busy[v], model_completion=True))
         share = arb.share(set(coll), backlog)
         missing = [c for c in coll if not arb.high[c]]
@@ -150,18 +154,18 @@ def _wait_bound(plan: TrafficPlan):
     packet_ns = fabric.mtu_bytes * 8 / fabric.link_gbps
 
     def check(qos: PortQoS, ports: list[Port]):
-        z3 = smt.z3mod()
         vls, kv, coll = _lanes(qos, plan)
         arb = Arbiter.of(qos, fabric.mtu_bytes, vls)
         ahead = [arb.kv_packets_ahead(c, kv) for c in coll]
         never = 10**15  # stands for "unbounded" in the integer table
         waits_ps = [never if a == float("inf") else int(a * packet_ns * 1000 + 0.999) for a in ahead]
-        outcome, bad = smt.find_indices(len(coll), lambda i: smt.lookup(i, waits_ps) > int(fabric.model_wait_max_ns * 1000))
-        del z3
+        limit_ps = int(fabric.model_wait_max_ns * 1000)
+        outcome, bad = smt.find_indices(len(coll), lambda i: smt.lookup(i, waits_ps) > limit_ps)
         if outcome.verdict == "unknown":
             return Undecided(outcome.reason)
         if not bad:
-            return None
+            worst = max(waits_ps, default=0) / 1000
+            return Holds(f"worst wait {worst:.1f} ns ({max(ahead, default=0):g} KV packets)")
         c, packets = coll[bad[0]], ahead[bad[0]]
         wait = "unbounded" if packets == float("inf") else f"{packets:g} KV packets = {packets * packet_ns:.1f} ns"
         where = ports[0].where("vlarb_high")

@@ -22,7 +22,14 @@ class Undecided:
     reason: str
 
 
-GroupCheck = Callable[[PortQoS, list[Port]], "Finding | Undecided | None"]
+@dataclass(frozen=True)
+class Holds:
+    """The table passes; `evidence` says by how much (worst case found)."""
+
+    evidence: str
+
+
+GroupCheck = Callable[[PortQoS, list[Port]], "Finding | Undecided | Holds | None"]
 
 
 def ports_label(ports: list[Port]) -> str:
@@ -35,8 +42,11 @@ def over_groups(fabric: Fabric, check: GroupCheck, name: str, family: str, quest
     groups = fabric.groups()
     findings: list[tuple[Finding, list[Port]]] = []
     undecided: list[str] = []
+    evidence: list[str] = []
     for qos, ports in groups:
         outcome = check(qos, ports)
+        if isinstance(outcome, Holds) and outcome.evidence not in evidence:
+            evidence.append(outcome.evidence)
         if isinstance(outcome, Finding):
             findings.append((outcome, ports))
         elif isinstance(outcome, Undecided):
@@ -50,5 +60,6 @@ def over_groups(fabric: Fabric, check: GroupCheck, name: str, family: str, quest
                         detail=f"{len(groups)} distinct port tables checked")
     if undecided:
         return unknown(name, family, question, "; ".join(undecided))
-    return proved(name, family, question,
-                  f"{proved_detail} ({len(groups)} distinct tables over {len(fabric.ports)} ports)")
+    shown = "; ".join(evidence[:3]) + (f"; ... ({len(evidence) - 3} more)" if len(evidence) > 3 else "")
+    return proved(name, family, question, f"{proved_detail} ({len(groups)} distinct tables over "
+                                          f"{len(fabric.ports)} ports)" + (f": {shown}" if shown else ""))

@@ -81,15 +81,20 @@ class LocalCluster:
         self.close()
 
 
-def start_engine(role: str, name: str, store_dir: Path, log_dir: Path, secret: bytes,
-                 engine_args: list[str] | None = None) -> EngineProcess:
-    """Start one engine process and wait for its READY line."""
+def spawn_engine(role: str, name: str, store_dir: Path, log_dir: Path, secret: bytes,
+                 engine_args: list[str] | None = None) -> tuple[subprocess.Popen, Path]:
+    """Start one engine process (not yet waited for)."""
     log_path = log_dir / f"{name}.log"
     env = {**os.environ, SECRET_ENV: secret.hex()}
     cmd = [sys.executable, "-m", "dualpath.runtime.engine", "--role", role, "--name", name,
            "--store", str(store_dir), *(engine_args or [])]
     with open(log_path, "ab") as log:
         process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=env, text=True)
+    return process, log_path
+
+
+def wait_ready(role: str, name: str, process: subprocess.Popen, log_path: Path) -> EngineProcess:
+    """Wait for an engine's `READY host port` line; a failed start raises with its log's tail."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         line = process.stdout.readline()
@@ -118,14 +123,22 @@ def launch_local(num_prefill: int = 1, num_decode: int = 1, store_dir: str | os.
     logs = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="dualpath-logs-"))
     logs.mkdir(parents=True, exist_ok=True)
     cluster = LocalCluster(secret, store, logs)
+    spawned = []
     try:
         for role, count, extra in (("decode", num_decode, decode_args), ("prefill", num_prefill, prefill_args)):
             for i in range(count):
                 name = f"{role[0]}e{i}"
-                cluster.engines.append(start_engine(role, name, store, logs, secret,
-                                                    [*(engine_args or []), *(extra or [])]))
+                process, log_path = spawn_engine(role, name, store, logs, secret,
+                                                 [*(engine_args or []), *(extra or [])])
+                spawned.append((role, name, process, log_path))
+        for role, name, process, log_path in spawned:  # all start in parallel; wait for each in turn
+            cluster.engines.append(wait_ready(role, name, process, log_path))
     except BaseException:
         cluster.close()
+        for _, _, process, _ in spawned:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
         raise
     return cluster
 

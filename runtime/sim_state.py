@@ -21,10 +21,13 @@ class ReqState:
 
     __slots__ = ("req", "ready_at", "pe", "de", "pe_read", "de_read", "reads_left", "remaining", "cached",
                  "assign_seq", "item", "de_buf", "hbm", "prefill_start", "first_token", "second_token",
-                 "finish", "context_bytes", "prompt_bytes")
+                 "finish", "context_bytes", "prompt_bytes", "chain", "index")
 
-    def __init__(self, req: Request, ready_at: float, kv_bytes_per_token: int):
+    def __init__(self, req: Request, ready_at: float, kv_bytes_per_token: int,
+                 chain: Sequence[Request] = (), index: int = 0):
         self.req = req
+        self.chain = chain  # the agent's turns: the next one arrives when this one finishes
+        self.index = index
         self.ready_at = ready_at
         self.pe = -1
         self.de = -1

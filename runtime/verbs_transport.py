@@ -21,6 +21,7 @@ import socket
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -194,8 +195,10 @@ class VerbsTransport(Transport):
         self._recv_mr = mr_cls(self.pd, 64, e.IBV_ACCESS_LOCAL_WRITE)
         self._peers: dict[str, _Peer] = {}
         self._by_qp: dict[int, _Peer] = {}
-        self._posts: dict[int, tuple[Ticket, list, _Peer, list]] = {}
+        self._posts: dict[int, tuple[Ticket, list, _Peer | None, deque[int]]] = {}
         self._next_wr = 1
+        self._room = threading.Condition(self._lock)  # signalled when send-queue slots free up
+        self._outstanding: dict[int, int] = {}  # qp_num -> WRs posted and not yet completed
         self._listener: socket.socket | None = None
         self._loopback: tuple | None = None
         self._poller = threading.Thread(target=self._poll_loop, name=f"verbs-cq:{name}", daemon=True)
@@ -356,6 +359,13 @@ class VerbsTransport(Transport):
         for waiter in peer.lookups.values():
             waiter[0].set()
         peer.sock.close()
+        with self._lock:
+            self._by_qp.pop(peer.qp.qp_num, None)
+            self._room.notify_all()
+        try:
+            peer.qp.close()
+        except _pv("pyverbs.pyverbs_error").PyverbsError as exc:
+            LOG.warning("%s: destroying the QP of %s failed: %s", self.name, peer.name, exc)
         if not self.closed:
             self._peer_lost(peer.name, error)
 
@@ -381,6 +391,7 @@ class VerbsTransport(Transport):
                 raise TransportError(f"{self.name}: a verbs post goes to one peer from registered regions")
             sizes.append(check_write(op))
         ticket = Ticket(peer.name, len(ops), sum(sizes))
+        # The NIC emulation paces the caller here; a real NIC paces itself and needs no limiter.
         for op, nbytes in zip(ops, sizes):
             if self.limiter is not None:
                 self.limiter.acquire(nbytes, op.lane)
@@ -389,14 +400,15 @@ class VerbsTransport(Transport):
         return ticket
 
     def _post_chain(self, peer, qp, ticket: Ticket, writes: list) -> None:
-        """Post writes as linked lists of at most MAX_WR // 2 WRs, each list's last WR signalled."""
-        wr_mod, e = _pv("pyverbs.wr"), self._e
+        """Post writes as linked lists (one `post_send`, one doorbell, each) of at most MAX_WR // 2 WRs,
+        each list's last WR signalled; waits for send-queue room so the QP never overflows."""
+        wr_mod, e, pv_error = _pv("pyverbs.wr"), self._e, _pv("pyverbs.pyverbs_error").PyverbsError
         chunks = [writes[i : i + MAX_WR // 2] for i in range(0, len(writes), MAX_WR // 2)]
         with self._lock:
             wr_id = self._next_wr
             self._next_wr += 1
-            keep: list = []
-            self._posts[wr_id] = (ticket, keep, peer, [len(chunks)])
+            keep: list = []  # pyverbs WRs must outlive their completion
+            self._posts[wr_id] = (ticket, keep, peer, deque(len(chunk) for chunk in chunks))
         for chunk in chunks:
             head = None
             for local, local_offset, remote_addr, rkey, nbytes, imm in reversed(chunk):
@@ -408,44 +420,59 @@ class VerbsTransport(Transport):
                 wr.set_wr_rdma(rkey, remote_addr)
                 keep.append(wr)
                 head = wr
+            with self._room:
+                while self._outstanding.get(qp.qp_num, 0) + len(chunk) > MAX_WR:
+                    if self.closed or (peer is not None and not peer.alive):
+                        return  # _drop or close already failed the ticket
+                    self._room.wait(0.1)
+                self._outstanding[qp.qp_num] = self._outstanding.get(qp.qp_num, 0) + len(chunk)
             try:
                 qp.post_send(head)
-            except _pv("pyverbs.pyverbs_error").PyverbsError as exc:
+            except pv_error as exc:
                 with self._lock:
                     self._posts.pop(wr_id, None)
                 ticket._finish(TransportError(f"{self.name}: post_send to {ticket.peer} failed: {exc}"))
                 return
 
     def _poll_loop(self) -> None:
+        """Reap send completions (finish tickets, free send-queue room) and receive completions
+        (writes with immediates: deliver, repost the receive)."""
         e, idle = self._e, 0
         while not self.closed:
-            got = 0
-            _, wcs = self.send_cq.poll(64)
-            for wc in wcs:
-                got += 1
-                with self._lock:
-                    post = self._posts.get(wc.wr_id)
-                    if post is not None:
-                        post[3][0] -= 1
-                        if post[3][0] == 0 or wc.status != e.IBV_WC_SUCCESS:
-                            self._posts.pop(wc.wr_id, None)
-                if post is None:
-                    continue
-                if wc.status != e.IBV_WC_SUCCESS:
-                    post[0]._finish(TransportError(f"{self.name}: write to {post[0].peer} failed with work "
-                                                   f"completion status {wc.status} (vendor error {wc.vendor_err})"))
-                elif post[3][0] == 0:
-                    post[0]._finish()
-            _, wcs = self.recv_cq.poll(64)
-            for wc in wcs:
-                got += 1
+            _, sent = self.send_cq.poll(64)
+            for wc in sent:
+                self._send_completed(wc)
+            _, received = self.recv_cq.poll(64)
+            for wc in received:
                 peer = self._by_qp.get(wc.qp_num)
                 if wc.status == e.IBV_WC_SUCCESS and wc.opcode == e.IBV_WC_RECV_RDMA_WITH_IMM and peer is not None:
                     self._deliver(Completion(peer.name, "", -1, wc.byte_len, socket.ntohl(wc.imm_data)))
                     self._repost_recv(peer.qp, wc.wr_id)
-            idle = 0 if got else min(idle + 1, 20)
+            idle = 0 if sent or received else min(idle + 1, 20)
             if idle > 10:
                 time.sleep(0.0005)
+
+    def _send_completed(self, wc) -> None:
+        with self._room:
+            post = self._posts.get(wc.wr_id)
+            if post is None:
+                return  # a flushed WR of a post that already failed
+            ok = wc.status == self._e.IBV_WC_SUCCESS
+            if ok:
+                self._outstanding[wc.qp_num] -= post[3].popleft()
+                self._room.notify_all()
+            if not ok or not post[3]:
+                del self._posts[wc.wr_id]
+        ticket, _, peer, _ = post
+        if ok:
+            if not post[3]:
+                ticket._finish()
+            return
+        error = TransportError(f"{self.name}: write to {ticket.peer} failed with work completion status "
+                               f"{wc.status} (vendor error {wc.vendor_err})")
+        ticket._finish(error)
+        if peer is not None:
+            self._drop(peer, error)  # an RC QP in the error state cannot carry more writes
 
     def _repost_recv(self, qp, wr_id: int) -> None:
         wr_mod = _pv("pyverbs.wr")

@@ -10,6 +10,7 @@ nodes) per pass with no solver, so a 48P96D cluster with 20,000 requests gets a 
 
 from __future__ import annotations
 
+import heapq
 import time
 
 from dualpath.solver.problem import FAMILIES, Loads, Problem, Solution
@@ -70,8 +71,40 @@ class _Placer:
         return int(min(max(a, 0), pb.pe_read_cap_bytes(r)))
 
 
-def construct(problem: Problem, split_reads: bool) -> Solution:
-    """Largest requests first, each on the node/engine/path that keeps its touched resources lowest."""
+class _Heap:
+    """Min-heap of ids by a key that changes: stale entries are skipped when popped."""
+
+    def __init__(self, keys: dict[int, float]):
+        self.key = dict(keys)
+        self.heap = [(k, i) for i, k in self.key.items()]
+        heapq.heapify(self.heap)
+
+    def update(self, i: int, key: float) -> None:
+        if self.key[i] != key:
+            self.key[i] = key
+            heapq.heappush(self.heap, (key, i))
+
+    def smallest(self, count: int, ok=None) -> list[int]:
+        out, kept, seen = [], [], set()
+        while self.heap and len(out) < count:
+            key, i = heapq.heappop(self.heap)
+            if self.key[i] != key or i in seen:
+                continue
+            seen.add(i)
+            kept.append((key, i))
+            if ok is None or ok(i):
+                out.append(i)
+        for entry in kept:
+            heapq.heappush(self.heap, entry)
+        return out
+
+
+def construct(problem: Problem, split_reads: bool, fan: int = 4) -> Solution:
+    """Largest requests first, each on the node/engine/path that keeps its touched resources lowest.
+
+    Candidates come from heaps (the `fan` least-loaded engines, and nodes by max(SNIC, best engine)),
+    so a request costs O(fan log n), not O(engines).
+    """
     pb = problem
     st = _Placer(pb)
     total_c = sum(pb.compute_s) or 1.0
@@ -79,48 +112,57 @@ def construct(problem: Problem, split_reads: bool) -> Solution:
     order = sorted(range(pb.num_requests),
                    key=lambda r: (-max(pb.compute_s[r] / total_c, pb.hit_bytes[r] / total_h), r))
     best_pe = {n: min(ps, key=st.pe_key) for n, ps in st.pe_of_node.items()}
+    best_de = {n: min(ds, key=st.de_key) for n, ds in st.de_of_node.items()}
+    snic_s = lambda n: st.loads.snic[n] / pb.snic_bytes_per_s[n]  # noqa: E731
+    pe_engines = _Heap({p: st.pe_key(p) for p in range(pb.num_pe)})
+    de_engines = _Heap({d: st.de_key(d) for d in range(pb.num_de)})
+    pe_nodes = _Heap({n: max(snic_s(n), st.pe_key(p)) for n, p in best_pe.items()})
+    de_nodes = _Heap({n: max(snic_s(n), st.de_key(d)) for n, d in best_de.items()})
     sol = Solution([0] * pb.num_requests, [0] * pb.num_requests, [0] * pb.num_requests)
     for r in order:
         h, cap = pb.hit_bytes[r], pb.pe_read_cap_bytes(r)
-        # PE side: best engine for a PE-side read (its node's SNIC counts) and for a DE-side read.
-        pe_read_opt = pe_plain_opt = None
-        for n, p in best_pe.items():
-            plain = st.pe_after(p, r, 0)
-            if pe_plain_opt is None or plain < pe_plain_opt[0]:
-                pe_plain_opt = (plain, p)
-            if cap == h:
-                reading = max(st.pe_after(p, r, h), st.snic_after(n, h))
-                if pe_read_opt is None or reading < pe_read_opt[0]:
-                    pe_read_opt = (reading, p)
-        # DE side: least-loaded engine with HBM room per node.
-        de_plain_opt = de_read_opt = None
-        for n, ds in st.de_of_node.items():
-            d = min((d for d in ds if st.hbm_room(d, r)), key=st.de_key, default=None)
-            if d is None:
-                continue
-            plain = st.de_after(d, r, 0)
-            if de_plain_opt is None or plain < de_plain_opt[0]:
-                de_plain_opt = (plain, d)
-            reading = max(st.de_after(d, r, h), st.snic_after(n, h))
-            if de_read_opt is None or reading < de_read_opt[0]:
-                de_read_opt = (reading, d)
-        if de_plain_opt is None:
+        room = lambda d: st.hbm_room(d, r)  # noqa: E731
+        # PE side: best engine for a DE-side read, and for a PE-side read (its node's SNIC counts).
+        pe_plain = min((st.pe_after(p, r, 0), p) for p in pe_engines.smallest(fan))
+        pe_read = None
+        if cap == h or split_reads:
+            pe_read = min((max(st.pe_after(best_pe[n], r, cap), st.snic_after(n, cap)), best_pe[n])
+                          for n in pe_nodes.smallest(fan))
+        # DE side: least-loaded engines with HBM room; nodes by SNIC for a DE-side read.
+        plain_des = de_engines.smallest(fan, room) or [d for d in range(pb.num_de) if room(d)]
+        if not plain_des:
             raise RuntimeError(f"no DE has HBM room for {pb.requests[r].id}: hbm_waves too small")
-        options = [(max(pe_plain_opt[0], de_read_opt[0]), pe_plain_opt[1], de_read_opt[1], 0)]
-        if pe_read_opt is not None:
-            options.append((max(pe_read_opt[0], de_plain_opt[0]), pe_read_opt[1], de_plain_opt[1], h))
-        if split_reads and h:
-            p = pe_read_opt[1] if pe_read_opt is not None else pe_plain_opt[1]
-            d = de_read_opt[1]
-            a = st.balanced_split(r, pb.pe_node[p], pb.de_node[d])
+        de_plain = min((st.de_after(d, r, 0), d) for d in plain_des)
+        read_des = []
+        for n in de_nodes.smallest(fan):
+            d = best_de[n] if room(best_de[n]) else min(
+                (e for e in st.de_of_node[n] if room(e)), key=st.de_key, default=None)
+            if d is not None:
+                read_des.append(d)
+        de_read = min(((max(st.de_after(d, r, h), st.snic_after(pb.de_node[d], h)), d) for d in read_des),
+                      default=None)
+        options = []
+        if de_read is not None:
+            options.append((max(pe_plain[0], de_read[0]), pe_plain[1], de_read[1], 0))
+        if pe_read is not None and cap == h:
+            options.append((max(pe_read[0], de_plain[0]), pe_read[1], de_plain[1], h))
+        if split_reads and h or not options:
+            p = pe_read[1] if pe_read is not None else pe_plain[1]
+            d = de_read[1] if de_read is not None else de_plain[1]
+            a = st.balanced_split(r, pb.pe_node[p], pb.de_node[d]) if split_reads else 0
             t = max(st.pe_after(p, r, a), st.de_after(d, r, h - a),
                     st.snic_after(pb.pe_node[p], a), st.snic_after(pb.de_node[d], h - a))
             options.append((t, p, d, a))
         _, p, d, a = min(options, key=lambda o: (o[0], -o[3]))
         sol.pe[r], sol.de[r], sol.pe_read_bytes[r] = p, d, a
         st.loads.add(r, p, d, a)
-        n = pb.pe_node[p]
+        n, m = pb.pe_node[p], pb.de_node[d]
         best_pe[n] = min(st.pe_of_node[n], key=st.pe_key)
+        best_de[m] = min(st.de_of_node[m], key=st.de_key)
+        pe_engines.update(p, st.pe_key(p))
+        de_engines.update(d, st.de_key(d))
+        pe_nodes.update(n, max(snic_s(n), st.pe_key(best_pe[n])))
+        de_nodes.update(m, max(snic_s(m), st.de_key(best_de[m])))
     return sol
 
 

@@ -18,21 +18,18 @@ def test_steps_are_a_path_from_waiting_to_done():
 @pytest.mark.parametrize("path", list(ReadPath))
 @pytest.mark.parametrize("admission", [True, False])
 def test_every_acquire_is_released_by_the_end(path, admission):
-    sizes = RequestSizes(hit_bytes=1000, prompt_bytes=1100, context_bytes=1300, num_layers=4)
+    sizes = RequestSizes(hit_bytes=1000, prompt_bytes=1103, context_bytes=1300, num_layers=4)
     held: dict = {}
     for step in transfer_steps(path, admission):
         reps = sizes.num_layers if step.repeats_per_layer else 1
-        for _ in range(reps):
+        for layer in range(reps):
             for res, amt in step.acquire:
-                held[res] = held.get(res, 0) + sizes.of(amt)
+                held[res] = held.get(res, 0) + sizes.of(amt, layer)
+                assert held[res] >= 0
             for res, amt in step.release:
-                held[res] = held.get(res, 0) - sizes.of(amt)
-    if admission:
-        assert all(v == 0 for v in held.values()), held
-    else:
-        # without admission, the DE buffer is taken per layer (rounded up) and released as a whole
-        assert held.get(Resource.DE_BUFFER, 0) >= 0
-        assert all(v == 0 for k, v in held.items() if k is not Resource.DE_BUFFER)
+                held[res] = held.get(res, 0) - sizes.of(amt, layer)
+                assert held[res] >= 0, (step.name, res)
+    assert all(v == 0 for v in held.values()), held
 
 
 def test_admission_reserves_de_side_before_any_read():

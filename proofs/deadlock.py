@@ -1,0 +1,299 @@
+"""Deadlock freedom of the transfer protocol for any number of requests, by an inductive invariant.
+
+The transition system is a counting abstraction of the protocol built from `protocol_model`: a place
+per request position (before each pre-loop step; in the loop with the worker idle or busy at a loop
+step, with or without layers loaded ahead; before each post-loop step; done; failed), a pool of
+layers loaded ahead, and per place and token the total amount its occupants hold. Moves are the
+protocol's steps (an acquire happens only if it fits the capacity, as in `Ledger`), arrivals and
+failures. With capacities, sizes, request and layer counts all symbolic, Z3 discharges
+
+    Init => Inv,   Inv and Move => Inv' (each move),   Inv and Deadlock => false,
+
+where Inv says occupants hold at least one unit of each token of their place (exactly one of unit
+tokens), the pool matches the requests with layers ahead, and no resource is over capacity; Deadlock
+says some request is unfinished and every occupied place's next step is blocked (a step is blocked
+when one of its wants exceeds what is free).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from dualpath.protocol import Amount, Phase, ReadPath, Resource, Step
+from dualpath.proofs import smt
+from dualpath.proofs.protocol_model import ModelError, PathModel, ProtocolModel, Token
+
+
+@dataclass(frozen=True)
+class Place:
+    key: tuple
+    holds: tuple  # ((token, count), ...)
+    phase: Phase | None
+    request: bool = True
+    terminal: bool = False
+
+    @property
+    def tokens(self) -> Counter:
+        return Counter(dict(self.holds))
+
+    @property
+    def name(self) -> str:
+        return "/".join(str(k) for k in self.key)
+
+
+@dataclass(frozen=True)
+class Move:
+    label: str
+    step: Step | None
+    src: Place | None  # None: a new request arrives
+    dst: Place | None  # None: the entity leaves (a failing request goes to `failed`)
+    take_pool: int = 0  # 1: the worker takes the oldest loaded layer; -1: a failing request drops k >= 1
+    add_pool: bool = False  # the loader's acquisitions become a new loaded layer
+    pool: Place | None = None
+    flagged_after: bool | None = None  # worker start: does the request still have layers loaded ahead
+
+
+def _place(key, holds: Counter, phase, **kw) -> Place:
+    return Place(key, tuple(sorted(holds.items(), key=lambda kv: (kv[0][0].value, kv[0][1].value))), phase, **kw)
+
+
+class Abstraction:
+    """Places and moves of one protocol variant, plus what blocks each place."""
+
+    def __init__(self, model: ProtocolModel):
+        if model.problems:
+            raise ModelError("; ".join(model.problems))
+        self.model = model
+        self.done = _place(("done",), Counter(), Phase.DONE, terminal=True)
+        self.failed = _place(("failed",), Counter(), Phase.FAILED, terminal=True)
+        self.places: list[Place] = [self.done, self.failed]
+        self.moves: list[Move] = []
+        self.blockers: dict[tuple, tuple[Step, ...]] = {}  # place key -> steps, blocked if any is blocked
+        self.pools: dict[str, tuple[Place, list[Place]]] = {}
+        for path in model.paths:
+            self._add_path(path)
+
+    def _add_path(self, pm: PathModel) -> None:
+        p, m = pm.path.value, len(pm.loop)
+        pre = [_place((p, "pre", k), pm.held_pre[k], s.source) for k, s in enumerate(pm.pre)]
+        loop = {(w, f): _place((p, "loop", w, f), pm.held_loop + (pm.layer_held[w] if w else Counter()),
+                               pm.loop_phase) for w in range(m - 1) for f in (0, 1)}
+        pool = _place((p, "pool"), pm.layer_held[0], pm.loop_phase, request=False)
+        post = [None] + [_place((p, "post", k), pm.held_post[k], s.source) for k, s in enumerate(pm.post) if k]
+        self.places += pre + list(loop.values()) + [pool] + post[1:]
+        self.pools[p] = (pool, [loop[(w, 1)] for w in range(m - 1)])
+        after_pre = pre[1:] + [loop[(0, 0)]]
+        self.moves.append(Move(f"{p}: arrival", None, None, pre[0]))
+        for k, step in enumerate(pm.pre):
+            self.moves.append(Move(f"{p}: {step.name}", step, pre[k], after_pre[k]))
+            self.blockers[pre[k].key] = (step,)
+        after_post = post[2:] + [self.done]
+        self.moves.append(Move(f"{p}: {pm.post[0].name}", pm.post[0], loop[(0, 0)], after_post[0]
+                               if len(pm.post) == 1 else post[1]))
+        for k in range(1, len(pm.post)):
+            self.moves.append(Move(f"{p}: {pm.post[k].name}", pm.post[k], post[k], after_post[k - 1]
+                                   if k + 1 < len(pm.post) else self.done))
+            self.blockers[post[k].key] = (pm.post[k],)
+        for (w, f), place in loop.items():
+            self.moves.append(Move(f"{p}: {pm.loop[0].name} (worker {w}, ahead {f})", pm.loop[0], place,
+                                   loop[(w, 1)], add_pool=True, pool=pool))
+        for f_after in (0, 1):
+            target = loop[(1, f_after)] if m > 2 else loop[(0, f_after)]
+            self.moves.append(Move(f"{p}: {pm.loop[1].name} (ahead after {f_after})", pm.loop[1], loop[(0, 1)],
+                                   target, take_pool=1, pool=pool, flagged_after=bool(f_after)))
+        for j in range(2, m):
+            for f in (0, 1):
+                target = loop[(j, f)] if j < m - 1 else loop[(0, f)]
+                self.moves.append(Move(f"{p}: {pm.loop[j].name} (ahead {f})", pm.loop[j], loop[(j - 1, f)], target))
+        self.blockers[loop[(0, 0)].key] = (pm.loop[0], pm.post[0])
+        for f in (0, 1):
+            for w in range(m - 1):
+                if (w, f) != (0, 0):
+                    self.blockers[loop[(w, f)].key] = (pm.loop[w + 1],)
+        for place in pre + list(loop.values()) + post[1:]:
+            flagged = place.key[1] == "loop" and place.key[3] == 1
+            self.moves.append(Move(f"{p}: failure at {place.name}", None, place, self.failed,
+                                   take_pool=-1 if flagged else 0, pool=pool if flagged else None))
+
+
+class State:
+    """Z3 variables of one abstract state: occupants per place, amounts per place and token."""
+
+    def __init__(self, abstraction: Abstraction, tag: str):
+        z3 = smt.z3mod()
+        self.n = {pl.key: z3.Int(f"n[{pl.name}]{tag}") for pl in abstraction.places}
+        self.u = {(pl.key, t): z3.Int(f"u[{pl.name},{t[0].value}/{t[1].value}]{tag}")
+                  for pl in abstraction.places for t in pl.tokens}
+
+    def used(self, abstraction: Abstraction, resource: Resource):
+        z3 = smt.z3mod()
+        terms = [self.u[(pl.key, t)] for pl in abstraction.places for t in pl.tokens if t[0] is resource]
+        return z3.Sum(terms) if terms else z3.IntVal(0)
+
+
+def invariant(a: Abstraction, s: State, caps: dict):
+    z3 = smt.z3mod()
+    parts = []
+    for pl in a.places:
+        n = s.n[pl.key]
+        parts.append(n >= 0)
+        if pl.terminal:
+            continue
+        for token, count in pl.tokens.items():
+            u = s.u[(pl.key, token)]
+            parts.append(u == count * n if token[1] is Amount.ONE else u >= count * n)
+            parts.append(z3.Implies(n == 0, u == 0))
+    for pool, flagged in a.pools.values():
+        ahead = z3.Sum([s.n[f.key] for f in flagged])
+        parts += [s.n[pool.key] >= ahead, z3.Implies(ahead == 0, s.n[pool.key] == 0)]
+    for r, cap in caps.items():
+        parts.append(s.used(a, r) <= cap)
+    return z3.And(parts)
+
+
+def capacities() -> dict:
+    z3 = smt.z3mod()
+    return {r: z3.Int(f"cap[{r.value}]") for r in Resource}
+
+
+def _take(u, n, k, count: int, one: bool, name: str, cons: list):
+    """Amount of a token that k of the n occupants of a place carry away (the rest keep >= 1 unit each)."""
+    z3 = smt.z3mod()
+    x = z3.Int(name)
+    if one:
+        cons.append(x == count * k)
+    else:
+        cons += [x >= count * k, x <= u - count * (n - k), z3.Implies(n == k, x == u)]
+    return x
+
+
+def encode_move(a: Abstraction, mv: Move, s: State, t: State, caps: dict, tag: str):
+    """Constraints for `t` = `s` after move `mv`."""
+    z3 = smt.z3mod()
+    cons, dn, du = [], Counter(), {}
+    incoming: dict[Token, list] = {}
+    if mv.src is not None:
+        cons.append(s.n[mv.src.key] >= 1)
+        dn[mv.src.key] -= 1
+        for token, count in mv.src.tokens.items():
+            x = _take(s.u[(mv.src.key, token)], s.n[mv.src.key], 1, count, token[1] is Amount.ONE,
+                      f"x[{mv.src.name},{token[0].value}]{tag}", cons)
+            du[(mv.src.key, token)] = du.get((mv.src.key, token), 0) - x
+            incoming.setdefault(token, []).append((x, count))
+    if mv.take_pool:
+        k = z3.IntVal(1) if mv.take_pool == 1 else z3.Int(f"k{tag}")
+        cons += [k >= 1, k <= s.n[mv.pool.key]]
+        dn[mv.pool.key] -= 1 if mv.take_pool == 1 else 0
+        if mv.take_pool == -1:
+            cons.append(t.n[mv.pool.key] == s.n[mv.pool.key] - k)
+        for token, count in mv.pool.tokens.items():
+            y = _take(s.u[(mv.pool.key, token)], s.n[mv.pool.key], k, count, token[1] is Amount.ONE,
+                      f"y[{token[0].value}]{tag}", cons)
+            du[(mv.pool.key, token)] = du.get((mv.pool.key, token), 0) - y
+            incoming.setdefault(token, []).append((y, count))
+    want = Counter()
+    acquired = Counter(mv.step.acquire) if mv.step is not None else Counter()
+    for token, count in acquired.items():
+        amount = z3.Int(f"a[{token[0].value}/{token[1].value}]{tag}")
+        one = token[1] is Amount.ONE
+        cons += [amount == count] if one else [amount >= count, amount <= count * caps[token[0]]]
+        want[token[0]] = want[token[0]] + amount
+        if mv.add_pool:
+            du[(mv.pool.key, token)] = du.get((mv.pool.key, token), 0) + amount
+        else:
+            incoming.setdefault(token, []).append((amount, count))
+    if mv.add_pool:
+        dn[mv.pool.key] += 1
+    for r, w in want.items():
+        cons.append(s.used(a, r) + w <= caps[r])
+    if mv.dst is not None:
+        dn[mv.dst.key] += 1
+        if mv.add_pool and mv.src is not None:
+            incoming = {tk: v for tk, v in incoming.items() if tk in mv.src.tokens}
+        out = mv.dst.tokens if not mv.dst.terminal else Counter()
+        for token in set(incoming) | set(out):
+            pieces = incoming.get(token, [])
+            c_in, c_out = sum(c for _, c in pieces), out[token]
+            if c_out > c_in:
+                raise ModelError(f"{mv.label}: {mv.dst.name} holds {token} that nothing brings")
+            if c_out == 0:
+                continue
+            if c_out < c_in and token[1] is not Amount.ONE:
+                raise ModelError(f"{mv.label}: partial release of byte token {token}")
+            gain = z3.Sum([x for x, _ in pieces]) if c_out == c_in else z3.IntVal(c_out)
+            du[(mv.dst.key, token)] = du.get((mv.dst.key, token), 0) + gain
+    for key, n in s.n.items():
+        if not (mv.take_pool == -1 and key == mv.pool.key):
+            cons.append(t.n[key] == n + dn[key])
+    for key, u in s.u.items():
+        cons.append(t.u[key] == u + du.get(key, 0))
+    if mv.flagged_after is not None:
+        pool, flagged = a.pools[mv.src.key[0]]
+        ahead = z3.Sum([s.n[f.key] for f in flagged])
+        cons.append(s.n[pool.key] >= ahead + 1 if mv.flagged_after else z3.Implies(ahead == 1, s.n[pool.key] == 1))
+    return cons
+
+
+def blocked(a: Abstraction, s: State, step: Step, caps: dict, tag: str):
+    """Some want of `step` does not fit what is free (wants are any amounts within capacity)."""
+    z3 = smt.z3mod()
+    need, cons = Counter(), []
+    for token, count in Counter(step.acquire).items():
+        amount = z3.Int(f"w[{step.name},{token[0].value}/{token[1].value}]{tag}")
+        one = token[1] is Amount.ONE
+        cons += [amount == count] if one else [amount >= count, amount <= count * caps[token[0]]]
+        need[token[0]] = need[token[0]] + amount
+    if not need:
+        return z3.BoolVal(False), []
+    return z3.Or([s.used(a, r) + w > caps[r] for r, w in need.items()]), cons
+
+
+def deadlock(a: Abstraction, s: State, caps: dict):
+    z3 = smt.z3mod()
+    active = [pl for pl in a.places if pl.request and not pl.terminal]
+    parts = [z3.Sum([s.n[pl.key] for pl in active]) >= 1]
+    for pl in active:
+        options = []
+        for i, step in enumerate(a.blockers[pl.key]):
+            formula, cons = blocked(a, s, step, caps, f"@{pl.name}#{i}")
+            parts += cons
+            options.append(formula)
+        parts.append(z3.Implies(s.n[pl.key] >= 1, z3.Or(options)))
+    return z3.And(parts)
+
+
+@dataclass(frozen=True)
+class ProofResult:
+    verdict: str  # "proved" | "refuted" | "unknown"
+    obligations: int
+    failed: str = ""
+
+
+def prove(model: ProtocolModel) -> ProofResult:
+    """Discharge the three obligations; `refuted` names the first one Z3 finds a counterexample to."""
+    z3 = smt.z3mod()
+    a = Abstraction(model)
+    caps = capacities()
+    positive = [c >= 1 for c in caps.values()]
+    s, t = State(a, ""), State(a, "'")
+    init = [s.n[k] == 0 for k in s.n if k != (model.paths[0].path.value, "pre", 0)]
+    init += [u == 0 for u in s.u.values()]
+    obligations = [("init", positive + init + [z3.Not(invariant(a, s, caps))])]
+    for i, mv in enumerate(a.moves):
+        cons = encode_move(a, mv, s, t, caps, f"#{i}")
+        obligations.append((f"move {mv.label}", positive + [invariant(a, s, caps)] + cons
+                            + [z3.Not(invariant(a, t, caps))]))
+    obligations.append(("deadlock", positive + [invariant(a, s, caps), deadlock(a, s, caps)]))
+    for name, formulas in obligations:
+        solver = smt.solver()
+        solver.add(*formulas)
+        outcome = smt.check(solver)
+        if outcome.verdict == "unknown":
+            return ProofResult("unknown", len(obligations), f"{name}: {outcome.reason}")
+        if outcome.sat:
+            return ProofResult("refuted", len(obligations), name)
+    return ProofResult("proved", len(obligations))
+
+
+READ_PATHS = tuple(ReadPath)
