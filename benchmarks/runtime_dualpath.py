@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+from dualpath.runtime.client import turn_record
 from dualpath.runtime.launcher import launch_local
+from dualpath.trace import Trace
 
 MB = 1_000_000
 
@@ -29,20 +32,22 @@ def run_group(client, pe, de, contexts: list[list[int]], turns: int, path: str, 
               new_tokens: int, seed: int, vocab: int) -> dict:
     """Every agent runs `turns` turns back to back; returns throughput and where the bytes were read."""
     results, errors = [], []
+    records = []
     lock = threading.Lock()
 
     def agent(index: int) -> None:
         rng = random.Random(seed * 100_003 + index)
         context = contexts[index]
         try:
-            for _ in range(turns):
+            for turn in range(turns):
                 context = context + [rng.randrange(vocab) for _ in range(append_tokens)]
                 result = client.submit(pe, de, context, new_tokens, path=path)
                 with lock:
                     results.append(result)
+                    records.append(turn_record(result, index, turn, len(context)))
                 context = context + result.tokens
             contexts[index] = context
-        except Exception as exc:  # reported below; one failed agent must not hang the run
+        except Exception as exc:  # noqa: BLE001 -- re-raised below; one failed agent must not hang the run
             errors.append(exc)
 
     threads = [threading.Thread(target=agent, args=(i,)) for i in range(len(contexts))]
@@ -58,7 +63,7 @@ def run_group(client, pe, de, contexts: list[list[int]], turns: int, path: str, 
     read = {p: sum(r.read_bytes for r in results if r.path == p) for p in ("pe", "de")}
     return {"turns": len(results), "elapsed_s": elapsed, "turns_per_s": len(results) / elapsed,
             "turns_by_path": by_path, "read_mb_by_path": {p: b / MB for p, b in read.items()},
-            "mean_hit_tokens": sum(r.hit_tokens for r in results) / len(results)}
+            "mean_hit_tokens": sum(r.hit_tokens for r in results) / len(results), "records": records}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="kvheavy")
     p.add_argument("--block-tokens", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cuda: HBM layer slots on the GPU, pinned DRAM buffers")
     p.add_argument("--work-dir", default="", help="store and logs go here (default: a temp dir)")
+    p.add_argument("--trace-out", default="", help="write each group's runtime Trace as <prefix>-<group>.json")
     args = p.parse_args(argv)
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="dualpath-bench-"))
     max_ctx = args.context_tokens + 2 * args.turns * (args.append_tokens + args.new_tokens) + 64
@@ -81,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     engine_args = ["--model", args.model, "--seed", str(args.seed), "--block-tokens", str(args.block_tokens),
                    "--max-context-tokens", str(max_ctx), "--buffer-blocks", str(blocks),
                    "--snic-bytes-per-s", str(args.snic_mb_s * MB), "--cnic-bytes-per-s", str(args.cnic_mb_s * MB),
-                   "--log-level", "WARNING"]
+                   "--device", args.device, "--log-level", "WARNING"]
     from dualpath.runtime.engine import PRESETS
 
     vocab = PRESETS[args.model]["vocab_size"] if args.model in PRESETS else 256
@@ -95,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
               f"context {args.context_tokens}+ tokens, SNIC {args.snic_mb_s:g} MB/s, CNIC {args.cnic_mb_s:g} MB/s")
         for name, contexts in groups.items():  # warm-up: first turns compute everything and fill storage
             run_group(client, pe, de, contexts, 1, "pe", 0, args.new_tokens, args.seed + 7, vocab)
-        print(f"warm-up done; store {work / 'store'}")
+        print("warm-up done")
         report = {}
         for index, (name, path) in enumerate((("pe-only", "pe"), ("dual-path", "auto"))):
             report[name] = run_group(client, pe, de, groups[name], args.turns, path, args.append_tokens,
@@ -105,8 +112,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"turns read via PE/DE {r['turns_by_path']['pe']}/{r['turns_by_path']['de']}, "
                   f"MB read via PE/DE {r['read_mb_by_path']['pe']:.0f}/{r['read_mb_by_path']['de']:.0f}, "
                   f"mean hit {r['mean_hit_tokens']:.0f} tokens")
+            if args.trace_out:
+                Trace("runtime", path, r["records"], meta={"group": name}).save(f"{args.trace_out}-{name}.json")
         ratio = report["dual-path"]["turns_per_s"] / report["pe-only"]["turns_per_s"]
         print(f"dual-path / pe-only completed-turn throughput: {ratio:.2f}x (target >= 1.6x)")
+    if not args.work_dir:
+        shutil.rmtree(work, ignore_errors=True)
     return 0 if ratio >= 1.6 else 1
 
 

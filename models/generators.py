@@ -26,9 +26,9 @@ from statistics import NormalDist
 
 from dualpath.errors import SpecError, UnknownNameError
 from dualpath.kvlayout import PAPER_BLOCK_TOKENS
-from dualpath.request import Trajectory, Turn, Workload
 from dualpath.models.sampling import poisson_arrivals, resample
 from dualpath.models.workloads import from_trajectories
+from dualpath.request import Trajectory, Turn, Workload
 
 TRACE_AGENTS = 500  # trajectories per production trace in the paper
 
@@ -67,9 +67,9 @@ class AgenticShape:
 
 
 AGENTIC_SHAPES: dict[str, AgenticShape] = {
-    "agentic-32k": AgenticShape("agentic-32k", 32 * 1024, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0),
-    "agentic-48k": AgenticShape("agentic-48k", 48 * 1024, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0),
-    "agentic-64k": AgenticShape("agentic-64k", 64 * 1024, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0),
+    "agentic-32k": AgenticShape("agentic-32k", 32 * 1024, 287.0, 0.595, 10540.0, 326.2, 206.8, 1.127),
+    "agentic-48k": AgenticShape("agentic-48k", 48 * 1024, 287.0, 0.595, 10540.0, 326.2, 206.8, 1.127),
+    "agentic-64k": AgenticShape("agentic-64k", 64 * 1024, 287.0, 0.595, 10540.0, 326.2, 206.8, 1.127),
 }
 
 
@@ -119,13 +119,13 @@ def agentic_trajectories(name: str, num_agents: int = TRACE_AGENTS, seed: int = 
 
 
 def agentic_workload(name: str, agents: int = TRACE_AGENTS, seed: int = 0, *,
-                     block_tokens: int = PAPER_BLOCK_TOKENS, agents_per_s: float | None = None) -> Workload:
+                     block_tokens: int = PAPER_BLOCK_TOKENS, aps: float | None = None) -> Workload:
     """The paper's setup: a 500-trajectory trace, its first `agents` or resampled past 500; offline
-    (all start at 0) unless `agents_per_s` gives Poisson arrivals."""
+    (all start at 0) unless `aps` (agents per second) gives Poisson arrivals."""
     trace = agentic_trajectories(name, TRACE_AGENTS, seed)
     trajectories = resample(trace, agents, seed)
-    if agents_per_s is not None:
-        trajectories = poisson_arrivals(trajectories, agents_per_s, seed)
+    if aps is not None:
+        trajectories = poisson_arrivals(trajectories, aps, seed)
     return from_trajectories(name, trajectories, block_tokens)
 
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from dualpath.errors import InputError, SpecError
 from dualpath.kvlayout import PAPER_BLOCK_TOKENS
-from dualpath.request import Request, Trajectory, Turn, Workload
 from dualpath.models.workloads import from_requests, from_trajectories
+from dualpath.request import Request, Trajectory, Turn, Workload
 
 FORMAT_VERSION = 1
 _HEADER_KEYS = {"dualpath_workload", "name", "block_tokens"}
@@ -79,7 +79,7 @@ def _request(source: str, line: int, row: dict, index: int) -> Request:
                    _int(source, line, row, "output_tokens", 1), _seconds(source, line, row, "arrival_s"))
 
 
-def read_workload_jsonl(path: str | Path, name: str | None = None) -> Workload:
+def read_jsonl(path: str | Path, name: str | None = None) -> Workload:
     source = str(path)
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
@@ -130,7 +130,7 @@ def read_workload_jsonl(path: str | Path, name: str | None = None) -> Workload:
     return from_requests(name, requests)
 
 
-def write_workload_jsonl(workload: Workload, path: str | Path, block_tokens: int = PAPER_BLOCK_TOKENS) -> None:
+def write_jsonl(workload: Workload, path: str | Path, block_tokens: int = PAPER_BLOCK_TOKENS) -> None:
     """Trajectories when the workload has them (requests follow from them), else its requests."""
     lines = [{"dualpath_workload": FORMAT_VERSION, "name": workload.name, "block_tokens": block_tokens}]
     if workload.trajectories:

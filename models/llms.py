@@ -71,7 +71,7 @@ def dense_params(*, num_layers: int, hidden: int, num_heads: int, num_kv_heads: 
     return total, active
 
 
-_MLA = dict(q_lora_rank=1536, kv_lora_rank=512, qk_nope_dim=128, qk_rope_dim=64, v_head_dim=128)
+_MLA = {"q_lora_rank": 1536, "kv_lora_rank": 512, "qk_nope_dim": 128, "qk_rope_dim": 64, "v_head_dim": 128}
 _V32_TOTAL, _V32_ACTIVE = mla_moe_params(
     num_layers=61, hidden=7168, num_heads=128, vocab=129280, **_MLA, num_dense_layers=3,
     dense_intermediate=18432, moe_intermediate=2048, num_routed=256, num_shared=1, num_active=8,

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from dualpath.errors import InputError
 from dualpath.kvlayout import PrefixTrie
-from dualpath.request import Request, Workload
 from dualpath.models.workloads import from_requests
+from dualpath.request import Request, Workload
 
 MOONCAKE_BLOCK_TOKENS = 512
 
@@ -48,42 +48,41 @@ def load_mooncake(path: str | Path, name: str | None = None, limit: int | None =
     """Requests of a Mooncake trace, in file order, with hits from the prefix trie (`limit`: first N)."""
     source = str(path)
     try:
-        handle = open(path, encoding="utf-8")
-    except OSError as exc:
-        raise InputError(source, f"cannot read: {exc.strerror or exc}") from exc
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(source, f"cannot read: {getattr(exc, 'strerror', None) or exc}") from exc
     trie, requests, last_ms = PrefixTrie(), [], 0
-    with handle:
-        for number, text in enumerate(handle, start=1):
-            if limit is not None and len(requests) >= limit:
-                break
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise InputError(source, f"invalid JSON: {exc.msg} (column {exc.colno})", number) from exc
-            if not isinstance(row, dict):
-                raise InputError(source, f"expected a JSON object, found {type(row).__name__}", number)
-            timestamp = row.get("timestamp")
-            if isinstance(timestamp, bool) or not isinstance(timestamp, (int, float)) or timestamp < last_ms:
-                raise InputError(source, f"timestamp = {timestamp!r}: expected milliseconds >= {last_ms} "
-                                         "(the previous request's)", number)
-            last_ms = timestamp
-            input_tokens = _int_field(source, number, row, "input_length", 1)
-            output_tokens = _int_field(source, number, row, "output_length", 1)
-            ids = row.get("hash_ids")
-            needed = -(-input_tokens // block_tokens)
-            if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-                raise InputError(source, f"hash_ids = {ids!r:.60}: expected a list of integers", number)
-            if len(ids) != needed:
-                raise InputError(source, f"hash_ids has {len(ids)} ids: expected {needed}, one per "
-                                         f"{block_tokens}-token block of input_length {input_tokens}", number)
-            # A full hit still recomputes the last token, as serving engines do, to get its logits.
-            hit = min(trie.hit_tokens(ids, input_tokens, block_tokens), input_tokens - 1)
-            trie.insert(ids)
-            index = len(requests)
-            requests.append(Request(f"r{index}", index, 0, hit, input_tokens - hit, output_tokens,
-                                    timestamp / 1000.0))
+    for number, text in enumerate(lines, start=1):
+        if limit is not None and len(requests) >= limit:
+            break
+        if not text.strip():
+            continue
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(source, f"invalid JSON: {exc.msg} (column {exc.colno})", number) from exc
+        if not isinstance(row, dict):
+            raise InputError(source, f"expected a JSON object, found {type(row).__name__}", number)
+        timestamp = row.get("timestamp")
+        if isinstance(timestamp, bool) or not isinstance(timestamp, (int, float)) or timestamp < last_ms:
+            raise InputError(source, f"timestamp = {timestamp!r}: expected milliseconds >= {last_ms} "
+                                     "(the previous request's)", number)
+        last_ms = timestamp
+        input_tokens = _int_field(source, number, row, "input_length", 1)
+        output_tokens = _int_field(source, number, row, "output_length", 1)
+        ids = row.get("hash_ids")
+        needed = -(-input_tokens // block_tokens)
+        if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            raise InputError(source, f"hash_ids = {ids!r:.60}: expected a list of integers", number)
+        if len(ids) != needed:
+            raise InputError(source, f"hash_ids has {len(ids)} ids: expected {needed}, one per "
+                                     f"{block_tokens}-token block of input_length {input_tokens}", number)
+        # A full hit still recomputes the last token, as serving engines do, to get its logits.
+        hit = min(trie.hit_tokens(ids, input_tokens, block_tokens), input_tokens - 1)
+        trie.insert(ids)
+        index = len(requests)
+        requests.append(Request(f"r{index}", index, 0, hit, input_tokens - hit, output_tokens,
+                                timestamp / 1000.0))
     if not requests:
         raise InputError(source, "no requests in the trace")
     return from_requests(name or Path(path).stem, requests)

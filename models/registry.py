@@ -8,22 +8,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from dualpath.cluster import ClusterSpec, parse_shorthand
 from dualpath.errors import InputError, SpecError, UnknownNameError
 from dualpath.kvlayout import PAPER_BLOCK_TOKENS
 from dualpath.llm import LLMSpec
-from dualpath.request import Workload
 from dualpath.models.cluster_file import load_cluster
 from dualpath.models.generators import AGENTIC_SHAPES, agentic_workload
-from dualpath.models.jsonl import read_workload_jsonl
+from dualpath.models.jsonl import read_jsonl
 from dualpath.models.llm_file import load_llm
 from dualpath.models.llms import list_models, llm_preset
 from dualpath.models.mooncake import load_mooncake, looks_like_mooncake
 from dualpath.models.nodes import list_nodes, node_preset
 from dualpath.models.sampling import poisson_arrivals, resample
 from dualpath.models.workloads import from_requests, from_trajectories
+from dualpath.request import Workload
 
 # The paper's default cluster per model (design.md section 3); Qwen2.5-32B ran with 320 GB buffers.
 PAPER_CLUSTERS = {"deepseek-v3.2": "2P4D", "ds-27b": "1P1D", "qwen2.5-32b": "1P2D@paper-hopper-320g"}
@@ -40,7 +41,9 @@ def resolve_cluster(text: str) -> ClusterSpec:
         return load_cluster(text)
     shorthand, _, node = text.partition("@")
     if node:
-        return parse_shorthand(shorthand, node=node_preset(node), name=text)
+        # parse_shorthand names the cluster itself and cannot take a name; keep the text's node suffix
+        return dataclasses.replace(parse_shorthand(shorthand, node=node_preset(node)),
+                                   name=f"{shorthand.strip().upper()}@{node.strip().lower()}")
     return parse_shorthand(shorthand)
 
 
@@ -52,16 +55,16 @@ def resolve_model(text: str) -> LLMSpec:
 
 
 def resolve_workload(text: str, agents: int | None = None, seed: int = 0, *,
-                     block_tokens: int = PAPER_BLOCK_TOKENS, agents_per_s: float | None = None) -> Workload:
+                     block_tokens: int = PAPER_BLOCK_TOKENS, aps: float | None = None) -> Workload:
     """A workload by name or file. `agents`: how many agents (generators default to the paper's 500;
-    files past their size are resampled, traces cut to their first agents); `agents_per_s`: Poisson
-    arrivals for online runs (not for traces, which carry their own arrival times)."""
+    files past their size are resampled, traces cut to their first agents); `aps`: Poisson
+    arrivals in agents per second for online runs (not for traces, which carry their own arrival times)."""
     text = text.strip()
     if agents is not None and (isinstance(agents, bool) or not isinstance(agents, int) or agents < 1):
         raise SpecError("workload", "agents", agents, "a positive integer")
     if text.lower() in AGENTIC_SHAPES:
         return agentic_workload(text.lower(), agents=agents or 500, seed=seed, block_tokens=block_tokens,
-                                agents_per_s=agents_per_s)
+                                aps=aps)
     mooncake = text.lower().startswith("mooncake:")
     path = text[len("mooncake:"):] if mooncake else text
     if not (mooncake or _is_file_ref(path, ".jsonl")):
@@ -71,8 +74,8 @@ def resolve_workload(text: str, agents: int | None = None, seed: int = 0, *,
     if mooncake or looks_like_mooncake(_first_record(path)):
         workload = load_mooncake(path)
     else:
-        workload = read_workload_jsonl(path)
-    return _shape(workload, agents, seed, block_tokens, agents_per_s)
+        workload = read_jsonl(path)
+    return _shape(workload, agents, seed, block_tokens, aps)
 
 
 def _first_record(path: str) -> str:
@@ -84,16 +87,16 @@ def _first_record(path: str) -> str:
 
 
 def _shape(workload: Workload, agents: int | None, seed: int, block_tokens: int,
-           agents_per_s: float | None) -> Workload:
+           aps: float | None) -> Workload:
     if workload.trajectories:
         trajectories = list(workload.trajectories)
         if agents is not None:
             trajectories = resample(trajectories, agents, seed)
-        if agents_per_s is not None:
-            trajectories = poisson_arrivals(trajectories, agents_per_s, seed)
+        if aps is not None:
+            trajectories = poisson_arrivals(trajectories, aps, seed)
         return from_trajectories(workload.name, trajectories, block_tokens)
-    if agents_per_s is not None:
-        raise SpecError(f"workload {workload.name}", "agents_per_s", agents_per_s,
+    if aps is not None:
+        raise SpecError(f"workload {workload.name}", "aps", aps,
                         "no rate for a trace of requests (it carries its own arrival times)")
     if agents is None:
         return workload

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 from dualpath.errors import SpecError
 from dualpath.kvlayout import PAPER_BLOCK_TOKENS
-from dualpath.request import Trajectory, Turn, Workload, by_agent
 from dualpath.models.workloads import from_requests, from_trajectories, request_order
+from dualpath.request import Trajectory, Turn, Workload, by_agent
 
 
 def resample(trajectories: Sequence[Trajectory], num_agents: int, seed: int = 0) -> list[Trajectory]:

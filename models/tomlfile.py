@@ -41,7 +41,7 @@ class TomlDoc:
         self._lines = self._index_keys()
 
     @classmethod
-    def read(cls, path: str | Path) -> "TomlDoc":
+    def read(cls, path: str | Path) -> TomlDoc:
         try:
             text = Path(path).read_text()
         except OSError as exc:
@@ -88,9 +88,9 @@ class TomlDoc:
 
     def check_keys(self, path: tuple[str, ...], table: dict, allowed: set[str] | list[str]) -> None:
         """Reject keys not in `allowed`: typos must not pass silently."""
-        for key in table:
+        for key, value in table.items():
             if key not in allowed:
-                raise self.error(path + (key,), table[key], "one of the keys " + ", ".join(sorted(allowed)))
+                raise self.error(path + (key,), value, "one of the keys " + ", ".join(sorted(allowed)))
 
 
 def spec_types(cls: type) -> dict[str, str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from dualpath.kvlayout import PAPER_BLOCK_TOKENS
 from dualpath.request import Request, Trajectory, Workload, requests_of

@@ -20,9 +20,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from dualpath.protocol import Amount, Phase, ReadPath, Resource, Step
 from dualpath.proofs import smt
 from dualpath.proofs.protocol_model import ModelError, PathModel, ProtocolModel, Token
+from dualpath.protocol import Amount, Phase, ReadPath, Resource, Step
 
 
 @dataclass(frozen=True)
@@ -125,11 +125,14 @@ class State:
         self.n = {pl.key: z3.Int(f"n[{pl.name}]{tag}") for pl in abstraction.places}
         self.u = {(pl.key, t): z3.Int(f"u[{pl.name},{t[0].value}/{t[1].value}]{tag}")
                   for pl in abstraction.places for t in pl.tokens}
+        self._used: dict = {}
 
     def used(self, abstraction: Abstraction, resource: Resource):
-        z3 = smt.z3mod()
-        terms = [self.u[(pl.key, t)] for pl in abstraction.places for t in pl.tokens if t[0] is resource]
-        return z3.Sum(terms) if terms else z3.IntVal(0)
+        if resource not in self._used:
+            z3 = smt.z3mod()
+            terms = [self.u[(pl.key, t)] for pl in abstraction.places for t in pl.tokens if t[0] is resource]
+            self._used[resource] = z3.Sum(terms) if terms else z3.IntVal(0)
+        return self._used[resource]
 
 
 def invariant(a: Abstraction, s: State, caps: dict):
@@ -186,7 +189,10 @@ def encode_move(a: Abstraction, mv: Move, s: State, t: State, caps: dict, tag: s
         cons += [k >= 1, k <= s.n[mv.pool.key]]
         dn[mv.pool.key] -= 1 if mv.take_pool == 1 else 0
         if mv.take_pool == -1:
-            cons.append(t.n[mv.pool.key] == s.n[mv.pool.key] - k)
+            # the failing request's own layers go with it; every other flagged request keeps >= 1
+            ahead = z3.Sum([s.n[f.key] for f in a.pools[mv.src.key[0]][1]])
+            cons += [t.n[mv.pool.key] == s.n[mv.pool.key] - k, s.n[mv.pool.key] - k >= ahead - 1,
+                     z3.Implies(ahead == 1, k == s.n[mv.pool.key])]
         for token, count in mv.pool.tokens.items():
             y = _take(s.u[(mv.pool.key, token)], s.n[mv.pool.key], k, count, token[1] is Amount.ONE,
                       f"y[{token[0].value}]{tag}", cons)
@@ -225,9 +231,9 @@ def encode_move(a: Abstraction, mv: Move, s: State, t: State, caps: dict, tag: s
             du[(mv.dst.key, token)] = du.get((mv.dst.key, token), 0) + gain
     for key, n in s.n.items():
         if not (mv.take_pool == -1 and key == mv.pool.key):
-            cons.append(t.n[key] == n + dn[key])
+            cons.append(t.n[key] == (n + dn[key] if dn[key] else n))
     for key, u in s.u.items():
-        cons.append(t.u[key] == u + du.get(key, 0))
+        cons.append(t.u[key] == (u + du[key] if key in du else u))
     if mv.flagged_after is not None:
         pool, flagged = a.pools[mv.src.key[0]]
         ahead = z3.Sum([s.n[f.key] for f in flagged])
@@ -277,18 +283,22 @@ def prove(model: ProtocolModel) -> ProofResult:
     caps = capacities()
     positive = [c >= 1 for c in caps.values()]
     s, t = State(a, ""), State(a, "'")
-    init = [s.n[k] == 0 for k in s.n if k != (model.paths[0].path.value, "pre", 0)]
+    first = (model.paths[0].path.value, "pre", 0)
+    init = [s.n[k] == 0 for k in s.n if k != first] + [s.n[first] >= 0]
     init += [u == 0 for u in s.u.values()]
-    obligations = [("init", positive + init + [z3.Not(invariant(a, s, caps))])]
+    inv_s, not_inv_t = invariant(a, s, caps), z3.Not(invariant(a, t, caps))
+    obligations = [("init", init + [z3.Not(inv_s)])]
     for i, mv in enumerate(a.moves):
         cons = encode_move(a, mv, s, t, caps, f"#{i}")
-        obligations.append((f"move {mv.label}", positive + [invariant(a, s, caps)] + cons
-                            + [z3.Not(invariant(a, t, caps))]))
-    obligations.append(("deadlock", positive + [invariant(a, s, caps), deadlock(a, s, caps)]))
+        obligations.append((f"move {mv.label}", [inv_s] + cons + [not_inv_t]))
+    obligations.append(("deadlock", [inv_s, deadlock(a, s, caps)]))
+    solver = smt.solver()
+    solver.add(*positive)
     for name, formulas in obligations:
-        solver = smt.solver()
+        solver.push()
         solver.add(*formulas)
         outcome = smt.check(solver)
+        solver.pop()
         if outcome.verdict == "unknown":
             return ProofResult("unknown", len(obligations), f"{name}: {outcome.reason}")
         if outcome.sat:

@@ -20,7 +20,6 @@ _ENCODE = {data: code for code, data in OPER_VLS_DATA.items()}
 class PortQoS:
     """What one port runs; equal tables compare equal, so ports group by this value."""
 
-    port_type: str
     max_vls: int
     oper_vls_code: int  # PortInfo:OperVLs encoding, min(VLCap, max_op_vls)
     high_limit: int
@@ -48,6 +47,7 @@ class PortQoS:
 @dataclass(frozen=True)
 class Port:
     name: str
+    port_type: str
     qos: PortQoS
     type_sources: dict  # field -> Where, from the OpenSM file
     entry: OverrideEntry | None = None
@@ -86,8 +86,8 @@ def build_fabric(opensm: OpenSMOptions, overrides: Overrides | None = None) -> F
         type_tables[port_type] = tables
         type_sources[port_type] = dict(sources, oper_vls=opensm.max_op_vls_where)
     ports = [
-        Port(f"every {t} port", PortQoS(t, tables.max_vls, opensm.max_op_vls, tables.high_limit,
-                                        tables.vlarb_high, tables.vlarb_low, tables.sl2vl), type_sources[t])
+        Port(f"every {t} port", t, PortQoS(tables.max_vls, opensm.max_op_vls, tables.high_limit,
+                                           tables.vlarb_high, tables.vlarb_low, tables.sl2vl), type_sources[t])
         for t, tables in type_tables.items()
     ]
     memo: dict[tuple, PortQoS] = {}
@@ -96,15 +96,11 @@ def build_fabric(opensm: OpenSMOptions, overrides: Overrides | None = None) -> F
         oper = min(_ENCODE[values.get("vl_cap", 15)], opensm.max_op_vls)
         high, high_dropped = _programmed(values.get("vlarb_high", base.vlarb_high), values.get("vlarb_high_cap"))
         low, low_dropped = _programmed(values.get("vlarb_low", base.vlarb_low), values.get("vlarb_low_cap"))
-        key = (entry.port_type, values.get("max_vls", base.max_vls), oper, values.get("high_limit", base.high_limit),
+        key = (values.get("max_vls", base.max_vls), oper, values.get("high_limit", base.high_limit),
                high, low, values.get("sl2vl", base.sl2vl), high_dropped, low_dropped)
         qos = memo.get(key)
         if qos is None:
             qos = memo[key] = PortQoS(*key)
         sources = type_sources[entry.port_type]
-        ports.extend(Port(f"{entry.node}/{n}", qos, sources, entry) for n in entry.ports)
+        ports.extend(Port(f"{entry.node}/{n}", entry.port_type, qos, sources, entry) for n in entry.ports)
     return Fabric(ports)
-
-
-def where_text(where: Where) -> str:
-    return str(where)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from dualpath.proofs.fabric import Fabric, Port, PortQoS
 from dualpath.proofs.result import PropertyResult, proved, unknown, violated

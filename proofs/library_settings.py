@@ -50,7 +50,7 @@ def check_library_settings(plan: TrafficPlan) -> PropertyResult:
     if not bad:
         return proved(NAME, FAMILY, QUESTION, "; ".join(f"{lib.name}: {effective(lib)[1]}" for lib in plan.libraries))
     lib, klass = pairs[bad[0]]
-    sl, source = effective(lib)
+    _, source = effective(lib)
     others = {c.sl for c in (by_name[n] for n in lib.carries)}
     clash = f"; it also carries classes on SLs {sorted(others)}, one setting cannot serve them all" \
         if len(others) > 1 else ""

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from dualpath.proofs.opensm import PORT_TYPES, Where, parse_int, parse_sl2vl, parse_vlarb
+from dualpath.proofs.opensm import PORT_TYPES, Where, parse_sl2vl, parse_vlarb
 from dualpath.proofs.tomldoc import TomlDoc
 
 TABLE_FIELDS = ("max_vls", "high_limit", "vlarb_high", "vlarb_low", "sl2vl")
@@ -42,9 +42,9 @@ class OverrideEntry:
     doc: TomlDoc
 
     def where(self, name: str) -> Where:
-        text = self.values.get(name)
+        raw = self.doc.data["port"][self.index].get(name)
         return Where(self.doc.path, self.doc.line_of("port", self.index, name),
-                     f"[[port]] node={self.node} {name}", "" if text is None else str(text))
+                     f"[[port]] node={self.node} {name}", "" if raw is None else str(raw))
 
 
 @dataclass(frozen=True)
@@ -116,5 +116,3 @@ def load_overrides(path: str | Path) -> Overrides:
         entries.append(OverrideEntry(index, node, ports, port_type, values, doc))
     return Overrides(doc.path, tuple(entries))
 
-
-__all__ = ["OverrideEntry", "Overrides", "load_overrides", "parse_int"]

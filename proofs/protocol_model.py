@@ -15,8 +15,9 @@ variant does: the DE buffer is taken per layer and released as a whole).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
+from itertools import pairwise
 
 from dualpath.protocol import Amount, Phase, ReadPath, Resource, Step, transfer_steps
 
@@ -70,7 +71,7 @@ def build_path(path: ReadPath, admission: bool, steps_fn: StepsFn = transfer_ste
     steps = tuple(steps_fn(path, admission))
     if not steps or steps[0].source is not Phase.WAITING or steps[-1].target is not Phase.DONE:
         raise ModelError(f"{path.value}: steps must lead from waiting to done")
-    for a, b in zip(steps, steps[1:]):
+    for a, b in pairwise(steps):
         if a.target is not b.source:
             raise ModelError(f"{path.value}: step {a.name} ends in {a.target.value} but {b.name} starts in "
                              f"{b.source.value}")

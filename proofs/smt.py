@@ -5,8 +5,8 @@ z3 is imported here, on first use, never at `import dualpath`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 from dualpath.errors import require
 

@@ -97,9 +97,9 @@ class TomlDoc:
 
     def check_keys(self, table: dict, allowed: set[str] | frozenset[str], path: tuple = ()) -> None:
         """Unknown keys are errors: a typo must not silently fall back to a default."""
-        for key in table:
+        for key, value in table.items():
             if key not in allowed:
-                raise self.error(path + (key,), table[key], "one of " + ", ".join(sorted(allowed)))
+                raise self.error(path + (key,), value, "one of " + ", ".join(sorted(allowed)))
 
     def table(self, data: dict, key: str, path: tuple = (), required: bool = False) -> dict:
         value = data.get(key)

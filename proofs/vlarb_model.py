@@ -40,7 +40,7 @@ class Arbiter:
     low: dict  # VL -> packets per low-table round
 
     @classmethod
-    def of(cls, qos: PortQoS, mtu_bytes: int, vls) -> "Arbiter":
+    def of(cls, qos: PortQoS, mtu_bytes: int, vls) -> Arbiter:
         packets = -(-qos.high_limit * HIGH_LIMIT_UNIT_BYTES // mtu_bytes)
         return cls(mtu_bytes, qos.high_limit < UNLIMITED_HIGH_LIMIT, max(1, packets) * mtu_bytes,
                    {v: packets_per_round(qos.vlarb_high, v, mtu_bytes) for v in vls},

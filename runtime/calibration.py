@@ -32,7 +32,7 @@ class Calibration:
     rdma_submit_s: float = 1e-6
     hbm_reserve_fraction: float = 0.1
     weight_bytes_per_param: float | None = None
-    schedule_interval_s: float = 0.005
+    schedule_interval_s: float = 0.05
 
     def __post_init__(self) -> None:
         fraction("Calibration", "snic_read_efficiency", self.snic_read_efficiency)

@@ -7,8 +7,11 @@ benchmark can run one thread per agent.
 from __future__ import annotations
 
 import itertools
+import os
+import secrets
 import threading
 from dataclasses import dataclass, field
+from typing import Self
 
 from dualpath.runtime.control import Channel, connect
 
@@ -30,6 +33,21 @@ class TurnResult:
     logits: object = None
 
 
+def turn_record(result: TurnResult, agent: int, turn: int, prompt_tokens: int, origin_s: float = 0.0):
+    """The core `RequestRecord` of a turn (times relative to `origin_s`), for a runtime `Trace`."""
+    from dualpath.trace import RequestRecord
+
+    t = result.times
+    first = t["first_token"] - origin_s
+    return RequestRecord(
+        request=result.request, agent=agent, turn=turn, arrival_s=t["arrival"] - origin_s, pe=result.pe,
+        de=result.de, pe_read_bytes=result.read_bytes if result.path == "pe" else 0,
+        de_read_bytes=result.read_bytes if result.path == "de" else 0,
+        prefill_start_s=t["prefill_start"] - origin_s, first_token_s=first,
+        second_token_s=t["second_token"] - origin_s if "second_token" in t else first,
+        finish_s=t["finish"] - origin_s, output_tokens=len(result.tokens), prompt_tokens=prompt_tokens)
+
+
 class ClusterClient:
     def __init__(self, secret: bytes | str, name: str = "client") -> None:
         self.secret = secret
@@ -37,6 +55,7 @@ class ClusterClient:
         self._channels: dict[Address, Channel] = {}
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
+        self._prefix = f"{name}-{os.getpid()}-{secrets.token_hex(3)}"  # ids stay unique across clients
 
     def channel(self, address: Address) -> Channel:
         key = (str(address[0]), int(address[1]))
@@ -51,7 +70,7 @@ class ClusterClient:
                chunk_tokens: int | None = None, return_logits: bool = False, request: str | None = None,
                timeout_s: float | None = None) -> TurnResult:
         """Run one turn to completion (prefill on `pe`, decode on `de`) and return its tokens."""
-        request = request or f"{self.name}-{next(self._ids)}"
+        request = request or f"{self._prefix}-{next(self._ids)}"
         reply, payload = self.channel(pe).call(
             "submit", timeout_s=timeout_s, request=request, tokens=[int(t) for t in tokens],
             max_new_tokens=max_new_tokens, path=path, chunk_tokens=chunk_tokens, de=list(de),
@@ -82,7 +101,7 @@ class ClusterClient:
         for channel in channels:
             channel.close()
 
-    def __enter__(self) -> ClusterClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

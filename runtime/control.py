@@ -16,11 +16,17 @@ import logging
 import socket
 import struct
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from dualpath.errors import DualpathError
-from dualpath.runtime.auth import DEFAULT_BIND_HOST, AuthError, check_secret, client_handshake, recv_exact, \
-    server_handshake
+from dualpath.runtime.auth import (
+    DEFAULT_BIND_HOST,
+    AuthError,
+    check_secret,
+    client_handshake,
+    recv_exact,
+    server_handshake,
+)
 
 LOG = logging.getLogger("dualpath.runtime.control")
 FRAME = struct.Struct("<IQ")
@@ -177,7 +183,7 @@ class ControlServer:
         while not self._closed.is_set():
             try:
                 sock, _ = self._listener.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return

@@ -20,9 +20,10 @@ from dualpath.kvlayout import chain_block_ids
 from dualpath.protocol import ReadPath, RequestSizes, Resource, transfer_steps
 from dualpath.runtime.buffers import BufferTimeoutError
 from dualpath.runtime.control import Channel
-from dualpath.runtime.engine import EngineBase, EngineOptions, FifoLock, local_step
+from dualpath.runtime.engine import EngineOptions
 from dualpath.runtime.ratelimit import KV_LANE
 from dualpath.runtime.transport import WriteOp
+from dualpath.runtime.worker import EngineBase, FifoLock, local_step
 
 LOCAL = {Resource.DE_BUFFER, Resource.DE_HBM}
 STEPS = {step.name: step for step in transfer_steps(ReadPath.PE)}  # the DE's parts are path-independent
@@ -52,6 +53,7 @@ class DecodeEngine(EngineBase):
         self.compute = FifoLock()
         self.read_queue_bytes = 0
         self.admitted: dict[str, Admitted] = {}
+        self._watched: set[Channel] = set()
         self._lock = threading.Lock()
 
     def owners(self) -> dict[Resource, str]:
@@ -81,17 +83,21 @@ class DecodeEngine(EngineBase):
         (lease,) = self.pool.leases(request, Resource.DE_BUFFER)
         with self._lock:
             self.admitted[request] = Admitted(request, sizes, lease.pages, channel)
-        channel.on_close(lambda ch, r=request: self._drop_if(r, ch))
+            watch = channel not in self._watched
+            self._watched.add(channel)
+        if watch:
+            channel.on_close(self._drop_channel)
         return {"ok": True, "pages": list(lease.pages), "read_queue_bytes": self.read_queue_bytes}
 
-    def _drop_if(self, request: str, channel: Channel) -> None:
-        """The PE went away: free what its request holds here."""
+    def _drop_channel(self, channel: Channel) -> None:
+        """A PE went away: free what its requests hold here."""
         with self._lock:
-            entry = self.admitted.get(request)
-            if entry is None or entry.channel is not channel:
-                return
-            del self.admitted[request]
-        self.pool.release_all(request)
+            self._watched.discard(channel)
+            gone = [r for r, entry in self.admitted.items() if entry.channel is channel]
+            for request in gone:
+                del self.admitted[request]
+        for request in gone:
+            self.pool.release_all(request)
 
     def op_release(self, channel: Channel, msg: dict, payload: bytes) -> dict:
         request = str(msg["request"])

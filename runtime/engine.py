@@ -3,8 +3,8 @@
 An engine is addressed by the host:port of its control server (loopback unless `--host` says
 otherwise); its data transport listens on a second port it announces in `hello`. Both accept only
 peers that prove the cluster secret (`DUALPATH_SECRET` or `--secret-file`). The storage directory is
-shared by all engines (a 3FS mount or local NVMe). This module holds what both roles share: options,
-the model, the block store with its SNIC limiters, the buffer pool, the transport, the step trace.
+shared by all engines (a 3FS mount or local NVMe). This module holds the options (one field per CLI
+flag), the model presets and the process entry point; `worker.EngineBase` is what both roles share.
 """
 
 from __future__ import annotations
@@ -15,15 +15,12 @@ import logging
 import os
 import signal
 import sys
-import threading
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from dualpath.errors import DualpathError, InputError, SpecError
-from dualpath.protocol import ALL_STEP_NAMES, Resource, Step
+from dualpath.errors import DualpathError, InputError, SpecError, require
+from dualpath.protocol import ALL_STEP_NAMES
 from dualpath.runtime.auth import DEFAULT_BIND_HOST, SECRET_ENV, check_secret, secret_from_env
-from dualpath.runtime.control import Channel, ControlServer
 
 LOG = logging.getLogger("dualpath.runtime.engine")
 
@@ -31,11 +28,11 @@ ROLES = ("prefill", "decode")
 # Every protocol step an engine takes, by name: the runtime uses exactly the protocol's steps.
 ENGINE_STEP_NAMES = ALL_STEP_NAMES
 PRESETS = {
-    "tiny": dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4,
-                 num_kv_heads=2, head_dim=16),
+    "tiny": {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 128, "num_layers": 2, "num_heads": 4,
+             "num_kv_heads": 2, "head_dim": 16},
     # KV-heavy: 8 KV heads x 32 dims over 4 layers = 8 KiB of KV per token for a hidden size of 128.
-    "kvheavy": dict(vocab_size=512, hidden_size=128, intermediate_size=256, num_layers=4, num_heads=8,
-                    num_kv_heads=8, head_dim=32),
+    "kvheavy": {"vocab_size": 512, "hidden_size": 128, "intermediate_size": 256, "num_layers": 4,
+                "num_heads": 8, "num_kv_heads": 8, "head_dim": 32},
 }
 
 
@@ -67,13 +64,14 @@ class EngineOptions:
     cnic_centric: bool = False
     transport: str = "tcp"
     read_threads: int = 2
+    trace_steps: int = 200_000  # most recent protocol steps kept for `trace`
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
             raise SpecError("engine", "role", self.role, "one of " + ", ".join(ROLES))
         for name in ("block_tokens", "max_context_tokens", "buffer_blocks", "num_slots", "send_credits",
-                     "hbm_bytes", "read_threads"):
+                     "hbm_bytes", "read_threads", "trace_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise SpecError("engine", name, value, "a positive integer")
@@ -96,6 +94,10 @@ def build_decoder(options: EngineOptions):
     from dualpath.runtime.checkpoint import load_checkpoint
     from dualpath.runtime.decoder import Decoder, DecoderConfig
 
+    if options.device != "cpu":
+        torch = require("torch", "runtime")
+        if not options.device.startswith("cuda") or not torch.cuda.is_available():
+            raise SpecError("engine", "device", options.device, "cpu, or cuda[:N] on a machine with a CUDA device")
     if options.checkpoint:
         return load_checkpoint(options.checkpoint, device=options.device, dtype=options.dtype)
     if options.model in PRESETS:
@@ -108,123 +110,11 @@ def build_decoder(options: EngineOptions):
                             "a preset (" + ", ".join(PRESETS) + ") or a JSON file of DecoderConfig fields") from exc
         except json.JSONDecodeError as exc:
             raise InputError(options.model, f"not JSON: {exc.msg}", line=exc.lineno) from exc
+    known = set(DecoderConfig.__dataclass_fields__)
+    if not isinstance(fields, dict) or set(fields) - known:
+        unknown = sorted(set(fields) - known) if isinstance(fields, dict) else type(fields).__name__
+        raise SpecError(options.model, "fields", unknown, "DecoderConfig fields: " + ", ".join(sorted(known)))
     return Decoder.from_seed(DecoderConfig(**{**fields, "dtype": options.dtype}), options.seed, options.device)
-
-
-class FifoLock:
-    """A lock granted in arrival order: requests reach the engine's compute (one GPU) first come, first served."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._next_ticket = 0
-        self._serving = 0
-
-    def __enter__(self) -> FifoLock:
-        with self._cond:
-            ticket = self._next_ticket
-            self._next_ticket += 1
-            while self._serving != ticket:
-                self._cond.wait()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        with self._cond:
-            self._serving += 1
-            self._cond.notify_all()
-
-
-def local_step(step: Step, resources: set[Resource]) -> Step:
-    """The part of a protocol step this process performs: the same step restricted to its resources."""
-    return replace(step, acquire=tuple(a for a in step.acquire if a[0] in resources),
-                   release=tuple(r for r in step.release if r[0] in resources))
-
-
-class EngineBase:
-    """Model, store, buffers, transport, control server and step trace of one engine."""
-
-    role = ""
-
-    def __init__(self, options: EngineOptions, secret: bytes | str) -> None:
-        from dualpath.runtime.blockstore import BlockStore
-        from dualpath.runtime.buffers import BufferPool
-        from dualpath.runtime.kvcodec import KVCodec
-        from dualpath.runtime.ratelimit import cnic_limiter, snic_limiter
-        from dualpath.runtime.transport import create_transport
-
-        self.options = options
-        self.name = options.name
-        self.node = options.node_name
-        self.secret = check_secret(secret)
-        self.decoder = build_decoder(options)
-        self.torch = self.decoder.torch
-        self.codec = KVCodec.for_model(self.decoder.config, options.block_tokens, options.kv_dtype or None)
-        self.layout = self.codec.layout
-        self.snic_read = snic_limiter(self.node, options.snic_bytes_per_s)
-        self.snic_write = snic_limiter(self.node + ".w", options.snic_bytes_per_s)
-        self.store = BlockStore(options.store_dir, self.layout, self.snic_read, self.snic_write, scan=False)
-        self.cnic = cnic_limiter(self.name, options.cnic_bytes_per_s)
-        self.pool = BufferPool()
-        self.transport = create_transport(options.transport, self.name, self.secret, host=options.host,
-                                          port=options.data_port, limiter=self.cnic,
-                                          cnic_centric=options.cnic_centric)
-        self.control = ControlServer(self.name, self.secret, self.handle, options.host, options.port)
-        self.steps: list[dict] = []
-        self._steps_lock = threading.Lock()
-        self.stopped = threading.Event()
-        self.started_at = time.monotonic()
-
-    # -- lifecycle ---------------------------------------------------------------------------------
-    def start(self) -> tuple[str, int]:
-        self.data_address = self.transport.listen()
-        self.address = self.control.listen()
-        LOG.info("%s (%s) control %s:%d data %s:%d", self.name, self.role, *self.address, *self.data_address)
-        return self.address
-
-    def close(self) -> None:
-        self.stopped.set()
-        self.control.close()
-        self.transport.close()
-
-    # -- step trace --------------------------------------------------------------------------------
-    def record(self, request: str, step: str, **where) -> None:
-        if step not in ENGINE_STEP_NAMES:
-            raise DualpathError(f"{self.name}: step {step!r} is not a protocol step")
-        with self._steps_lock:
-            self.steps.append({"request": request, "step": step, "engine": self.name,
-                               "at": time.time(), **where})
-
-    def take_step(self, request: str, step: Step, sizes, owners, resources: set[Resource],
-                  timeout_s: float | None = None, **where):
-        """Perform this process's part of a protocol step through the buffer pool, and record it."""
-        leases = self.pool.step(request, local_step(step, resources), sizes, owners, timeout_s)
-        self.record(request, step.name, **where)
-        return leases
-
-    # -- control messages --------------------------------------------------------------------------
-    def handle(self, channel: Channel, msg: dict, payload: bytes):
-        op = msg.get("op")
-        if op == "hello":
-            return {"name": self.name, "role": self.role, "node": self.node, "data": list(self.data_address),
-                    "model_id": self.options.model_id(), "block_tokens": self.layout.block_tokens}
-        if op == "trace":
-            with self._steps_lock:
-                steps = [s for s in self.steps if msg.get("request") in (None, s["request"])]
-            return {"steps": steps}
-        if op == "stats":
-            return self.stats()
-        if op == "shutdown":
-            threading.Timer(0.05, self.stopped.set).start()
-            return {"ok": True}
-        method = getattr(self, "op_" + str(op), None)
-        if method is None:
-            raise SpecError(self.name, "op", op, "a known control operation")
-        return method(channel, msg, payload)
-
-    def stats(self) -> dict:
-        used = {f"{r.value}/{o}": self.pool.used(r, o) for (r, o) in self.pool.ledger.capacity}
-        return {"used": used, "refused": self.control.num_refused + getattr(self.transport, "num_refused", 0),
-                "snic_read_bytes": sum(s.granted_bytes for s in self.snic_read.stats.values()),
-                "snic_write_bytes": sum(s.granted_bytes for s in self.snic_write.stats.values())}
 
 
 def parse_args(argv: list[str] | None) -> tuple[EngineOptions, bytes, str]:
@@ -280,7 +170,8 @@ def parse_args(argv: list[str] | None) -> tuple[EngineOptions, bytes, str]:
     return options, secret, args.ready_file
 
 
-def create_engine(options: EngineOptions, secret: bytes | str) -> EngineBase:
+def create_engine(options: EngineOptions, secret: bytes | str):
+    """A `PrefillEngine` or `DecodeEngine` (not started)."""
     if options.role == "prefill":
         from dualpath.runtime.prefill_engine import PrefillEngine
 

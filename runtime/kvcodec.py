@@ -61,6 +61,10 @@ class KVCodec:
         typed = self._typed(raw, num_blocks * self.layout.layer_block_bytes)
         return typed.view(num_blocks, 2, self.block_tokens, self.num_kv_heads, self.head_dim)
 
+    def row_view(self, raw, num_rows: int):
+        """[rows, kv_heads, head_dim] over `num_rows` token rows of K or V in `raw`."""
+        return self._typed(raw, num_rows * self.row_bytes).view(num_rows, self.num_kv_heads, self.head_dim)
+
     # -- tensors <-> block views -------------------------------------------------------------------
     def layer_kv(self, layer_blocks, num_tokens: int):
         """(K, V) [num_tokens, kv_heads, head_dim] of a layer-block run (a slot or `blocks[:, layer]`)."""

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 from dualpath.errors import DualpathError, SpecError
 from dualpath.runtime.auth import SECRET_ENV, check_secret, generate_secret, secret_from_env
@@ -74,7 +77,7 @@ class LocalCluster:
                     engine.process.kill()
                     engine.process.wait()
 
-    def __enter__(self) -> LocalCluster:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -169,11 +172,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"store {cluster.store_dir}; cluster secret in {secret_path} (mode 600)", flush=True)
     else:
         print(f"store {cluster.store_dir}; cluster secret from ${SECRET_ENV}", flush=True)
-    try:
-        while all(e.process.poll() is None for e in cluster.engines):
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # never leave engines orphaned
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.is_set() and all(e.process.poll() is None for e in cluster.engines):
+        stop.wait(0.5)
     cluster.close()
     return 0
 

@@ -84,7 +84,7 @@ def prefill_layerwise(decoder, new_tokens, hit_tokens: int, loader: LayerLoader,
             chunk, layer = divmod(index, num_layers)
             try:
                 item: Any = loader.load(chunk, layer)
-            except BaseException as exc:  # handed to the compute thread, which re-raises it
+            except BaseException as exc:  # noqa: BLE001 -- handed to the compute thread, which re-raises it
                 item = _Failure(exc)
             loaded[index].put(item)
             if isinstance(item, _Failure):
@@ -99,7 +99,7 @@ def prefill_layerwise(decoder, new_tokens, hit_tokens: int, loader: LayerLoader,
             try:
                 if not errors:
                     sink.send(handle, first_token, k_new, v_new)
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 -- re-raised on the compute thread
                 errors.append(exc)
                 stop.set()
             finally:

@@ -11,20 +11,22 @@ layer k into the PE's HBM slot and only the new tokens' KV goes back.
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
-from dualpath.errors import DualpathError, SpecError
+from dualpath.errors import SpecError
 from dualpath.kvlayout import chain_block_ids
 from dualpath.protocol import ReadPath, RequestSizes, Resource, transfer_steps
+from dualpath.runtime.buffers import Memory
 from dualpath.runtime.control import Channel, ControlError, connect
-from dualpath.runtime.engine import EngineBase, EngineOptions, FifoLock, local_step
-from dualpath.runtime.prefill import LayerHandle, prefill_layerwise
-from dualpath.runtime.transport import CopyOp, WriteOp
+from dualpath.runtime.engine import EngineOptions
+from dualpath.runtime.pe_layers import LOCAL, DeSink, SlotLoader
+from dualpath.runtime.prefill import chunk_bounds, prefill_layerwise
+from dualpath.runtime.worker import EngineBase, FifoLock, local_step
 
-LOCAL = {Resource.PE_BUFFER, Resource.PE_HBM_SLOT, Resource.SEND_CREDIT}
 PATHS = ("pe", "de", "auto")
 ADMIT_WAIT_S = 0.05
 
@@ -74,10 +76,19 @@ class PrefillEngine(EngineBase):
         self.pool.add_counter(Resource.SEND_CREDIT, self.name, options.send_credits)
         self.buffer_region = self.transport.register("pe_buffer", self.buffer_mem)
         self.slot_region = self.transport.register("pe_slots", self.slot_mem)
+        # New KV leaves from registered memory (one-sided writes need it on verbs): one staging piece
+        # per send credit, so a request holding a credit always finds a free piece.
+        self.stage_bytes = 2 * options.max_context_tokens * self.codec.row_bytes
+        self.stage_mem = Memory.allocate(self.stage_bytes * options.send_credits, dev, host=not dev.startswith("cuda"))
+        self.stage_region = self.transport.register("pe_stage", self.stage_mem)
+        self.free_stages: queue.Queue[int] = queue.Queue()
+        for piece in range(options.send_credits):
+            self.free_stages.put(piece)
         self.reader = ThreadPoolExecutor(options.read_threads, thread_name_prefix=f"{self.name}-read")
         self.compute = FifoLock()
         self.read_queue_bytes = 0
         self._des: dict[tuple[str, int], DeLink] = {}
+        self._in_flight: set[str] = set()
         self._lock = threading.Lock()
 
     # -- peers -------------------------------------------------------------------------------------
@@ -109,6 +120,18 @@ class PrefillEngine(EngineBase):
         requested = msg.get("path", "auto")
         if requested not in PATHS:
             raise SpecError(f"request {job.request}", "path", requested, "one of " + ", ".join(PATHS))
+        chunk_bounds(len(job.tokens) - job.hit_blocks * self.layout.block_tokens, msg.get("chunk_tokens"))
+        with self._lock:
+            if job.request in self._in_flight:
+                raise SpecError(f"request {job.request}", "request", job.request, "an id not already in flight")
+            self._in_flight.add(job.request)
+        try:
+            return self._serve(job, requested, msg, times)
+        finally:
+            with self._lock:
+                self._in_flight.discard(job.request)
+
+    def _serve(self, job: Job, requested: str, msg: dict, times: dict):
         try:
             self._admit(job, requested)
             times["admitted"] = time.time()
@@ -119,8 +142,8 @@ class PrefillEngine(EngineBase):
                 self.take_step(job.request, steps["start_prefill"], job.sizes, job.owners(self), LOCAL)
                 times["prefill_start"] = time.time()
                 logits = prefill_layerwise(self.decoder, job.tokens[job.hit_blocks * self.layout.block_tokens:],
-                                           job.hit_blocks * self.layout.block_tokens, _Loader(self, job),
-                                           _Sink(self, job), msg.get("chunk_tokens"))
+                                           job.hit_blocks * self.layout.block_tokens, SlotLoader(self, job),
+                                           DeSink(self, job), msg.get("chunk_tokens"))
             first = int(self.torch.argmax(logits))
             times["first_token"] = time.time()
             self.take_step(job.request, steps["handoff"], job.sizes, job.owners(self), LOCAL)
@@ -228,64 +251,3 @@ class PrefillEngine(EngineBase):
 
     def stats(self) -> dict:
         return {**super().stats(), "read_queue_bytes": self.read_queue_bytes}
-
-
-class _Loader:
-    """Brings layer k's hit KV into an HBM slot: from the PE buffer, or written there by the DE."""
-
-    def __init__(self, pe: PrefillEngine, job: Job) -> None:
-        self.pe, self.job = pe, job
-        self.steps = pe._steps(job)
-
-    def load(self, chunk: int, layer: int) -> LayerHandle:
-        pe, job, layout = self.pe, self.job, self.pe.layout
-        (slot,) = pe.take_step(job.request, self.steps["layer_load"], job.sizes, job.owners(pe), LOCAL,
-                               layer=layer, chunk=chunk)
-        offset = slot.pages[0] * pe.slot_bytes
-        lb, n = layout.layer_block_bytes, job.hit_blocks
-        if n and job.path is ReadPath.PE:
-            (lease,) = pe.pool.leases(job.request, Resource.PE_BUFFER)
-            pe.transport.copy_local([CopyOp(pe.slot_region, offset + i * lb, pe.buffer_region,
-                                            lease.offsets[i] + layer * lb, lb) for i in range(n)])
-        elif n:
-            job.de.channel.call("load_layer", request=job.request, layer=layer, slot_offset=offset,
-                                pe_peer=pe.name, blocks=n)
-        view = pe.codec.layer_view(pe.slot_mem.tensor[offset:offset + n * lb], n)
-        k, v = pe.codec.layer_kv(view, n * layout.block_tokens)
-        return LayerHandle(chunk, layer, k, v, slot=slot, extra={"offset": offset, "sent": False})
-
-    def release(self, handle: LayerHandle) -> None:
-        pe, job = self.pe, self.job
-        if handle.extra["sent"]:
-            pe.take_step(job.request, self.steps["layer_done"], job.sizes, job.owners(pe), LOCAL,
-                         layer=handle.layer, chunk=handle.chunk)
-        else:  # a failed send: free the slot alone; the request's failure path frees the rest
-            pe.pool.release(job.request, Resource.PE_HBM_SLOT, pe.name, 1)
-
-
-class _Sink:
-    """Sends one layer's KV into the DE's buffer: full KV on the PE-read path, new tokens only on DE-read."""
-
-    def __init__(self, pe: PrefillEngine, job: Job) -> None:
-        self.pe, self.job = pe, job
-        self.steps = pe._steps(job)
-
-    def send(self, handle: LayerHandle, first_token: int, k_new, v_new) -> None:
-        pe, job, layout = self.pe, self.job, self.pe.layout
-        pe.take_step(job.request, self.steps["layer_send"], job.sizes, job.owners(pe), LOCAL,
-                     layer=handle.layer, chunk=handle.chunk)
-        lb, fb, layer = layout.layer_block_bytes, layout.full_block_bytes, handle.layer
-        remote, pages = job.de.buffer, job.de_pages
-        ops = []
-        if job.path is ReadPath.PE and handle.chunk == 0:
-            ops += [WriteOp(remote, pages[i] * fb + layer * lb, pe.slot_region, handle.extra["offset"] + i * lb, lb)
-                    for i in range(job.hit_blocks)]
-        parts = (pe.codec.host_bytes(k_new), pe.codec.host_bytes(v_new))
-        row = pe.codec.row_bytes
-        for block, part, offset, first_row, rows in pe.codec.token_spans(first_token, k_new.shape[0]):
-            ops.append(WriteOp(remote, pages[block] * fb + layer * lb + offset, parts[part], first_row * row,
-                               rows * row))
-        if not ops:
-            raise DualpathError(f"{job.request}: nothing to send for layer {layer}")
-        pe.transport.post(ops).wait(timeout_s=None)
-        handle.extra["sent"] = True

@@ -67,11 +67,13 @@ class DecodeGroup:
         des = sim.des
         running = self.running
         done = []
+        touched = set()
         while running and running[0][0] <= step:
             state = heapq.heappop(running)[2]
             engine = des[state.de]
             engine.decode_seqs -= 1
             engine.decode_ctx -= state.req.prompt_tokens + state.req.output_tokens // 2
+            touched.add(engine)
             done.append(state)
         joined = self.joins
         self.joins = []
@@ -79,20 +81,18 @@ class DecodeGroup:
             engine = des[state.de]
             engine.decode_seqs += 1
             engine.decode_ctx += state.req.prompt_tokens + state.req.output_tokens // 2
+            touched.add(engine)
             self._seq += 1
             heapq.heappush(running, (step + state.req.output_tokens - 1, self._seq, state))
+        decode_step, weights = sim.llm.decode_step_s, sim.de_weight_bytes
+        for engine in touched:
+            engine.step_s = decode_step(engine.decode_seqs, engine.decode_ctx, weights)
         self.anchor_at = now
         self.anchor_step = step
-        self.step_s = self._step_time() if running else 0.0
+        self.step_s = max(e.step_s for e in self.engines) if running else 0.0
         for state in joined:
             state.second_token = now + self.step_s
         if running:
             self._post(now + (running[0][0] - step) * self.step_s)
         for state in done:
             sim.decode_done(state, now)
-
-    def _step_time(self) -> float:
-        sim = self.sim
-        step = sim.llm.decode_step_s
-        weights = sim.de_weight_bytes
-        return max(step(e.decode_seqs, e.decode_ctx, weights) for e in self.engines if e.decode_seqs)

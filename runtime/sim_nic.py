@@ -20,23 +20,25 @@ SpanSink = Callable[[str, str, float, float, str | None, float], None]
 class UsageMeter:
     """Amount per time bucket; `series(capacity)` turns it into utilisation in [0, 1]."""
 
-    __slots__ = ("bucket_s", "buckets", "max_buckets", "total")
+    __slots__ = ("bucket_s", "buckets", "max_buckets", "total", "_limit_s")
 
     def __init__(self, bucket_s: float = 0.01, max_buckets: int = 2048):
         self.bucket_s = bucket_s
         self.buckets: list[float] = []
         self.max_buckets = max_buckets
         self.total = 0.0
+        self._limit_s = bucket_s * max_buckets
 
     def add(self, start_s: float, end_s: float, amount: float) -> None:
         """Spread `amount` uniformly over [start_s, end_s) (all at start_s when the interval is empty)."""
         self.total += amount
-        width = self.bucket_s
-        while max(start_s, end_s) >= width * self.max_buckets:
+        if end_s < start_s:
+            end_s = start_s
+        while end_s >= self._limit_s:
             self._coarsen()
-            width = self.bucket_s
+        width = self.bucket_s
         first = int(start_s / width)
-        last = int(end_s / width) if end_s > start_s else first
+        last = int(end_s / width)
         buckets = self.buckets
         if last >= len(buckets):
             buckets.extend([0.0] * (last + 1 - len(buckets)))
@@ -53,6 +55,7 @@ class UsageMeter:
         old = self.buckets
         self.buckets = [old[i] + (old[i + 1] if i + 1 < len(old) else 0.0) for i in range(0, len(old), 2)]
         self.bucket_s *= 2
+        self._limit_s = self.bucket_s * self.max_buckets
 
     def resampled(self, bucket_s: float) -> list[float]:
         """Buckets merged to `bucket_s`, a power-of-two multiple of this meter's width."""

@@ -61,37 +61,30 @@ class PrefillGroup:
         duration = self._duration(batches, now)
         self.busy = True
         self.running = batches
+        busy: dict[int, int] = {}
         for engine, _ in batches:
-            engine.busy_meter.add(now, now + duration, duration)
-            self.sim.span(engine.spec.name, "prefill", now, now + duration, None, 0.0)
+            busy[engine.node] = busy.get(engine.node, 0) + 1
+        for node, count in busy.items():
+            self.sim.gpu_meters[node].add(now, now + duration, duration * count)
+        if self.sim.recorder.wants_spans:
+            for engine, batch in batches:
+                self.sim.span(engine.spec.name, "prefill", now, now + duration,
+                              ",".join(s.req.id for s, _, _ in batch), 0.0)
         self.sim.events.push(now + duration, ev.STEP_END, self.on_end)
 
     # ---- batch formation ---------------------------------------------------------------------
     def _form(self, engine, now: float) -> list:
         sim = self.sim
-        zero_io = sim.options.zero_io
         states = sorted(engine.ready.values(), key=lambda s: s.assign_seq)
-        eligible, tentative = [], []
-        for s in states:
-            if not zero_io and s.de_buf == 0:
-                # A PE-read request's KV lands in its DE node's buffer during the step: room first.
-                storage = sim.storages[sim.des[s.de].node]
-                if not storage.try_reserve(s.prompt_bytes, now):
-                    continue
-                s.de_buf = s.prompt_bytes
-                tentative.append(s)
-            eligible.append(s.item)
-        if not eligible:
-            return []
-        chosen = sim.policy.form_batch(eligible)
+        chosen = sim.policy.form_batch([s.item for s in states])
         by_id = {s.req.id: s for s in states}
         batch, seen = [], set()
         hbm_left = sim.pe_free_hbm
         for item in chosen:
             s = by_id.get(item.request)
-            if s is None or item.request in seen or s.item is None or not 1 <= item.new_tokens <= s.remaining:
+            if s is None or item.request in seen or not 1 <= item.new_tokens <= s.remaining:
                 raise InputError(f"policy {sim.policy.name}",
-                                 f"form_batch returned {item!r}, not an eligible queued item or chunk of one")
+                                 f"form_batch returned {item!r}, not a queued item or a chunk of one")
             if not sim.options.layerwise:
                 need = (s.cached + item.new_tokens) * sim.kv
                 if batch and need > hbm_left:
@@ -99,10 +92,6 @@ class PrefillGroup:
                 hbm_left -= need
             seen.add(item.request)
             batch.append((s, item.new_tokens, s.prefill_start < 0))
-        for s in tentative:
-            if s.req.id not in seen:
-                sim.storages[sim.des[s.de].node].release(s.de_buf, now)
-                s.de_buf = 0
         return batch
 
     # ---- timing --------------------------------------------------------------------------------

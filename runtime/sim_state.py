@@ -72,9 +72,9 @@ class PendingView(Sequence[Request]):
 
 
 class PEEngine:
-    __slots__ = ("spec", "index", "node", "group", "ready", "num_seqs", "num_tokens", "busy_meter")
+    __slots__ = ("spec", "index", "node", "group", "ready", "num_seqs", "num_tokens")
 
-    def __init__(self, spec: Engine, node: int, group: int, meter):
+    def __init__(self, spec: Engine, node: int, group: int):
         self.spec = spec
         self.index = spec.index
         self.node = node
@@ -82,12 +82,11 @@ class PEEngine:
         self.ready: dict[str, ReqState] = {}  # reads done, waiting for a forward batch
         self.num_seqs = 0
         self.num_tokens = 0
-        self.busy_meter = meter
 
 
 class DEEngine:
     __slots__ = ("spec", "index", "node", "group", "num_seqs", "num_tokens", "free_hbm", "hbm_waiting",
-                 "decode_seqs", "decode_ctx")
+                 "decode_seqs", "decode_ctx", "step_s")
 
     def __init__(self, spec: Engine, node: int, group: int, free_hbm: int):
         self.spec = spec
@@ -100,6 +99,7 @@ class DEEngine:
         self.hbm_waiting: list[ReqState] = []  # KV landed but the policy over-committed this DE's HBM
         self.decode_seqs = 0
         self.decode_ctx = 0
+        self.step_s = 0.0  # this engine's decode step for its current batch (0 when idle)
 
 
 class EngineBoard:

@@ -61,7 +61,7 @@ def utilisation(sim) -> tuple[dict[str, list[tuple[float, float]]], float]:
     every = [s.read_meter for s in sim.storages] + [s.write.meter for s in sim.storages]
     every += [s.buffer_meter for s in sim.storages] + [g.busy_meter for g in sim.decode_groups]
     every += [c.meter for c in sim.pe_in + sim.pe_out + sim.de_in + sim.de_out]
-    every += [e.busy_meter for e in sim.pes]
+    every += sim.gpu_meters
     bucket_s = max(m.bucket_s for m in every)
     node = sim.cluster.node
     out: dict[str, list[tuple[float, float]]] = {}
@@ -80,9 +80,9 @@ def utilisation(sim) -> tuple[dict[str, list[tuple[float, float]]], float]:
             meters = [pe_chan[e.index].meter for e in sim.pes if e.node == index]
             meters += [de_chan[e.index].meter for e in sim.des if e.node == index]
             out[f"{name}.cnic_{direction}"] = as_series(merged(meters, bucket_s), cnic_line, bucket_s)
-        busy = [e.busy_meter for e in sim.pes if e.node == index]
-        if busy:
-            out[f"{name}.gpu"] = as_series(merged(busy, bucket_s), len(busy), bucket_s)
+        num_pes = sum(1 for e in sim.pes if e.node == index)
+        if num_pes:
+            out[f"{name}.gpu"] = as_series(merged([sim.gpu_meters[index]], bucket_s), num_pes, bucket_s)
     for group in sim.decode_groups:
         out[f"decode{group.index}.busy"] = as_series(merged([group.busy_meter], bucket_s), 1.0, bucket_s)
     return out, snic_balance(snic_rows)

@@ -96,12 +96,13 @@ class Simulator:
             if field_name == "de_group_gpus":
                 self.de_weight_bytes = weights
         self.pe_free_hbm, self.de_free_hbm = free["pe_group_gpus"], free["de_group_gpus"]
+        self.gpu_meters = [UsageMeter() for _ in self.node_index]  # PE busy GPU-seconds per node
         self.pe_groups: list[PrefillGroup] = []
         self.pes = []
         for spec in pes:
             if not self.lockstep or spec.group >= len(self.pe_groups):
                 self.pe_groups.append(PrefillGroup(self, len(self.pe_groups), []))
-            engine = PEEngine(spec, self.node_index[spec.node], len(self.pe_groups) - 1, UsageMeter())
+            engine = PEEngine(spec, self.node_index[spec.node], len(self.pe_groups) - 1)
             self.pe_groups[-1].engines.append(engine)
             self.pes.append(engine)
         self.decode_groups: list[DecodeGroup] = []

@@ -7,7 +7,6 @@ makespan. Coefficients come from `problem.coefficients` (seconds per unit).
 
 from __future__ import annotations
 
-import math
 import time
 
 from dualpath.cluster import Role
@@ -269,9 +268,14 @@ def solve_relaxation(relax: Relaxation, time_limit_s: float) -> RelaxationSoluti
     R, I, J = range(pb.num_requests), range(len(relax.pe_classes)), range(len(relax.de_classes))
     solver = pywraplp.Solver.CreateSolver("GLOP")
     inf = solver.infinity()
-    cn = pb.cnic_bytes_per_s
+    gb = 1e-9  # bytes in GB keep the coefficients within a few orders of magnitude
+    cn = pb.cnic_bytes_per_s * gb
+    hit = [h * gb for h in pb.hit_bytes]
+    new = [n * gb for n in pb.new_bytes]
+    prompt = [p * gb for p in pb.prompt_bytes]
+    context = [k * gb for k in pb.context_bytes]
 
-    # Variables (fractions of request r on class i / j; bytes read there)
+    # Variables (fractions of request r on class i / j; GB read there)
     x = {(r, i): solver.NumVar(0, 1, "") for r in R for i in I}
     y = {(r, j): solver.NumVar(0, 1, "") for r in R for j in J}
     a = {(r, i): solver.NumVar(0, inf, "") for r in R for i in I}
@@ -289,27 +293,27 @@ def solve_relaxation(relax: Relaxation, time_limit_s: float) -> RelaxationSoluti
         row(1, 1, [(x[r, i], 1) for i in I])
         row(1, 1, [(y[r, j], 1) for j in J])
         for i in I:
-            row(-inf, 0, [(a[r, i], 1), (x[r, i], -pb.pe_read_cap_bytes(r))])
+            row(-inf, 0, [(a[r, i], 1), (x[r, i], -pb.pe_read_cap_bytes(r) * gb)])
         for j in J:
-            row(-inf, 0, [(b[r, j], 1), (y[r, j], -pb.hit_bytes[r])])
-        row(pb.hit_bytes[r], pb.hit_bytes[r], [(a[r, i], 1) for i in I] + [(b[r, j], 1) for j in J])
+            row(-inf, 0, [(b[r, j], 1), (y[r, j], -hit[r])])
+        row(hit[r], hit[r], [(a[r, i], 1) for i in I] + [(b[r, j], 1) for j in J])
 
     # SNIC per class, then engine resources pooled per class
     rows = {}
     for i, c in enumerate(relax.pe_classes):
-        rows["snic", "pe", i] = row(-inf, -c.read_queue_bytes, [(a[r, i], 1) for r in R] + [(T, -c.snic_bytes_per_s)])
+        rows["snic", "pe", i] = row(-inf, -c.read_queue_bytes * gb, [(a[r, i], 1) for r in R] + [(T, -c.snic_bytes_per_s * gb)])
         rows["pe_compute", i] = row(-inf, -c.compute_backlog_s,
                                     [(x[r, i], pb.compute_s[r]) for r in R] + [(T, -c.num_engines)])
-        rows["pe_cnic_in", i] = row(-inf, 0, [(x[r, i], pb.hit_bytes[r]) for r in R] + [(T, -c.num_engines * cn)])
-        rows["pe_cnic_out", i] = row(-inf, 0, [(x[r, i], pb.new_bytes[r]) for r in R] + [(a[r, i], 1) for r in R]
+        rows["pe_cnic_in", i] = row(-inf, 0, [(x[r, i], hit[r]) for r in R] + [(T, -c.num_engines * cn)])
+        rows["pe_cnic_out", i] = row(-inf, 0, [(x[r, i], new[r]) for r in R] + [(a[r, i], 1) for r in R]
                                      + [(T, -c.num_engines * cn)])
     for j, c in enumerate(relax.de_classes):
-        rows["snic", "de", j] = row(-inf, -c.read_queue_bytes, [(b[r, j], 1) for r in R] + [(T, -c.snic_bytes_per_s)])
-        rows["de_cnic_out", j] = row(-inf, 0, [(y[r, j], pb.prompt_bytes[r]) for r in R]
+        rows["snic", "de", j] = row(-inf, -c.read_queue_bytes * gb, [(b[r, j], 1) for r in R] + [(T, -c.snic_bytes_per_s * gb)])
+        rows["de_cnic_out", j] = row(-inf, 0, [(y[r, j], prompt[r]) for r in R]
                                      + [(b[r, j], 1) for r in R] + [(T, -c.num_engines * cn)])
-        rows["de_cnic_in", j] = row(-inf, 0, [(y[r, j], pb.prompt_bytes[r]) for r in R]
+        rows["de_cnic_in", j] = row(-inf, 0, [(y[r, j], prompt[r]) for r in R]
                                     + [(b[r, j], -1) for r in R] + [(T, -c.num_engines * cn)])
-        row(-inf, c.hbm_capacity_bytes, [(y[r, j], pb.context_bytes[r]) for r in R])
+        row(-inf, c.hbm_capacity_bytes * gb, [(y[r, j], context[r]) for r in R])
 
     # Objective
     solver.Minimize(T)
@@ -323,11 +327,6 @@ def solve_relaxation(relax: Relaxation, time_limit_s: float) -> RelaxationSoluti
     # GLOP's tolerance is ~1e-7 relative; shave it so the bound stays certified.
     return RelaxationSolution(
         value_s=value * (1 - 1e-7), status="optimal",
-        pe_read_bytes={i: sum(a[r, i].solution_value() for r in R) for i in I},
+        pe_read_bytes={i: sum(a[r, i].solution_value() for r in R) / gb for i in I},
         binding=binding,
     )
-
-
-def lp_time_budget_ok(num_variables: int, time_limit_s: float) -> bool:
-    """GLOP builds ~1e5 variables a second through pywraplp; refuse what cannot finish in time."""
-    return num_variables <= max(1_000, 100_000 * time_limit_s) and not math.isnan(time_limit_s)

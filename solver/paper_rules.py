@@ -5,10 +5,11 @@ Inter-engine, per fetch, FIFO over the waiting requests (design.md section 3):
   most alpha tokens, else the others; within the preferred class the least tok_e. alpha = tokens the
   node's SNIC reads in 3 s; beta = new tokens a GPU prefills in 5 s.
 - DE: the group with the least total tok_e (among groups with room); inside it, with
-  Z = 1.05 x (tokens of the waiting requests that fit in the group's free HBM + sum tok_e) / #engines,
+  Z = 1.05 x (tokens of the fetch's requests that fit in the group's free HBM + sum tok_e) / #engines,
   the engines with room and tok_e + len <= Z, fewest seq_e first; else the least tok_e with room;
   the fetch stops when no engine has room (or no PE is eligible): FIFO, nobody overtakes.
 - Read path: the side (PE node or DE node) whose storage read queue is shorter; ties read on the PE.
+A fetch's requests are the FIFO prefix the PEs can take under the beta rule.
 Intra-engine: a forward batch takes queued requests in FIFO order while the predicted attention time
 stays within 300 ms; the request that overflows is chunked, its token count found by binary search.
 
@@ -18,6 +19,7 @@ the same rules as its greedy baseline and warm start without a simulator.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field, replace
 from typing import Sequence
 
@@ -49,16 +51,61 @@ class SchedulerView:
 
     @classmethod
     def of(cls, state: ClusterState) -> "SchedulerView":
-        pes, des = state.of_role(Role.PREFILL), state.of_role(Role.DECODE)
+        """The view of a snapshot; live engines only, PEs and DEs each in the snapshot's order."""
+        pe_names, pe_node, pe_tokens, pe_seqs = [], [], [], []
+        de_names, de_node, de_tokens, de_seqs, de_free, de_group = [], [], [], [], [], []
         groups: dict[int, list[int]] = {}
-        for i, e in enumerate(des):
-            groups.setdefault(e.group, []).append(i)
-        view = cls([e.name for e in pes], [e.node for e in pes], [e.num_tokens for e in pes],
-                   [e.num_seqs for e in pes], [e.name for e in des], [e.node for e in des],
-                   [e.num_tokens for e in des], [e.num_seqs for e in des], [e.free_hbm_bytes for e in des],
-                   [e.group for e in des], groups, dict(state.read_queue_tokens))
-        view.group_tokens = {g: sum(view.de_tokens[i] for i in members) for g, members in groups.items()}
-        return view
+        group_tokens: dict[int, int] = {}
+        for e in state.engines.values():
+            if not e.alive:
+                continue
+            if e.role is Role.PREFILL:
+                pe_names.append(e.name)
+                pe_node.append(e.node)
+                pe_tokens.append(e.num_tokens)
+                pe_seqs.append(e.num_seqs)
+                continue
+            groups.setdefault(e.group, []).append(len(de_names))
+            group_tokens[e.group] = group_tokens.get(e.group, 0) + e.num_tokens
+            de_names.append(e.name)
+            de_node.append(e.node)
+            de_tokens.append(e.num_tokens)
+            de_seqs.append(e.num_seqs)
+            de_free.append(e.free_hbm_bytes)
+            de_group.append(e.group)
+        return cls(pe_names, pe_node, pe_tokens, pe_seqs, de_names, de_node, de_tokens, de_seqs, de_free,
+                   de_group, groups, dict(state.read_queue_tokens), group_tokens)
+
+    def copy(self) -> "SchedulerView":
+        return SchedulerView(self.pe_names, self.pe_node, list(self.pe_tokens), list(self.pe_seqs), self.de_names,
+                             self.de_node, list(self.de_tokens), list(self.de_seqs), list(self.de_free_hbm),
+                             self.de_group, self.groups, dict(self.read_queue_tokens), dict(self.group_tokens))
+
+    def refreshed(self, state: ClusterState, seen: dict) -> "SchedulerView":
+        """A fresh view of `state` reusing this one's layout: only engines whose reported state
+        object changed since `seen` (name -> (EngineState, index)) are read again."""
+        engines = state.engines
+        if len(engines) != len(seen):
+            return SchedulerView.of(state)
+        pe_tokens, pe_seqs = list(self.pe_tokens), list(self.pe_seqs)
+        de_tokens, de_seqs, de_free = list(self.de_tokens), list(self.de_seqs), list(self.de_free_hbm)
+        group_tokens = dict(self.group_tokens)
+        for name, e in engines.items():
+            old = seen.get(name)
+            if old is None or not e.alive:
+                return SchedulerView.of(state)
+            if old[0] is e:
+                continue
+            i = old[1]
+            if e.role is Role.PREFILL:
+                pe_tokens[i], pe_seqs[i] = e.num_tokens, e.num_seqs
+            else:
+                group_tokens[e.group] += e.num_tokens - de_tokens[i]
+                de_tokens[i], de_seqs[i], de_free[i] = e.num_tokens, e.num_seqs, e.free_hbm_bytes
+            seen[name] = (e, i)
+        return SchedulerView(self.pe_names, self.pe_node, pe_tokens, pe_seqs, self.de_names, self.de_node,
+                             de_tokens, de_seqs, de_free, self.de_group, self.groups,
+                             dict(state.read_queue_tokens), group_tokens)
 
 
 class DualPathPolicy(Policy):
@@ -79,19 +126,51 @@ class DualPathPolicy(Policy):
         self.beta_tokens = beta_s / per_token_s
         self.z_factor = z_factor
         self.attention_quota_s = attention_quota_s
+        self._view: SchedulerView | None = None
+        self._seen: dict = {}
 
     # ---- inter-engine ----------------------------------------------------------------------------
+    def view(self, state: ClusterState) -> SchedulerView:
+        """A mutable view of `state` for one fetch. The unmodified view is kept, so that engines whose
+        reported state is the same object next time are not read again."""
+        view = None
+        if self._view is not None:
+            view = self._view.refreshed(state, self._seen)
+            if view.pe_names is not self._view.pe_names:
+                view = None
+        if view is None:
+            view = SchedulerView.of(state)
+            index = {n: i for i, n in enumerate(view.pe_names)} | {n: i for i, n in enumerate(view.de_names)}
+            self._seen = {n: (e, index[n]) for n, e in state.engines.items() if n in index}
+        self._view = view
+        return view.copy()
+
     def schedule(self, pending: Sequence[Request], state: ClusterState) -> list[Assignment]:
-        view = SchedulerView.of(state)
+        view = self.view(state)
+        fetch = self.fetch(view, pending)
         out = []
-        for r in pending:
-            a = self.assign_one(view, r, pending)
+        for r in fetch:
+            a = self.assign_one(view, r, fetch)
             if a is None:
                 break  # FIFO: the head waits, so does everyone behind it
             out.append(a)
         return out
 
+    def fetch(self, view: SchedulerView, pending: Sequence[Request]) -> list[Request]:
+        """The FIFO prefix of `pending` the PEs can take under the beta rule (least tok_e first)."""
+        heap = list(view.pe_tokens)
+        heapq.heapify(heap)
+        beta = self.beta_tokens
+        out = []
+        for r in pending:
+            if not heap or heap[0] > beta:
+                break
+            heapq.heapreplace(heap, heap[0] + r.new_tokens)
+            out.append(r)
+        return out
+
     def assign_one(self, view: SchedulerView, r: Request, pending: Sequence[Request] = ()) -> Assignment | None:
+        """Apply the three rules to `r`, update `view` as the leaders would see it, or None (wait)."""
         p = self.choose_pe(view, r)
         if p is None:
             return None
@@ -99,15 +178,16 @@ class DualPathPolicy(Policy):
         if d is None:
             return None
         side = self.choose_read_side(view, p, d)
-        hit_bytes = r.hit_tokens * self.kv
+        context, hit = r.context_tokens, r.hit_tokens
         view.pe_tokens[p] += r.new_tokens
         view.pe_seqs[p] += 1
-        view.de_tokens[d] += r.context_tokens
+        view.de_tokens[d] += context
         view.de_seqs[d] += 1
-        view.de_free_hbm[d] -= r.context_tokens * self.kv
-        view.group_tokens[view.de_group[d]] += r.context_tokens
+        view.de_free_hbm[d] -= context * self.kv
+        view.group_tokens[view.de_group[d]] += context
         node = view.pe_node[p] if side == "pe" else view.de_node[d]
-        view.read_queue_tokens[node] = view.read_queue_tokens.get(node, 0) + r.hit_tokens
+        view.read_queue_tokens[node] = view.read_queue_tokens.get(node, 0) + hit
+        hit_bytes = hit * self.kv
         return Assignment(r.id, view.pe_names[p], view.de_names[d],
                           hit_bytes if side == "pe" else 0, hit_bytes if side == "de" else 0)
 
@@ -123,8 +203,9 @@ class DualPathPolicy(Policy):
         return best
 
     def choose_de(self, view: SchedulerView, r: Request, pending: Sequence[Request] = ()) -> int | None:
-        need = r.context_tokens * self.kv
-        free = view.de_free_hbm
+        length = r.context_tokens
+        need = length * self.kv
+        free, tokens, seqs = view.de_free_hbm, view.de_tokens, view.de_seqs
         for group in sorted(view.groups, key=lambda g: (view.group_tokens[g], g)):
             members = view.groups[group]
             roomy = [d for d in members if free[d] >= need]
@@ -133,14 +214,14 @@ class DualPathPolicy(Policy):
             z = view.z_limit.get(group)
             if z is None:
                 z = view.z_limit[group] = self._z(view, members, pending)
-            tokens, seqs = view.de_tokens, view.de_seqs
-            under = [d for d in roomy if tokens[d] + r.context_tokens <= z]
+            under = [d for d in roomy if tokens[d] + length <= z]
             if under:
                 return min(under, key=lambda d: (seqs[d], tokens[d], d))
             return min(roomy, key=lambda d: (tokens[d], d))
         return None
 
     def _z(self, view: SchedulerView, members: list[int], pending: Sequence[Request]) -> float:
+        """1.05 x (tokens of this fetch's requests that fit in the group's free HBM + sum tok_e) / #engines."""
         room = sum(max(0, view.de_free_hbm[d]) for d in members)
         fit = 0
         for r in pending:
@@ -167,16 +248,42 @@ class DualPathPolicy(Policy):
                 batch.append(item)
                 left -= cost
                 continue
-            low, high = 0, item.new_tokens - 1  # largest n with attention(cached, n) <= left
-            while low < high:
-                mid = (low + high + 1) // 2
-                if attention([(item.cached_tokens, mid)]) <= left:
-                    low = mid
-                else:
-                    high = mid - 1
-            if low == 0 and not batch:
-                low = 1  # a batch always makes progress
-            if low:
-                batch.append(replace(item, new_tokens=low))
+            fit = largest_fit(lambda n: attention([(item.cached_tokens, n)]), left, item.new_tokens - 1,
+                              int(item.new_tokens * left / cost))
+            if fit == 0 and not batch:
+                fit = 1  # a batch always makes progress
+            if fit:
+                batch.append(replace(item, new_tokens=fit))
             break
         return batch
+
+
+def largest_fit(cost, budget: float, high: int, guess: int) -> int:
+    """Largest n in [0, high] with cost(n) <= budget for a nondecreasing cost(0) = 0: a binary search
+    whose bracket starts around `guess` (cost is nearly linear in n, so the bracket is small)."""
+    low = 0
+    step = 2
+    probe = min(max(guess, 0), high)
+    if cost(probe) <= budget:
+        low = probe
+        while low < high:
+            probe = min(high, low + step)
+            if cost(probe) > budget:
+                high = probe - 1
+                break
+            low, step = probe, step * 2
+    else:
+        high = probe - 1
+        while high > 0:
+            probe = max(0, high - step)
+            if cost(probe) <= budget:
+                low = probe
+                break
+            high, step = probe - 1, step * 2
+    while low < high:
+        mid = (low + high + 1) // 2
+        if cost(mid) <= budget:
+            low = mid
+        else:
+            high = mid - 1
+    return low

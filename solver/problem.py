@@ -34,18 +34,21 @@ FAMILY_TITLES = {
 TIME_SCALE = 10**12  # integer coefficients are picoseconds: one token's bytes on a 400G NIC is ~1 ns
 
 
-def weight_bytes_per_gpu(cluster: ClusterSpec, llm: LLMSpec, weight_bytes_per_param: float = 1.0) -> float:
-    """Model weights one DE GPU holds: FP8 weights sharded (expert parallel) over a DE group, or over
-    every DE GPU when a group's share would leave less than half the HBM (large-EP deployments)."""
-    total = llm.total_params * weight_bytes_per_param
-    per_gpu = total / cluster.de_group_gpus
+def weight_bytes_per_gpu(cluster: ClusterSpec, llm: LLMSpec) -> float:
+    """Weights one DE GPU holds, as the simulator assumes: weights in the KV dtype (FP8 DeepSeek, BF16
+    Qwen); an MoE model sharded expert-parallel over its DE group, a dense one per engine. When a
+    group's share would not leave half the HBM, the shard spans every DE GPU (a large-EP deployment)
+    rather than making every plan infeasible."""
+    total = llm.total_params * llm.kv_dtype_bytes
+    shards = cluster.de_group_gpus if llm.total_params > llm.active_params else llm.gpus_per_engine
+    per_gpu = total / shards
     if per_gpu > cluster.node.hbm_bytes_per_gpu / 2:
-        per_gpu = total / max(cluster.de_group_gpus, cluster.num_de)
+        per_gpu = total / max(shards, cluster.num_de)
     return per_gpu
 
 
 def default_free_hbm_bytes(cluster: ClusterSpec, llm: LLMSpec, reserve_fraction: float = 0.1) -> int:
-    """HBM a DE can give to KV: HBM minus weights minus a reserve for activations."""
+    """HBM a DE can give to KV: HBM less a reserve for activations, less the weights."""
     hbm = cluster.node.hbm_bytes_per_gpu
     return max(0, int(hbm * (1 - reserve_fraction) - weight_bytes_per_gpu(cluster, llm)))
 
@@ -105,6 +108,7 @@ class Problem:
     de_buffer_bytes: int
     read_queue_bytes: tuple[float, ...]  # per node
     pe_backlog_s: tuple[float, ...]
+    pe_tokens: tuple[int, ...]  # tok_e as reported (the paper's rules read it)
     de_tokens: tuple[int, ...]
     hbm_capacity_bytes: tuple[int, ...]  # per DE: free HBM x waves
     hbm_waves: int  # >1 when the batch's context KV exceeds free HBM: DEs recycle HBM between waves
@@ -293,6 +297,7 @@ def build_problem(cluster: ClusterSpec, llm: LLMSpec, requests: Sequence[Request
         pe_buffer_bytes=node.dram_buffer_bytes, de_buffer_bytes=node.dram_buffer_bytes,
         read_queue_bytes=tuple(float(backlog.read_queue_bytes.get(n, 0.0)) for n in node_names),
         pe_backlog_s=tuple(float(backlog.pe_compute_s.get(e.name, 0.0)) for e in pes),
+        pe_tokens=tuple(int(backlog.pe_tokens.get(e.name, 0)) for e in pes),
         de_tokens=tuple(int(backlog.de_tokens.get(e.name, 0)) for e in des),
         hbm_capacity_bytes=tuple(f * waves for f in free), hbm_waves=waves, block_tokens=block_tokens,
     )

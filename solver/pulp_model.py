@@ -9,6 +9,7 @@ only sends PuLP models up to `MAX_MIP_BINARIES` binaries (larger instances are d
 from __future__ import annotations
 
 import time
+import warnings
 
 from dualpath.cluster import Role
 from dualpath.errors import require
@@ -23,12 +24,14 @@ BACKENDS = ("cbc", "highs")
 def _solver(pulp, backend: str, time_limit_s: float, threads: int, gap: float = 1e-9):
     limit = max(1, round(time_limit_s))
     if backend == "cbc":
-        return pulp.PULP_CBC_CMD(msg=False, timeLimit=limit, threads=threads, gapRel=gap, gapAbs=0,
-                                 warmStart=True, options=["randomSeed 1", "randomCbcSeed 1"])
+        with warnings.catch_warnings():  # PuLP 3.3 deprecates its bundled CBC in favour of pulp[cbc]
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return pulp.PULP_CBC_CMD(msg=False, timeLimit=limit, threads=threads, gapRel=gap, gapAbs=0,
+                                     warmStart=True, options=["randomSeed 1", "randomCbcSeed 1"])
     if backend == "highs":
         require("highspy", "solver")
-        return pulp.HiGHS(msg=False, timeLimit=time_limit_s, threads=threads, gapRel=gap, gapAbs=0,
-                          random_seed=1)
+        # No `threads`: HiGHS keeps one global scheduler per process and refuses a different count.
+        return pulp.HiGHS(msg=False, timeLimit=time_limit_s, gapRel=gap, gapAbs=0, random_seed=1)
     raise ValueError(f"unknown PuLP backend {backend!r}: expected one of {', '.join(BACKENDS)}")
 
 
@@ -43,12 +46,12 @@ def solve_mip(problem: Problem, split_reads: bool, time_limit_s: float, hint: So
     model = pulp.LpProblem("dualpath_plan", pulp.LpMinimize)
 
     # Variables
-    x = {(r, p): pulp.LpVariable(f"x_{r}_{p}", cat="Binary") for r in R for p in P}
-    y = {(r, d): pulp.LpVariable(f"y_{r}_{d}", cat="Binary") for r in R for d in D}
-    a = {(r, p): pulp.LpVariable(f"a_{r}_{p}", 0, co.pe_cap_tokens[r]) for r in R for p in P}
-    b = {(r, d): pulp.LpVariable(f"b_{r}_{d}", 0, co.hit_tokens[r]) for r in R for d in D}
-    z = {r: pulp.LpVariable(f"z_{r}", cat="Binary") for r in R} if not split_reads else {}
-    T = pulp.LpVariable("T", 0)
+    x = {(r, p): model.add_variable(f"x_{r}_{p}", cat="Binary") for r in R for p in P}
+    y = {(r, d): model.add_variable(f"y_{r}_{d}", cat="Binary") for r in R for d in D}
+    a = {(r, p): model.add_variable(f"a_{r}_{p}", 0, co.pe_cap_tokens[r]) for r in R for p in P}
+    b = {(r, d): model.add_variable(f"b_{r}_{d}", 0, co.hit_tokens[r]) for r in R for d in D}
+    z = {r: model.add_variable(f"z_{r}", cat="Binary") for r in R} if not split_reads else {}
+    T = model.add_variable("T", 0)
 
     # Objective
     model += T
@@ -139,15 +142,20 @@ def solve_relaxation(relax: Relaxation, time_limit_s: float, backend: str = "hig
     pulp = require("pulp", "solver")
     pb = relax.problem
     R, I, J = range(pb.num_requests), range(len(relax.pe_classes)), range(len(relax.de_classes))
-    cn = pb.cnic_bytes_per_s
+    gb = 1e-9  # bytes in GB keep the coefficients within a few orders of magnitude
+    cn = pb.cnic_bytes_per_s * gb
+    hit = [h * gb for h in pb.hit_bytes]
+    new = [n * gb for n in pb.new_bytes]
+    prompt = [p * gb for p in pb.prompt_bytes]
+    context = [k * gb for k in pb.context_bytes]
     model = pulp.LpProblem("dualpath_relaxation", pulp.LpMinimize)
 
-    # Variables (fractions of request r on class i / j; bytes read there)
-    x = {(r, i): pulp.LpVariable(f"x_{r}_{i}", 0, 1) for r in R for i in I}
-    y = {(r, j): pulp.LpVariable(f"y_{r}_{j}", 0, 1) for r in R for j in J}
-    a = {(r, i): pulp.LpVariable(f"a_{r}_{i}", 0) for r in R for i in I}
-    b = {(r, j): pulp.LpVariable(f"b_{r}_{j}", 0) for r in R for j in J}
-    T = pulp.LpVariable("T", relax.constant_s)
+    # Variables (fractions of request r on class i / j; GB read there)
+    x = {(r, i): model.add_variable(f"x_{r}_{i}", 0, 1) for r in R for i in I}
+    y = {(r, j): model.add_variable(f"y_{r}_{j}", 0, 1) for r in R for j in J}
+    a = {(r, i): model.add_variable(f"a_{r}_{i}", 0) for r in R for i in I}
+    b = {(r, j): model.add_variable(f"b_{r}_{j}", 0) for r in R for j in J}
+    T = model.add_variable("T", relax.constant_s)
 
     # Objective
     model += T
@@ -157,26 +165,26 @@ def solve_relaxation(relax: Relaxation, time_limit_s: float, backend: str = "hig
         model += pulp.lpSum(x[r, i] for i in I) == 1
         model += pulp.lpSum(y[r, j] for j in J) == 1
         for i in I:
-            model += a[r, i] <= pb.pe_read_cap_bytes(r) * x[r, i]
+            model += a[r, i] <= pb.pe_read_cap_bytes(r) * gb * x[r, i]
         for j in J:
-            model += b[r, j] <= pb.hit_bytes[r] * y[r, j]
-        model += pulp.lpSum(a[r, i] for i in I) + pulp.lpSum(b[r, j] for j in J) == pb.hit_bytes[r]
+            model += b[r, j] <= hit[r] * y[r, j]
+        model += pulp.lpSum(a[r, i] for i in I) + pulp.lpSum(b[r, j] for j in J) == hit[r]
 
     # SNIC per class, then engine resources pooled per class
     for i, c in enumerate(relax.pe_classes):
-        model += (c.read_queue_bytes + pulp.lpSum(a[r, i] for r in R) <= c.snic_bytes_per_s * T, f"snic_pe_{i}")
+        model += (c.read_queue_bytes * gb + pulp.lpSum(a[r, i] for r in R) <= c.snic_bytes_per_s * gb * T, f"snic_pe_{i}")
         model += (c.compute_backlog_s + pulp.lpSum(pb.compute_s[r] * x[r, i] for r in R) <= c.num_engines * T,
                   f"pe_compute_{i}")
-        model += (pulp.lpSum(pb.hit_bytes[r] * x[r, i] for r in R) <= c.num_engines * cn * T, f"pe_cnic_in_{i}")
-        model += (pulp.lpSum(pb.new_bytes[r] * x[r, i] + a[r, i] for r in R) <= c.num_engines * cn * T,
+        model += (pulp.lpSum(hit[r] * x[r, i] for r in R) <= c.num_engines * cn * T, f"pe_cnic_in_{i}")
+        model += (pulp.lpSum(new[r] * x[r, i] + a[r, i] for r in R) <= c.num_engines * cn * T,
                   f"pe_cnic_out_{i}")
     for j, c in enumerate(relax.de_classes):
-        model += (c.read_queue_bytes + pulp.lpSum(b[r, j] for r in R) <= c.snic_bytes_per_s * T, f"snic_de_{j}")
-        model += (pulp.lpSum(pb.prompt_bytes[r] * y[r, j] + b[r, j] for r in R) <= c.num_engines * cn * T,
+        model += (c.read_queue_bytes * gb + pulp.lpSum(b[r, j] for r in R) <= c.snic_bytes_per_s * gb * T, f"snic_de_{j}")
+        model += (pulp.lpSum(prompt[r] * y[r, j] + b[r, j] for r in R) <= c.num_engines * cn * T,
                   f"de_cnic_out_{j}")
-        model += (pulp.lpSum(pb.prompt_bytes[r] * y[r, j] - b[r, j] for r in R) <= c.num_engines * cn * T,
+        model += (pulp.lpSum(prompt[r] * y[r, j] - b[r, j] for r in R) <= c.num_engines * cn * T,
                   f"de_cnic_in_{j}")
-        model += pulp.lpSum(pb.context_bytes[r] * y[r, j] for r in R) <= c.hbm_capacity_bytes
+        model += pulp.lpSum(context[r] * y[r, j] for r in R) <= c.hbm_capacity_bytes * gb
 
     model.solve(_solver(pulp, backend, time_limit_s, 1))
     if model.status != pulp.LpStatusOptimal or T.varValue is None:
@@ -186,5 +194,5 @@ def solve_relaxation(relax: Relaxation, time_limit_s: float, backend: str = "hig
     family = "snic" if binding.startswith("snic") else binding.rsplit("_", 1)[0]
     return RelaxationSolution(
         value_s=T.varValue * (1 - 1e-7), status="optimal",
-        pe_read_bytes={i: sum(a[r, i].varValue or 0.0 for r in R) for i in I}, binding=family,
+        pe_read_bytes={i: sum(a[r, i].varValue or 0.0 for r in R) / gb for i in I}, binding=family,
     )

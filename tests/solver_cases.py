@@ -36,3 +36,14 @@ def agentic_requests(n: int, seed: int = 0, max_context: int = 65536, block_toke
         out.append(Request(f"r{i}", i, rng.randint(1, 150), hit, context - hit + append,
                            max(1, int(rng.expovariate(1 / 176)))))
     return out
+
+
+def tiny_cluster(p_nodes: int = 1, d_nodes: int = 1, gpus: int = 1, **node) -> ClusterSpec:
+    """Small clusters for exact models: one-GPU groups, fast CNICs unless told otherwise."""
+    node.setdefault("cnic_gbps", 3200.0)
+    return ClusterSpec(p_nodes, d_nodes, node=NodeSpec(num_gpus=gpus, **node), pe_group_gpus=1, de_group_gpus=1,
+                       name=f"{p_nodes}P{d_nodes}D-{gpus}g")
+
+
+def request(rid: str, hit: int, new: int = 1, out: int = 1, agent: int = 0) -> Request:
+    return Request(rid, agent, 0, hit, new, out)

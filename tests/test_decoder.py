@@ -9,15 +9,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from dualpath.errors import InputError, SpecError  # noqa: E402
-from dualpath.runtime.checkpoint import (  # noqa: E402
+from dualpath.errors import InputError, SpecError
+from dualpath.runtime.checkpoint import (
     load_checkpoint,
     read_safetensors,
     save_checkpoint,
     write_safetensors,
 )
-from dualpath.runtime.decoder import Decoder, DecoderConfig, random_weights  # noqa: E402
-from dualpath.runtime.kvcodec import KVCodec  # noqa: E402
+from dualpath.runtime.decoder import Decoder, DecoderConfig, random_weights
+from dualpath.runtime.kvcodec import KVCodec
 
 CONFIG = DecoderConfig(vocab_size=300, hidden_size=64, intermediate_size=96, num_layers=3, num_heads=4,
                        num_kv_heads=2, head_dim=16)

@@ -12,14 +12,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from dualpath.protocol import ALL_STEP_NAMES  # noqa: E402
-from dualpath.runtime.checkpoint import save_checkpoint  # noqa: E402
-from dualpath.runtime.client import ClusterClient  # noqa: E402
-from dualpath.runtime.control import ControlError, connect  # noqa: E402
-from dualpath.runtime.decoder import Decoder, DecoderConfig, random_weights  # noqa: E402
-from dualpath.runtime.engine import ENGINE_STEP_NAMES, PRESETS, EngineOptions, create_engine  # noqa: E402
-from dualpath.runtime.launcher import launch_local  # noqa: E402
-from dualpath.runtime.transport import TransportError, create_transport  # noqa: E402
+from dualpath.protocol import ALL_STEP_NAMES
+from dualpath.runtime.checkpoint import save_checkpoint
+from dualpath.runtime.client import ClusterClient, turn_record
+from dualpath.runtime.control import ControlError, connect
+from dualpath.runtime.decoder import Decoder, DecoderConfig, random_weights
+from dualpath.runtime.engine import ENGINE_STEP_NAMES, PRESETS, EngineOptions, create_engine
+from dualpath.runtime.launcher import launch_local
+from dualpath.runtime.transport import TransportError, create_transport
+from dualpath.trace import Trace
 
 SECRET = "correct horse battery staple 42"
 WRONG = "wrong horse battery staple 4242"
@@ -31,7 +32,7 @@ COARSE = ["admit", "read", "start_prefill", "handoff", "start_decode", "finish"]
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     store = tmp_path_factory.mktemp("store")
-    common = dict(store_dir=str(store), block_tokens=BLOCK, max_context_tokens=512, buffer_blocks=96)
+    common = {"store_dir": str(store), "block_tokens": BLOCK, "max_context_tokens": 512, "buffer_blocks": 96}
     de = create_engine(EngineOptions(role="decode", name="de0", **common), SECRET)
     pe = create_engine(EngineOptions(role="prefill", name="pe0", **common), SECRET)
     de_address, pe_address = de.start(), pe.start()
@@ -71,14 +72,14 @@ def converse(client, pe, de, reference, seed, paths, chunk_tokens=None, first_to
     (["auto", "auto", "auto"], None, 5),
 ])
 def test_multi_turn_from_storage_matches_full_recompute(cluster, paths, chunk, seed):
-    pe, de, pe_address, de_address, client = cluster
+    pe, _de, pe_address, de_address, client = cluster
     results = converse(client, pe_address, de_address, pe.decoder, seed, paths, chunk)
     assert all(r.hit_tokens > 0 for r in results[1:])
     assert {r.read_bytes for r in results[1:]} != {0}
 
 
 def test_engines_take_exactly_the_protocol_steps(cluster):
-    pe, de, pe_address, de_address, client = cluster
+    pe, _de, pe_address, de_address, client = cluster
     results = converse(client, pe_address, de_address, pe.decoder, 6, ["pe", "de"], chunk_tokens=7)
     assert set(ENGINE_STEP_NAMES) <= set(ALL_STEP_NAMES)
     num_layers = pe.decoder.config.num_layers
@@ -99,25 +100,39 @@ def test_engines_take_exactly_the_protocol_steps(cluster):
         assert all(prefill_start <= s["at"] <= handoff for s in layer_steps)
 
 
+def test_turns_become_a_runtime_trace(cluster):
+    pe, _de, pe_address, de_address, client = cluster
+    results = converse(client, pe_address, de_address, pe.decoder, 9, ["pe", "de"])
+    origin = results[0].times["arrival"]
+    trace = Trace("runtime", "fixed", [turn_record(r, 0, i, 50, origin) for i, r in enumerate(results)])
+    metrics = Trace.from_json(trace.to_json()).metrics()
+    assert metrics.num_requests == 2 and metrics.output_tokens == 12
+    assert 0 < metrics.ttft_mean_s < metrics.jct_s
+    assert trace.read_bytes_by_side() == (results[0].read_bytes, results[1].read_bytes)
+
+
 def test_every_buffer_is_free_when_requests_are_done(cluster):
-    pe, de, pe_address, de_address, client = cluster
+    pe, _de, pe_address, de_address, client = cluster
     converse(client, pe_address, de_address, pe.decoder, 7, ["pe", "de"])
     for address in (pe_address, de_address):
         assert set(client.stats(address)["used"].values()) == {0}
 
 
 def test_a_bad_request_is_refused_with_its_field(cluster):
-    pe, de, pe_address, de_address, client = cluster
+    _pe, _de, pe_address, de_address, client = cluster
     with pytest.raises(ControlError, match="tokens"):
         client.submit(pe_address, de_address, [1, 2, 999999], 2)
     with pytest.raises(ControlError, match="path"):
         client.submit(pe_address, de_address, [1, 2, 3], 2, path="sideways")
     with pytest.raises(ControlError, match="max_context_tokens"):
         client.submit(pe_address, de_address, [1] * 500, 20)
+    with pytest.raises(ControlError, match="chunk_tokens"):
+        client.submit(pe_address, de_address, [1, 2, 3], 2, chunk_tokens=0)
+    assert set(client.stats(de_address)["used"].values()) == {0}  # refusals hold nothing
 
 
 def test_peers_without_the_secret_are_refused_and_logged(cluster, caplog):
-    pe, de, pe_address, de_address, client = cluster
+    pe, de, pe_address, _de_address, client = cluster
     refused_before = pe.control.num_refused
     with caplog.at_level(logging.WARNING, logger="dualpath.runtime.auth"):
         with pytest.raises(ControlError, match="secret|refused"):

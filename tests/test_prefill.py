@@ -8,9 +8,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from dualpath.errors import SpecError  # noqa: E402
-from dualpath.runtime.decoder import Decoder, DecoderConfig  # noqa: E402
-from dualpath.runtime.prefill import LayerHandle, chunk_bounds, prefill_layerwise  # noqa: E402
+from dualpath.errors import SpecError
+from dualpath.runtime.decoder import Decoder, DecoderConfig
+from dualpath.runtime.prefill import LayerHandle, chunk_bounds, prefill_layerwise
 
 CONFIG = DecoderConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_layers=3, num_heads=4,
                        num_kv_heads=2, head_dim=16)

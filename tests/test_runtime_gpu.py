@@ -15,9 +15,9 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (torch.cuda.is_available() is False)"),
 ]
 
-from dualpath.protocol import Resource  # noqa: E402
-from dualpath.runtime.client import ClusterClient  # noqa: E402
-from dualpath.runtime.engine import EngineOptions, create_engine  # noqa: E402
+from dualpath.protocol import Resource
+from dualpath.runtime.client import ClusterClient
+from dualpath.runtime.engine import EngineOptions, create_engine
 
 SECRET = "correct horse battery staple 42"
 BLOCK = 16
@@ -28,8 +28,8 @@ TOLERANCE = 1e-4  # float32 on the device; TF32 matmuls are off by default in to
 def cuda_cluster(tmp_path_factory):
     torch.backends.cuda.matmul.allow_tf32 = False
     store = tmp_path_factory.mktemp("store")
-    common = dict(store_dir=str(store), block_tokens=BLOCK, max_context_tokens=512, buffer_blocks=96,
-                  device="cuda", cnic_centric=True)
+    common = {"store_dir": str(store), "block_tokens": BLOCK, "max_context_tokens": 512, "buffer_blocks": 96,
+              "device": "cuda", "cnic_centric": True}
     de = create_engine(EngineOptions(role="decode", name="de0", **common), SECRET)
     pe = create_engine(EngineOptions(role="prefill", name="pe0", **common), SECRET)
     de_address, pe_address = de.start(), pe.start()
@@ -54,7 +54,7 @@ def test_memory_is_where_the_paper_puts_it(cuda_cluster):
     (["pe", "de", "auto"], 5, 3),
 ])
 def test_multi_turn_on_cuda_matches_full_recompute(cuda_cluster, paths, chunk, seed):
-    pe, de, pe_address, de_address, client = cuda_cluster
+    pe, _de, pe_address, de_address, client = cuda_cluster
     reference = pe.decoder
     gen = torch.Generator().manual_seed(seed)
     vocab = reference.config.vocab_size

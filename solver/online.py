@@ -1,0 +1,295 @@
+"""Online solver-in-the-loop: `OnlineScheduler` (embeddable) and the `optimized` simulator policy.
+
+Each tick takes a window of waiting requests (FIFO) and the group leaders' report, then:
+1. the DE by the paper's rule (`DualPathPolicy.choose_de`, the same code: decode balance and HBM);
+2. the PE by predicted finish time in seconds (queued compute + this request), preferring nodes whose
+   storage queue drains soonest in *bytes* (not tokens);
+3. the read side, or the split of the hit bytes, by predicted SNIC finish times of both nodes;
+4. an incremental LP (GLOP, one model kept across ticks: only bounds and coefficients change) that
+   re-balances the window's splits so every SNIC finishes the window as early as possible.
+A hard time budget guards the tick: past it the LP is skipped, and if even the greedy part overruns,
+the rest of the window is decided by the paper's rules. Inside a PE, forward batches favour requests
+that are short to compute (bounded by age), so storage reads overlap long cold prefills.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+from dualpath.cluster import ClusterSpec, Role
+from dualpath.llm import LLMSpec
+from dualpath.plan import Assignment
+from dualpath.policy import BatchItem, ClusterState, ExecutionOptions, Policy
+from dualpath.request import Request
+from dualpath.solver.paper_rules import DualPathPolicy, SchedulerView
+from dualpath.solver.problem import request_compute_s
+
+
+@dataclass(frozen=True)
+class OnlineOptions:
+    window: int = 64  # requests decided per tick
+    budget_s: float = 0.015  # hard per-tick time budget
+    split_reads: bool = True
+    lp: bool = True  # re-balance the window's splits with the incremental LP
+    pe_horizon_s: float = 5.0  # a PE queued beyond this many seconds of compute gets nothing (paper: beta)
+    short_first_tokens: int = 2048  # batches take requests with at most this many new tokens first...
+    max_wait_s: float = 10.0  # ...unless an older one has waited this long
+    snic_efficiency: float = 1.0  # the fraction of SNIC line rate reads achieve (to predict finish times)
+
+
+class _SplitLP:
+    """min T s.t. node n: queue_n + reads through n <= rate_n x T; slot s: pe_s + de_s = hit_s.
+
+    Built once for `slots` requests and `nodes`; each tick only changes bounds, right-hand sides and
+    the two coefficients that place a slot's variables in its PE node's and DE node's rows. GLOP keeps
+    its basis across solves, so a tick's LP starts from the previous one (the incremental form).
+    """
+
+    def __init__(self, node_names: Sequence[str], slots: int):
+        from dualpath.errors import require
+
+        pywraplp = require("ortools.linear_solver.pywraplp", "solver")
+        self.solver = pywraplp.Solver.CreateSolver("GLOP")
+        self.optimal = pywraplp.Solver.OPTIMAL
+        inf = self.solver.infinity()
+        self.node_row = {}
+        self.T = self.solver.NumVar(0, inf, "T")
+        for n in node_names:
+            row = self.solver.Constraint(-inf, 0.0)
+            self.node_row[n] = row
+        self.pe_var = [self.solver.NumVar(0, 0, f"pe[{s}]") for s in range(slots)]
+        self.de_var = [self.solver.NumVar(0, 0, f"de[{s}]") for s in range(slots)]
+        self.slot_row = []
+        for s in range(slots):
+            row = self.solver.Constraint(0, 0)
+            row.SetCoefficient(self.pe_var[s], 1)
+            row.SetCoefficient(self.de_var[s], 1)
+            self.slot_row.append(row)
+        self.placed: list[tuple[str, str] | None] = [None] * slots
+        self.solver.Minimize(self.T)
+
+    def solve(self, rows: list[tuple[str, str, float, float]], queue_gb: dict[str, float],
+              rate_gb_per_s: dict[str, float], time_limit_s: float) -> list[float] | None:
+        """rows: (pe node, de node, hit GB, PE-side cap GB) per slot; returns PE-side GB per slot."""
+        for n, row in self.node_row.items():
+            row.SetBounds(-self.solver.infinity(), -queue_gb.get(n, 0.0))
+            row.SetCoefficient(self.T, -rate_gb_per_s[n])
+        for s in range(len(self.placed)):
+            old = self.placed[s]
+            if old is not None:
+                self.node_row[old[0]].SetCoefficient(self.pe_var[s], 0)
+                self.node_row[old[1]].SetCoefficient(self.de_var[s], 0)
+            if s < len(rows):
+                pe_node, de_node, hit, cap = rows[s]
+                self.node_row[pe_node].SetCoefficient(self.pe_var[s], 1)
+                self.node_row[de_node].SetCoefficient(self.de_var[s], 1)
+                self.pe_var[s].SetBounds(0, cap)
+                self.de_var[s].SetBounds(0, hit)
+                self.slot_row[s].SetBounds(hit, hit)
+                self.placed[s] = (pe_node, de_node)
+            else:
+                self.pe_var[s].SetBounds(0, 0)
+                self.de_var[s].SetBounds(0, 0)
+                self.slot_row[s].SetBounds(0, 0)
+                self.placed[s] = None
+        self.solver.SetTimeLimit(max(1, int(time_limit_s * 1000)))
+        if self.solver.Solve() != self.optimal:
+            return None
+        return [self.pe_var[s].solution_value() for s in range(len(rows))]
+
+
+class OnlineScheduler:
+    """What a serving stack embeds: submit requests, report state, tick, and let groups fetch.
+
+    `tick()` decides a window and files each assignment under its PE's group, which `fetch(group)`
+    hands out, as the paper's group leaders fetch their work.
+    """
+
+    def __init__(self, cluster: ClusterSpec, llm: LLMSpec, block_tokens: int = 64,
+                 options: OnlineOptions | None = None):
+        self.cluster, self.llm, self.block_tokens = cluster, llm, block_tokens
+        self.options = options or OnlineOptions()
+        self.rules = DualPathPolicy(cluster, llm, block_tokens)
+        self.kv = llm.kv_bytes_per_token
+        node = cluster.node
+        self.snic_rate = {n: node.snic_bytes_per_s * self.options.snic_efficiency for n in cluster.all_nodes()}
+        self.buffer_bytes = node.dram_buffer_bytes
+        self.split_unit = block_tokens * self.kv
+        self.pe_group = {e.name: e.group for e in cluster.engines(Role.PREFILL)}
+        context = min(32768, llm.max_context_tokens)
+        self.compute_s_per_token = request_compute_s(llm, context, 1024) / 1024
+        self.pending: list[Request] = []
+        self.state: ClusterState | None = None
+        self.outbox: dict[int, list[Assignment]] = {}
+        self.tick_latencies_s: list[float] = []
+        self.num_fallbacks = 0
+        self._lp: _SplitLP | None = None
+        self._compute_cache: dict[str, float] = {}
+
+    # ---- the embedding interface ------------------------------------------------------------------
+    def submit(self, requests: Sequence[Request]) -> None:
+        self.pending.extend(requests)
+
+    def update(self, state: ClusterState) -> None:
+        self.state = state
+
+    def tick(self) -> list[Assignment]:
+        if self.state is None or not self.pending:
+            return []
+        out = self.decide(self.pending, self.state)
+        done = {a.request for a in out}
+        self.pending = [r for r in self.pending if r.id not in done]
+        for a in out:
+            self.outbox.setdefault(self.pe_group[a.pe], []).append(a)
+        return out
+
+    def fetch(self, group: int) -> list[Assignment]:
+        return self.outbox.pop(group, [])
+
+    # ---- one tick ------------------------------------------------------------------------------
+    def decide(self, pending: Sequence[Request], state: ClusterState) -> list[Assignment]:
+        started = time.perf_counter()
+        deadline = started + self.options.budget_s
+        opts = self.options
+        window = list(pending[:opts.window]) if not isinstance(pending, list) else pending[:opts.window]
+        view = SchedulerView.of(state)
+        pe_node = view.pe_node
+        snic_s = {n: state.read_queue_bytes.get(n, 0.0) / rate for n, rate in self.snic_rate.items()}
+        pe_s = [t * self.compute_s_per_token for t in view.pe_tokens]
+        horizon = opts.pe_horizon_s
+        out: list[Assignment] = []
+        for i, r in enumerate(window):
+            if time.perf_counter() > deadline:
+                # Over budget: the paper's rules decide the rest of this fetch.
+                self.num_fallbacks += 1
+                for rest in window[i:]:
+                    a = self.rules.assign_one(view, rest, window[i:])
+                    if a is None:
+                        break
+                    out.append(a)
+                break
+            c = self._compute_s(r)
+            hit = r.hit_tokens * self.kv
+            # PE: the earliest predicted compute finish, among PEs within the horizon; ties: the node
+            # whose SNIC drains first (it may carry this read).
+            best_p, best_key = None, None
+            for p, load in enumerate(pe_s):
+                if load > horizon:
+                    continue
+                key = (load + c, snic_s[pe_node[p]], p)
+                if best_key is None or key < best_key:
+                    best_p, best_key = p, key
+            if best_p is None:
+                break  # FIFO: the head waits, as in the paper
+            d = self.rules.choose_de(view, r, window)
+            if d is None:
+                break
+            p = best_p
+            n_pe, n_de = pe_node[p], view.de_node[d]
+            a = self._side(hit, snic_s, n_pe, n_de)
+            snic_s[n_pe] += a / self.snic_rate[n_pe]
+            snic_s[n_de] += (hit - a) / self.snic_rate[n_de]
+            pe_s[p] += c
+            self._book(view, p, d, r, a)
+            out.append(Assignment(r.id, view.pe_names[p], view.de_names[d], a, hit - a))
+        if opts.split_reads and opts.lp and len(out) > 1 and time.perf_counter() < deadline:
+            out = self._rebalance(out, state, view, deadline) or out
+        self.tick_latencies_s.append(time.perf_counter() - started)
+        return out
+
+    def _compute_s(self, r: Request) -> float:
+        c = self._compute_cache.get(r.id)
+        if c is None:
+            c = self._compute_cache[r.id] = request_compute_s(self.llm, r.hit_tokens, r.new_tokens)
+        return c
+
+    def _side(self, hit: int, snic_s: dict[str, float], n_pe: str, n_de: str) -> int:
+        """PE-side bytes: the split that equalises both SNICs' finish, or the side that finishes first."""
+        if not hit:
+            return 0
+        s1, s2 = self.snic_rate[n_pe], self.snic_rate[n_de]
+        cap = min(hit, self.buffer_bytes)
+        if self.options.split_reads:
+            a = (s1 * s2 * (snic_s[n_de] - snic_s[n_pe]) + s1 * hit) / (s1 + s2)
+            unit = self.split_unit if hit % self.split_unit == 0 else self.kv
+            return int(min(max(round(a / unit) * unit, 0), cap))
+        pe_finish = snic_s[n_pe] + hit / s1
+        de_finish = snic_s[n_de] + hit / s2
+        return hit if pe_finish <= de_finish and cap == hit else 0
+
+    def _book(self, view: SchedulerView, p: int, d: int, r: Request, pe_read: int) -> None:
+        """Update the view as the paper's `assign_one` does, with the read split between nodes."""
+        view.pe_tokens[p] += r.new_tokens
+        view.pe_seqs[p] += 1
+        view.de_tokens[d] += r.context_tokens
+        view.de_seqs[d] += 1
+        view.de_free_hbm[d] -= r.context_tokens * self.kv
+        view.group_tokens[view.de_group[d]] += r.context_tokens
+        pe_tokens = pe_read // self.kv
+        queues = view.read_queue_tokens
+        queues[view.pe_node[p]] = queues.get(view.pe_node[p], 0) + pe_tokens
+        queues[view.de_node[d]] = queues.get(view.de_node[d], 0) + r.hit_tokens - pe_tokens
+
+    def _rebalance(self, out: list[Assignment], state: ClusterState, view: SchedulerView,
+                   deadline: float) -> list[Assignment] | None:
+        if self._lp is None or len(self._lp.placed) < self.options.window:
+            self._lp = _SplitLP(list(self.snic_rate), self.options.window)
+        gb = 1e-9
+        node_of = {n: e.node for n, e in state.engines.items()}
+        rows = []
+        for a in out:
+            hit = a.pe_read_bytes + a.de_read_bytes
+            rows.append((node_of[a.pe], node_of[a.de], hit * gb, min(hit, self.buffer_bytes) * gb))
+        queue_gb = {n: q * gb for n, q in state.read_queue_bytes.items()}
+        rate_gb = {n: rate * gb for n, rate in self.snic_rate.items()}
+        values = self._lp.solve(rows, queue_gb, rate_gb, max(0.001, deadline - time.perf_counter()))
+        if values is None or time.perf_counter() > deadline:
+            return None
+        fixed = []
+        for a, v in zip(out, values):
+            hit = a.pe_read_bytes + a.de_read_bytes
+            unit = self.split_unit if hit % self.split_unit == 0 else self.kv
+            pe = int(min(max(round(v / gb / unit) * unit, 0), min(hit, self.buffer_bytes)))
+            fixed.append(replace(a, pe_read_bytes=pe, de_read_bytes=hit - pe))
+        return fixed
+
+    # ---- inside a PE ----------------------------------------------------------------------------
+    def order_queue(self, queue: Sequence[BatchItem], now_s: float | None = None) -> list[BatchItem]:
+        """Short requests first (they unblock reads of next turns), oldest first among equals; an
+        item waiting longer than `max_wait_s` goes ahead of everything."""
+        opts = self.options
+        if opts.short_first_tokens <= 0:
+            return list(queue)
+        now = now_s if now_s is not None else (self.state.now_s if self.state else 0.0)
+        index = {id(item): i for i, item in enumerate(queue)}
+
+        def key(item: BatchItem):
+            overdue = now - item.arrived_s >= opts.max_wait_s
+            short = item.new_tokens <= opts.short_first_tokens
+            return (not overdue, not short, index[id(item)])
+
+        return sorted(queue, key=key)
+
+
+class OptimizedPolicy(Policy):
+    """The `optimized` simulator policy: `OnlineScheduler` ticks through the `Policy` interface."""
+
+    name = "optimized"
+    execution = ExecutionOptions(layerwise=True, zero_io=False)
+
+    def __init__(self, cluster: ClusterSpec, llm: LLMSpec, block_tokens: int = 64,
+                 options: OnlineOptions | None = None):
+        super().__init__(cluster, llm, block_tokens)
+        self.scheduler = OnlineScheduler(cluster, llm, block_tokens, options)
+
+    def schedule(self, pending: Sequence[Request], state: ClusterState) -> list[Assignment]:
+        self.scheduler.update(state)
+        return self.scheduler.decide(pending, state)
+
+    def observe(self, state: ClusterState) -> None:
+        self.scheduler.update(state)
+
+    def form_batch(self, queue: Sequence[BatchItem]) -> list[BatchItem]:
+        return self.scheduler.rules.form_batch(self.scheduler.order_queue(queue))

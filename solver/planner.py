@@ -1,0 +1,193 @@
+"""`make_plan`: specs + requests in, a `Plan` out, always with its lower bound and gap.
+
+Steps: build the problem; the paper's greedy (baseline, warm start, fallback); the lower bound (fluid,
+and the LP relaxation when node classes differ); then either an exact model (small instances: CP-SAT,
+SCIP through pywraplp, or PuLP with CBC / HiGHS, warm-started) or the decomposition (node level, then
+engines, then bottleneck descent) until the time limit or the bound. The best plan found is returned
+and never one worse than the greedy.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+from dualpath.cluster import ClusterSpec
+from dualpath.errors import UnknownNameError
+from dualpath.llm import LLMSpec
+from dualpath.plan import Assignment, Plan
+from dualpath.request import Request
+from dualpath.solver import decompose
+from dualpath.solver.bound import Bound, lower_bound
+from dualpath.solver.greedy import greedy_solution
+from dualpath.solver.problem import Backlog, Loads, Problem, Solution, build_problem, solution_from_plan
+
+# solver name -> (exact backend, LP backend for the bound)
+SOLVERS = {
+    "ortools": ("cp-sat", "ortools"),
+    "ortools-mip": ("scip", "ortools"),
+    "pulp": ("cbc", "pulp"),
+    "pulp-highs": ("highs", "pulp"),
+    "greedy": (None, "ortools"),
+}
+EXACT_MAX_REQUESTS = 40
+EXACT_MAX_BINARIES = 4_000  # x and y variables; PuLP's CBC ignores time limits well beyond this
+TARGET_GAP = 1e-6  # the decomposition stops improving once this close to the bound
+
+
+class PlannerWarning(UserWarning):
+    """The planner changed method because a backend cannot handle the instance's size."""
+
+
+def make_plan(cluster: ClusterSpec, llm: LLMSpec, requests: Sequence[Request], solver: str = "ortools",
+              split_reads: bool = False, time_limit_s: float = 10.0, backlog: Backlog | None = None,
+              block_tokens: int = 64, threads: int = 2, exact: bool | None = None) -> Plan:
+    """Plan `requests` on `cluster`. `exact`: force (True) or forbid (False) the exact model; by default
+    it is used when the instance is small enough to prove optimality within the time limit."""
+    plan, _, _ = plan_with_problem(cluster, llm, requests, solver, split_reads, time_limit_s, backlog,
+                                   block_tokens, threads, exact)
+    return plan
+
+
+def plan_with_problem(cluster: ClusterSpec, llm: LLMSpec, requests: Sequence[Request], solver: str = "ortools",
+                      split_reads: bool = False, time_limit_s: float = 10.0, backlog: Backlog | None = None,
+                      block_tokens: int = 64, threads: int = 2, exact: bool | None = None
+                      ) -> tuple[Plan, Problem, Solution]:
+    """`make_plan`, also returning the problem and solution (for explanations and charts)."""
+    key = solver.strip().lower()
+    if key not in SOLVERS:
+        raise UnknownNameError("solver", solver, list(SOLVERS))
+    exact_backend, lp_backend = SOLVERS[key]
+    started = time.perf_counter()
+    deadline = started + max(0.0, time_limit_s)
+    problem = build_problem(cluster, llm, requests, backlog, block_tokens)
+    notes: list[str] = []
+
+    greedy = greedy_solution(problem)
+    greedy_s = Loads(problem, greedy).makespan_s()
+    best_bound, bounds = lower_bound(problem, split_reads, lp_backend,
+                                     time_limit_s=max(0.05, 0.3 * (deadline - time.perf_counter())), notes=notes)
+    if key == "greedy":
+        return _finish(problem, greedy, greedy_s, best_bound, bounds, "greedy", "greedy", "paper-rules",
+                       started, split_reads, notes)
+
+    candidates: list[tuple[float, str, Solution]] = [(greedy_s, "greedy", greedy)]
+    status, method = "feasible", "decomposition"
+    binaries = problem.num_requests * (problem.num_pe + problem.num_de)
+    small = problem.num_requests <= EXACT_MAX_REQUESTS and binaries <= EXACT_MAX_BINARIES
+    if exact and not small and key.startswith("pulp"):
+        notes.append(_warn(f"{key}: {binaries:,} binaries exceed the {EXACT_MAX_BINARIES:,} PuLP's CBC solves "
+                           f"within a time limit; decomposed instead"))
+        exact = False
+    use_exact = small if exact is None else exact
+    if not use_exact and key.startswith("pulp") and not small:
+        notes.append(f"{key}: {problem.num_requests:,} requests x {problem.num_pe + problem.num_de} engines is "
+                     f"beyond the exact PuLP model; decomposed (nodes, engines, bottleneck descent), "
+                     f"bound by the fluid / LP relaxation")
+
+    # A fast decomposition plan first: it is the warm start of the exact model, or the answer.
+    start_sol = decompose.construct(problem, split_reads)
+    candidates.append((Loads(problem, start_sol).makespan_s(), "decomposition", start_sol))
+    if use_exact:
+        hint = min(candidates, key=lambda c: c[0])
+        result = _solve_exact(problem, exact_backend, split_reads, deadline, hint, threads)
+        method = result.backend
+        if result.solution is not None:
+            candidates.append((Loads(problem, result.solution).makespan_s(), result.backend, result.solution))
+        if result.bound_s > best_bound.value_s:
+            best_bound = Bound(result.bound_s, best_bound.family, "solver")
+            bounds.append(best_bound)
+        if result.status == "optimal":
+            status = "optimal"
+        elif result.status != "feasible":
+            notes.append(f"{result.backend}: {result.status} within the time limit")
+    else:
+        target = best_bound.value_s * (1 + TARGET_GAP)
+        for seed_name, seed in (("decomposition", start_sol), ("greedy", greedy)):
+            if time.perf_counter() >= deadline:
+                break
+            remaining = deadline - time.perf_counter()
+            improved = decompose.improve(problem, seed, split_reads, time.perf_counter() + remaining / 2, target)
+            candidates.append((Loads(problem, improved).makespan_s(), f"{seed_name}+descent", improved))
+            if min(c[0] for c in candidates) <= target:
+                break
+
+    makespan, origin, solution = min(candidates, key=lambda c: (c[0], c[1] != "greedy"))
+    if origin == "greedy" and makespan >= greedy_s and status != "optimal":
+        status = "fallback"
+    if makespan <= best_bound.value_s * (1 + 1e-9):
+        status = "optimal"
+    return _finish(problem, solution, makespan, best_bound, bounds, key, status, method if origin != "greedy"
+                   else "paper-rules", started, split_reads, notes, greedy_s)
+
+
+def _solve_exact(problem: Problem, backend: str, split_reads: bool, deadline: float, hint, threads: int):
+    limit = max(0.05, deadline - time.perf_counter())
+    upper_s, _, hint_sol = hint
+    if backend == "cp-sat":
+        from dualpath.solver.ortools_model import solve_cpsat
+
+        return solve_cpsat(problem, split_reads, limit, hint_sol, upper_bound_s=upper_s, threads=threads)
+    if backend == "scip":
+        from dualpath.solver.ortools_model import solve_mip
+
+        return solve_mip(problem, split_reads, limit, hint_sol, backend="SCIP", threads=threads)
+    from dualpath.solver.pulp_model import solve_mip
+
+    return solve_mip(problem, split_reads, limit, hint_sol, backend=backend, threads=threads)
+
+
+def _warn(message: str) -> str:
+    warnings.warn(message, PlannerWarning, stacklevel=3)
+    return message
+
+
+def _finish(problem: Problem, solution: Solution, makespan: float, bound: Bound, bounds: list[Bound],
+            solver: str, status: str, method: str, started: float, split_reads: bool, notes: list[str],
+            greedy_s: float | None = None) -> tuple[Plan, Problem, Solution]:
+    loads = Loads(problem, solution)
+    family, index, _ = loads.binding()
+    plan = Plan(
+        solver=solver, status=status, assignments=assignments_of(problem, solution), makespan_s=makespan,
+        lower_bound_s=min(bound.value_s, makespan), solve_time_s=time.perf_counter() - started,
+        greedy_makespan_s=greedy_s if greedy_s is not None else makespan, split_reads=split_reads,
+        meta={
+            "cluster": problem.cluster.name or problem.cluster.shorthand, "model": problem.llm.name,
+            "num_requests": problem.num_requests, "method": method,
+            "binding_family": family, "binding_resource": problem.resource_name(family, index),
+            "bound_family": bound.family, "bound_kind": bound.kind,
+            "bounds": [{"kind": b.kind, "family": b.family, "value_s": b.value_s} for b in bounds],
+            "hbm_waves": problem.hbm_waves, "notes": notes,
+        },
+    )
+    return plan, problem, solution
+
+
+def assignments_of(problem: Problem, solution: Solution) -> list[Assignment]:
+    """Assignments in request order; per PE a FIFO order and compute-only predicted times."""
+    pb = problem
+    clock = list(pb.pe_backlog_s)
+    order = [0] * pb.num_pe
+    out = []
+    for r, req in enumerate(pb.requests):
+        p = solution.pe[r]
+        start = clock[p]
+        clock[p] += pb.compute_s[r]
+        a = solution.pe_read_bytes[r]
+        out.append(Assignment(req.id, pb.pe_names[p], pb.de_names[solution.de[r]], int(a),
+                              int(pb.hit_bytes[r] - a), order=order[p], predicted_start_s=start,
+                              predicted_end_s=clock[p]))
+        order[p] += 1
+    return out
+
+
+def write_plan_outputs(out_dir: str | Path, problem: Problem, plan: Plan, max_explained: int = 2000) -> list[Path]:
+    """The per-resource load chart (PNG) and the explanations (Markdown) of `plan` under `out_dir`."""
+    from dualpath.solver.charts import write_outputs
+    from dualpath.solver.explain import explain
+
+    solution = solution_from_plan(problem, plan.assignments)
+    explanation = explain(problem, solution, plan.lower_bound_s, max_requests=max_explained)
+    return write_outputs(out_dir, problem, solution, plan, explanation)

@@ -1,0 +1,122 @@
+"""make_plan end to end: every solver, hand-solved optimum, invariants on generated instances, bad input."""
+
+import json
+import sys
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dualpath.errors import MissingExtraError, UnknownNameError
+from dualpath.plan import Plan
+from dualpath.solver.planner import PlannerWarning, SOLVERS, make_plan, plan_with_problem, write_plan_outputs
+from dualpath.solver.problem import Backlog, build_problem
+from dualpath.solver.validate import check_plan
+from solver_cases import DS27B, DSV32, agentic_requests, cluster, request, tiny_cluster
+
+KV = DS27B.kv_bytes_per_token
+HAND = [request("a", 3072), request("b", 2048), request("c", 2048)]
+
+
+@pytest.mark.parametrize("solver", ["ortools", "ortools-mip", "pulp", "pulp-highs"])
+def test_hand_solved_instance_reaches_the_known_optimum(solver):
+    for split, tokens in ((False, 4096), (True, 3584)):
+        plan, pb, _ = plan_with_problem(tiny_cluster(), DS27B, HAND, solver, split_reads=split, time_limit_s=10)
+        assert plan.status == "optimal"
+        assert plan.makespan_s == pytest.approx(tokens * KV / 50e9, rel=1e-6)
+        assert check_plan(pb, plan) == []
+        assert plan.makespan_s <= plan.greedy_makespan_s
+
+
+def test_plan_json_has_the_documented_keys(tmp_path):
+    plan = make_plan(tiny_cluster(1, 1, 2), DS27B, agentic_requests(12, seed=1), "ortools", time_limit_s=5)
+    plan.save(tmp_path / "plan.json")
+    data = json.loads((tmp_path / "plan.json").read_text())
+    for key in ("solver", "status", "makespan_s", "lower_bound_s", "gap", "solve_time_s", "greedy_makespan_s"):
+        assert key in data
+    for key in ("request", "pe", "de", "pe_read_bytes", "de_read_bytes"):
+        assert key in data["assignments"][0]
+    assert Plan.load(tmp_path / "plan.json").makespan_s == plan.makespan_s
+
+
+def test_outputs_chart_and_explanations(tmp_path):
+    pytest.importorskip("matplotlib")
+    plan, pb, _ = plan_with_problem(cluster(1, 1), DS27B, agentic_requests(40, seed=2), "ortools", time_limit_s=2)
+    paths = write_plan_outputs(tmp_path, pb, plan)
+    assert sorted(p.name for p in paths) == ["explanation.md", "loads.png"]
+    assert (tmp_path / "loads.png").read_bytes()[:4] == b"\x89PNG"
+    text = (tmp_path / "explanation.md").read_text()
+    assert "Binding" in text and "| r0 |" in text
+
+
+def test_medium_batch_is_decomposed_close_to_the_bound_and_beats_greedy():
+    plan, pb, _ = plan_with_problem(cluster(2, 4), DSV32, agentic_requests(300, seed=3), "ortools",
+                                    time_limit_s=2)
+    assert check_plan(pb, plan) == []
+    assert plan.gap <= 0.005
+    assert plan.makespan_s <= plan.greedy_makespan_s
+
+
+def test_time_limit_returns_the_best_plan_so_far():
+    plan, pb, _ = plan_with_problem(tiny_cluster(1, 1, 4), DS27B, agentic_requests(30, seed=4), "ortools",
+                                    time_limit_s=0.05, exact=True)
+    assert check_plan(pb, plan) == []
+    assert plan.gap >= 0 and plan.makespan_s <= plan.greedy_makespan_s
+    assert plan.solve_time_s < 5
+
+
+def test_pulp_beyond_its_size_is_decomposed_with_a_warning():
+    with pytest.warns(PlannerWarning, match="binaries exceed"):
+        plan = make_plan(cluster(2, 4), DSV32, agentic_requests(200, seed=5), "pulp", time_limit_s=1, exact=True)
+    assert plan.meta["method"] == "decomposition" and plan.meta["notes"]
+
+
+def test_unknown_solver_and_missing_backend(monkeypatch):
+    with pytest.raises(UnknownNameError, match="ortools"):
+        make_plan(tiny_cluster(), DS27B, HAND, "gurobi")
+    monkeypatch.setitem(sys.modules, "ortools.sat.python.cp_model", None)
+    with pytest.raises(MissingExtraError, match=r"install the 'solver' extra"):
+        make_plan(tiny_cluster(), DS27B, HAND, "ortools")
+    monkeypatch.setitem(sys.modules, "pulp", None)
+    with pytest.raises(MissingExtraError, match="pulp"):
+        make_plan(tiny_cluster(), DS27B, HAND, "pulp")
+
+
+def test_greedy_solver_is_the_paper_rules():
+    plan = make_plan(cluster(1, 1), DS27B, agentic_requests(50, seed=6), "greedy")
+    assert plan.status == "greedy" and plan.meta["method"] == "paper-rules"
+    assert all(a.path in ("pe", "de") for a in plan.assignments)
+
+
+# ---- invariants on generated instances -----------------------------------------------------------
+@st.composite
+def instances(draw):
+    gpus = draw(st.integers(1, 3))
+    c = tiny_cluster(draw(st.integers(1, 2)), draw(st.integers(1, 2)), gpus,
+                     cnic_gbps=draw(st.sampled_from([100.0, 400.0, 3200.0])))
+    n = draw(st.integers(1, 7))
+    reqs = [request(f"r{i}", draw(st.integers(0, 600)) * 64, draw(st.integers(1, 2000)),
+                    draw(st.integers(1, 300)), agent=i) for i in range(n)]
+    nodes = c.all_nodes()
+    backlog = Backlog(read_queue_bytes={m: draw(st.floats(0, 5e9)) for m in nodes if draw(st.booleans())},
+                      pe_compute_s={f"PE{p}": draw(st.floats(0, 0.5)) for p in range(c.num_pe) if draw(st.booleans())})
+    return c, reqs, backlog
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(instances(), st.sampled_from(["ortools", "pulp-highs", "greedy"]), st.booleans())
+def test_generated_instances_yield_valid_plans(instance, solver, split):
+    c, reqs, backlog = instance
+    plan, pb, _ = plan_with_problem(c, DS27B, reqs, solver, split_reads=split, time_limit_s=3, backlog=backlog)
+    assert check_plan(pb, plan) == []
+    assert plan.gap >= 0 and plan.lower_bound_s >= 0
+    assert plan.makespan_s <= plan.greedy_makespan_s * (1 + 1e-12)
+    for a, r in zip(plan.assignments, pb.requests):
+        assert a.pe_read_bytes + a.de_read_bytes == r.hit_tokens * KV  # bytes conserved
+        if not split:
+            assert a.path in ("pe", "de", "none")
+
+
+def test_solver_names_are_listed():
+    assert set(SOLVERS) >= {"ortools", "pulp", "greedy"}
+    assert build_problem(tiny_cluster(), DS27B, HAND).num_requests == 3
