@@ -1,20 +1,23 @@
 """Agentic workload generators `agentic-32k`, `agentic-48k`, `agentic-64k` (the paper's three traces).
 
-The production traces are not public; their table (`PAPER_TABLE`, read as in `dualpath.models.stats`)
-is what a generator must reproduce. The generative model, per trajectory (an agent solving one task):
+The production traces are not public; their table (`PAPER_TABLE`, columns read as in
+`dualpath.models.stats`) is what a generator must reproduce. The generative model, per trajectory
+(an agent solving one task):
 
-- a planned number of turns, lognormal: most tasks run into the context cap, some end early;
-- a verbosity scale, lognormal with mean 1: it multiplies the agent's appends, its square root the
-  generates (chatty tools make long outputs; the model's own replies vary less);
+- a planned number of turns, lognormal and heavy-tailed: some tasks end after a few turns, many run
+  until the context is full;
+- a verbosity scale, lognormal with mean 1: it multiplies the agent's appends, and its square root
+  the generates (chatty tools make long outputs; the model's own replies vary less);
 - turn 0 appends the system prompt and task, lognormal (sigma 0.5), at most half the context;
-- later turns append a tool result and generate a reply, each lognormal around the agent's scale;
-- the trajectory ends at its planned turn or before the turn that would overflow the max context.
+- later turns append a tool result (lognormal, sigma 1) and generate a reply (lognormal, sigma 0.7);
+- the trajectory ends at its planned turn, or before the turn that would overflow the max context.
 
 The per-trajectory latents (planned turns, verbosity, first prompt) are drawn by Latin hypercube
-sampling over the 500 trajectories: each has the spread of its distribution, but the trace's means do
-not swing with the seed. Parameters were fitted (Nelder-Mead on 3,000-trajectory simulations) to the
-table's five columns; `tests/test_models_generators.py` checks each generator within 5% at 500 agents.
-More than 500 agents are resampled as the paper does (`dualpath.models.sampling.resample`).
+sampling over the trace's 500 trajectories, so each keeps its distribution's spread while the
+trace's means do not swing with the seed. The six parameters per generator were fitted by
+Nelder-Mead on 2 x 4,000-trajectory simulations to the table's five columns;
+`tests/test_models_generators.py` checks each generator within 5% at 500 agents. Past 500 agents the
+trace is resampled as the paper does (`dualpath.models.sampling.resample`).
 """
 
 from __future__ import annotations

@@ -149,13 +149,13 @@ class Search:
                 for r in self.resources:
                     self.base.append(self.delta(i, order[:k], r) <= self.caps[r])
 
-    def find(self, depths=(10, 14, 20), shape=None) -> DeadlockTrace | None:
+    def find(self, depths=(10, 14, 20), shape=None, exhaustive: bool = True) -> DeadlockTrace | None:
         """Unroll to each depth in turn; once deadlocked a trace may only stay put, so one query per depth
         asks "deadlocked at the last step?". The last depth is the total step count: exhaustive.
 
         `shape(held)` may add constraints on the final holdings (to ask for a particular cycle first)."""
         full = sum(len(self.request_steps(i)) + self.layers * len(self.pms[i].loop) for i in range(len(self.paths)))
-        for depth in sorted({d for d in depths if d < full} | {full}):
+        for depth in sorted({d for d in depths if d < full} | ({full} if exhaustive else set())):
             outcome, history, choices = self._unroll(depth, shape)
             if outcome.sat:
                 return self._trace(outcome.model, history, choices)
@@ -239,16 +239,19 @@ def classic_cycle(held) -> list:
     return [pe[Resource.PE_HBM_SLOT] >= 1, de[Resource.DE_BUFFER] >= 1, de[Resource.PE_HBM_SLOT] == 0]
 
 
-def find_deadlock(model: ProtocolModel, combos=None, num_layers: int = 2, max_units: int = 16):
+def find_deadlock(model: ProtocolModel, combos=None, num_layers: int = 2, max_units: int = 16,
+                  depths=(10, 16), exhaustive: bool = False):
     """First deadlock over the request mixes in `combos` (default: one PE-read with one DE-read first,
-    asking for the textbook PE-slot / DE-buffer cycle before any other)."""
+    asking for the textbook PE-slot / DE-buffer cycle before any other), searched to `depths` (and to
+    the full length when `exhaustive`)."""
     if combos is None:
-        trace = Search(model, (ReadPath.PE, ReadPath.DE), num_layers, max_units).find(shape=classic_cycle)
+        trace = Search(model, (ReadPath.PE, ReadPath.DE), num_layers, max_units).find(depths, classic_cycle,
+                                                                                     exhaustive)
         if trace is not None:
             return trace
         combos = [(ReadPath.PE, ReadPath.DE), (ReadPath.DE, ReadPath.DE), (ReadPath.PE, ReadPath.PE)]
     for paths in combos:
-        trace = Search(model, tuple(paths), num_layers, max_units).find()
+        trace = Search(model, tuple(paths), num_layers, max_units).find(depths, exhaustive=exhaustive)
         if trace is not None:
             return trace
     return None

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from dualpath.errors import UnknownNameError
+from dualpath.proofs.abstraction import Abstraction
 from dualpath.proofs.channel_graph import check_channel_graph
-from dualpath.proofs.deadlock import Abstraction, prove
+from dualpath.proofs.deadlock import prove
 from dualpath.proofs.deadlock_trace import find_deadlock
 from dualpath.proofs.protocol_model import ModelError, StepsFn, build_model
-from dualpath.proofs.result import PropertyResult, proved, unknown, violated
+from dualpath.proofs.result import PropertyResult, Status, proved, unknown, violated
 from dualpath.protocol import transfer_steps
 
 PROTOCOLS = {"default": True, "no-admission": False}  # name -> admission rule on
@@ -23,8 +26,24 @@ def admission_of(protocol: str) -> bool:
     return PROTOCOLS[protocol]
 
 
+_cache: dict[str, PropertyResult] = {}
+
+
 def check_deadlock(protocol: str, steps_fn: StepsFn = transfer_steps) -> PropertyResult:
-    """`steps_fn` is the core's `transfer_steps`; tests pass altered protocols to see them caught."""
+    """`steps_fn` is the core's `transfer_steps`; tests pass altered protocols to see them caught.
+
+    The core protocol cannot change while a process runs, so its answer is computed once per process.
+    """
+    if steps_fn is transfer_steps:
+        if protocol not in _cache:
+            _cache[protocol] = _check_deadlock(protocol, steps_fn)
+            return _cache[protocol]
+        return replace(_cache[protocol], detail=_cache[protocol].detail + " (proved earlier in this process)"
+                       if _cache[protocol].status is Status.PROVED else _cache[protocol].detail)
+    return _check_deadlock(protocol, steps_fn)
+
+
+def _check_deadlock(protocol: str, steps_fn: StepsFn) -> PropertyResult:
     admission = admission_of(protocol)
     question = (f"Is the transfer protocol ({protocol}) deadlock-free: can in-flight requests never all wait "
                 "on each other, for any number of requests, capacities and sizes?")
@@ -50,7 +69,7 @@ def check_deadlock(protocol: str, steps_fn: StepsFn = transfer_steps) -> Propert
         reason = "; ".join(model.problems)
     trace = find_deadlock(model)
     if trace is None:
-        return unknown(NAME, FAMILY, question, f"{reason}; no concrete deadlock of two requests within the bound")
+        return unknown(NAME, FAMILY, question, f"{reason}; no deadlock of two requests within 16 steps either")
     return violated(NAME, FAMILY, question, trace.to_witness(), FIX,
                     detail=f"the counting proof does not apply: {reason}")
 

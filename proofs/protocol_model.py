@@ -104,7 +104,11 @@ def build_path(path: ReadPath, admission: bool, steps_fn: StepsFn = transfer_ste
     for token in leftover:
         problems.append(f"{where}: every layer takes {token_name(token)} and no loop step gives it back (it "
                         "piles up per layer)")
-    held_post = [held_loop + leftover]
+    # What all layers leave together: one LAYER_BYTES per layer adds up to exactly PROMPT_BYTES
+    # (RequestSizes.of splits the prompt over the layers), anything else stays as it is.
+    all_layers = Counter({(r, Amount.PROMPT_BYTES if a is Amount.LAYER_BYTES and n == 1 else a): n
+                          for (r, a), n in leftover.items()})
+    held_post = [held_loop + all_layers]
     for step in post:
         held_post.append(_apply(held_post[-1], step, where, problems))
     final = held_post.pop()

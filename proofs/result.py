@@ -63,17 +63,3 @@ def timed(check: Callable[..., PropertyResult], *args, **kwargs) -> PropertyResu
     result = check(*args, **kwargs)
     return replace(result, time_s=time.perf_counter() - start)
 
-
-def combine(results: list[PropertyResult], name: str, family: str, question: str,
-            proved_detail: str) -> PropertyResult:
-    """Fold per-item results (ports, libraries) into one answer: the first violation wins."""
-    bad = [r for r in results if r.status is Status.VIOLATED]
-    if bad:
-        first = bad[0]
-        more = f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""
-        witness = first.witness + more if isinstance(first.witness, str) else first.witness
-        return violated(name, family, question, witness, first.fix or "", first.detail)
-    open_ = [r for r in results if r.status is Status.UNKNOWN]
-    if open_:
-        return unknown(name, family, question, "; ".join(r.detail for r in open_))
-    return proved(name, family, question, proved_detail)

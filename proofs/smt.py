@@ -5,7 +5,7 @@ z3 is imported here, on first use, never at `import dualpath`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dualpath.errors import require
@@ -99,7 +99,3 @@ def find_indices(count: int, violates, limit: int = 64) -> tuple[Outcome, list[i
         outcome = check(s)
     return first, sorted(found)
 
-
-def pairs(items: Iterable) -> list[tuple]:
-    items = list(items)
-    return [(a, b) for a in items for b in items]

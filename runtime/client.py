@@ -31,21 +31,29 @@ class TurnResult:
     read_bytes: int
     times: dict = field(default_factory=dict)
     logits: object = None
+    pe_read_bytes: int = 0
+    de_read_bytes: int = 0
+    lost_blocks: int = 0  # hit blocks that failed to read and were recomputed
 
 
-def turn_record(result: TurnResult, agent: int, turn: int, prompt_tokens: int, origin_s: float = 0.0):
-    """The core `RequestRecord` of a turn (times relative to `origin_s`), for a runtime `Trace`."""
+def turn_record(result: TurnResult, agent: int, turn: int, prompt_tokens: int, origin_s: float = 0.0,
+                arrival_at: float | None = None, request: str | None = None):
+    """The core `RequestRecord` of a turn (times relative to `origin_s`), for a runtime `Trace`.
+
+    `arrival_at` (absolute) is when the turn arrived at the scheduler; default its arrival at the PE.
+    """
     from dualpath.trace import RequestRecord
 
     t = result.times
     first = t["first_token"] - origin_s
     return RequestRecord(
-        request=result.request, agent=agent, turn=turn, arrival_s=t["arrival"] - origin_s, pe=result.pe,
-        de=result.de, pe_read_bytes=result.read_bytes if result.path == "pe" else 0,
-        de_read_bytes=result.read_bytes if result.path == "de" else 0,
+        request=request or result.request, agent=agent, turn=turn,
+        arrival_s=(t["arrival"] if arrival_at is None else arrival_at) - origin_s, pe=result.pe,
+        de=result.de, pe_read_bytes=result.pe_read_bytes, de_read_bytes=result.de_read_bytes,
         prefill_start_s=t["prefill_start"] - origin_s, first_token_s=first,
         second_token_s=t["second_token"] - origin_s if "second_token" in t else first,
-        finish_s=t["finish"] - origin_s, output_tokens=len(result.tokens), prompt_tokens=prompt_tokens)
+        finish_s=t["finish"] - origin_s, output_tokens=len(result.tokens), prompt_tokens=prompt_tokens,
+        status="recomputed" if result.lost_blocks else "done")
 
 
 class ClusterClient:
@@ -68,20 +76,26 @@ class ClusterClient:
 
     def submit(self, pe: Address, de: Address, tokens: list[int], max_new_tokens: int, path: str = "auto",
                chunk_tokens: int | None = None, return_logits: bool = False, request: str | None = None,
-               timeout_s: float | None = None) -> TurnResult:
-        """Run one turn to completion (prefill on `pe`, decode on `de`) and return its tokens."""
+               timeout_s: float | None = None, pe_blocks: int | None = None, layerwise: bool = True
+               ) -> TurnResult:
+        """Run one turn to completion (prefill on `pe`, decode on `de`) and return its tokens.
+
+        `path`: "pe", "de", "auto" (the PE picks the shorter read queue) or "split" (`pe_blocks` of the
+        hit blocks through the PE node, the rest through the DE node). `layerwise=False` loads every
+        layer before computing (the paper's Basic)."""
         request = request or f"{self._prefix}-{next(self._ids)}"
         reply, payload = self.channel(pe).call(
             "submit", timeout_s=timeout_s, request=request, tokens=[int(t) for t in tokens],
             max_new_tokens=max_new_tokens, path=path, chunk_tokens=chunk_tokens, de=list(de),
-            return_logits=return_logits)
+            return_logits=return_logits, pe_blocks=pe_blocks, layerwise=layerwise)
         logits = None
         if return_logits:
             import torch
 
             logits = torch.frombuffer(bytearray(payload), dtype=torch.float32).reshape(len(reply["tokens"]), -1)
         return TurnResult(reply["request"], reply["tokens"], reply["hit_tokens"], reply["path"], reply["pe"],
-                          reply["de"], reply["read_bytes"], reply["times"], logits)
+                          reply["de"], reply["read_bytes"], reply["times"], logits, reply.get("pe_read_bytes", 0),
+                          reply.get("de_read_bytes", 0), reply.get("lost_blocks", 0))
 
     def hello(self, address: Address) -> dict:
         return self.channel(address).call("hello")[0]

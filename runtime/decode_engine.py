@@ -2,8 +2,9 @@
 
 Its control operations are called by PEs: `admit` (DE HBM for the whole context and DE buffer for
 the whole prompt, granted together or refused after a short wait), `release` (undo), `read` (hit
-Full Blocks from storage into the request's buffer pages through this node's SNIC), `load_layer`
-(write layer k of the hit blocks into the PE's HBM slot), `handoff` (prompt KV from the buffer into
+Full Blocks from storage into the request's buffer pages through this node's SNIC; it answers how many
+leading blocks were read intact, dropping a corrupt one from storage), `load_layer` (write layer k
+of the DE-read hit blocks into the PE's HBM slot), `handoff` (prompt KV from the buffer into
 HBM, `start_decode` frees the buffer, greedy decoding, `finish` frees the HBM). Every Full Block the
 context completes and storage lacks is persisted (through this node's SNIC) before `finish`.
 """
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 
 from dualpath.errors import SpecError
 from dualpath.kvlayout import chain_block_ids
+from dualpath.runtime.blockstore import BlockCorruptError, BlockError
 from dualpath.protocol import ReadPath, RequestSizes, Resource, transfer_steps
 from dualpath.runtime.buffers import BufferTimeoutError
 from dualpath.runtime.control import Channel
@@ -107,32 +109,41 @@ class DecodeEngine(EngineBase):
 
     # -- DE-read path ------------------------------------------------------------------------------
     def op_read(self, channel: Channel, msg: dict, payload: bytes) -> dict:
+        """Read hit blocks into pages first.. of the request; answers how many leading ones are intact."""
         entry = self._admitted(msg)
-        block_ids = list(msg["blocks"])
+        block_ids, first = list(msg["blocks"]), int(msg.get("first", 0))
         fb = self.layout.full_block_bytes
         with self._lock:
             self.read_queue_bytes += len(block_ids) * fb
+        pages = entry.pages[first:first + len(block_ids)]
         futures = [self.reader.submit(self._read_block, block_id, self.buffer_mem.view[page * fb:(page + 1) * fb])
-                   for block_id, page in zip(block_ids, entry.pages)]
-        for future in futures:
-            future.result()
-        return {"ok": True}
+                   for block_id, page in zip(block_ids, pages)]
+        intact = len(futures)
+        for i, future in enumerate(futures):
+            try:
+                future.result()
+            except (BlockError, OSError):
+                intact = min(intact, i)
+        return {"ok": True, "blocks_read": intact}
 
     def _read_block(self, block_id: str, out) -> None:
         try:
             self.store.read_into(block_id, out)
+        except BlockCorruptError:
+            self.store.delete(block_id)  # never served again; this request persists a recomputed copy
+            raise
         finally:
             with self._lock:
                 self.read_queue_bytes -= self.layout.full_block_bytes
 
     def op_load_layer(self, channel: Channel, msg: dict, payload: bytes) -> dict:
         entry = self._admitted(msg)
-        layer, blocks = int(msg["layer"]), int(msg["blocks"])
+        layer, blocks, first = int(msg["layer"]), int(msg["blocks"]), int(msg.get("first_block", 0))
         lb, fb = self.layout.layer_block_bytes, self.layout.full_block_bytes
         remote = self.transport.remote_region(str(msg["pe_peer"]), "pe_slots")
         base = int(msg["slot_offset"])
         ops = [WriteOp(remote, base + i * lb, self.buffer_region, entry.pages[i] * fb + layer * lb, lb)
-               for i in range(blocks)]
+               for i in range(first, blocks)]
         self.transport.post(ops).wait(timeout_s=None)
         return {"ok": True}
 
@@ -174,7 +185,9 @@ class DecodeEngine(EngineBase):
             raise
         finally:
             with self._lock:
-                self.admitted.pop(entry.request, None)
+                dropped = self.admitted.pop(entry.request, None) is None
+        if dropped:  # its PE went away mid-decode and `_drop_channel` already freed what it held
+            raise SpecError(self.name, "request", entry.request, "a request whose prefill engine is still connected")
         self.take_step(entry.request, STEPS["finish"], entry.sizes, self.owners(), LOCAL)
         times["finish"] = time.time()
         out = b""
@@ -205,4 +218,8 @@ class DecodeEngine(EngineBase):
         entry.persists.append(self.writer.submit(self.store.write, ids[block], payload, parent))
 
     def stats(self) -> dict:
-        return {**super().stats(), "read_queue_bytes": self.read_queue_bytes, "admitted": len(self.admitted)}
+        with self._lock:
+            requests = {r: e.sizes.context_bytes for r, e in self.admitted.items()}
+        capacity = self.pool.ledger.capacity[(Resource.DE_HBM, self.name)]
+        return {**super().stats(), "read_queue_bytes": self.read_queue_bytes, "admitted": len(requests),
+                "requests": requests, "free_hbm_bytes": capacity - self.pool.used(Resource.DE_HBM, self.name)}

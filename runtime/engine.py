@@ -65,6 +65,8 @@ class EngineOptions:
     transport: str = "tcp"
     read_threads: int = 2
     trace_steps: int = 200_000  # most recent protocol steps kept for `trace`
+    corrupt_block_rate: float = 0.0  # fault injection: share of block reads that find a corrupted file
+    fault_seed: int = 0
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -79,6 +81,8 @@ class EngineOptions:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise SpecError("engine", name, value, "a positive number or None (unlimited)")
+        if not 0.0 <= self.corrupt_block_rate <= 1.0:
+            raise SpecError("engine", "corrupt_block_rate", self.corrupt_block_rate, "a fraction in [0, 1]")
 
     @property
     def node_name(self) -> str:
@@ -142,6 +146,9 @@ def parse_args(argv: list[str] | None) -> tuple[EngineOptions, bytes, str]:
     p.add_argument("--cnic-bytes-per-s", type=float, default=None)
     p.add_argument("--cnic-centric", action="store_true")
     p.add_argument("--transport", default="tcp")
+    p.add_argument("--corrupt-block-rate", type=float, default=0.0,
+                   help="fault injection: corrupt this share of the block files read (checksums catch it)")
+    p.add_argument("--fault-seed", type=int, default=0)
     p.add_argument("--secret-file", default="", help=f"file holding the cluster secret (else ${SECRET_ENV})")
     p.add_argument("--ready-file", default="", help="write 'host port' here once listening")
     p.add_argument("--log-level", default="INFO")
@@ -153,7 +160,8 @@ def parse_args(argv: list[str] | None) -> tuple[EngineOptions, bytes, str]:
         max_context_tokens=args.max_context_tokens, buffer_blocks=args.buffer_blocks,
         num_slots=args.num_slots, send_credits=args.send_credits, hbm_bytes=args.hbm_bytes,
         snic_bytes_per_s=args.snic_bytes_per_s, cnic_bytes_per_s=args.cnic_bytes_per_s,
-        cnic_centric=args.cnic_centric, transport=args.transport)
+        cnic_centric=args.cnic_centric, transport=args.transport,
+        corrupt_block_rate=args.corrupt_block_rate, fault_seed=args.fault_seed)
     if args.secret_file:
         try:
             raw = Path(args.secret_file).read_text().strip()

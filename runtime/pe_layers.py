@@ -3,15 +3,17 @@
 They plug into `prefill_layerwise`. On the PE-read path the loader copies layer k of the hit blocks
 from the PE's DRAM buffer into a slot (`copy_local`, paced by the CNIC when CNIC-centric) and the sink
 sends the full layer (hit part straight from the slot, new part from a staging piece); on the DE-read
-path the DE writes the hit layer into the slot and the sink sends only the new tokens' KV. Each
-action is the protocol step of the same name, taken through the PE's buffer pool.
+path the DE writes the hit layer into the slot and the sink sends only the new tokens' KV. A split
+read does both: blocks [0, pe_blocks) come from the PE buffer and go on to the DE, the rest the DE
+writes into the slot. Each action is the protocol step of the same name, taken through the PE's
+buffer pool.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from dualpath.protocol import ReadPath, Resource, transfer_steps
+from dualpath.protocol import Resource, transfer_steps
 from dualpath.runtime.prefill import LayerHandle
 from dualpath.runtime.transport import CopyOp, WriteOp
 
@@ -33,14 +35,14 @@ class SlotLoader:
         (slot,) = pe.take_step(job.request, self.steps["layer_load"], job.sizes, job.owners(pe), LOCAL,
                                layer=layer, chunk=chunk)
         offset = slot.pages[0] * pe.slot_bytes
-        lb, n = layout.layer_block_bytes, job.hit_blocks
-        if n and job.path is ReadPath.PE:
+        lb, n, share = layout.layer_block_bytes, job.hit_blocks, job.pe_blocks
+        if share:
             (lease,) = pe.pool.leases(job.request, Resource.PE_BUFFER)
             pe.transport.copy_local([CopyOp(pe.slot_region, offset + i * lb, pe.buffer_region,
-                                            lease.offsets[i] + layer * lb, lb) for i in range(n)])
-        elif n:
+                                            lease.offsets[i] + layer * lb, lb) for i in range(share)])
+        if n > share:
             job.de.channel.call("load_layer", request=job.request, layer=layer, slot_offset=offset,
-                                pe_peer=pe.name, blocks=n)
+                                pe_peer=pe.name, blocks=n, first_block=share)
         view = pe.codec.layer_view(pe.slot_mem.tensor[offset:offset + n * lb], n)
         k, v = pe.codec.layer_kv(view, n * layout.block_tokens)
         return LayerHandle(chunk, layer, k, v, slot=slot, extra={"offset": offset, "sent": False})
@@ -55,7 +57,8 @@ class SlotLoader:
 
 
 class DeSink:
-    """Sends one layer's KV into the DE's buffer: full KV on the PE-read path, new tokens only on DE-read."""
+    """Sends one layer's KV into the DE's buffer: the PE-read hit blocks (all on the PE-read path) and
+    the new tokens."""
 
     def __init__(self, pe: PrefillEngine, job: Job) -> None:
         self.pe, self.job = pe, job
@@ -68,9 +71,9 @@ class DeSink:
         lb, fb, layer = layout.layer_block_bytes, layout.full_block_bytes, handle.layer
         remote, pages = job.de.buffer, job.de_pages
         ops = []
-        if job.path is ReadPath.PE and handle.chunk == 0:
+        if handle.chunk == 0:  # hit blocks the PE read; the DE holds the ones it read
             ops += [WriteOp(remote, pages[i] * fb + layer * lb, pe.slot_region, handle.extra["offset"] + i * lb, lb)
-                    for i in range(job.hit_blocks)]
+                    for i in range(job.pe_blocks)]
         piece = pe.free_stages.get_nowait()  # never empty: pieces = credits and this send holds one
         try:
             base = piece * pe.stage_bytes

@@ -63,11 +63,13 @@ def chunk_bounds(num_new_tokens: int, chunk_tokens: int | None) -> list[tuple[in
 
 
 def prefill_layerwise(decoder, new_tokens, hit_tokens: int, loader: LayerLoader, sink: LayerSink,
-                      chunk_tokens: int | None = None):
+                      chunk_tokens: int | None = None, preload: bool = False):
     """Compute `new_tokens` at positions hit_tokens.. against the hit KV that `loader` brings in.
 
     Returns the logits [vocab] of the last new token. Every layer of every chunk is loaded, computed
     and sent exactly once, in layer order; an error on any thread stops all three and is re-raised.
+    `preload` is prefill without the layerwise overlap (the paper's Basic): a chunk's computation
+    starts once all its layers are loaded, which needs one HBM slot per layer.
     """
     torch = decoder.torch
     num_layers = decoder.config.num_layers
@@ -117,8 +119,9 @@ def prefill_layerwise(decoder, new_tokens, hit_tokens: int, loader: LayerLoader,
             first_token = hit_tokens + start
             hidden = decoder.embed(new_tokens[start:end])
             positions = torch.arange(first_token, hit_tokens + end, device=decoder.device)
+            ready = _take_all(loaded[chunk * num_layers:(chunk + 1) * num_layers], errors) if preload else None
             for layer in range(num_layers):
-                item = _take(loaded[chunk * num_layers + layer], errors)
+                item = ready[layer] if ready else _take(loaded[chunk * num_layers + layer], errors)
                 if isinstance(item, _Failure):
                     raise item.exc
                 past_k, past_v = item.k[:hit_tokens], item.v[:hit_tokens]
@@ -156,6 +159,16 @@ def _take(slot_queue: queue.Queue, errors: list[BaseException]):
             return slot_queue.get(timeout=0.05)
         except queue.Empty:
             continue
+
+
+def _take_all(slot_queues: list[queue.Queue], errors: list[BaseException]) -> list:
+    """Every layer of a chunk (non-layerwise prefill); stops at a failed load, which comes last."""
+    items = []
+    for slot_queue in slot_queues:
+        items.append(_take(slot_queue, errors))
+        if isinstance(items[-1], _Failure):
+            break
+    return items
 
 
 def _drain(loaded: list[queue.Queue], loader: LayerLoader) -> None:

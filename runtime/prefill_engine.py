@@ -7,18 +7,27 @@ engine's compute is free), per layer `layer_load` / `layer_send` / `layer_done`,
 which the DE decodes. On the PE-read path layer k comes from the PE buffer (a local copy, paced by
 the CNIC when CNIC-centric) and the full layer KV goes to the DE; on the DE-read path the DE writes
 layer k into the PE's HBM slot and only the new tokens' KV goes back.
+
+A split read (path "split", `pe_blocks` of the hit blocks through the PE node, the rest through the
+DE node) takes the PE-read steps with the PE share as the hit it buffers; the DE share lands in DE
+buffer pages that admission already reserved, as on the DE-read path, so the protocol's steps and
+reservations cover it. A hit block that fails to read (missing, or a checksum mismatch) is dropped
+from storage and the hit is cut before it: those tokens are recomputed, and the DE persists them again.
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from concurrent.futures import wait
+from dataclasses import asdict, dataclass, replace
 
 from dualpath.errors import SpecError
 from dualpath.kvlayout import chain_block_ids
+from dualpath.runtime.blockstore import BlockCorruptError, BlockError
 from dualpath.protocol import ReadPath, RequestSizes, Resource, transfer_steps
 from dualpath.runtime.buffers import Memory
 from dualpath.runtime.control import Channel, ControlError, connect
@@ -27,7 +36,9 @@ from dualpath.runtime.pe_layers import LOCAL, DeSink, SlotLoader
 from dualpath.runtime.prefill import chunk_bounds, prefill_layerwise
 from dualpath.runtime.worker import EngineBase, FifoLock, local_step
 
-PATHS = ("pe", "de", "auto")
+LOG = logging.getLogger("dualpath.runtime.engine")
+PATHS = ("pe", "de", "auto", "split")
+READ_ERRORS = (BlockError, OSError)
 ADMIT_WAIT_S = 0.05
 
 
@@ -55,6 +66,8 @@ class Job:
     de: DeLink
     path: ReadPath = ReadPath.PE
     de_pages: tuple[int, ...] = ()
+    pe_blocks: int = 0  # leading hit blocks read through the PE node; the rest through the DE node
+    lost_blocks: int = 0  # hit blocks that failed to read and were recomputed
 
     def owners(self, pe) -> dict[Resource, str]:
         return {Resource.PE_BUFFER: pe.node, Resource.PE_HBM_SLOT: pe.name, Resource.SEND_CREDIT: pe.name,
@@ -89,6 +102,9 @@ class PrefillEngine(EngineBase):
         self.read_queue_bytes = 0
         self._des: dict[tuple[str, int], DeLink] = {}
         self._in_flight: set[str] = set()
+        # What the scheduler's report needs: each request's phase and its tokens still to prefill.
+        self._phase: dict[str, str] = {}
+        self._prefill_tokens: dict[str, int] = {}
         self._lock = threading.Lock()
 
     # -- peers -------------------------------------------------------------------------------------
@@ -120,32 +136,53 @@ class PrefillEngine(EngineBase):
         requested = msg.get("path", "auto")
         if requested not in PATHS:
             raise SpecError(f"request {job.request}", "path", requested, "one of " + ", ".join(PATHS))
+        pe_blocks = msg.get("pe_blocks")
+        if requested == "split" and (not isinstance(pe_blocks, int) or pe_blocks < 0):
+            raise SpecError(f"request {job.request}", "pe_blocks", pe_blocks,
+                            "a non-negative integer (hit blocks to read through the PE node) with path split")
         chunk_bounds(len(job.tokens) - job.hit_blocks * self.layout.block_tokens, msg.get("chunk_tokens"))
+        if not msg.get("layerwise", True) and self.options.num_slots < self.layout.num_layers:
+            raise SpecError(f"request {job.request}", "layerwise", False,
+                            f"an engine with one HBM slot per layer (num_slots >= {self.layout.num_layers})")
         with self._lock:
             if job.request in self._in_flight:
                 raise SpecError(f"request {job.request}", "request", job.request, "an id not already in flight")
             self._in_flight.add(job.request)
+            self._phase[job.request] = "waiting"
+            self._prefill_tokens[job.request] = len(job.tokens) - job.hit_blocks * self.layout.block_tokens
         try:
-            return self._serve(job, requested, msg, times)
+            return self._serve(job, requested, pe_blocks, msg, times)
         finally:
             with self._lock:
                 self._in_flight.discard(job.request)
+                self._phase.pop(job.request, None)
+                self._prefill_tokens.pop(job.request, None)
 
-    def _serve(self, job: Job, requested: str, msg: dict, times: dict):
+    def _set_phase(self, job: Job, phase: str) -> None:
+        with self._lock:
+            self._phase[job.request] = phase
+            if phase == "decoding":
+                self._prefill_tokens.pop(job.request, None)
+
+    def _serve(self, job: Job, requested: str, pe_blocks: int | None, msg: dict, times: dict):
         try:
-            self._admit(job, requested)
+            self._admit(job, requested, pe_blocks)
             times["admitted"] = time.time()
+            self._set_phase(job, "reading")
             self._read(job)
             times["read_done"] = time.time()
             with self.compute:
+                self._set_phase(job, "prefilling")
                 steps = self._steps(job)
                 self.take_step(job.request, steps["start_prefill"], job.sizes, job.owners(self), LOCAL)
                 times["prefill_start"] = time.time()
                 logits = prefill_layerwise(self.decoder, job.tokens[job.hit_blocks * self.layout.block_tokens:],
                                            job.hit_blocks * self.layout.block_tokens, SlotLoader(self, job),
-                                           DeSink(self, job), msg.get("chunk_tokens"))
+                                           DeSink(self, job), msg.get("chunk_tokens"),
+                                           preload=not msg.get("layerwise", True))
             first = int(self.torch.argmax(logits))
             times["first_token"] = time.time()
+            self._set_phase(job, "decoding")
             self.take_step(job.request, steps["handoff"], job.sizes, job.owners(self), LOCAL)
             reply, rows = job.de.channel.call(
                 "handoff", timeout_s=None, request=job.request, tokens=job.tokens, first_token=first,
@@ -162,9 +199,12 @@ class PrefillEngine(EngineBase):
         out_payload = b""
         if msg.get("return_logits"):
             out_payload = self.codec.host_bytes(logits.float().reshape(1, -1)).tobytes() + rows
+        fb = self.layout.full_block_bytes
+        pe_read, de_read = job.pe_blocks * fb, (job.hit_blocks - job.pe_blocks) * fb
+        path = "split" if pe_read and de_read else job.path.value
         return {"request": job.request, "tokens": reply["tokens"], "hit_tokens": job.hit_blocks * self.layout.block_tokens,
-                "path": job.path.value, "pe": self.name, "de": job.de.engine, "times": times,
-                "read_bytes": job.sizes.hit_bytes}, out_payload
+                "path": path, "pe": self.name, "de": job.de.engine, "times": times, "read_bytes": pe_read + de_read,
+                "pe_read_bytes": pe_read, "de_read_bytes": de_read, "lost_blocks": job.lost_blocks}, out_payload
 
     def _job(self, msg: dict) -> Job:
         request = str(msg.get("request"))
@@ -196,58 +236,99 @@ class PrefillEngine(EngineBase):
     def _steps(job: Job) -> dict:
         return {step.name: step for step in transfer_steps(job.path)}
 
-    def _admit(self, job: Job, requested: str) -> None:
+    def _admit(self, job: Job, requested: str, pe_blocks: int | None) -> None:
         """DE part first (path-independent), then the PE buffer on the PE-read path; never hold one
-        part while waiting for the other."""
+        part while waiting for the other. The PE buffer holds the PE share of the hit (`sizes.hit_bytes`)."""
         pe_admit = transfer_steps(ReadPath.PE)[0]
+        fb = self.layout.full_block_bytes
         while True:
             reply, _ = job.de.channel.call("admit", request=job.request, sizes=asdict(job.sizes), wait_s=ADMIT_WAIT_S)
             if not reply["ok"]:
                 continue
             job.de_pages = tuple(reply["pages"])
-            with self._lock:
-                pe_first = self.read_queue_bytes <= reply["read_queue_bytes"]
-            path = ReadPath(requested) if requested != "auto" else (ReadPath.PE if pe_first else ReadPath.DE)
+            if requested == "auto":
+                with self._lock:
+                    pe_first = self.read_queue_bytes <= reply["read_queue_bytes"]
+                share = job.hit_blocks if pe_first else 0
+            else:
+                share = {"pe": job.hit_blocks, "de": 0}.get(requested, min(pe_blocks or 0, job.hit_blocks))
+            path = ReadPath.PE if share or requested == "pe" else ReadPath.DE
+            job.sizes = replace(job.sizes, hit_bytes=share * fb)
             if path is ReadPath.PE:
                 got = self.pool.try_step(job.request, local_step(pe_admit, LOCAL), job.sizes, job.owners(self))
                 if got is None and requested == "auto":
-                    path = ReadPath.DE  # the DE's reservations are the same on both paths
+                    path, share = ReadPath.DE, 0  # the DE's reservations are the same on both paths
+                    job.sizes = replace(job.sizes, hit_bytes=0)
                 elif got is None:
                     job.de.channel.call("release", request=job.request)
                     time.sleep(ADMIT_WAIT_S)
                     continue
-            job.path = path
-            self.record(job.request, "admit", path=path.value)
+            job.path, job.pe_blocks = path, share
+            self.record(job.request, "admit", path=path.value, pe_blocks=share)
+            with self._lock:
+                self._phase[job.request] = "admitted"
             return
 
     def _read(self, job: Job) -> None:
+        """Hit blocks [0, pe_blocks) through this node, [pe_blocks, hit_blocks) through the DE node, at
+        once; a block that fails to read cuts the hit before it (the tokens after it are recomputed)."""
         steps = self._steps(job)
         self.take_step(job.request, steps["read"], job.sizes, job.owners(self), LOCAL, path=job.path.value,
-                       blocks=job.hit_blocks)
-        if not job.hit_blocks:
+                       blocks=job.hit_blocks, pe_blocks=job.pe_blocks)
+        hit, share = job.hit_blocks, job.pe_blocks
+        if not hit:
             return
-        if job.path is ReadPath.DE:
-            job.de.channel.call("read", timeout_s=None, request=job.request, blocks=job.block_ids)
-            return
-        (lease,) = self.pool.leases(job.request, Resource.PE_BUFFER)
-        block_bytes = self.layout.full_block_bytes
-        with self._lock:
-            self.read_queue_bytes += job.hit_blocks * block_bytes
-        futures = [self.reader.submit(self._read_block, block_id, lease.view(i))
-                   for i, block_id in enumerate(job.block_ids)]
+        futures = []
+        if share:
+            (lease,) = self.pool.leases(job.request, Resource.PE_BUFFER)
+            with self._lock:
+                self.read_queue_bytes += share * self.layout.full_block_bytes
+            futures = [self.reader.submit(self._read_block, block_id, lease.view(i))
+                       for i, block_id in enumerate(job.block_ids[:share])]
+        good = share
         try:
-            for future in futures:
-                future.result()
-        finally:
-            for future in futures:
-                future.cancel()
+            if share < hit:
+                reply, _ = job.de.channel.call("read", timeout_s=None, request=job.request,
+                                               blocks=job.block_ids[share:hit], first=share)
+                good = share + int(reply["blocks_read"])
+        except BaseException:
+            self._cancel_reads(futures)
+            raise
+        wait(futures)
+        for i, future in enumerate(futures):
+            if future.exception() is not None:
+                if not isinstance(future.exception(), READ_ERRORS):
+                    raise future.exception()
+                good = min(good, i)
+                break
+        if good < hit:
+            LOG.warning("%s: %s: hit block %d of %d unreadable; recomputing from there", self.name, job.request,
+                        good, hit)
+            job.lost_blocks = hit - good
+            job.hit_blocks, job.pe_blocks, job.block_ids = good, min(share, good), job.block_ids[:good]
+
+    def _cancel_reads(self, futures: list) -> None:
+        """Unqueue reads not started and wait for the others: they write into the request's pages."""
+        for future in futures:
+            if future.cancel():
+                with self._lock:
+                    self.read_queue_bytes -= self.layout.full_block_bytes
+        wait(futures)
 
     def _read_block(self, block_id: str, out) -> None:
         try:
             self.store.read_into(block_id, out)
+        except BlockCorruptError:
+            self.store.delete(block_id)  # never served again; the DE persists a recomputed copy
+            raise
         finally:
             with self._lock:
                 self.read_queue_bytes -= self.layout.full_block_bytes
 
     def stats(self) -> dict:
-        return {**super().stats(), "read_queue_bytes": self.read_queue_bytes}
+        with self._lock:
+            phases = dict(self._phase)
+            tokens = sum(self._prefill_tokens.values())
+            num_seqs = len(self._prefill_tokens)
+        return {**super().stats(), "read_queue_bytes": self.read_queue_bytes, "requests": phases,
+                "num_seqs": num_seqs, "num_tokens": tokens}

@@ -25,7 +25,7 @@ def _ceil_div(a: int, b: int) -> int:
 
 
 class PrefillGroup:
-    __slots__ = ("sim", "index", "engines", "busy", "start_posted", "running", "kv_at")
+    __slots__ = ("sim", "index", "engines", "busy", "start_posted", "running")
 
     def __init__(self, sim, index: int, engines: list):
         self.sim = sim
@@ -34,7 +34,6 @@ class PrefillGroup:
         self.busy = False
         self.start_posted = False
         self.running: list = []  # [(engine, [(state, new_tokens, first_chunk)])]
-        self.kv_at: dict[str, float] = {}  # non-layerwise: when each request's KV reaches its DE
 
     def kick(self) -> None:
         if not self.busy and not self.start_posted:
@@ -125,7 +124,6 @@ class PrefillGroup:
         else:
             compute = max_full
         if zero_io:
-            self.kv_at = {}
             return compute
         # KV the DEs' CNICs push to this step's PEs (DE-read path), first come first served per DE.
         de_ready = now
@@ -153,9 +151,7 @@ class PrefillGroup:
         c = compute / num_layers
         duration = t + c + o + (num_layers - 1) * max(t, c, o)
         # The last layer cannot run before the slowest DE CNIC has delivered its share.
-        duration = max(duration, de_ready - now + c + o, de_landed - now)
-        self.kv_at = {}
-        return duration
+        return max(duration, de_ready - now + c + o, de_landed - now)
 
     def _resident(self, per_engine: list, compute: float, de_ready: float, now: float) -> float:
         sim = self.sim
@@ -166,24 +162,22 @@ class PrefillGroup:
             # Every Full Block is scattered into L per-layer KV pages by separate copies.
             end = sim.pe_pcie[engine.index].reserve(now, local_bytes, in_blocks * num_layers * cal.cuda_copy_submit_s)
             h2d = max(h2d, end - now)
-        step_end = now + h2d + compute
-        kv_at = {}
-        for engine, batch, *_ in per_engine:
-            for s, n, first in batch:
-                if s.remaining != n:
-                    continue  # a chunk: its KV goes with the request's last chunk
-                sent = s.prompt_bytes - s.de_read
-                blocks = _ceil_div(sent // kv, sim.block_tokens) * num_layers
-                out_end = sim.pe_out[engine.index].reserve(step_end, sent, blocks * cal.rdma_submit_s)
-                kv_at[s.req.id] = max(out_end, sim.de_in[s.de].reserve(step_end, sent))
-        self.kv_at = kv_at
         return h2d + compute
+
+    def _send_to_des(self, engine, s, now: float) -> float:
+        """Not layerwise: a finished request's KV goes PE HBM -> DE after the step; when it lands."""
+        sim = self.sim
+        sent = s.prompt_bytes - s.de_read
+        blocks = _ceil_div(sent // sim.kv, sim.block_tokens) * sim.num_layers
+        out_end = sim.pe_out[engine.index].reserve(now, sent, blocks * sim.calibration.rdma_submit_s, s.req.id)
+        return max(out_end, sim.de_in[s.de].reserve(now, sent, 0.0, s.req.id))
 
     # ---- step end ------------------------------------------------------------------------------
     def on_end(self, _=None) -> None:
         sim = self.sim
         now = sim.events.now_s
         board = sim.board
+        layerwise = sim.options.layerwise or sim.options.zero_io
         for engine, batch in self.running:
             for s, n, _ in batch:
                 s.cached += n
@@ -193,12 +187,12 @@ class PrefillGroup:
                     del engine.ready[s.req.id]
                     engine.num_seqs -= 1
                     s.item = None
-                    sim.prefill_done(s, now, self.kv_at.get(s.req.id, now))
+                    kv_at = now if layerwise else self._send_to_des(engine, s, now)
+                    sim.prefill_done(s, now, kv_at)
                 else:
                     s.item = BatchItem(s.req.id, s.cached, s.remaining, s.ready_at)
             board.dirty_pe.add(engine.index)
         self.running = []
-        self.kv_at = {}
         self.busy = False
         sim.request_schedule()
         self.kick()

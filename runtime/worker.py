@@ -73,7 +73,13 @@ class EngineBase:
         self.layout = self.codec.layout
         self.snic_read = snic_limiter(self.node, options.snic_bytes_per_s)
         self.snic_write = snic_limiter(self.node + ".w", options.snic_bytes_per_s)
-        self.store = BlockStore(options.store_dir, self.layout, self.snic_read, self.snic_write, scan=False)
+        if options.corrupt_block_rate > 0:
+            from dualpath.runtime.faults import CorruptingStore
+
+            self.store = CorruptingStore(options.store_dir, self.layout, self.snic_read, self.snic_write,
+                                         rate=options.corrupt_block_rate, seed=options.fault_seed)
+        else:
+            self.store = BlockStore(options.store_dir, self.layout, self.snic_read, self.snic_write, scan=False)
         self.cnic = cnic_limiter(self.name, options.cnic_bytes_per_s)
         self.pool = BufferPool()
         self.transport = create_transport(options.transport, self.name, self.secret, host=options.host,

@@ -34,8 +34,7 @@ class OnlineOptions:
     split_reads: bool = True
     lp: bool = True  # re-balance the window's splits with the incremental LP
     pe_horizon_s: float = 5.0  # a PE queued beyond this many seconds of compute gets nothing (paper: beta)
-    short_first_tokens: int = 2048  # batches take requests with at most this many new tokens first...
-    max_wait_s: float = 10.0  # ...unless an older one has waited this long
+    batch_order: str = "hrrn"  # forward batches: "fifo" (paper) or highest response ratio next
     snic_efficiency: float = 1.0  # the fraction of SNIC line rate reads achieve (to predict finish times)
 
 
@@ -257,20 +256,19 @@ class OnlineScheduler:
 
     # ---- inside a PE ----------------------------------------------------------------------------
     def order_queue(self, queue: Sequence[BatchItem], now_s: float | None = None) -> list[BatchItem]:
-        """Short requests first (they unblock reads of next turns), oldest first among equals; an
-        item waiting longer than `max_wait_s` goes ahead of everything."""
-        opts = self.options
-        if opts.short_first_tokens <= 0:
+        """Highest response ratio next: (wait + compute) / compute, so short requests (whose next
+        turn's reads are waiting on them) go first while long cold prefills age into the batch."""
+        if self.options.batch_order == "fifo" or len(queue) < 2:
             return list(queue)
         now = now_s if now_s is not None else (self.state.now_s if self.state else 0.0)
-        index = {id(item): i for i, item in enumerate(queue)}
+        llm = self.llm
 
-        def key(item: BatchItem):
-            overdue = now - item.arrived_s >= opts.max_wait_s
-            short = item.new_tokens <= opts.short_first_tokens
-            return (not overdue, not short, index[id(item)])
+        def ratio(item: BatchItem) -> float:
+            service = request_compute_s(llm, item.cached_tokens, item.new_tokens) + 1e-3
+            return (max(0.0, now - item.arrived_s) + service) / service
 
-        return sorted(queue, key=key)
+        order = sorted(range(len(queue)), key=lambda i: (-ratio(queue[i]), i))
+        return [queue[i] for i in order]
 
 
 class OptimizedPolicy(Policy):

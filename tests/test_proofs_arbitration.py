@@ -8,7 +8,11 @@ from hypothesis import strategies as st
 
 from dualpath.proofs import smt
 from dualpath.proofs.arbitration import (
-    check_collective_share, check_kv_min_share, check_kv_no_starvation, check_model_wait, check_weights,
+    check_collective_share,
+    check_kv_min_share,
+    check_kv_no_starvation,
+    check_model_wait,
+    check_weights,
 )
 from dualpath.proofs.example_files import example, variant
 from dualpath.proofs.fabric import PortQoS, build_fabric
@@ -26,8 +30,9 @@ def load(paths):
 
 
 def paper_qos(**changes) -> PortQoS:
-    base = dict(max_vls=4, oper_vls_code=3, high_limit=240, vlarb_high=((0, 192), (1, 192), (2, 0), (3, 192)),
-                vlarb_low=((0, 192), (1, 192), (2, 64), (3, 192)), sl2vl=(0, 1, 2, 3) * 4)
+    base = {"max_vls": 4, "oper_vls_code": 3, "high_limit": 240,
+            "vlarb_high": ((0, 192), (1, 192), (2, 0), (3, 192)),
+            "vlarb_low": ((0, 192), (1, 192), (2, 64), (3, 192)), "sl2vl": (0, 1, 2, 3) * 4}
     return PortQoS(**(base | changes))
 
 

@@ -7,15 +7,24 @@ from dataclasses import replace
 import pytest
 
 from dualpath.errors import UnknownNameError
-from dualpath.protocol import (
-    ALL_STEP_NAMES, Amount, Ledger, Phase, ReadPath, RequestSizes, Resource, Step, transfer_steps,
-)
+from dualpath.proofs.abstraction import Abstraction
 from dualpath.proofs.channel_graph import check_channel_graph
-from dualpath.proofs.deadlock import Abstraction, prove
+from dualpath.proofs.deadlock import prove
 from dualpath.proofs.deadlock_trace import Search, find_deadlock
 from dualpath.proofs.protocol_check import check_deadlock
 from dualpath.proofs.protocol_model import build_model
 from dualpath.proofs.result import Status
+from dualpath.protocol import (
+    ALL_STEP_NAMES,
+    Amount,
+    Ledger,
+    Phase,
+    ReadPath,
+    RequestSizes,
+    Resource,
+    Step,
+    transfer_steps,
+)
 
 
 @pytest.mark.parametrize("admission", [True, False])
@@ -123,13 +132,14 @@ def test_a_new_step_is_encoded_and_a_leaking_one_is_not_proved():
     model = build_model(True, with_checksum)
     assert "checksum" in model.step_names() and prove(model).verdict == "proved"
 
-    def with_pin(path, admission):
+    def with_pin(path, admission):  # takes an HBM slot while reading and never gives it back
         steps = list(transfer_steps(path, admission))
-        steps.insert(2, Step("pin", Phase.READING, Phase.READING, acquire=((Resource.DE_HBM, Amount.ONE),)))
+        steps.insert(2, Step("pin", Phase.READING, Phase.READING, acquire=((Resource.PE_HBM_SLOT, Amount.ONE),)))
         return tuple(steps)
 
-    assert build_model(True, with_pin).problems
-    assert check_deadlock("default", with_pin).status is not Status.PROVED
+    assert any("still holds pe_hbm_slot" in p for p in build_model(True, with_pin).problems)
+    prop = check_deadlock("default", with_pin)
+    assert prop.status is Status.VIOLATED and "pin" in " ".join(prop.witness["trace"])
 
 
 def test_a_protocol_shape_the_proof_does_not_know_is_unknown():

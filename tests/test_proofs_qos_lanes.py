@@ -5,7 +5,10 @@ from dualpath.proofs.fabric import build_fabric
 from dualpath.proofs.opensm import load_opensm
 from dualpath.proofs.overrides import load_overrides
 from dualpath.proofs.qos_lanes import (
-    check_class_reaches_vl, check_kv_collective_isolation, check_qos_enabled, check_sl_vl_range,
+    check_class_reaches_vl,
+    check_kv_collective_isolation,
+    check_qos_enabled,
+    check_sl_vl_range,
 )
 from dualpath.proofs.result import Status
 from dualpath.proofs.traffic import load_traffic

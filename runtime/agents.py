@@ -1,0 +1,132 @@
+"""Agents: multi-turn trajectories driven end to end through a scheduler, offline or online.
+
+Each agent is a thread running its trajectory's turns back to back (zero tool latency): turn t's
+prompt is the previous turn's prompt, its generated tokens, and the turn's append (tokens drawn
+from a seeded generator), so the previous context is in storage and the turn hits it. Offline all
+agents start together; online each starts at its trajectory's `start_s` (Poisson arrivals).
+
+`scale_workload` shrinks any workload to the tiny model's size (token counts divided, each agent's
+early turns folded into one long first prompt), and `verify_turns` checks every turn's output
+against a full recompute with the same seeded model.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+from dualpath.errors import DualpathError, SpecError
+from dualpath.request import Trajectory, Turn, Workload, by_agent, requests_of
+from dualpath.runtime.scheduler import Scheduler, TurnOutcome
+
+
+@dataclass(frozen=True)
+class TurnLog:
+    """One turn as an agent ran it: the prompt it sent and what came back (or why not)."""
+
+    request: str
+    agent: int
+    turn: int
+    prompt: tuple[int, ...]
+    outcome: TurnOutcome | None = None
+    error: str = ""
+
+
+def scale_workload(workload: Workload, token_divisor: float, max_turns: int | None = None,
+                   block_tokens: int = 64) -> Workload:
+    """`workload` with token counts divided by `token_divisor` (at least 1 each) and, with `max_turns`,
+    only each agent's last `max_turns` turns, the earlier ones folded into the first kept turn's
+    append (the context it starts from, computed once), so contexts and hit rates stay representative."""
+    if not token_divisor >= 1:
+        raise SpecError("scale_workload", "token_divisor", token_divisor, "a number >= 1")
+    if max_turns is not None and (not isinstance(max_turns, int) or max_turns < 1):
+        raise SpecError("scale_workload", "max_turns", max_turns, "a positive integer or None")
+    trajectories = []
+    for traj in trajectories_of(workload):
+        turns = [Turn(max(1, round(t.append_tokens / token_divisor)), max(1, round(t.generate_tokens / token_divisor)))
+                 for t in traj.turns]
+        if max_turns is not None and len(turns) > max_turns:
+            earlier = sum(t.append_tokens + t.generate_tokens for t in turns[:-max_turns])
+            turns = turns[-max_turns:]
+            turns[0] = Turn(turns[0].append_tokens + earlier, turns[0].generate_tokens)
+        trajectories.append(Trajectory(traj.agent, tuple(turns), traj.start_s))
+    requests = sorted((r for t in trajectories for r in requests_of(t, block_tokens)),
+                      key=lambda r: (r.arrival_s, r.agent, r.turn))
+    turns_note = f"x{max_turns}" if max_turns else ""
+    return Workload(f"{workload.name}/{token_divisor:g}{turns_note}", tuple(requests), tuple(trajectories))
+
+
+def trajectories_of(workload: Workload) -> list[Trajectory]:
+    """The workload's trajectories, or ones rebuilt from its requests (a trace without them)."""
+    if workload.trajectories:
+        return list(workload.trajectories)
+    out = []
+    for agent, chain in by_agent(workload.requests).items():
+        turns, context = [], 0
+        for r in chain:
+            turns.append(Turn(max(1, r.prompt_tokens - context), max(1, r.output_tokens)))
+            context = max(context, r.prompt_tokens) + r.output_tokens
+        out.append(Trajectory(agent, tuple(turns), chain[0].arrival_s))
+    return out
+
+
+def append_tokens(seed: int, agent: int, turn: int, count: int, vocab_size: int) -> list[int]:
+    """The tokens turn `turn` of `agent` appends: the same for the same seed, in any run."""
+    rng = random.Random(f"{seed}:{agent}:{turn}")
+    return [rng.randrange(vocab_size) for _ in range(count)]
+
+
+def run_agents(scheduler: Scheduler, workload: Workload, vocab_size: int, *, seed: int = 0,
+               online: bool = False, origin: float | None = None, timeout_s: float | None = None) -> list[TurnLog]:
+    """Run every agent of `workload` to its last turn (or first failure); returns the turns in
+    (agent, turn) order. Raises `DualpathError` if the agents are not done within `timeout_s`."""
+    origin = time.time() if origin is None else origin
+    deadline = None if timeout_s is None else origin + timeout_s
+    logs: list[TurnLog] = []
+    lock = threading.Lock()
+
+    def agent(traj: Trajectory) -> None:
+        if online and traj.start_s > 0:
+            time.sleep(max(0.0, origin + traj.start_s - time.time()))
+        context: list[int] = []
+        for index, turn in enumerate(traj.turns):
+            context = context + append_tokens(seed, traj.agent, index, turn.append_tokens, vocab_size)
+            request = f"a{traj.agent}t{index}"
+            future = scheduler.submit(request, traj.agent, index, context, turn.generate_tokens)
+            try:
+                outcome = future.result(None if deadline is None else max(0.1, deadline - time.time()))
+            except Exception as exc:  # noqa: BLE001 -- recorded; the agent cannot continue without outputs
+                with lock:
+                    logs.append(TurnLog(request, traj.agent, index, tuple(context), error=str(exc) or type(exc).__name__))
+                return
+            with lock:
+                logs.append(TurnLog(request, traj.agent, index, tuple(context), outcome))
+            context = context + outcome.result.tokens
+
+    threads = [threading.Thread(target=agent, args=(traj,), name=f"agent-{traj.agent}", daemon=True)
+               for traj in trajectories_of(workload)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(None if deadline is None else max(0.0, deadline - time.time()))
+    if any(thread.is_alive() for thread in threads):
+        raise DualpathError(f"agents not done within {timeout_s} s ({len(logs)} turns finished): a hang")
+    return sorted(logs, key=lambda log: (log.agent, log.turn))
+
+
+def verify_turns(logs: Sequence[TurnLog], decoder) -> list[str]:
+    """Each turn's output against a full recompute (no cache) with `decoder`; returns the mismatches."""
+    bad = []
+    for log in logs:
+        if log.outcome is None:
+            bad.append(f"{log.request}: no output ({log.error})")
+            continue
+        produced = log.outcome.result.tokens
+        expected, _ = decoder.generate(list(log.prompt), len(produced))
+        if list(expected) != list(produced):
+            bad.append(f"{log.request}: produced {produced} but a full recompute gives {list(expected)}")
+    return bad
+
