@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
@@ -24,7 +23,7 @@ def run(name: str, args: argparse.Namespace) -> int:
     report = verify(args.opensm, args.traffic, roce_path=args.roce, protocol=args.protocol,
                     overrides_path=args.overrides)
     if not args.quiet:
-        print(report.to_text(), file=sys.stdout) if hasattr(report, "to_text") else None
+        print(report.to_text())
     if args.json:
         write_json_atomic(args.json, report.to_json())
     if args.html:

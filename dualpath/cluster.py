@@ -164,9 +164,9 @@ def bottleneck_free_pd_range(node: NodeSpec) -> PDRange:
                         f"less than half the node's total CNIC bandwidth ({g * node.cnic_gbps / 2} Gbps)")
     low = s / (g - s)
     uppers = {
-        "PE CNIC (hit KV in plus DE-read KV out)": (g - 2 * s) / s,
-        "DE CNIC (DE-read KV out plus PE-read KV in)": (g - s) / (2 * s),
-        "PE host memory (SNIC in, H2D, DE KV out)": (node.host_mem_bytes_per_s / bs - 3) / 2,
+        "DE CNIC out (DE-read KV to PEs plus prompt KV H2D loopback)": (g - 2 * s) / s,
+        "DE CNIC in (PE-read KV plus H2D loopback)": (g - s) / (2 * s),
+        "DE host memory (SNIC in, reads out, KV in)": (node.host_mem_bytes_per_s / bs - 3) / 2,
     }
     high = min(uppers.values())
     # Ties are real on the paper's node (DE CNIC and host memory both give 7/2): name every binding link.

@@ -6,8 +6,9 @@ from a seeded generator), so the previous context is in storage and the turn hit
 agents start together; online each starts at its trajectory's `start_s` (Poisson arrivals).
 
 `scale_workload` shrinks any workload to the tiny model's size (token counts divided, each agent's
-early turns folded into one long first prompt), and `verify_turns` checks every turn's output
-against a full recompute with the same seeded model.
+early turns folded into one long first prompt), `verify_turns` checks every turn's output against a
+full recompute with the same seeded model, and `runtime_trace` turns the agents' turns into a `Trace`
+in the simulator's format (records, spans of reads, prefills and decodes, SNIC utilisation).
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
+from dualpath.cluster import ClusterSpec
 from dualpath.errors import DualpathError, SpecError
 from dualpath.request import Trajectory, Turn, Workload, by_agent, requests_of
-from dualpath.runtime.scheduler import Scheduler, TurnOutcome
+from dualpath.runtime.client import turn_record
+from dualpath.runtime.scheduler import EngineHandle, Scheduler, TurnOutcome
+from dualpath.trace import Span, Trace
 
 
 @dataclass(frozen=True)
@@ -130,3 +134,45 @@ def verify_turns(logs: Sequence[TurnLog], decoder) -> list[str]:
             bad.append(f"{log.request}: produced {produced} but a full recompute gives {list(expected)}")
     return bad
 
+
+
+def runtime_trace(logs: Sequence[TurnLog], cluster: ClusterSpec, engines: Mapping[str, EngineHandle], policy: str,
+                  origin: float, num_buckets: int = 200) -> Trace:
+    """The completed turns as a runtime `Trace`; times relative to `origin` (absolute seconds)."""
+    node_of = {name: handle.node for name, handle in engines.items()}
+    records, spans = [], []
+    for log in logs:
+        if log.outcome is None:
+            continue
+        result = log.outcome.result
+        records.append(turn_record(result, log.agent, log.turn, len(log.prompt), origin, log.outcome.arrived_at,
+                                   log.request))
+        t = {k: v - origin for k, v in result.times.items()}
+        for node, nbytes in ((node_of.get(result.pe), result.pe_read_bytes),
+                             (node_of.get(result.de), result.de_read_bytes)):
+            if nbytes:
+                spans.append(Span(f"{node}.snic", "read", t["admitted"], t["read_done"], log.request, nbytes))
+        spans.append(Span(result.pe, "prefill", t["prefill_start"], t["first_token"], log.request))
+        spans.append(Span(result.de, "decode", t["first_token"], t["finish"], log.request))
+    return Trace("runtime", policy, records, spans, snic_utilisation(spans, cluster, num_buckets))
+
+
+def snic_utilisation(spans: Sequence[Span], cluster: ClusterSpec, num_buckets: int = 200
+                     ) -> dict[str, list[tuple[float, float]]]:
+    """Per node `<node>.snic` read utilisation series: each read's bytes spread evenly over its span."""
+    reads = [s for s in spans if s.kind == "read"]
+    if not reads:
+        return {}
+    end = max(s.end_s for s in reads)
+    width = max(end / num_buckets, 1e-3)
+    rate = cluster.node.snic_bytes_per_s
+    buckets: dict[str, list[float]] = {f"{n}.snic": [0.0] * (int(end / width) + 1) for n in cluster.all_nodes()}
+    for s in reads:
+        row = buckets.setdefault(s.resource, [0.0] * (int(end / width) + 1))
+        duration = max(s.end_s - s.start_s, 1e-9)
+        first, last = int(s.start_s / width), min(int(s.end_s / width), len(row) - 1)
+        for i in range(first, last + 1):
+            overlap = min(s.end_s, (i + 1) * width) - max(s.start_s, i * width)
+            row[i] += s.num_bytes * max(0.0, overlap) / duration if duration > 1e-9 else s.num_bytes
+    return {name: [(round(i * width, 9), v / (rate * width)) for i, v in enumerate(row)]
+            for name, row in buckets.items()}

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 from dualpath.errors import SpecError
 from dualpath.kvlayout import chain_block_ids
-from dualpath.runtime.blockstore import BlockCorruptError, BlockError
 from dualpath.protocol import ReadPath, RequestSizes, Resource, transfer_steps
+from dualpath.runtime.blockstore import BlockCorruptError, BlockError
 from dualpath.runtime.buffers import BufferTimeoutError
 from dualpath.runtime.control import Channel
 from dualpath.runtime.engine import EngineOptions

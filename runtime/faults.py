@@ -16,8 +16,8 @@ import re
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 from dualpath.errors import SpecError
 from dualpath.runtime.blockstore import BlockStore, header_bytes

@@ -21,14 +21,13 @@ import logging
 import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import wait
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, replace
 
 from dualpath.errors import SpecError
 from dualpath.kvlayout import chain_block_ids
-from dualpath.runtime.blockstore import BlockCorruptError, BlockError
 from dualpath.protocol import ReadPath, RequestSizes, Resource, transfer_steps
+from dualpath.runtime.blockstore import BlockCorruptError, BlockError
 from dualpath.runtime.buffers import Memory
 from dualpath.runtime.control import Channel, ControlError, connect
 from dualpath.runtime.engine import EngineOptions

@@ -19,9 +19,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 from dualpath.cluster import ClusterSpec, Role
 from dualpath.errors import DualpathError, InputError
@@ -88,6 +88,7 @@ class Scheduler:
         self.pending: dict[str, _Ticket] = {}
         self.in_flight: dict[str, _Ticket] = {}
         self.num_ticks = 0
+        self.last_reports: dict[str, dict] = {}  # each engine's latest report
         self.retried: list[tuple[str, str]] = []  # (request, reason)
         self._seq = 0
         self._cond = threading.Condition()
@@ -95,8 +96,8 @@ class Scheduler:
         self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
 
     # -- public ----------------------------------------------------------------------------------
-    def start(self) -> Scheduler:
-        self.origin = time.time()
+    def start(self, origin: float | None = None) -> Scheduler:
+        self.origin = time.time() if origin is None else origin
         self._thread.start()
         return self
 
@@ -142,7 +143,7 @@ class Scheduler:
             last = time.monotonic()
             try:
                 self._tick()
-            except Exception as exc:  # noqa: BLE001 -- a policy bug fails the waiting turns, not the process
+            except Exception as exc:
                 LOG.exception("scheduler tick failed")
                 with self._cond:
                     failed, self.pending = list(self.pending.values()), {}
@@ -176,6 +177,7 @@ class Scheduler:
                     "stats", timeout_s=self.health_timeout_s)[0]
             except ControlError as exc:
                 self._mark_dead(handle, str(exc))
+        self.last_reports.update(reports)
         return reports
 
     def _mark_dead(self, handle: EngineHandle, reason: str) -> None:

@@ -18,7 +18,7 @@ def test_pd_range_follows_the_inequality_for_another_node():
     # g=8, s=2 (SNIC 800 vs CNIC 400), M=500 GB/s, B*s=100 GB/s: low 2/6, high min(4/2, 6/4, (5-3)/2=1) = 1
     r = bottleneck_free_pd_range(NodeSpec(snic_gbps=800.0))
     assert r.low == pytest.approx(1 / 3) and r.high == pytest.approx(1.0)
-    assert r.high_link.startswith("PE host memory")
+    assert r.high_link.startswith("DE host memory")
 
 
 def test_shorthand_builds_engines_and_groups():
