@@ -25,7 +25,7 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     else:
         parser.add_argument("--workload", default="agentic-64k",
                             help="agentic-32k|agentic-48k|agentic-64k, a .jsonl file, or mooncake:FILE")
-        parser.add_argument("--agents", type=int, default=500, help="number of agents (generators only)")
+        parser.add_argument("--agents", type=int, help="number of agents (default: 500 for generators, all for files)")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--aps", type=float, help="Poisson agent arrivals per second (online runs)")
         parser.add_argument("--block-tokens", type=int, default=64, help="tokens per Full Block (hits)")
@@ -116,7 +116,7 @@ def workload(args: argparse.Namespace) -> int:
     from dualpath.errors import SpecError
     from dualpath.models.registry import resolve_workload
 
-    if args.agents <= 0:
+    if args.agents is not None and args.agents <= 0:
         raise SpecError("--agents", "agents", args.agents, "a positive integer")
     wl = resolve_workload(args.workload, agents=args.agents, seed=args.seed, aps=args.aps,
                           block_tokens=args.block_tokens)
@@ -135,7 +135,7 @@ def workload(args: argparse.Namespace) -> int:
     if args.jsonl:
         from dualpath.models.jsonl import write_jsonl
 
-        write_jsonl(wl, args.jsonl)
+        write_jsonl(wl, args.jsonl, block_tokens=args.block_tokens)
         print(f"wrote {args.jsonl}")
     if not args.stats and not args.jsonl:
         print(json.dumps({"hit_rate": round(stats.hit_rate, 4), "mean_context": round(stats.context_mean, 1)}))

@@ -17,7 +17,7 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
 
 
 def run(name: str, args: argparse.Namespace) -> int:
-    from dualpath.jsonio import write_json_atomic
+    from dualpath.jsonio import write_json_atomic, write_text_atomic
     from dualpath.proofs.report import verify
 
     report = verify(args.opensm, args.traffic, roce_path=args.roce, protocol=args.protocol,
@@ -27,8 +27,6 @@ def run(name: str, args: argparse.Namespace) -> int:
     if args.json:
         write_json_atomic(args.json, report.to_json())
     if args.html:
-        from pathlib import Path
-
-        Path(args.html).write_text(report.to_html())
+        write_text_atomic(args.html, report.to_html())
     print(report.summary)
     return report.exit_code()

@@ -27,6 +27,12 @@ def run(name: str, args: argparse.Namespace) -> int:
         ("The agentic-64k workload against the paper's trace table",
          ["workload", "--workload", "agentic-64k", "--agents", "100" if args.quick else "500", "--stats"]),
     ]
+    from dualpath.proofs.example_files import example
+
+    paper = example("paper")
+    steps.append(("Verify the paper's QoS configuration and the transfer protocol",
+                  ["verify", "--opensm", str(paper["opensm"]), "--traffic", str(paper["traffic"]),
+                   "--roce", str(paper["roce"]), "--quiet", "--html", f"{args.out}/verify.html"]))
     worst = 0
     for title, argv in steps:
         code = _step(title, argv)

@@ -10,19 +10,25 @@ from pathlib import Path
 from dualpath.errors import InputError
 
 
-def write_json_atomic(path: str | os.PathLike, payload: dict) -> None:
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write via a temp file and rename so a crash never leaves half a file behind."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except OSError as exc:
+        raise InputError(str(path), f"cannot write: {exc.strerror}") from exc
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=1, sort_keys=False)
-            f.write("\n")
+            f.write(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: str | os.PathLike, payload: dict) -> None:
+    write_text_atomic(path, json.dumps(payload, indent=1) + "\n")
 
 
 def read_versioned(path: str | os.PathLike, kind: str, version: int) -> dict:

@@ -72,7 +72,7 @@ class AgenticShape:
 AGENTIC_SHAPES: dict[str, AgenticShape] = {
     "agentic-32k": AgenticShape("agentic-32k", 32 * 1024, 287.0, 0.595, 10540.0, 326.2, 206.8, 1.127),
     "agentic-48k": AgenticShape("agentic-48k", 48 * 1024, 287.0, 0.595, 10540.0, 326.2, 206.8, 1.127),
-    "agentic-64k": AgenticShape("agentic-64k", 64 * 1024, 287.0, 0.595, 10540.0, 326.2, 206.8, 1.127),
+    "agentic-64k": AgenticShape("agentic-64k", 64 * 1024, 251.9, 1.039, 10091.0, 710.1, 295.2, 1.149),
 }
 
 

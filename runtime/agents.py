@@ -83,42 +83,86 @@ def append_tokens(seed: int, agent: int, turn: int, count: int, vocab_size: int)
     return [rng.randrange(vocab_size) for _ in range(count)]
 
 
-def run_agents(scheduler: Scheduler, workload: Workload, vocab_size: int, *, seed: int = 0,
-               online: bool = False, origin: float | None = None, timeout_s: float | None = None) -> list[TurnLog]:
-    """Run every agent of `workload` to its last turn (or first failure); returns the turns in
-    (agent, turn) order. Raises `DualpathError` if the agents are not done within `timeout_s`."""
-    origin = time.time() if origin is None else origin
-    deadline = None if timeout_s is None else origin + timeout_s
+def timed_workload(workload: Workload, warm_turns: int, block_tokens: int) -> Workload:
+    """The requests after each agent's first `warm_turns` turns, hits counted from the whole context:
+    what a run with a warm-up times (and what a simulator is given to predict it)."""
+    if warm_turns <= 0:
+        return workload
+    requests = sorted((r for t in trajectories_of(workload) for r in requests_of(t, block_tokens)
+                       if r.turn >= warm_turns), key=lambda r: (r.arrival_s, r.agent, r.turn))
+    if not requests:
+        raise SpecError(f"workload {workload.name}", "warm_turns", warm_turns, "fewer than every agent's turns")
+    return Workload(f"{workload.name}+warm{warm_turns}", tuple(requests))
+
+
+def run_agents(scheduler: Scheduler, workload: Workload, vocab_size: int, *, seed: int = 0, online: bool = False,
+               warm_turns: int = 0, on_start=None, timeout_s: float | None = None) -> tuple[list[TurnLog], float]:
+    """Run every agent of `workload` to its last turn (or first failure). The first `warm_turns` of
+    each agent run first, all agents together and untimed (they fill storage with the agents' history);
+    then `on_start(origin)` is called and the timed turns start (online: at `origin + start_s`).
+    Returns the timed turns in (agent, turn) order and the origin. Raises `DualpathError` if the
+    agents are not done within `timeout_s`."""
+    began = time.time()
+    deadline = None if timeout_s is None else began + timeout_s
     logs: list[TurnLog] = []
     lock = threading.Lock()
+    trajectories = trajectories_of(workload)
+    origin = [began]
 
-    def agent(traj: Trajectory) -> None:
-        if online and traj.start_s > 0:
-            time.sleep(max(0.0, origin + traj.start_s - time.time()))
-        context: list[int] = []
-        for index, turn in enumerate(traj.turns):
-            context = context + append_tokens(seed, traj.agent, index, turn.append_tokens, vocab_size)
-            request = f"a{traj.agent}t{index}"
-            future = scheduler.submit(request, traj.agent, index, context, turn.generate_tokens)
-            try:
-                outcome = future.result(None if deadline is None else max(0.1, deadline - time.time()))
-            except Exception as exc:  # noqa: BLE001 -- recorded; the agent cannot continue without outputs
-                with lock:
-                    logs.append(TurnLog(request, traj.agent, index, tuple(context), error=str(exc) or type(exc).__name__))
-                return
+    def start_timed() -> None:
+        origin[0] = time.time()
+        if on_start is not None:
+            on_start(origin[0])
+
+    barrier = threading.Barrier(len(trajectories), action=start_timed)
+
+    def run_turn(traj: Trajectory, index: int, context: list[int], timed: bool) -> TurnOutcome | None:
+        request = f"a{traj.agent}t{index}"
+        future = scheduler.submit(request, traj.agent, index, context, traj.turns[index].generate_tokens)
+        try:
+            outcome = future.result(None if deadline is None else max(0.1, deadline - time.time()))
+        except Exception as exc:  # noqa: BLE001 -- recorded; the agent cannot continue without outputs
+            with lock:
+                logs.append(TurnLog(request, traj.agent, index, tuple(context), error=str(exc) or type(exc).__name__))
+            return None
+        if timed:
             with lock:
                 logs.append(TurnLog(request, traj.agent, index, tuple(context), outcome))
+        return outcome
+
+    def agent(traj: Trajectory) -> None:
+        context: list[int] = []
+        alive = True
+        for index in range(min(warm_turns, len(traj.turns))):
+            context = context + append_tokens(seed, traj.agent, index, traj.turns[index].append_tokens, vocab_size)
+            outcome = run_turn(traj, index, context, timed=False)
+            if outcome is None:
+                alive = False
+                break
+            context = context + outcome.result.tokens
+        try:
+            barrier.wait(None if deadline is None else max(0.0, deadline - time.time()))
+        except threading.BrokenBarrierError:
+            return
+        if online and traj.start_s > 0:
+            time.sleep(max(0.0, origin[0] + traj.start_s - time.time()))
+        for index in range(warm_turns, len(traj.turns) if alive else 0):
+            context = context + append_tokens(seed, traj.agent, index, traj.turns[index].append_tokens, vocab_size)
+            outcome = run_turn(traj, index, context, timed=True)
+            if outcome is None:
+                return
             context = context + outcome.result.tokens
 
     threads = [threading.Thread(target=agent, args=(traj,), name=f"agent-{traj.agent}", daemon=True)
-               for traj in trajectories_of(workload)]
+               for traj in trajectories]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(None if deadline is None else max(0.0, deadline - time.time()))
     if any(thread.is_alive() for thread in threads):
+        barrier.abort()
         raise DualpathError(f"agents not done within {timeout_s} s ({len(logs)} turns finished): a hang")
-    return sorted(logs, key=lambda log: (log.agent, log.turn))
+    return sorted(logs, key=lambda log: (log.agent, log.turn)), origin[0]
 
 
 def verify_turns(logs: Sequence[TurnLog], decoder) -> list[str]:

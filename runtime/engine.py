@@ -65,6 +65,7 @@ class EngineOptions:
     transport: str = "tcp"
     read_threads: int = 2
     trace_steps: int = 200_000  # most recent protocol steps kept for `trace`
+    cpu_threads: int = 1  # torch threads on CPU: one engine is one GPU's worth of compute
     corrupt_block_rate: float = 0.0  # fault injection: share of block reads that find a corrupted file
     fault_seed: int = 0
     extra: dict = field(default_factory=dict)
@@ -73,7 +74,7 @@ class EngineOptions:
         if self.role not in ROLES:
             raise SpecError("engine", "role", self.role, "one of " + ", ".join(ROLES))
         for name in ("block_tokens", "max_context_tokens", "buffer_blocks", "num_slots", "send_credits",
-                     "hbm_bytes", "read_threads", "trace_steps"):
+                     "hbm_bytes", "read_threads", "trace_steps", "cpu_threads"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise SpecError("engine", name, value, "a positive integer")
@@ -98,7 +99,11 @@ def build_decoder(options: EngineOptions):
     from dualpath.runtime.checkpoint import load_checkpoint
     from dualpath.runtime.decoder import Decoder, DecoderConfig
 
-    if options.device != "cpu":
+    if options.device == "cpu":
+        # Several engines share the cores of one machine; torch's own thread pool per engine would
+        # oversubscribe them (tens of times slower under load).
+        require("torch", "runtime").set_num_threads(options.cpu_threads)
+    else:
         torch = require("torch", "runtime")
         if not options.device.startswith("cuda") or not torch.cuda.is_available():
             raise SpecError("engine", "device", options.device, "cpu, or cuda[:N] on a machine with a CUDA device")
@@ -121,8 +126,8 @@ def build_decoder(options: EngineOptions):
     return Decoder.from_seed(DecoderConfig(**{**fields, "dtype": options.dtype}), options.seed, options.device)
 
 
-def parse_args(argv: list[str] | None) -> tuple[EngineOptions, bytes, str]:
-    p = argparse.ArgumentParser(prog="dualpath engine", description="Run one prefill or decode engine.")
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The engine's flags on `p` (also how `dualpath engine` gets them)."""
     p.add_argument("--role", required=True, choices=ROLES)
     p.add_argument("--name", required=True)
     p.add_argument("--store", required=True, help="block store directory shared by all engines")
@@ -146,13 +151,21 @@ def parse_args(argv: list[str] | None) -> tuple[EngineOptions, bytes, str]:
     p.add_argument("--cnic-bytes-per-s", type=float, default=None)
     p.add_argument("--cnic-centric", action="store_true")
     p.add_argument("--transport", default="tcp")
+    p.add_argument("--cpu-threads", type=int, default=1, help="torch threads on CPU (default 1)")
     p.add_argument("--corrupt-block-rate", type=float, default=0.0,
                    help="fault injection: corrupt this share of the block files read (checksums catch it)")
     p.add_argument("--fault-seed", type=int, default=0)
     p.add_argument("--secret-file", default="", help=f"file holding the cluster secret (else ${SECRET_ENV})")
     p.add_argument("--ready-file", default="", help="write 'host port' here once listening")
     p.add_argument("--log-level", default="INFO")
-    args = p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None, args: argparse.Namespace | None = None) -> tuple[EngineOptions, bytes, str]:
+    """Options, secret and ready-file of a command line (or of flags `add_arguments` already parsed)."""
+    if args is None:
+        p = argparse.ArgumentParser(prog="dualpath engine", description="Run one prefill or decode engine.")
+        args = add_arguments(p).parse_args(argv)
     options = EngineOptions(
         role=args.role, name=args.name, store_dir=args.store, node=args.node, host=args.host, port=args.port,
         data_port=args.data_port, model=args.model, checkpoint=args.checkpoint, seed=args.seed,
@@ -161,7 +174,7 @@ def parse_args(argv: list[str] | None) -> tuple[EngineOptions, bytes, str]:
         num_slots=args.num_slots, send_credits=args.send_credits, hbm_bytes=args.hbm_bytes,
         snic_bytes_per_s=args.snic_bytes_per_s, cnic_bytes_per_s=args.cnic_bytes_per_s,
         cnic_centric=args.cnic_centric, transport=args.transport,
-        corrupt_block_rate=args.corrupt_block_rate, fault_seed=args.fault_seed)
+        cpu_threads=args.cpu_threads, corrupt_block_rate=args.corrupt_block_rate, fault_seed=args.fault_seed)
     if args.secret_file:
         try:
             raw = Path(args.secret_file).read_text().strip()
@@ -189,10 +202,12 @@ def create_engine(options: EngineOptions, secret: bytes | str):
     return DecodeEngine(options, secret)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run an engine until `shutdown`, SIGTERM or SIGINT. Prints `READY host port` when listening."""
+def main(argv: list[str] | None = None, args: argparse.Namespace | None = None) -> int:
+    """Run an engine until `shutdown`, SIGTERM or SIGINT. Prints `READY host port` when listening.
+
+    `args`: flags already parsed by a parser that `add_arguments` built (`dualpath engine`)."""
     try:
-        options, secret, ready_file = parse_args(argv)
+        options, secret, ready_file = parse_args(argv, args)
         engine = create_engine(options, secret)
         host, port = engine.start()
     except DualpathError as exc:

@@ -36,7 +36,7 @@ HBM_RESERVE = 0.1  # as the simulator's default calibration keeps back
 def decoder_fields(llm: LLMSpec) -> dict:
     """DecoderConfig fields of a dense Llama/Qwen2-style `llm`; the FFN width is recovered from its
     parameter count (the count `models` derives from the architecture)."""
-    if llm.attention is AttentionKind.MLA or llm.total_params != llm.active_params:
+    if llm.attention is AttentionKind.MLA:
         raise SpecError(f"model {llm.name}", "attention", llm.attention.value,
                         "a dense GQA/MHA model for the real runtime (the tiny model, for instance)")
     dtypes = {4: "float32", 2: "bfloat16"}
@@ -74,7 +74,9 @@ class LocalRuntime:
         self.config = DecoderConfig(**self.fields)
         self.layout = KVCodec.for_model(self.config, block_tokens).layout
         self.own_dir = work_dir is None
-        self.work = Path(work_dir or tempfile.mkdtemp(prefix="dualpath-run-"))
+        # Storage speed is the emulated SNIC's, not the disk's: by default the store lives in memory.
+        shm = "/dev/shm" if Path("/dev/shm").is_dir() else None
+        self.work = Path(work_dir or tempfile.mkdtemp(prefix="dualpath-run-", dir=shm))
         self.store_dir, self.log_dir = self.work / "store", self.work / "logs"
         self.store_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -180,8 +182,11 @@ class LocalRuntime:
         return hit
 
     def reference_decoder(self):
+        """The engines' model in this process (one torch thread, as each engine runs)."""
+        from dualpath.errors import require
         from dualpath.runtime.decoder import Decoder
 
+        require("torch", "runtime").set_num_threads(1)
         return Decoder.from_seed(self.config, self.seed)
 
     def close(self) -> None:
@@ -237,11 +242,13 @@ def runtime_for(cluster: ClusterSpec, llm: LLMSpec, workload: Workload, block_to
 def run_real(cluster: ClusterSpec, llm: LLMSpec, workload: Workload, policy: Policy | Plan, *,
              runtime: LocalRuntime | None = None, online: bool = False, faults: FaultPlan | None = None,
              seed: int = 0, timeout_s: float = 600.0, interval_s: float = 0.05, verify: bool = False,
-             block_tokens: int = 16, in_process: bool = False) -> Trace:
+             block_tokens: int = 16, in_process: bool = False, warm_turns: int = 0) -> Trace:
     """Run `workload` on real engines under `policy` (or replay a `Plan`) and return what happened.
 
     With `runtime` the engines are reused (dead ones restarted, storage emptied first); otherwise a
-    `LocalRuntime` is started for this run and stopped after it. `verify` recomputes every turn
+    `LocalRuntime` is started for this run and stopped after it. Each agent's first `warm_turns`
+    turns run first, untimed, and are left out of the trace (`agents.timed_workload` is the rest).
+    `verify` recomputes every timed turn
     with the same seeded model and lists mismatches in `meta["wrong_turns"]`. Raises `DualpathError`
     when the agents are not done within `timeout_s`."""
     faults = faults or FaultPlan(seed=seed)
@@ -260,14 +267,18 @@ def run_real(cluster: ClusterSpec, llm: LLMSpec, workload: Workload, policy: Pol
         runtime.clear_store()
         scheduler = Scheduler(list(runtime.handles.values()), policy, runtime.client, block_tokens=runtime.block_tokens,
                               hit_blocks=runtime.hit_blocks, interval_s=interval_s)
-        before = _nic_bytes(runtime)
         injector = FaultInjector(faults, runtime.kill)
-        origin = time.time()
-        scheduler.start(origin)
-        injector.start(origin)
+        before: dict = {}
+
+        def on_start(origin: float) -> None:  # the timed part begins: count from here
+            before.update(_nic_bytes(runtime))
+            scheduler.origin = origin
+            injector.start(origin)
+
+        scheduler.start()
         try:
-            logs = run_agents(scheduler, workload, runtime.config.vocab_size, seed=seed, online=online, origin=origin,
-                              timeout_s=timeout_s)
+            logs, origin = run_agents(scheduler, workload, runtime.config.vocab_size, seed=seed, online=online,
+                                      warm_turns=warm_turns, on_start=on_start, timeout_s=timeout_s)
         finally:
             injector.stop()
             scheduler.close()
@@ -277,6 +288,7 @@ def run_real(cluster: ClusterSpec, llm: LLMSpec, workload: Workload, policy: Pol
         trace.meta.update({
             "cluster": cluster.name or cluster.shorthand, "model": llm.name, "workload": workload.name,
             "agents": len({r.agent for r in workload.requests}), "online": online, "seed": seed,
+            "warm_turns": warm_turns,
             "layerwise": policy.execution.layerwise, "zero_io": False, "wall_s": wall_s,
             "block_tokens": runtime.block_tokens,
             "snic_read_bytes": {n: after[n][0] - before.get(n, (0, 0))[0] for n in after},
@@ -284,7 +296,7 @@ def run_real(cluster: ClusterSpec, llm: LLMSpec, workload: Workload, policy: Pol
             "faults": faults.describe(), "faults_fired": [f"{n}@{t:.2f}s" for n, t in injector.fired],
             "retried": [f"{r}: {why}" for r, why in scheduler.retried], "scheduler_ticks": scheduler.num_ticks,
             "failed_turns": [f"{log.request}: {log.error}" for log in logs if log.outcome is None],
-            "turns_expected": len(workload.requests), "turns_done": sum(1 for log in logs if log.outcome)})
+            "turns_expected": sum(1 for r in workload.requests if r.turn >= warm_turns), "turns_done": sum(1 for log in logs if log.outcome)})
         if verify:
             trace.meta["wrong_turns"] = verify_turns(logs, runtime.reference_decoder())
         return trace

@@ -20,8 +20,20 @@ from dualpath.runtime.sim_nic import UsageMeter
 
 
 class DecodeGroup:
-    __slots__ = ("sim", "index", "engines", "running", "joins", "anchor_at", "anchor_step", "step_s",
-                 "version", "next_at", "busy_meter", "_seq")
+    __slots__ = (
+        "_seq",
+        "anchor_at",
+        "anchor_step",
+        "busy_meter",
+        "engines",
+        "index",
+        "joins",
+        "next_at",
+        "running",
+        "sim",
+        "step_s",
+        "version",
+    )
 
     def __init__(self, sim, index: int, engines: list):
         self.sim = sim

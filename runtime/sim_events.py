@@ -8,7 +8,8 @@ decisions that look at the new state (scheduling, starting the next forward batc
 from __future__ import annotations
 
 import heapq
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 # Same-instant order. A step end frees PE tokens before the scheduler looks; reads land before a
 # group decides what is ready; scheduling runs before a group starts so fresh zero-read requests join.
@@ -33,8 +34,7 @@ class EventQueue:
         self.num_events = 0
 
     def push(self, at_s: float, priority: int, handler: Callable[[Any], None], arg: Any = None) -> None:
-        if at_s < self.now_s:
-            at_s = self.now_s  # float round-off must never move time backwards
+        at_s = max(at_s, self.now_s)  # float round-off must never move time backwards
         self._seq += 1
         heapq.heappush(self._heap, (at_s, priority, self._seq, handler, arg))
 

@@ -12,7 +12,7 @@ run outgrows them, so memory stays bounded at any scale and the series stay exac
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 SpanSink = Callable[[str, str, float, float, str | None, float], None]
 
@@ -20,7 +20,7 @@ SpanSink = Callable[[str, str, float, float, str | None, float], None]
 class UsageMeter:
     """Amount per time bucket; `series(capacity)` turns it into utilisation in [0, 1]."""
 
-    __slots__ = ("bucket_s", "buckets", "max_buckets", "total", "_limit_s")
+    __slots__ = ("_limit_s", "bucket_s", "buckets", "max_buckets", "total")
 
     def __init__(self, bucket_s: float = 0.01, max_buckets: int = 2048):
         self.bucket_s = bucket_s
@@ -32,8 +32,7 @@ class UsageMeter:
     def add(self, start_s: float, end_s: float, amount: float) -> None:
         """Spread `amount` uniformly over [start_s, end_s) (all at start_s when the interval is empty)."""
         self.total += amount
-        if end_s < start_s:
-            end_s = start_s
+        end_s = max(end_s, start_s)
         while end_s >= self._limit_s:
             self._coarsen()
         width = self.bucket_s
@@ -74,8 +73,16 @@ class UsageMeter:
 class Channel:
     """One direction of a NIC (or a copy path), FIFO at `rate_bytes_per_s`."""
 
-    __slots__ = ("name", "kind", "rate_bytes_per_s", "line_bytes_per_s", "free_at", "meter", "bytes_total",
-                 "sink")
+    __slots__ = (
+        "bytes_total",
+        "free_at",
+        "kind",
+        "line_bytes_per_s",
+        "meter",
+        "name",
+        "rate_bytes_per_s",
+        "sink",
+    )
 
     def __init__(self, name: str, kind: str, rate_bytes_per_s: float, line_bytes_per_s: float | None = None,
                  sink: SpanSink | None = None):
@@ -90,10 +97,9 @@ class Channel:
 
     def reserve(self, ready_s: float, num_bytes: float, min_s: float = 0.0, request: str | None = None) -> float:
         """Queue a transfer ready at `ready_s`; returns when it ends. `min_s`: submission-bound floor."""
-        start = self.free_at if self.free_at > ready_s else ready_s
+        start = max(ready_s, self.free_at)
         duration = num_bytes / self.rate_bytes_per_s
-        if min_s > duration:
-            duration = min_s
+        duration = max(duration, min_s)
         end = start + duration
         self.free_at = end
         self.meter.add(start, end, num_bytes)

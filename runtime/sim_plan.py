@@ -8,7 +8,7 @@ same hint go together), else everything ready goes, in the plan's order.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from dualpath.cluster import ClusterSpec
 from dualpath.errors import InputError

@@ -25,7 +25,7 @@ def _ceil_div(a: int, b: int) -> int:
 
 
 class PrefillGroup:
-    __slots__ = ("sim", "index", "engines", "busy", "start_posted", "running")
+    __slots__ = ("busy", "engines", "index", "running", "sim", "start_posted")
 
     def __init__(self, sim, index: int, engines: list):
         self.sim = sim
@@ -96,8 +96,8 @@ class PrefillGroup:
     # ---- timing --------------------------------------------------------------------------------
     def _duration(self, batches: list, now: float) -> float:
         sim = self.sim
-        llm, cal = sim.llm, sim.calibration
-        num_layers, kv, bt = sim.num_layers, sim.kv, sim.block_tokens
+        llm = sim.llm
+        kv, bt = sim.kv, sim.block_tokens
         zero_io, layerwise = sim.options.zero_io, sim.options.layerwise
         overhead = llm.cost.prefill_overhead_s
         max_attn, other_sum, max_full = 0.0, 0.0, 0.0
@@ -155,8 +155,7 @@ class PrefillGroup:
 
     def _resident(self, per_engine: list, compute: float, de_ready: float, now: float) -> float:
         sim = self.sim
-        num_layers, kv = sim.num_layers, sim.kv
-        cal = sim.calibration
+        num_layers, cal = sim.num_layers, sim.calibration
         h2d = de_ready - now
         for engine, _, local_bytes, in_blocks, _, _ in per_engine:
             # Every Full Block is scattered into L per-layer KV pages by separate copies.

@@ -8,8 +8,8 @@ KV occupies in HBM), with `free_hbm_bytes` the KV capacity not yet reserved.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
 from itertools import islice
-from typing import Iterator, Mapping, Sequence
 
 from dualpath.cluster import Engine, Role
 from dualpath.policy import BatchItem, ClusterState, EngineState
@@ -19,9 +19,29 @@ from dualpath.request import Request
 class ReqState:
     """One request's progress through the simulated cluster."""
 
-    __slots__ = ("req", "ready_at", "pe", "de", "pe_read", "de_read", "reads_left", "remaining", "cached",
-                 "assign_seq", "item", "de_buf", "hbm", "prefill_start", "first_token", "second_token",
-                 "finish", "context_bytes", "prompt_bytes", "chain", "index")
+    __slots__ = (
+        "assign_seq",
+        "cached",
+        "chain",
+        "context_bytes",
+        "de",
+        "de_buf",
+        "de_read",
+        "finish",
+        "first_token",
+        "hbm",
+        "index",
+        "item",
+        "pe",
+        "pe_read",
+        "prefill_start",
+        "prompt_bytes",
+        "reads_left",
+        "ready_at",
+        "remaining",
+        "req",
+        "second_token",
+    )
 
     def __init__(self, req: Request, ready_at: float, kv_bytes_per_token: int,
                  chain: Sequence[Request] = (), index: int = 0):
@@ -72,7 +92,7 @@ class PendingView(Sequence[Request]):
 
 
 class PEEngine:
-    __slots__ = ("spec", "index", "node", "group", "ready", "num_seqs", "num_tokens")
+    __slots__ = ("group", "index", "node", "num_seqs", "num_tokens", "ready", "spec")
 
     def __init__(self, spec: Engine, node: int, group: int):
         self.spec = spec
@@ -85,8 +105,19 @@ class PEEngine:
 
 
 class DEEngine:
-    __slots__ = ("spec", "index", "node", "group", "num_seqs", "num_tokens", "free_hbm", "hbm_waiting",
-                 "decode_seqs", "decode_ctx", "step_s")
+    __slots__ = (
+        "decode_ctx",
+        "decode_seqs",
+        "free_hbm",
+        "group",
+        "hbm_waiting",
+        "index",
+        "node",
+        "num_seqs",
+        "num_tokens",
+        "spec",
+        "step_s",
+    )
 
     def __init__(self, spec: Engine, node: int, group: int, free_hbm: int):
         self.spec = spec

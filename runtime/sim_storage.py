@@ -17,7 +17,7 @@ from dualpath.runtime.sim_nic import Channel, SpanSink, UsageMeter
 class ReadOp:
     """One storage read: `num_bytes` of hit KV for `state`, holding `reserve_bytes` of buffer."""
 
-    __slots__ = ("state", "num_bytes", "num_tokens", "reserve_bytes", "end_s")
+    __slots__ = ("end_s", "num_bytes", "num_tokens", "reserve_bytes", "state")
 
     def __init__(self, state: Any, num_bytes: int, num_tokens: int, reserve_bytes: int):
         self.state = state
@@ -30,9 +30,23 @@ class ReadOp:
 class NodeStorage:
     """SNIC read queue + DRAM buffer + SNIC write channel of one node."""
 
-    __slots__ = ("name", "read_bytes_per_s", "line_bytes_per_s", "buffer_bytes", "buffer_used", "queue",
-                 "reading", "queued_tokens", "queued_bytes", "read_meter", "read_bytes_total", "write",
-                 "buffer_meter", "_buffer_changed_at", "sink")
+    __slots__ = (
+        "_buffer_changed_at",
+        "buffer_bytes",
+        "buffer_meter",
+        "buffer_used",
+        "line_bytes_per_s",
+        "name",
+        "queue",
+        "queued_bytes",
+        "queued_tokens",
+        "read_bytes_per_s",
+        "read_bytes_total",
+        "read_meter",
+        "reading",
+        "sink",
+        "write",
+    )
 
     def __init__(self, name: str, read_bytes_per_s: float, write_bytes_per_s: float, line_bytes_per_s: float,
                  buffer_bytes: int, sink: SpanSink | None = None):

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import math
 
-from dualpath.trace import RequestRecord, Span
 from dualpath.runtime.sim_nic import UsageMeter
+from dualpath.trace import RequestRecord, Span
 
 
 class TraceRecorder:
-    __slots__ = ("window", "spans", "records")
+    __slots__ = ("records", "spans", "window")
 
     def __init__(self, window: tuple[float, float] | None = None):
         self.window = window

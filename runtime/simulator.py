@@ -18,17 +18,18 @@ from dualpath.llm import LLMSpec
 from dualpath.plan import Assignment, Plan
 from dualpath.policy import BatchItem, ExecutionOptions, Policy
 from dualpath.request import Workload, by_agent
-from dualpath.trace import Trace
 from dualpath.runtime import sim_events as ev
 from dualpath.runtime.calibration import PAPER_CALIBRATION, Calibration
+from dualpath.runtime.parallelism import is_expert_parallel, weight_bytes_per_gpu
 from dualpath.runtime.progress import ProgressFn, make_progress
 from dualpath.runtime.sim_decode import DecodeGroup
 from dualpath.runtime.sim_events import EventQueue
 from dualpath.runtime.sim_nic import Channel, UsageMeter
 from dualpath.runtime.sim_prefill import PrefillGroup
-from dualpath.runtime.sim_state import DEEngine, EngineBoard, PendingView, PEEngine, ReqState
+from dualpath.runtime.sim_state import DEEngine, EngineBoard, PEEngine, PendingView, ReqState
 from dualpath.runtime.sim_storage import NodeStorage, ReadOp
 from dualpath.runtime.sim_trace import TraceRecorder, utilisation
+from dualpath.trace import Trace
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -47,7 +48,7 @@ class Simulator:
         self.num_layers = llm.num_layers
         self.block_tokens = policy.block_tokens
         # An MoE model runs expert parallel with data-parallel attention: its groups move in lockstep.
-        self.lockstep = llm.total_params > llm.active_params
+        self.lockstep = is_expert_parallel(llm)
         self.events = EventQueue()
         self.recorder = TraceRecorder(chrome_window)
         sink = self.recorder.span if self.recorder.wants_spans else None
@@ -81,18 +82,16 @@ class Simulator:
         self.pe_in, self.pe_out = chans(pes, "cnic_in", "transfer", cnic_kv), chans(pes, "cnic_out", "transfer", cnic_kv)
         self.pe_pcie = [Channel(f"{e.name}.pcie", "transfer", pcie, pcie, sink) for e in pes]
         self.de_in, self.de_out = chans(des, "cnic_in", "transfer", cnic_kv), chans(des, "cnic_out", "transfer", cnic_kv)
-        wbpp = cal.weight_bytes_per_param_of(llm)
         usable = node.hbm_bytes_per_gpu * (1 - cal.hbm_reserve_fraction)
-        shards = {"pe_group_gpus": cluster.pe_group_gpus, "de_group_gpus": cluster.de_group_gpus}
         free = {}
-        for field_name, group_gpus in shards.items():
-            weights = llm.total_params * wbpp / (group_gpus if self.lockstep else llm.gpus_per_engine)
+        for field_name in ("pe_group_gpus", "de_group_gpus"):
+            group_gpus = getattr(cluster, field_name)
+            weights = weight_bytes_per_gpu(llm, group_gpus, cal)
             free[field_name] = int(usable - weights)
             if free[field_name] <= 0:
-                need = llm.total_params * wbpp / usable
-                raise SpecError(f"cluster {cluster.shorthand}", field_name, group_gpus,
-                                f"enough GPUs per group to hold {llm.name}'s {llm.total_params * wbpp / 1e9:,.0f} GB "
-                                f"of weights with HBM left for KV (more than {need:.1f})")
+                raise SpecError(f"cluster {cluster.name or cluster.shorthand}", field_name, group_gpus,
+                                f"a group holding {llm.name}'s weights ({weights * group_gpus / 1e9:,.0f} GB) "
+                                f"with HBM left for KV (see dualpath.runtime.parallelism.expert_groups)")
             if field_name == "de_group_gpus":
                 self.de_weight_bytes = weights
         self.pe_free_hbm, self.de_free_hbm = free["pe_group_gpus"], free["de_group_gpus"]

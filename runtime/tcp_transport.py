@@ -208,15 +208,23 @@ class _Connection:
         limiter = self.transport.limiter
         buffers: list[memoryview] = []
         pending = 0
+        lane_bytes: dict[str, int] = {}  # bytes gathered in `buffers`, paced per lane just before sending
+
+        def send(extra: list[memoryview]) -> None:
+            if limiter is not None:
+                for lane, paced in lane_bytes.items():  # one grant per gather: per-op grants cost more
+                    limiter.acquire(paced, lane)
+                lane_bytes.clear()
+            send_buffers(self.sock, buffers + extra)
+
         for index, op in enumerate(ops):
             nbytes = op.size()
             flags = (F_IMM if op.imm is not None else 0) | (F_ACK if index == len(ops) - 1 else 0)
             header = HEADER.pack(WRITE, flags, 0, op.remote.region_id, op.remote_offset, nbytes, op.imm or 0, seq)
-            if limiter is not None:
-                limiter.acquire(nbytes, op.lane)
+            lane_bytes[op.lane] = lane_bytes.get(op.lane, 0) + nbytes
             local = op.local.memory if isinstance(op.local, LocalRegion) else None
             if local is not None and local.on_device:
-                send_buffers(self.sock, buffers + [memoryview(header)])
+                send([memoryview(header)])
                 buffers, pending = [], 0
                 self._send_from_device(local, op.local_offset, nbytes)
                 continue
@@ -224,10 +232,10 @@ class _Connection:
             buffers += [memoryview(header), view[op.local_offset : op.local_offset + nbytes]]
             pending += nbytes
             if len(buffers) >= MAX_IOV or pending >= GATHER_BYTES:
-                send_buffers(self.sock, buffers)
+                send([])
                 buffers, pending = [], 0
         if buffers:
-            send_buffers(self.sock, buffers)
+            send([])
 
     def _send_from_device(self, memory: Memory, offset: int, nbytes: int) -> None:
         bounce = self.bounce("tx")

@@ -309,12 +309,15 @@ class Transport(ABC):
     def copy_local(self, ops: Sequence[CopyOp]) -> None:
         """Copy between local regions. With `cnic_centric`, every byte is paced by the CNIC limiter
         on the op's lane (and verbs posts it as a loopback RDMA write)."""
+        lane_bytes: dict[str, int] = {}
         for op in ops:
             if op.nbytes < 0 or op.src_offset + op.nbytes > op.src.nbytes or op.dst_offset + op.nbytes > op.dst.nbytes:
                 raise TransportError(f"copy of {op.nbytes} bytes {op.src.name}@{op.src_offset} -> "
                                      f"{op.dst.name}@{op.dst_offset} is out of bounds")
-            if self.cnic_centric and self.limiter is not None:
-                self.limiter.acquire(op.nbytes, op.lane)
+            lane_bytes[op.lane] = lane_bytes.get(op.lane, 0) + op.nbytes
+        if self.cnic_centric and self.limiter is not None:
+            for lane, nbytes in lane_bytes.items():  # one grant per lane: per-op grants cost more than the bytes
+                self.limiter.acquire(nbytes, lane)
         self._copy_backend(ops)
 
     def _copy_backend(self, ops: Sequence[CopyOp]) -> None:

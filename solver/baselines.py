@@ -15,7 +15,7 @@ fetch (FIFO) when no DE has room. Forward batches take everything ready (no atte
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from dualpath.cluster import ClusterSpec, Role
 from dualpath.llm import LLMSpec

@@ -33,7 +33,9 @@ class OnlineOptions:
     budget_s: float = 0.015  # hard per-tick time budget
     split_reads: bool = True
     lp: bool = True  # re-balance the window's splits with the incremental LP
-    pe_horizon_s: float = 5.0  # a PE queued beyond this many seconds of compute gets nothing (paper: beta)
+    # A PE queued beyond this many seconds of compute gets nothing (the paper's beta is 5 s). None:
+    # assign at once, so reads start while PEs are busy; batches then order the work (HRRN).
+    pe_horizon_s: float | None = None
     batch_order: str = "hrrn"  # forward batches: "fifo" (paper) or highest response ratio next
     snic_efficiency: float = 1.0  # the fraction of SNIC line rate reads achieve (to predict finish times)
 
@@ -157,7 +159,7 @@ class OnlineScheduler:
         pe_node = view.pe_node
         snic_s = {n: state.read_queue_bytes.get(n, 0.0) / rate for n, rate in self.snic_rate.items()}
         pe_s = [t * self.compute_s_per_token for t in view.pe_tokens]
-        horizon = opts.pe_horizon_s
+        horizon = opts.pe_horizon_s if opts.pe_horizon_s is not None else float("inf")
         out: list[Assignment] = []
         for i, r in enumerate(window):
             if time.perf_counter() > deadline:

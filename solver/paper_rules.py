@@ -20,8 +20,8 @@ the same rules as its greedy baseline and warm start without a simulator.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Sequence
 
 from dualpath.cluster import ClusterSpec, Role
 from dualpath.llm import LLMSpec
@@ -50,7 +50,7 @@ class SchedulerView:
     z_limit: dict[int, float] = field(default_factory=dict)  # per DE group, fixed at the fetch's start
 
     @classmethod
-    def of(cls, state: ClusterState) -> "SchedulerView":
+    def of(cls, state: ClusterState) -> SchedulerView:
         """The view of a snapshot; live engines only, PEs and DEs each in the snapshot's order."""
         pe_names, pe_node, pe_tokens, pe_seqs = [], [], [], []
         de_names, de_node, de_tokens, de_seqs, de_free, de_group = [], [], [], [], [], []
@@ -76,12 +76,12 @@ class SchedulerView:
         return cls(pe_names, pe_node, pe_tokens, pe_seqs, de_names, de_node, de_tokens, de_seqs, de_free,
                    de_group, groups, dict(state.read_queue_tokens), group_tokens)
 
-    def copy(self) -> "SchedulerView":
+    def copy(self) -> SchedulerView:
         return SchedulerView(self.pe_names, self.pe_node, list(self.pe_tokens), list(self.pe_seqs), self.de_names,
                              self.de_node, list(self.de_tokens), list(self.de_seqs), list(self.de_free_hbm),
                              self.de_group, self.groups, dict(self.read_queue_tokens), dict(self.group_tokens))
 
-    def refreshed(self, state: ClusterState, seen: dict) -> "SchedulerView":
+    def refreshed(self, state: ClusterState, seen: dict) -> SchedulerView:
         """A fresh view of `state` reusing this one's layout: only engines whose reported state
         object changed since `seen` (name -> (EngineState, index)) are read again."""
         engines = state.engines
@@ -248,7 +248,7 @@ class DualPathPolicy(Policy):
                 batch.append(item)
                 left -= cost
                 continue
-            fit = largest_fit(lambda n: attention([(item.cached_tokens, n)]), left, item.new_tokens - 1,
+            fit = largest_fit(lambda n, c=item.cached_tokens: attention([(c, n)]), left, item.new_tokens - 1,
                               int(item.new_tokens * left / cost))
             if fit == 0 and not batch:
                 fit = 1  # a batch always makes progress

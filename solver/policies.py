@@ -6,14 +6,19 @@ Other modules (the optimizer) add theirs with `register_policy`; the names liste
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from dualpath.cluster import ClusterSpec
 from dualpath.errors import UnknownNameError
 from dualpath.llm import LLMSpec
 from dualpath.policy import Policy
-from dualpath.solver.baselines import (BasicPolicy, DualPathRRPolicy, LayerwisePolicy, OraclePolicy,
-                                       RoundRobinPolicy)
+from dualpath.solver.baselines import (
+    BasicPolicy,
+    DualPathRRPolicy,
+    LayerwisePolicy,
+    OraclePolicy,
+    RoundRobinPolicy,
+)
 from dualpath.solver.paper_rules import DualPathPolicy
 
 PolicyFactory = Callable[[ClusterSpec, LLMSpec, int], Policy]

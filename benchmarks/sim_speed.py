@@ -1,0 +1,65 @@
+"""Simulator speed: simulated requests per wall-clock second, one policy at a time on one core.
+
+    python benchmarks/sim_speed.py                                   # 2P4D, 2,048 agents, basic + dualpath
+    python benchmarks/sim_speed.py --cluster 48P96D --agents 49152 --policies dualpath
+
+The target (issue 6): the 2,048-agent DeepSeek-V3.2 2P4D run in at most 60 s per policy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+
+from dualpath.models.llms import llm_preset
+from dualpath.models.registry import resolve_cluster, resolve_workload
+from dualpath.runtime.calibration import calibrated_llm
+from dualpath.runtime.parallelism import expert_groups
+from dualpath.runtime.simulator import simulate
+from dualpath.solver.policies import make_policy
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cluster", default="2P4D")
+    parser.add_argument("--model", default="deepseek-v3.2")
+    parser.add_argument("--workload", default="agentic-64k")
+    parser.add_argument("--agents", type=int, default=2048)
+    parser.add_argument("--policies", default="basic,dualpath")
+    parser.add_argument("--limit-s", type=float, default=60.0, help="the per-policy wall-clock target")
+    parser.add_argument("--json", help="write the figures here")
+    parser.add_argument("--progress", action="store_true")
+    args = parser.parse_args(argv)
+    llm = calibrated_llm(llm_preset(args.model))
+    cluster = expert_groups(resolve_cluster(args.cluster), llm)
+    started = time.perf_counter()
+    workload = resolve_workload(args.workload, agents=args.agents)
+    generate_s = time.perf_counter() - started
+    print(f"{args.workload}, {args.agents:,} agents: {len(workload.requests):,} requests "
+          f"(generated in {generate_s:.1f} s); {cluster.shorthand}, groups PE {cluster.pe_group_gpus} / "
+          f"DE {cluster.de_group_gpus} GPUs")
+    rows, ok = [], True
+    for name in args.policies.split(","):
+        started = time.perf_counter()
+        trace = simulate(cluster, llm, workload, make_policy(name, cluster, llm), progress=args.progress or None)
+        wall_s = time.perf_counter() - started
+        row = {"policy": name, "requests": len(trace.records), "wall_s": wall_s,
+               "requests_per_s": len(trace.records) / wall_s, "events": trace.meta["events"],
+               "jct_s": trace.metrics().jct_s,
+               "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        rows.append(row)
+        ok &= wall_s <= args.limit_s
+        print(f"{name:<12} {wall_s:7.1f} s wall  {row['requests_per_s']:9,.0f} requests/s  "
+              f"{row['events']:>10,} events  JCT {row['jct_s']:,.0f} s simulated  "
+              f"{'within' if wall_s <= args.limit_s else 'OVER'} {args.limit_s:.0f} s", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"cluster": args.cluster, "agents": args.agents, "results": rows}, f, indent=1)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Online serving: SLO checks on the steady state and the search for the highest SLO-compliant rate.
+
+The paper's rule: agents arrive as a Poisson process at X agents per second; the SLO (TTFT <= 4 s,
+TPOT <= 50 ms) must hold in the steady state. With a finite run the load first ramps up (agents
+arrive, none has finished), then holds, then drains after the last arrival; the steady state is
+taken as the requests that become ready between the first agent's completion and the last agent's
+arrival (the middle half of the arrival span when a run is too short to have both). The capacity is
+found by doubling the rate until the SLO fails, then bisecting, each probe one deterministic run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from dualpath.errors import SpecError
+from dualpath.policy import Policy
+from dualpath.request import Workload
+from dualpath.trace import RequestRecord, Trace, percentile
+
+STATISTICS = ("mean", "p50", "p90", "p99")
+
+
+@dataclass(frozen=True)
+class SLO:
+    ttft_s: float = 4.0
+    tpot_s: float = 0.05
+    statistic: str = "mean"  # over the steady-state requests: mean, p50, p90 or p99
+
+    def __post_init__(self) -> None:
+        if not self.ttft_s > 0 or not self.tpot_s > 0:
+            raise SpecError("SLO", "ttft_s/tpot_s", (self.ttft_s, self.tpot_s), "positive seconds")
+        if self.statistic not in STATISTICS:
+            raise SpecError("SLO", "statistic", self.statistic, "one of " + ", ".join(STATISTICS))
+
+
+def _tpot(r: RequestRecord) -> float | None:
+    return (r.finish_s - r.first_token_s) / (r.output_tokens - 1) if r.output_tokens > 1 else None
+
+
+def _stat(values: list[float], statistic: str) -> float:
+    if not values:
+        return float("nan")
+    if statistic == "mean":
+        return sum(values) / len(values)
+    return percentile(values, float(statistic[1:]))
+
+
+def steady_state(trace: Trace) -> tuple[float, float, bool]:
+    """(start_s, end_s, found): the window between the first agent's completion and the last arrival."""
+    records = [r for r in trace.records if r.status != "failed"]
+    if not records:
+        return 0.0, 0.0, False
+    first_arrival: dict[int, float] = {}
+    done_at: dict[int, float] = {}
+    for r in records:
+        first_arrival[r.agent] = min(first_arrival.get(r.agent, r.arrival_s), r.arrival_s)
+        done_at[r.agent] = max(done_at.get(r.agent, r.finish_s), r.finish_s)
+    start, end = min(done_at.values()), max(first_arrival.values())
+    if start < end:
+        return start, end, True
+    arrivals = sorted(first_arrival.values())
+    return arrivals[len(arrivals) // 4], arrivals[(3 * len(arrivals)) // 4], False
+
+
+def online_summary(trace: Trace, slo: SLO = SLO()) -> dict:
+    """TTFT/TTST/TPOT statistics of the steady state and whether the SLO holds there."""
+    start, end, found = steady_state(trace)
+    window = [r for r in trace.records if r.status != "failed" and start <= r.arrival_s <= end]
+    ttft = [r.first_token_s - r.arrival_s for r in window]
+    ttst = [r.second_token_s - r.arrival_s for r in window]
+    tpot = [t for t in (_tpot(r) for r in window) if t is not None]
+    out: dict = {"steady_start_s": start, "steady_end_s": end, "steady_state_found": found,
+                 "steady_requests": len(window)}
+    for name, values in (("ttft", ttft), ("ttst", ttst), ("tpot", tpot)):
+        for statistic in STATISTICS:
+            out[f"{name}_{statistic}_s"] = _stat(values, statistic)
+    ok = sum(1 for r in window if r.first_token_s - r.arrival_s <= slo.ttft_s and (_tpot(r) or 0.0) <= slo.tpot_s)
+    out["slo_attainment"] = ok / len(window) if window else 0.0
+    met = bool(window) and out[f"ttft_{slo.statistic}_s"] <= slo.ttft_s and out[f"tpot_{slo.statistic}_s"] <= slo.tpot_s
+    out["slo_met"] = met
+    return out
+
+
+@dataclass
+class CapacityResult:
+    capacity_aps: float  # highest rate probed that met the SLO (0 when none did)
+    probes: list[dict] = field(default_factory=list)  # in probe order: aps, slo_met and the statistics
+
+
+def find_capacity(run_at: Callable[[float], Trace], slo: SLO = SLO(), *, start_aps: float = 0.5,
+                  rel_tol: float = 0.05, max_probes: int = 16, min_aps: float = 1e-3) -> CapacityResult:
+    """Highest agents-per-second rate whose run (`run_at(aps) -> Trace`) meets `slo` in steady state.
+
+    Doubling from `start_aps` (halving while it fails) brackets the capacity; bisection narrows the
+    bracket to `rel_tol`. Deterministic when `run_at` is.
+    """
+    if not start_aps > 0 or not 0 < rel_tol < 1:
+        raise SpecError("find_capacity", "start_aps/rel_tol", (start_aps, rel_tol), "start_aps > 0, 0 < rel_tol < 1")
+    result = CapacityResult(0.0)
+
+    def probe(aps: float) -> bool:
+        summary = online_summary(run_at(aps), slo)
+        result.probes.append({"aps": aps, **summary})
+        if summary["slo_met"]:
+            result.capacity_aps = max(result.capacity_aps, aps)
+        return summary["slo_met"]
+
+    low, high = 0.0, 0.0
+    aps = start_aps
+    if probe(aps):
+        low = aps
+        while len(result.probes) < max_probes:
+            aps *= 2
+            if not probe(aps):
+                high = aps
+                break
+            low = aps
+    else:
+        high = aps
+        while len(result.probes) < max_probes and aps > min_aps:
+            aps /= 2
+            if probe(aps):
+                low = aps
+                break
+            high = aps
+    if not low or not high:
+        return result  # never met (capacity 0) or never failed within max_probes (a lower bound)
+    while high / low - 1 > rel_tol and len(result.probes) < max_probes:
+        mid = (low + high) / 2
+        if probe(mid):
+            low = mid
+        else:
+            high = mid
+    return result
+
+
+def capacity_runner(simulate_fn: Callable[..., Trace], workload_at: Callable[[float], Workload],
+                    make_policy: Callable[[], Policy], **simulate_kwargs) -> Callable[[float], Trace]:
+    """`run_at(aps)` for `find_capacity`: a fresh policy and the workload's Poisson arrivals at `aps`."""
+
+    def run_at(aps: float) -> Trace:
+        return simulate_fn(workload=workload_at(aps), policy=make_policy(), online=True, **simulate_kwargs)
+
+    return run_at
