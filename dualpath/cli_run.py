@@ -3,15 +3,16 @@
 `run` starts the cluster's engines on this machine (NIC bandwidths emulated at the cluster file's
 values), scales the workload to the model's size, runs each policy in turn on the same engines and
 the same agents, and prints JCT, throughput, TTFT, TPOT and per-node SNIC bytes. `--predict` also
-runs the simulator on the same cluster, workload and policy, with the model's cost calibrated from a
-profile of the engines taken first, and prints the measured JCT beside the predicted one. Exit code
-1 when a turn was lost or (with `--verify`) differs from a full recompute.
+runs the simulator on the same cluster, workload and policy, calibrated from a profile of the engines
+taken first (`profile_engines`), and prints the measured JCT beside the predicted one. Exit code 1
+when a turn was lost or (with `--verify`) differs from a full recompute.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass, field, replace
 
 DEFAULT_POLICIES = "layerwise,dualpath"
 
@@ -62,12 +63,12 @@ def _run(args: argparse.Namespace) -> int:
     from dualpath.plan import Plan
     from dualpath.runtime.agents import scale_workload
     from dualpath.runtime.faults import parse_faults
-    from dualpath.runtime.realrun import profile_cost, run_real, runtime_for
+    from dualpath.runtime.realrun import run_real, runtime_for
 
     bt = args.block_tokens
-    for field in ("agents", "turns", "block_tokens"):
-        if getattr(args, field) < 1:
-            raise SpecError("dualpath run", f"--{field.replace('_', '-')}", getattr(args, field), "a positive integer")
+    for flag in ("agents", "turns", "block_tokens"):
+        if getattr(args, flag) < 1:
+            raise SpecError("dualpath run", f"--{flag.replace('_', '-')}", getattr(args, flag), "a positive integer")
     if not 0 <= args.warm_turns < args.turns:
         raise SpecError("dualpath run", "--warm-turns", args.warm_turns, f"0 .. --turns - 1 ({args.turns - 1})")
     cluster, llm = resolve_cluster(args.cluster), resolve_model(args.model)
@@ -85,14 +86,16 @@ def _run(args: argparse.Namespace) -> int:
           + (f", online at {args.aps:g} agents/s" if args.aps else "") + (f", faults {faults.describe()}" if not faults.empty else ""),
           flush=True)
     with runtime_for(cluster, llm, workload, bt, seed=args.seed, faults=faults, device=args.device) as runtime:
-        cost = profile_cost(runtime, llm) if args.predict else None
+        profile = profile_engines(runtime, llm) if args.predict else None
+        if profile is not None:
+            print(profile.describe(llm), flush=True)
         for label, replay in runs:
             policy = replay if replay is not None else policies[label]
             trace = run_real(cluster, llm, workload, policy, runtime=runtime, online=args.aps is not None, faults=faults,
                              seed=args.seed, timeout_s=args.timeout_s, verify=args.verify, warm_turns=args.warm_turns)
             result = summarise(trace, args.slo_ttft_s, args.slo_tpot_s)
-            if cost is not None:
-                result["predicted"] = predict(cluster, llm, cost, workload, label, replay, bt, args)
+            if profile is not None:
+                result["predicted"] = predict(cluster, llm, profile, workload, label, replay, bt, args)
             results.append({**result, "trace": trace.to_json()})
             traces.append(trace)
             print(_line(result), flush=True)
@@ -149,20 +152,15 @@ def summarise(trace, slo_ttft_s: float, slo_tpot_s: float) -> dict:
     return row
 
 
-def predict(cluster, llm, cost, workload, label: str, replay, block_tokens: int, args) -> dict:
-    """The simulator's run of the same timed turns, with the engines' profiled cost model."""
-    from dataclasses import replace
-
+def predict(cluster, llm, profile, workload, label: str, replay, block_tokens: int, args) -> dict:
+    """The simulator's run of the same timed turns, calibrated by the engines' profile."""
     from dualpath.runtime.agents import timed_workload
-    from dualpath.runtime.calibration import Calibration
     from dualpath.runtime.simulator import simulate
 
-    fitted = replace(llm, cost=cost)
+    fitted = replace(llm, cost=profile.cost)
     policy = replay if replay is not None else _policy(label, cluster, fitted, block_tokens)
-    calibration = Calibration(cost_model=None, snic_read_efficiency=1.0, snic_write_efficiency=1.0,
-                              weight_bytes_per_param=float(llm.kv_dtype_bytes))
     trace = simulate(cluster, fitted, timed_workload(workload, args.warm_turns, block_tokens), policy,
-                     online=args.aps is not None, calibration=calibration, progress=False, seed=args.seed)
+                     online=args.aps is not None, calibration=profile.calibration(), progress=False, seed=args.seed)
     m = trace.metrics()
     return {"jct_s": m.jct_s, "tokens_per_s": m.tokens_per_s, "ttft_p50_s": m.ttft_p50_s, "tpot_mean_s": m.tpot_mean_s,
             "snic_read_bytes": trace.meta.get("snic_read_bytes", {})}
@@ -195,3 +193,95 @@ def _write_out(out: str, traces: list) -> None:
     except ImportError:
         return
     write_plots(traces, folder)
+
+
+@dataclass(frozen=True)
+class EngineProfile:
+    """What the simulator needs to know about this machine's engines (see `profile_engines`)."""
+
+    cost: object  # the model's CostModel fitted to the engines
+    rdma_submit_s: float  # per Layer Block moved in or out of a PE: the fixed cost beyond the bytes
+    interval_s: float = 0.05  # the scheduler's tick
+    rows: list = field(default_factory=list)  # (kind, tokens or hit blocks, path, seconds) measured
+
+    def calibration(self):
+        """The simulator's constants for the emulated cluster: NICs at their line rate (the runtime's
+        limiters are exact), the profiled cost, per-block cost and scheduler tick."""
+        from dualpath.runtime.calibration import Calibration
+
+        return Calibration(cost_model=None, snic_read_efficiency=1.0, snic_write_efficiency=1.0,
+                           weight_bytes_per_param=4.0, rdma_submit_s=self.rdma_submit_s,
+                           cuda_copy_submit_s=self.rdma_submit_s, schedule_interval_s=self.interval_s)
+
+    def describe(self, llm) -> str:
+        c = self.cost
+        step_ms = 2 * llm.active_params / (c.peak_tflops * 1e12 * c.decode_mfu) * 1e3
+        return (f"engine profile: prefill {c.prefill_overhead_s * 1e3:.1f} ms + FLOPs at {c.prefill_mfu:.3g} x "
+                f"{c.peak_tflops:g} TFLOPS, decode {step_ms:.2f} ms per token, {self.rdma_submit_s * 1e6:.0f} us "
+                f"per layer block moved")
+
+
+def profile_engines(runtime, llm, *, sizes=(16, 64, 128, 256, 384), hit_blocks=(8, 24, 48), new_tokens: int = 32,
+                    decode_tokens: int = 8, interval_s: float = 0.05) -> EngineProfile:
+    """Measure this machine's engines once and fit the simulator's constants to them.
+
+    Fresh prompts of `sizes` tokens give prefill seconds per FLOP and per batch (`CostModel.fit`) and
+    decode seconds per token (charged per sequence: a DE runs no batches); prompts of `new_tokens`
+    on `hit_blocks` cached blocks, on both read paths, give the per-Layer-Block cost of moving KV in
+    and out of a PE, fitted to the simulator's layerwise step. Storage is emptied afterwards."""
+    from dualpath.cluster import Role
+    from dualpath.llm import CostModel
+    from dualpath.runtime.agents import append_tokens
+
+    pe = next(h for h in runtime.handles.values() if h.role is Role.PREFILL)
+    de = next(h for h in runtime.handles.values() if h.role is Role.DECODE)
+    vocab, bt, rows = runtime.config.vocab_size, runtime.block_tokens, []
+
+    def submit(tokens, path="pe", new=decode_tokens):
+        return runtime.client.submit(pe.address, de.address, tokens, new, path=path)
+
+    fresh, steps = [], []
+    for rep in range(2):  # the first round warms the engines up
+        for n in sizes:
+            r = submit(append_tokens(runtime.seed + 101 * (rep + 1), n, rep, n, vocab))
+            if rep:
+                seconds = r.times["first_token"] - r.times["prefill_start"]
+                fresh.append((llm.prefill_flops(0, n), seconds))
+                steps.append((r.times["finish"] - r.times["second_token"]) / (decode_tokens - 2))
+                rows.append(("fresh", n, "pe", seconds))
+    cost = CostModel.fit(fresh, llm.cost)
+    step_s = sorted(steps)[len(steps) // 2]
+    # t(b) = b x step_s: all compute, no fixed part, memory never binding.
+    cost = replace(cost, decode_mfu=min(1.0, 2.0 * llm.active_params / (cost.peak_tflops * 1e12 * step_s)),
+                   decode_overhead_s=0.0, hbm_gb_per_s=1e6, hbm_efficiency=1.0)
+    hits = []
+    for path in ("pe", "de"):
+        for h in hit_blocks:
+            base = append_tokens(runtime.seed + 7, h, path == "de", h * bt + 1, vocab)
+            first = submit(base, new=2)  # stores h blocks
+            r = submit(base + first.tokens + append_tokens(runtime.seed + 8, h, 0, new_tokens, vocab), path)
+            seconds = r.times["first_token"] - r.times["prefill_start"]
+            hits.append((r.hit_tokens // bt, len(base) + 2 + new_tokens - r.hit_tokens, path, seconds))
+            rows.append(("hit", r.hit_tokens // bt, path, seconds))
+    runtime.clear_store()
+    fitted = replace(llm, cost=cost)
+    submit_s = _fit_submit(fitted, runtime.cluster.node, bt, hits)
+    return EngineProfile(cost, submit_s, interval_s, rows)
+
+
+def _fit_submit(llm, node, block_tokens: int, hits: list) -> float:
+    """The per-Layer-Block cost that makes the simulator's layerwise step (load, compute, send in a
+    pipeline over the layers) match the measured prefills with hits, by least squares on a grid."""
+    layers, kv = llm.num_layers, llm.kv_bytes_per_token
+    cnic = node.cnic_bytes_per_s * node.cnic_kv_share
+
+    def step(submit_s: float, hit: int, new: int, path: str) -> float:
+        c = llm.prefill_time_s([(hit * block_tokens, new)]) / layers
+        t = max(hit * block_tokens * kv / cnic, hit * layers * submit_s) / layers
+        out_blocks = -(-new // block_tokens) + (hit if path == "pe" else 0)
+        out_bytes = new * kv + (hit * block_tokens * kv if path == "pe" else 0)
+        o = max(out_bytes / cnic, out_blocks * layers * submit_s) / layers
+        return t + c + o + (layers - 1) * max(t, c, o)
+
+    grid = [0.0] + [1e-7 * 1.05**i for i in range(260)]  # 0.1 us .. 30 ms
+    return min(grid, key=lambda s: sum((step(s, h, n, p) - sec) ** 2 for h, n, p, sec in hits))

@@ -21,11 +21,11 @@ from typing import Self
 from dualpath.cluster import ClusterSpec, Engine, Role
 from dualpath.errors import DualpathError, SpecError
 from dualpath.kvlayout import chain_block_ids
-from dualpath.llm import AttentionKind, CostModel, LLMSpec
+from dualpath.llm import AttentionKind, LLMSpec
 from dualpath.plan import Plan
 from dualpath.policy import Policy
 from dualpath.request import Workload
-from dualpath.runtime.agents import append_tokens, run_agents, runtime_trace, verify_turns
+from dualpath.runtime.agents import run_agents, runtime_trace, verify_turns
 from dualpath.runtime.faults import FaultInjector, FaultPlan
 from dualpath.runtime.scheduler import EngineHandle, PlanReplay, Scheduler
 from dualpath.trace import Trace
@@ -60,7 +60,8 @@ class LocalRuntime:
 
     def __init__(self, cluster: ClusterSpec, llm: LLMSpec, *, block_tokens: int = 16, max_context_tokens: int = 4096,
                  max_prompt_blocks: int = 0, work_dir: str | Path | None = None, seed: int = 0, device: str = "cpu",
-                 faults: FaultPlan | None = None, in_process: bool = False, log_level: str = "WARNING") -> None:
+                 faults: FaultPlan | None = None, in_process: bool = False, log_level: str = "WARNING",
+                 engine_overrides: dict | None = None) -> None:
         from dualpath.runtime.auth import generate_secret
         from dualpath.runtime.decoder import DecoderConfig
         from dualpath.runtime.kvcodec import KVCodec
@@ -85,6 +86,7 @@ class LocalRuntime:
         self.in_process, self.device, self.log_level = in_process, device, log_level
         self.faults = faults or FaultPlan(seed=seed)
         self.max_context_tokens = max_context_tokens
+        self.engine_overrides = dict(engine_overrides or {})  # EngineOptions fields (tiny buffers for stress)
         node = cluster.node
         node_buffer_blocks = node.dram_buffer_bytes // node.num_gpus // self.layout.full_block_bytes
         self.buffer_blocks = max(1, min(node_buffer_blocks, max_prompt_blocks or node_buffer_blocks))
@@ -96,11 +98,13 @@ class LocalRuntime:
 
     # -- engines ---------------------------------------------------------------------------------
     def options(self, engine: Engine):
+        from dataclasses import replace
+
         from dualpath.runtime.engine import EngineOptions
 
         node, llm = self.cluster.node, self.llm
         weights = llm.total_params * llm.kv_dtype_bytes / llm.gpus_per_engine
-        return EngineOptions(
+        options = EngineOptions(
             role=engine.role.value, name=engine.name, node=engine.node, store_dir=str(self.store_dir),
             model=str(self.work / "model.json"), seed=self.seed, dtype=self.fields["dtype"], device=self.device,
             block_tokens=self.block_tokens, max_context_tokens=self.max_context_tokens,
@@ -109,6 +113,7 @@ class LocalRuntime:
             snic_bytes_per_s=node.snic_bytes_per_s / node.num_gpus,
             cnic_bytes_per_s=node.cnic_bytes_per_s * node.cnic_kv_share, cnic_centric=True,
             corrupt_block_rate=self.faults.corrupt_block_rate, fault_seed=self.faults.seed)
+        return replace(options, **self.engine_overrides)
 
     def start(self) -> LocalRuntime:
         from dualpath.runtime.blockstore import BlockStore
@@ -223,7 +228,7 @@ def _engine_args(options) -> list[str]:
     args = ["--node", options.node, "--model", options.model, "--seed", str(options.seed), "--dtype", options.dtype,
             "--device", options.device, "--block-tokens", str(options.block_tokens),
             "--max-context-tokens", str(options.max_context_tokens), "--buffer-blocks", str(options.buffer_blocks),
-            "--num-slots", str(options.num_slots), "--hbm-bytes", str(options.hbm_bytes),
+            "--num-slots", str(options.num_slots), "--send-credits", str(options.send_credits), "--hbm-bytes", str(options.hbm_bytes),
             "--snic-bytes-per-s", repr(options.snic_bytes_per_s), "--cnic-bytes-per-s", repr(options.cnic_bytes_per_s),
             "--corrupt-block-rate", repr(options.corrupt_block_rate), "--fault-seed", str(options.fault_seed)]
     return args + (["--cnic-centric"] if options.cnic_centric else [])
@@ -317,28 +322,3 @@ def _nic_bytes(runtime: LocalRuntime, last: dict | None = None) -> dict[str, tup
         out[handle.node] = (read + stats.get("snic_read_bytes", 0), write + stats.get("snic_write_bytes", 0))
     return out
 
-
-def profile_cost(runtime: LocalRuntime, llm: LLMSpec, sizes=(16, 64, 128, 256, 384), decode_tokens: int = 8,
-                 repeats: int = 2) -> CostModel:
-    """`llm`'s cost model fitted to this machine's engines: prefill seconds of fresh prompts of `sizes`
-    tokens (`CostModel.fit` on (FLOPs, seconds)) and seconds per decoded token, measured end to end
-    through a PE and a DE. A decode step is charged per sequence: the DE runs no batches."""
-    from dataclasses import replace
-
-    pe = next(h for h in runtime.handles.values() if h.role is Role.PREFILL)
-    de = next(h for h in runtime.handles.values() if h.role is Role.DECODE)
-    rows, steps = [], []
-    for rep in range(repeats):
-        for n in sizes:
-            tokens = append_tokens(runtime.seed + 7919 * (rep + 1), n, rep, n, runtime.config.vocab_size)
-            r = runtime.client.submit(pe.address, de.address, tokens, decode_tokens, path="pe",
-                                      request=f"profile-{rep}-{n}")
-            if rep:  # the first round warms the engines up
-                rows.append((llm.prefill_flops(0, n), r.times["first_token"] - r.times["prefill_start"]))
-                steps.append((r.times["finish"] - r.times["second_token"]) / (decode_tokens - 2))
-    runtime.clear_store()
-    fitted = CostModel.fit(rows, llm.cost)
-    step_s = sorted(steps)[len(steps) // 2]
-    # t(b) = b x step_s: all compute, no fixed part, memory never binding.
-    mfu = min(1.0, 2.0 * llm.active_params / (fitted.peak_tflops * 1e12 * step_s))
-    return replace(fitted, decode_mfu=mfu, decode_overhead_s=0.0, hbm_gb_per_s=1e6, hbm_efficiency=1.0)

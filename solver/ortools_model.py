@@ -60,6 +60,21 @@ def solve_cpsat(problem: Problem, split_reads: bool, time_limit_s: float, hint: 
         if not split_reads:
             model.add(sum(a[r, p] for p in P) == co.hit_tokens[r] * z[r])
 
+    # Pooled SNICs (redundant: a weighted sum of the node rows below, coefficients rounded down so
+    # it stays implied). With whole reads it involves z only, a knapsack CP-SAT reasons on directly.
+    if split_reads:
+        pe_side = {r: model.new_int_var(0, co.pe_cap_tokens[r], f"t[{r}]") for r in R}
+        for r in R:
+            model.add(pe_side[r] == sum(a[r, p] for p in P))
+        sides = (lambda r: pe_side[r], lambda r: co.hit_tokens[r] - pe_side[r])
+    else:
+        sides = (lambda r: co.hit_tokens[r] * z[r], lambda r: co.hit_tokens[r] * (1 - z[r]))
+    for nodes, reads in ((sorted(set(pb.pe_node)), sides[0]), (sorted(set(pb.de_node)), sides[1])):
+        total = sum(pb.snic_bytes_per_s[n] for n in nodes)
+        weight = min(int(pb.snic_bytes_per_s[n] / total * _ps(co.token_snic_s[n])) for n in nodes)
+        backlog = sum(int(pb.snic_bytes_per_s[n] / total * _ps(co.snic_backlog_s[n])) for n in nodes)
+        model.add(backlog + weight * sum(reads(r) for r in R) <= T)
+
     # SNIC per node
     for n in N:
         terms = [(a[r, p], _ps(co.token_snic_s[n])) for r in R for p in P if pb.pe_node[p] == n]
@@ -91,8 +106,10 @@ def solve_cpsat(problem: Problem, split_reads: bool, time_limit_s: float, hint: 
                 for r in R:
                     model.add(var[r, group[j]] <= sum(var[s, group[j - 1]] for s in range(r)))
 
-    # Objective
+    # Objective; search the read sides first (the partition of hit bytes over SNICs), then engines
     model.minimize(T)
+    if z:
+        model.add_decision_strategy(list(z.values()), cp_model.CHOOSE_FIRST, cp_model.SELECT_MAX_VALUE)
     if hint is not None:
         _hint_cpsat(model, pb, hint, x, y, a, b, z)
 

@@ -1,0 +1,98 @@
+"""`run_real` and `dualpath run`: real engines per the cluster model, traces in the simulator's format."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+from test_scheduler import BT, LLM, cluster, workload
+
+from dualpath import cli
+from dualpath.cluster import Role
+from dualpath.errors import SpecError
+from dualpath.plan import Assignment, Plan
+from dualpath.runtime.realrun import decoder_fields, run_real, runtime_for
+from dualpath.solver.policies import make_policy
+from dualpath.trace import Trace
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def commands(monkeypatch):
+    """`run` and `engine` in the CLI (the lead wires them; patched here when not yet)."""
+    monkeypatch.setitem(cli.COMMANDS, "run", cli.COMMANDS.get("run", ("dualpath.cli_run", "run on real engines")))
+    monkeypatch.setitem(cli.COMMANDS, "engine", cli.COMMANDS.get("engine", ("dualpath.cli_run", "one engine")))
+
+
+def test_the_decoder_is_the_llm_spec():
+    from dualpath.models.llms import llm_preset
+    from dualpath.runtime.decoder import DecoderConfig
+    from dualpath.runtime.kvcodec import KVCodec
+
+    for llm in (LLM, llm_preset("tiny"), llm_preset("qwen2.5-7b")):
+        fields = decoder_fields(llm)
+        layout = KVCodec.for_model(DecoderConfig(**fields), BT).layout
+        assert layout.kv_bytes_per_token == llm.kv_bytes_per_token
+    assert decoder_fields(llm_preset("qwen2.5-7b"))["attention_bias"] is True
+    assert decoder_fields(llm_preset("tiny"))["intermediate_size"] == 256
+    with pytest.raises(SpecError, match="attention"):
+        decoder_fields(llm_preset("deepseek-v3.2"))
+
+
+def test_engines_are_named_and_placed_as_the_cluster_model():
+    spec = cluster(2, 1)
+    with runtime_for(spec, LLM, workload(2, 2), BT, in_process=True).start() as runtime:
+        assert {(h.name, h.role.value, h.node) for h in runtime.handles.values()} == {
+            ("PE0", "prefill", "P0"), ("PE1", "prefill", "P1"), ("DE0", "decode", "D0")}
+        options = runtime.options(spec.engines(Role.PREFILL)[0])
+        assert options.snic_bytes_per_s == spec.node.snic_bytes_per_s and options.cnic_centric
+
+
+def test_a_plan_is_replayed_on_its_engines():
+    spec, w = cluster(1, 2), workload(3, 3)
+    kv = LLM.kv_bytes_per_token
+    plan = Plan("hand", "feasible", [Assignment(r.id, "PE0", f"DE{r.agent % 2}", r.hit_tokens * kv, 0, order=i)
+                                     for i, r in enumerate(w.requests)], 1.0, 1.0)
+    trace = run_real(spec, LLM, w, plan, in_process=True, verify=True, timeout_s=60, block_tokens=BT)
+    assert trace.meta["wrong_turns"] == [] and len(trace.records) == 9
+    assert all(r.de == f"DE{r.agent % 2}" and r.de_read_bytes == 0 for r in trace.records)
+    assert trace.policy == "plan:hand"
+
+
+def test_the_oracle_cannot_run_for_real():
+    spec = cluster(1, 1)
+    with pytest.raises(SpecError, match="zero_io"):
+        run_real(spec, LLM, workload(1, 1), make_policy("oracle", spec, LLM, BT), in_process=True)
+
+
+def test_dualpath_run_writes_results_traces_and_predictions(commands, tmp_path, capsys):
+    out_json, out_dir = tmp_path / "run.json", tmp_path / "plots"
+    code = cli.main(["run", "--cluster", str(ROOT / "examples" / "clusters" / "local-1p1d.toml"), "--model", "tiny",
+                     "--workload", "agentic-64k", "--agents", "2", "--turns", "3", "--scale", "48",
+                     "--policy", "layerwise,dualpath", "--predict", "--verify", "--json", str(out_json),
+                     "--out", str(out_dir)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    data = json.loads(out_json.read_text())
+    assert [r["policy"] for r in data["results"]] == ["layerwise", "dualpath"]
+    for row in data["results"]:
+        for key in ("jct_s", "tokens_per_s", "ttft_p50_s", "ttft_p99_s", "tpot_mean_s"):
+            assert row[key] > 0
+        assert set(row["snic_read_bytes"]) == {"P0", "D0"} and row["wrong_turns"] == [] and row["lost_turns"] == 0
+        trace = Trace.from_json(row["trace"])
+        assert trace.executor == "runtime" and len(trace.records) == 4
+        assert row["predicted"]["jct_s"] > 0
+    layerwise = data["results"][0]
+    assert layerwise["snic_read_bytes"]["D0"] == 0 and layerwise["snic_read_bytes"]["P0"] > 0  # PE reads only
+    assert "simulated JCT" in printed
+    assert (out_dir / "jct.png").exists() and (out_dir / "runtime_dualpath.trace.json").exists()
+
+
+def test_dualpath_engine_takes_the_engine_flags(commands, capsys):
+    assert cli.main(["engine", "--role", "sideways", "--name", "x", "--store", "/tmp/x"]) == 2
+    assert "sideways" in capsys.readouterr().err

@@ -1,0 +1,159 @@
+"""The scheduler: policies and plans drive live engines; reports, split reads, dead engines."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("torch")
+
+from dualpath.cluster import ClusterSpec, NodeSpec, Role
+from dualpath.llm import AttentionKind, CostModel, LLMSpec
+from dualpath.plan import Assignment, Plan
+from dualpath.policy import ClusterState, EngineState, Policy
+from dualpath.request import Request, Trajectory, Turn, Workload
+from dualpath.runtime.agents import run_agents, verify_turns
+from dualpath.runtime.realrun import runtime_for
+from dualpath.runtime.scheduler import EngineHandle, PlanReplay, Scheduler, _Ticket
+
+NODE = NodeSpec(num_gpus=1, hbm_bytes_per_gpu=2_000_000_000, snic_gbps=0.8, cnic_gbps=8.0,
+                dram_buffer_bytes=64_000_000, host_mem_gb_per_s=4.0, pcie_gbps=16.0, name="test-node")
+# A small dense decoder: 2 layers, hidden 64, GQA 4/2 x 16, FFN 128, vocab 256 (parameter counts as `models`).
+H, L, V, FF = 64, 2, 256, 128
+ACTIVE = L * (2 * H * 64 + 2 * H * 32 + 3 * H * FF + 2 * H) + H + V * H
+LLM = LLMSpec("test-tiny", num_layers=L, hidden_size=H, num_heads=4, attention=AttentionKind.GQA, head_dim=16,
+              num_kv_heads=2, kv_dtype_bytes=4, total_params=float(ACTIVE + V * H), active_params=float(ACTIVE),
+              vocab_size=V, max_context_tokens=4096, cost=CostModel(peak_tflops=0.1, prefill_mfu=0.25))
+BT = 16
+
+
+def cluster(p: int, d: int) -> ClusterSpec:
+    return ClusterSpec(p, d, node=NODE, pe_group_gpus=1, de_group_gpus=1, name=f"test-{p}p{d}d")
+
+
+def workload(agents: int, turns: int, first: int = 150, append: int = 9, generate: int = 3) -> Workload:
+    trajectories = tuple(Trajectory(a, (Turn(first + 7 * a, generate),) + (Turn(append, generate),) * (turns - 1))
+                         for a in range(agents))
+    from dualpath.request import requests_of
+
+    return Workload("test", tuple(r for t in trajectories for r in requests_of(t, BT)), trajectories)
+
+
+class Recorder(Policy):
+    """PE/DE in turn over live engines; the PE side reads `pe_share` of the hit; keeps every state."""
+
+    name = "recorder"
+
+    def __init__(self, cluster_spec, llm, block_tokens=BT, pe_share=0.5):
+        super().__init__(cluster_spec, llm, block_tokens)
+        self.pe_share, self.states, self.turn = pe_share, [], 0
+
+    def schedule(self, pending, state):
+        self.states.append(state)
+        pes, des = state.of_role(Role.PREFILL), state.of_role(Role.DECODE)
+        out = []
+        for r in pending:
+            hit = r.hit_tokens * self.llm.kv_bytes_per_token
+            pe_bytes = round(hit * self.pe_share / (BT * self.llm.kv_bytes_per_token)) * BT * self.llm.kv_bytes_per_token
+            pe, de = pes[self.turn % len(pes)], des[self.turn % len(des)]
+            self.turn += 1
+            out.append(Assignment(r.id, pe.name, de.name, pe_bytes, hit - pe_bytes))
+        return out
+
+
+def scheduler_for(runtime, policy) -> Scheduler:
+    return Scheduler(list(runtime.handles.values()), policy, runtime.client, block_tokens=BT,
+                     hit_blocks=runtime.hit_blocks, interval_s=0.02)
+
+
+@pytest.fixture(scope="module")
+def runtime_1p2d():
+    w = workload(4, 3)
+    with runtime_for(cluster(1, 2), LLM, w, BT, in_process=True).start() as runtime:
+        yield runtime
+
+
+def test_split_assignments_read_on_both_sides_and_outputs_match_a_recompute(runtime_1p2d):
+    runtime = runtime_1p2d
+    runtime.clear_store()
+    policy = Recorder(cluster(1, 2), LLM)
+    scheduler = scheduler_for(runtime, policy).start()
+    try:
+        logs, _ = run_agents(scheduler, workload(3, 3), LLM.vocab_size, seed=3, timeout_s=60)
+    finally:
+        scheduler.close()
+    assert verify_turns(logs, runtime.reference_decoder()) == []
+    later = [log.outcome.result for log in logs if log.turn > 0]
+    assert later and all(r.path == "split" and r.pe_read_bytes and r.de_read_bytes for r in later)
+    kv = LLM.kv_bytes_per_token
+    assert all(r.pe_read_bytes + r.de_read_bytes == r.hit_tokens * kv for r in later)
+    assert {log.outcome.result.de for log in logs} == {"DE0", "DE1"}
+    # Group leaders' report: per engine seq/tok and free HBM, per node the read queues.
+    seen = policy.states[-1]
+    assert set(seen.engines) == {"PE0", "DE0", "DE1"} and set(seen.read_queue_tokens) == {"P0", "D0", "D1"}
+    assert all(e.free_hbm_bytes > 0 for e in seen.engines.values() if e.role is Role.DECODE)
+
+
+def test_a_dead_engine_never_gets_work(runtime_1p2d):
+    runtime = runtime_1p2d
+    runtime.kill("DE0")
+    try:
+        runtime.clear_store()
+        policy = Recorder(cluster(1, 2), LLM, pe_share=1.0)
+        scheduler = scheduler_for(runtime, policy).start()
+        try:
+            logs, _ = run_agents(scheduler, workload(3, 2), LLM.vocab_size, seed=4, timeout_s=60)
+        finally:
+            scheduler.close()
+        assert not scheduler.alive("DE0") and scheduler.alive("DE1")
+        assert all(log.outcome is not None and log.outcome.result.de == "DE1" for log in logs)
+        assert all(not s.engines["DE0"].alive for s in policy.states)
+        assert verify_turns(logs, runtime.reference_decoder()) == []
+    finally:
+        assert runtime.respawn_dead() == ["DE0"]
+
+
+def test_an_assignment_to_a_dead_engine_is_held_back():
+    handles = [EngineHandle("PE0", Role.PREFILL, "P0", 0, ("127.0.0.1", 1)),
+               EngineHandle("DE0", Role.DECODE, "D0", 0, ("127.0.0.1", 2), alive=False)]
+    scheduler = Scheduler(handles, Recorder(cluster(1, 1), LLM), client=None, block_tokens=BT, hit_blocks=lambda t: 0)
+    scheduler.pending["a0t0"] = _Ticket(Request("a0t0", 0, 0, 0, 20, 2), [1] * 20, 0.0, 1)
+    scheduler._dispatch(Assignment("a0t0", "PE0", "DE0", 0, 0))
+    assert "a0t0" in scheduler.pending and not scheduler.in_flight
+
+
+def test_the_snapshot_adds_dispatched_work_the_engines_have_not_reported():
+    handles = [EngineHandle("PE0", Role.PREFILL, "P0", 0, ("127.0.0.1", 1)),
+               EngineHandle("DE0", Role.DECODE, "D0", 0, ("127.0.0.1", 2))]
+    scheduler = Scheduler(handles, Recorder(cluster(1, 1), LLM), client=None, block_tokens=BT, hit_blocks=lambda t: 0)
+    kv = LLM.kv_bytes_per_token
+    for i, (pe_bytes, de_bytes) in enumerate(((32 * kv, 0), (0, 64 * kv))):
+        ticket = _Ticket(Request(f"r{i}", i, 1, 32 * (i + 1), 10, 5), [], 0.0, i, attempt_id=f"r{i}",
+                         assignment=Assignment(f"r{i}", "PE0", "DE0", pe_bytes, de_bytes))
+        scheduler.in_flight[f"r{i}"] = ticket
+    reports = {"PE0": {"read_queue_bytes": 100, "requests": {"r1": "reading"}},
+               "DE0": {"read_queue_bytes": 0, "requests": {"r1": 1}, "free_hbm_bytes": 10**6}}
+    state = scheduler._snapshot(reports)
+    pe, de = state.engines["PE0"], state.engines["DE0"]
+    assert (pe.num_seqs, pe.num_tokens) == (2, 20)  # r0 not yet at the PE, r1 reading: both unprefilled
+    assert (de.num_seqs, de.num_tokens) == (2, (32 + 10 + 5) + (64 + 10 + 5))
+    assert de.free_hbm_bytes == 10**6 - (32 + 10 + 5) * kv  # r0 is not admitted at the DE yet
+    # r0's read has not started: it waits in P0's queue; r1 is reading (in the engine's own counter).
+    assert state.read_queue_bytes == {"P0": 100 + 32 * kv, "D0": 0}
+
+
+def test_plan_replay_follows_the_plan_order_and_replaces_dead_engines():
+    kv = LLM.kv_bytes_per_token
+    plan = Plan("test", "optimal", [Assignment("a0t1", "PE0", "DE1", 32 * kv, 32 * kv, order=2),
+                                     Assignment("a1t1", "PE0", "DE0", 64 * kv, 0, order=1),
+                                     Assignment("a2t1", "PE0", "DE1", 0, 64 * kv, order=0)], 1.0, 1.0)
+    replay = PlanReplay(cluster(1, 2), LLM, plan, BT)
+    engines = {"PE0": EngineState("PE0", Role.PREFILL, "P0", 0, 0, 0, 10**9),
+               "DE0": EngineState("DE0", Role.DECODE, "D0", 0, 3, 300, 10**9),
+               "DE1": EngineState("DE1", Role.DECODE, "D1", 1, 0, 0, 10**9, alive=False)}
+    state = ClusterState(0.0, engines, {}, {})
+    pending = [Request(f"a{i}t1", i, 1, 128, 9, 3) for i in range(3)]
+    out = replay.schedule(pending, state)
+    assert [a.request for a in out] == ["a2t1", "a1t1", "a0t1"]
+    assert all(a.de == "DE0" for a in out)  # DE1 stopped answering
+    assert [(a.pe_read_bytes, a.de_read_bytes) for a in out] == [(0, 128 * kv), (128 * kv, 0), (64 * kv, 64 * kv)]
+
