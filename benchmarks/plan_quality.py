@@ -35,11 +35,11 @@ def check(ok: bool, what: str) -> str:
 
 
 def batch(n: int, seed: int = 0, with_hits: bool = False) -> list:
-    """`--batch n`; `with_hits` keeps only turns that read KV (drops fresh prompts), so that small
-    instances are decided by reads rather than by the single largest prefill."""
+    """`--batch n`; `with_hits` keeps only turns that read KV and append at most 2,048 tokens, so that
+    small instances are decided by reads and balance rather than by the single largest prefill."""
     picked = list(sample_batch(resolve_workload("agentic-64k", seed=seed), 4 * n if with_hits else n,
                                seed=seed).requests)
-    return [r for r in picked if r.hit_tokens][:n] if with_hits else picked
+    return [r for r in picked if r.hit_tokens and r.new_tokens <= 2048][:n] if with_hits else picked
 
 
 def part_batch(time_limit_s: float) -> None:

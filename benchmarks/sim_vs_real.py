@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--interval-s", type=float, default=0.05, help="scheduler tick, in both executors")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default="", help="write the table as JSON here")
+    p.add_argument("--save", default="", help="write each run's measured and simulated Trace into this folder")
     args = p.parse_args(argv)
     base = load_cluster(args.cluster)
     node = dataclasses.replace(base.node, snic_gbps=args.snic_mb_s * 8e-3, cnic_gbps=args.cnic_mb_s * 8e-3,
@@ -81,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
             sim = simulate(cluster, fitted, timed, _policy(name, cluster, fitted, bt),
                            calibration=profile.calibration(), progress=False, seed=args.seed)
             real_jct, sim_jct = trace.metrics().jct_s, sim.metrics().jct_s
+            if args.save:
+                Path(args.save).mkdir(parents=True, exist_ok=True)
+                trace.save(str(Path(args.save) / f"real_{name}.json"))
+                sim.save(str(Path(args.save) / f"sim_{name}.json"))
             rows.append({"policy": name, "real_jct_s": real_jct, "sim_jct_s": sim_jct,
                          "error": sim_jct / real_jct - 1,
                          "real_read_mb": {k: v / MB for k, v in trace.meta["snic_read_bytes"].items()},
@@ -95,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"order by JCT measured {real_order}, simulated {sim_order}: {'same' if real_order == sim_order else 'DIFFERENT'}; "
           f"worst error {worst:.1%} (target <= 15%)")
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "real_order": real_order, "sim_order": sim_order}, indent=1))
+        Path(args.json).write_text(json.dumps({"rows": rows, "real_order": real_order, "sim_order": sim_order,
+                                               "profile": {"rows": profile.rows, "rdma_submit_s": profile.rdma_submit_s,
+                                                           "cost": dataclasses.asdict(profile.cost)}}, indent=1))
     return 0 if worst <= 0.15 and real_order == sim_order else 1
 
 

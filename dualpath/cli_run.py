@@ -222,13 +222,14 @@ class EngineProfile:
 
 
 def profile_engines(runtime, llm, *, sizes=(16, 64, 128, 256, 384), hit_blocks=(8, 24, 48), new_tokens: int = 32,
-                    decode_tokens: int = 8, interval_s: float = 0.05) -> EngineProfile:
+                    decode_tokens: int = 8, repeats: int = 3, interval_s: float = 0.05) -> EngineProfile:
     """Measure this machine's engines once and fit the simulator's constants to them.
 
     Fresh prompts of `sizes` tokens give prefill seconds per FLOP and per batch (`CostModel.fit`) and
     decode seconds per token (charged per sequence: a DE runs no batches); prompts of `new_tokens`
     on `hit_blocks` cached blocks, on both read paths, give the per-Layer-Block cost of moving KV in
-    and out of a PE, fitted to the simulator's layerwise step. Storage is emptied afterwards."""
+    and out of a PE, fitted to the simulator's layerwise step. Each point is the median of `repeats`
+    runs. Storage is emptied afterwards."""
     from dualpath.cluster import Role
     from dualpath.llm import CostModel
     from dualpath.runtime.agents import append_tokens
@@ -241,32 +242,37 @@ def profile_engines(runtime, llm, *, sizes=(16, 64, 128, 256, 384), hit_blocks=(
         return runtime.client.submit(pe.address, de.address, tokens, new, path=path)
 
     fresh, steps = [], []
-    for rep in range(2):  # the first round warms the engines up
-        for n in sizes:
-            r = submit(append_tokens(runtime.seed + 101 * (rep + 1), n, rep, n, vocab))
-            if rep:
-                seconds = r.times["first_token"] - r.times["prefill_start"]
-                fresh.append((llm.prefill_flops(0, n), seconds))
-                steps.append((r.times["finish"] - r.times["second_token"]) / (decode_tokens - 2))
-                rows.append(("fresh", n, "pe", seconds))
+    for n in sizes:
+        runs = [submit(append_tokens(runtime.seed + 101 * rep, n, rep, n, vocab)) for rep in range(repeats + 1)][1:]
+        seconds = _median([r.times["first_token"] - r.times["prefill_start"] for r in runs])  # first: warm-up
+        fresh.append((llm.prefill_flops(0, n), seconds))
+        steps += [(r.times["finish"] - r.times["second_token"]) / (decode_tokens - 2) for r in runs]
+        rows.append(("fresh", n, "pe", seconds))
     cost = CostModel.fit(fresh, llm.cost)
-    step_s = sorted(steps)[len(steps) // 2]
     # t(b) = b x step_s: all compute, no fixed part, memory never binding.
-    cost = replace(cost, decode_mfu=min(1.0, 2.0 * llm.active_params / (cost.peak_tflops * 1e12 * step_s)),
+    cost = replace(cost, decode_mfu=min(1.0, 2.0 * llm.active_params / (cost.peak_tflops * 1e12 * _median(steps))),
                    decode_overhead_s=0.0, hbm_gb_per_s=1e6, hbm_efficiency=1.0)
     hits = []
     for path in ("pe", "de"):
         for h in hit_blocks:
-            base = append_tokens(runtime.seed + 7, h, path == "de", h * bt + 1, vocab)
-            first = submit(base, new=2)  # stores h blocks
-            r = submit(base + first.tokens + append_tokens(runtime.seed + 8, h, 0, new_tokens, vocab), path)
-            seconds = r.times["first_token"] - r.times["prefill_start"]
-            hits.append((r.hit_tokens // bt, len(base) + 2 + new_tokens - r.hit_tokens, path, seconds))
-            rows.append(("hit", r.hit_tokens // bt, path, seconds))
+            times, hit, new = [], 0, 0
+            for rep in range(repeats):
+                base = append_tokens(runtime.seed + 7 + rep, h, path == "de", h * bt + 1, vocab)
+                first = submit(base, new=2)  # stores h blocks
+                r = submit(base + first.tokens + append_tokens(runtime.seed + 8, h, rep, new_tokens, vocab), path)
+                times.append(r.times["first_token"] - r.times["prefill_start"])
+                hit, new = r.hit_tokens // bt, len(base) + 2 + new_tokens - r.hit_tokens
+            hits.append((hit, new, path, _median(times)))
+            rows.append(("hit", hit, path, _median(times)))
     runtime.clear_store()
     fitted = replace(llm, cost=cost)
     submit_s = _fit_submit(fitted, runtime.cluster.node, bt, hits)
     return EngineProfile(cost, submit_s, interval_s, rows)
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
 
 
 def _fit_submit(llm, node, block_tokens: int, hits: list) -> float:

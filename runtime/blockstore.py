@@ -1,12 +1,9 @@
 """Block store: a directory of Full-Block files (a 3FS FUSE mount or a local NVMe directory).
 
 Layout: `<root>/<id[:2]>/<id>.blk`, where `id` is the block's prefix-chained hash
-(`dualpath.kvlayout.chain_block_ids`). Each file is a header followed by the Full Block:
+(`dualpath.kvlayout.chain_block_ids`). Each file is a header followed by the Full Block
+(`dualpath.runtime.block_file`: per-layer checksums, payload at a 4 KiB-aligned offset).
 
-    magic "DPBLK1", version, num_layers, layer_block_bytes, block id, parent id,
-    crc32 of each Layer Block, crc32 of the header;  payload at a 4 KiB-aligned offset.
-
-Per-layer checksums let a single Layer Block be read and verified without touching the rest.
 Reads go straight into a caller's buffer with `readinto` (no intermediate copy); writes are atomic
 (temp file in the same directory, fsync, `os.replace`, fsync of the directory), so a killed writer
 leaves either the old state or the whole new block. A corrupt or missing block raises
@@ -17,58 +14,41 @@ The in-memory `PrefixTrie` (rebuilt from the headers at open) answers hit lookup
 from __future__ import annotations
 
 import os
-import re
 import secrets
-import struct
 import threading
 import time
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from dualpath.errors import SpecError
+from dualpath.kvlayout import KVLayout, PrefixTrie
+from dualpath.runtime.block_file import (
+    ALIGN_BYTES,
+    ID_FIELD_BYTES,
+    MAGIC,
+    VERSION,
+    BlockCorruptError,
+    BlockError,
+    BlockMissingError,
+    check_block_id,
+    decode_header,
+    encode_header,
+    fsync_dir,
+    header_bytes,
+    read_exact,
+    readinto_exact,
+    write_all,
+)
 from dualpath.runtime.ratelimit import NicLimiter
 
-from dualpath.errors import DualpathError, SpecError
-from dualpath.kvlayout import KVLayout, PrefixTrie
+__all__ = [
+    "ALIGN_BYTES", "ID_FIELD_BYTES", "MAGIC", "SUFFIX", "TEMP_SUFFIX", "VERSION", "BlockCorruptError",
+    "BlockError", "BlockMissingError", "BlockStore", "check_block_id", "header_bytes",
+]
 
-MAGIC = b"DPBLK1"
-VERSION = 1
-ID_FIELD_BYTES = 64
-_FIXED = struct.Struct(f"<6sHIQ{ID_FIELD_BYTES}s{ID_FIELD_BYTES}s")
-ALIGN_BYTES = 4096
 SUFFIX = ".blk"
 TEMP_SUFFIX = ".tmp"
-_ID_RE = re.compile(rf"^[0-9a-f]{{8,{ID_FIELD_BYTES}}}$")
-
-
-class BlockError(DualpathError):
-    """A block cannot be served; names the block id and the file."""
-
-    def __init__(self, block_id: str, path: Path | str, reason: str):
-        self.block_id = block_id
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"block {block_id} ({path}): {reason}")
-
-
-class BlockMissingError(BlockError):
-    """No file for the block."""
-
-
-class BlockCorruptError(BlockError):
-    """The file exists but fails a check (magic, version, geometry, length, header or layer checksum)."""
-
-
-def check_block_id(block_id: str) -> str:
-    if not isinstance(block_id, str) or not _ID_RE.match(block_id):
-        raise SpecError("BlockStore", "block_id", block_id, f"8..{ID_FIELD_BYTES} lowercase hex digits")
-    return block_id
-
-
-def header_bytes(num_layers: int) -> int:
-    """Bytes before the payload: fixed header, layer checksums, header checksum, padded to 4 KiB."""
-    raw = _FIXED.size + 4 * num_layers + 4
-    return -(-raw // ALIGN_BYTES) * ALIGN_BYTES
 
 
 class BlockStore:
@@ -155,13 +135,13 @@ class BlockStore:
                             f"{self.layout.full_block_bytes} (one Full Block)")
         if self.write_limiter is not None:
             self.write_limiter.acquire(data.nbytes)
-        header = self._header(block_id, parent_id, data)
+        header = encode_header(self.layout, block_id, parent_id, data)
         path.parent.mkdir(exist_ok=True)
         temp = path.parent / f".{block_id}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            _write_all(fd, header)
-            _write_all(fd, data)
+            write_all(fd, header)
+            write_all(fd, data)
             os.fsync(fd)
         except BaseException:
             os.close(fd)
@@ -169,23 +149,13 @@ class BlockStore:
             raise
         os.close(fd)
         os.replace(temp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         with self._lock:
             self._parent[block_id] = parent_id
             chain = self._chain(block_id)
             if chain is not None:
                 self.trie.insert(chain)
         return path
-
-    def _header(self, block_id: str, parent_id: str | None, data: memoryview) -> bytes:
-        layer_bytes = self.layout.layer_block_bytes
-        fixed = _FIXED.pack(MAGIC, VERSION, self.layout.num_layers, layer_bytes,
-                            block_id.encode(), (parent_id or "").encode())
-        crcs = struct.pack(f"<{self.layout.num_layers}I", *(
-            zlib.crc32(data[i * layer_bytes : (i + 1) * layer_bytes]) for i in range(self.layout.num_layers)))
-        head = fixed + crcs
-        head += struct.pack("<I", zlib.crc32(head))
-        return head + bytes(self._header_bytes - len(head))
 
     def delete(self, block_id: str) -> bool:
         """Remove a block file (the trie keeps the id until the next `rescan`)."""
@@ -234,7 +204,8 @@ class BlockStore:
         nbytes = layer_bytes * num_layers
         view = memoryview(out).cast("B")
         if view.readonly or view.nbytes < nbytes:
-            raise SpecError("BlockStore.read", "out", f"{view.nbytes} bytes", f"a writable buffer of >= {nbytes}")
+            raise SpecError("BlockStore.read", "out", f"{view.nbytes} bytes",
+                            f"a writable buffer of >= {nbytes}")
         view = view[:nbytes]
         if self.limiter is not None:
             self.limiter.acquire(nbytes)
@@ -244,9 +215,10 @@ class BlockStore:
                 expected = self._header_bytes + self.layout.full_block_bytes
                 if size != expected:
                     raise BlockCorruptError(block_id, path, f"file is {size} bytes, expected {expected}")
-                crcs, _ = self._parse_header(block_id, path, _read_exact(f, self._header_bytes, path, block_id))
+                head = read_exact(f, self._header_bytes, path, block_id)
+                crcs, _ = decode_header(self.layout, block_id, path, head)
                 f.seek(self._header_bytes + first_layer * layer_bytes)
-                got = _readinto_exact(f, view)
+                got = readinto_exact(f, view)
                 if got < nbytes:
                     raise BlockCorruptError(block_id, path, f"truncated: {got} of {nbytes} payload bytes")
         except FileNotFoundError:
@@ -260,58 +232,8 @@ class BlockStore:
     def _read_header(self, block_id: str, path: Path) -> tuple[tuple[int, ...], str | None]:
         try:
             with open(path, "rb", buffering=0) as f:
-                return self._parse_header(block_id, path, _read_exact(f, self._header_bytes, path, block_id))
+                head = read_exact(f, self._header_bytes, path, block_id)
+                return decode_header(self.layout, block_id, path, head)
         except FileNotFoundError:
             raise BlockMissingError(block_id, path, "no such block file") from None
 
-    def _parse_header(self, block_id: str, path: Path, head: bytes) -> tuple[tuple[int, ...], str | None]:
-        magic, version, num_layers, layer_bytes, stored_id, parent = _FIXED.unpack_from(head)
-        if magic != MAGIC:
-            raise BlockCorruptError(block_id, path, f"bad magic {magic!r}")
-        if version != VERSION:
-            raise BlockCorruptError(block_id, path, f"unsupported version {version}")
-        if num_layers != self.layout.num_layers or layer_bytes != self.layout.layer_block_bytes:
-            raise BlockCorruptError(block_id, path, f"geometry {num_layers} layers x {layer_bytes} B does not match "
-                                    f"the layout ({self.layout.num_layers} x {self.layout.layer_block_bytes} B)")
-        end = _FIXED.size + 4 * num_layers
-        (head_crc,) = struct.unpack_from("<I", head, end)
-        if zlib.crc32(head[:end]) != head_crc:
-            raise BlockCorruptError(block_id, path, "header checksum mismatch")
-        stored = stored_id.rstrip(b"\0").decode(errors="replace")
-        if stored != block_id:
-            raise BlockCorruptError(block_id, path, f"file holds block {stored!r}")
-        crcs = struct.unpack_from(f"<{num_layers}I", head, _FIXED.size)
-        parent_id = parent.rstrip(b"\0").decode(errors="replace") or None
-        return crcs, parent_id
-
-
-def _write_all(fd: int, data) -> None:
-    view = memoryview(data)
-    while view.nbytes:
-        view = view[os.write(fd, view) :]
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _readinto_exact(f, view: memoryview) -> int:
-    got = 0
-    while got < view.nbytes:
-        n = f.readinto(view[got:])
-        if not n:
-            break
-        got += n
-    return got
-
-
-def _read_exact(f, nbytes: int, path: Path, block_id: str) -> bytes:
-    buf = bytearray(nbytes)
-    got = _readinto_exact(f, memoryview(buf))
-    if got < nbytes:
-        raise BlockCorruptError(block_id, path, f"truncated header: {got} of {nbytes} bytes")
-    return bytes(buf)

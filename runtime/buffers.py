@@ -12,7 +12,7 @@ whole pages (the ledger's capacity is `num_pages * page_bytes`), so the ledger g
 exactly the allocator having the pages: no fragmentation can make a granted step wait.
 
 Host memory is a `bytearray` on CPU and a pinned torch tensor when a CUDA device is named; device
-memory (HBM) is a CUDA tensor. torch is imported only in those cases.
+memory (HBM) is a CUDA tensor (`dualpath.runtime.memory`). Pages and leases: `dualpath.runtime.page_pool`.
 """
 
 from __future__ import annotations
@@ -21,135 +21,17 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 
-from dualpath.errors import SpecError, require
+from dualpath.errors import SpecError
 from dualpath.protocol import Ledger, ProtocolError, RequestSizes, Resource, Step
+from dualpath.runtime.memory import Memory
+from dualpath.runtime.page_pool import BYTES, COUNT, SLOTS, Lease, PoolEntry
 
-BYTES = "bytes"
-SLOTS = "slots"
-COUNT = "count"
+__all__ = ["BYTES", "COUNT", "SLOTS", "BufferPool", "BufferTimeoutError", "Lease", "Memory", "PoolEntry"]
 
 
 class BufferTimeoutError(ProtocolError):
     """A blocking acquire waited longer than its timeout (names request, step and resources)."""
-
-
-class Memory:
-    """A contiguous registered-able memory area: host bytes (`view`) and/or a torch tensor (`tensor`).
-
-    `device` is "cpu" (plain or pinned host memory) or "cuda:N" (HBM, `view` is None). `ptr` is the
-    address (for RDMA registration). Build with `Memory.allocate` or `Memory.wrap`.
-    """
-
-    def __init__(self, nbytes: int, device: str, view: memoryview | None, tensor=None, pinned: bool = False):
-        self.nbytes = nbytes
-        self.device = device
-        self.view = view
-        self._tensor = tensor
-        self.pinned = pinned
-
-    @classmethod
-    def allocate(cls, nbytes: int, device: str = "cpu", host: bool = True) -> Memory:
-        """Allocate `nbytes`. `host=True` gives host memory, pinned when `device` is CUDA;
-        `host=False` with a CUDA device gives device memory."""
-        if nbytes <= 0:
-            raise SpecError("Memory", "nbytes", nbytes, "a positive integer")
-        if not device.startswith("cuda"):
-            return cls(nbytes, "cpu", memoryview(bytearray(nbytes)))
-        torch = require("torch", "runtime")
-        if host:
-            tensor = torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
-            return cls(nbytes, "cpu", memoryview(tensor.numpy()).cast("B"), tensor, pinned=True)
-        tensor = torch.empty(nbytes, dtype=torch.uint8, device=device)
-        return cls(nbytes, str(tensor.device), None, tensor)
-
-    @classmethod
-    def wrap(cls, obj) -> Memory:
-        """Wrap an existing buffer: `Memory`, bytearray/memoryview/numpy array, or a torch tensor."""
-        if isinstance(obj, Memory):
-            return obj
-        if type(obj).__module__.startswith("torch"):
-            torch = require("torch", "runtime")
-            if not obj.is_contiguous():
-                raise SpecError("Memory.wrap", "tensor", tuple(obj.shape), "a contiguous tensor")
-            flat = obj.reshape(-1).view(torch.uint8)
-            if obj.device.type == "cpu":
-                view = memoryview(flat.numpy())
-                return cls(flat.numel(), "cpu", view, flat, pinned=bool(obj.is_pinned()))
-            return cls(flat.numel(), str(obj.device), None, flat)
-        view = memoryview(obj)
-        if view.readonly:
-            raise SpecError("Memory.wrap", "buffer", type(obj).__name__, "a writable buffer")
-        view = view.cast("B") if view.format != "B" or view.ndim != 1 else view
-        return cls(view.nbytes, "cpu", view)
-
-    @property
-    def tensor(self):
-        """A torch uint8 tensor over the same memory (created lazily for host memory)."""
-        if self._tensor is None:
-            torch = require("torch", "runtime")
-            self._tensor = torch.frombuffer(self.view, dtype=torch.uint8)
-        return self._tensor
-
-    @property
-    def ptr(self) -> int:
-        if self._tensor is not None:
-            return int(self._tensor.data_ptr())
-        import ctypes
-
-        return ctypes.addressof(ctypes.c_char.from_buffer(self.view))
-
-    @property
-    def on_device(self) -> bool:
-        return self.view is None
-
-
-@dataclass
-class PoolEntry:
-    """One resource instance: `(resource, owner)` with its unit, page size and memory (if any)."""
-
-    resource: Resource
-    owner: str
-    unit: str  # BYTES (paged memory), SLOTS (one page per unit) or COUNT (no memory)
-    page_bytes: int
-    num_pages: int
-    memory: Memory | None
-    free_pages: list[int] = field(default_factory=list)
-
-    def charge(self, amount: int) -> tuple[int, int]:
-        """(pages, ledger units) an amount of this resource costs."""
-        if self.unit == BYTES:
-            pages = -(-amount // self.page_bytes)
-            return pages, pages * self.page_bytes
-        return (amount if self.unit == SLOTS else 0), amount
-
-
-@dataclass(frozen=True)
-class Lease:
-    """Pages of one resource held by one request. `views()` are the pages' memory, in order."""
-
-    request: str
-    resource: Resource
-    owner: str
-    pages: tuple[int, ...]
-    page_bytes: int
-    charged: int
-    memory: Memory | None
-
-    @property
-    def offsets(self) -> tuple[int, ...]:
-        return tuple(page * self.page_bytes for page in self.pages)
-
-    def view(self, index: int) -> memoryview:
-        """Host memory of the lease's `index`-th page (device memory: use `memory.tensor`)."""
-        if self.memory is None or self.memory.view is None:
-            raise ProtocolError(f"{self.resource.value}/{self.owner} has no host memory to view")
-        start = self.pages[index] * self.page_bytes
-        return self.memory.view[start : start + self.page_bytes]
-
-    def views(self) -> list[memoryview]:
-        return [self.view(i) for i in range(len(self.pages))]
 
 
 class BufferPool:
@@ -178,7 +60,8 @@ class BufferPool:
     def add_counter(self, resource: Resource, owner: str, capacity: int) -> None:
         """Resource with no memory behind it (send credits; DE HBM owned by the model)."""
         if capacity <= 0:
-            raise SpecError("BufferPool", f"{resource.value}/{owner} capacity", capacity, "a positive integer")
+            raise SpecError("BufferPool", f"{resource.value}/{owner} capacity", capacity,
+                            "a positive integer")
         with self._cond:
             self._declare(PoolEntry(resource, owner, COUNT, 1, 0, None), capacity)
 
@@ -191,7 +74,8 @@ class BufferPool:
         elif memory.nbytes < page_bytes * num_pages:
             raise SpecError("BufferPool", f"{resource.value}/{owner} memory", memory.nbytes,
                             f">= {page_bytes * num_pages} bytes")
-        entry = PoolEntry(resource, owner, unit, page_bytes, num_pages, memory, list(range(num_pages - 1, -1, -1)))
+        entry = PoolEntry(resource, owner, unit, page_bytes, num_pages, memory,
+                          list(range(num_pages - 1, -1, -1)))
         with self._cond:
             self._declare(entry, num_pages * page_bytes if unit == BYTES else num_pages)
         return memory
@@ -237,7 +121,7 @@ class BufferPool:
         leases = []
         for res, owner, (num_pages, units) in charged:
             entry = self._entries[(res, owner)]
-            pages = tuple(entry.free_pages.pop() for _ in range(num_pages))
+            pages = entry.take(num_pages)
             lease = Lease(request, res, owner, pages, entry.page_bytes, units, entry.memory)
             self._leases.setdefault(request, {}).setdefault((res, owner), deque()).append(lease)
             leases.append(lease)
@@ -297,7 +181,7 @@ class BufferPool:
             return count
 
     def _free(self, lease: Lease) -> None:
-        self._entries[(lease.resource, lease.owner)].free_pages.extend(reversed(lease.pages))
+        self._entries[(lease.resource, lease.owner)].put_back(lease.pages)
 
     def leases(self, request: str, resource: Resource | None = None) -> list[Lease]:
         """What `request` holds now (optionally of one resource), oldest first."""

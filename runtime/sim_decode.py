@@ -97,11 +97,19 @@ class DecodeGroup:
             self._seq += 1
             heapq.heappush(running, (step + state.req.output_tokens - 1, self._seq, state))
         decode_step, weights = sim.llm.decode_step_s, sim.de_weight_bytes
+        slowest, rescan = self.step_s, False
         for engine in touched:
-            engine.step_s = decode_step(engine.decode_seqs, engine.decode_ctx, weights)
+            old = engine.step_s
+            engine.step_s = new = decode_step(engine.decode_seqs, engine.decode_ctx, weights)
+            if new >= slowest:
+                slowest = new
+            elif old >= self.step_s:
+                rescan = True  # the slowest engine got faster: look at them all
+        if rescan:
+            slowest = max(e.step_s for e in self.engines)
         self.anchor_at = now
         self.anchor_step = step
-        self.step_s = max(e.step_s for e in self.engines) if running else 0.0
+        self.step_s = slowest if running else 0.0
         for state in joined:
             state.second_token = now + self.step_s
         if running:

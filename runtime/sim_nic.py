@@ -85,13 +85,13 @@ class Channel:
     )
 
     def __init__(self, name: str, kind: str, rate_bytes_per_s: float, line_bytes_per_s: float | None = None,
-                 sink: SpanSink | None = None):
+                 sink: SpanSink | None = None, meter: UsageMeter | None = None):
         self.name = name
         self.kind = kind
         self.rate_bytes_per_s = rate_bytes_per_s
         self.line_bytes_per_s = line_bytes_per_s or rate_bytes_per_s  # what utilisation is relative to
         self.free_at = 0.0
-        self.meter = UsageMeter()
+        self.meter = meter if meter is not None else UsageMeter()  # may be shared, e.g. by a node's CNICs
         self.bytes_total = 0.0
         self.sink = sink
 

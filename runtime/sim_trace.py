@@ -60,7 +60,7 @@ def utilisation(sim) -> tuple[dict[str, list[tuple[float, float]]], float]:
     """Per-node NIC, buffer and GPU utilisation series and the SNIC max/avg balance over time."""
     every = [s.read_meter for s in sim.storages] + [s.write.meter for s in sim.storages]
     every += [s.buffer_meter for s in sim.storages] + [g.busy_meter for g in sim.decode_groups]
-    every += [c.meter for c in sim.pe_in + sim.pe_out + sim.de_in + sim.de_out]
+    every += sim.cnic_meters["in"] + sim.cnic_meters["out"]
     every += sim.gpu_meters
     bucket_s = max(m.bucket_s for m in every)
     node = sim.cluster.node
@@ -76,10 +76,9 @@ def utilisation(sim) -> tuple[dict[str, list[tuple[float, float]]], float]:
                                                 storage.buffer_bytes, bucket_s)
     cnic_line = node.cnic_bytes_per_s * node.num_gpus
     for name, index in sim.node_index.items():
-        for direction, pe_chan, de_chan in (("in", sim.pe_in, sim.de_in), ("out", sim.pe_out, sim.de_out)):
-            meters = [pe_chan[e.index].meter for e in sim.pes if e.node == index]
-            meters += [de_chan[e.index].meter for e in sim.des if e.node == index]
-            out[f"{name}.cnic_{direction}"] = as_series(merged(meters, bucket_s), cnic_line, bucket_s)
+        for direction in ("in", "out"):
+            values = merged([sim.cnic_meters[direction][index]], bucket_s)
+            out[f"{name}.cnic_{direction}"] = as_series(values, cnic_line, bucket_s)
         num_pes = sum(1 for e in sim.pes if e.node == index)
         if num_pes:
             out[f"{name}.gpu"] = as_series(merged([sim.gpu_meters[index]], bucket_s), num_pes, bucket_s)

@@ -76,12 +76,17 @@ class Simulator:
         pcie = node.pcie_gbps * 1e9 / 8
         pes, des = cluster.engines(Role.PREFILL), cluster.engines(Role.DECODE)
 
-        def chans(engines, suffix, kind, rate):
-            return [Channel(f"{e.name}.{suffix}", kind, rate, node.cnic_bytes_per_s, sink) for e in engines]
+        # One meter per node and direction: utilisation is reported per node, and thousands of
+        # per-GPU meters would cost more than the channels they measure.
+        self.cnic_meters = {d: [UsageMeter() for _ in self.node_index] for d in ("in", "out")}
 
-        self.pe_in, self.pe_out = chans(pes, "cnic_in", "transfer", cnic_kv), chans(pes, "cnic_out", "transfer", cnic_kv)
+        def chans(engines, direction, rate):
+            return [Channel(f"{e.name}.cnic_{direction}", "transfer", rate, node.cnic_bytes_per_s, sink,
+                            self.cnic_meters[direction][self.node_index[e.node]]) for e in engines]
+
+        self.pe_in, self.pe_out = chans(pes, "in", cnic_kv), chans(pes, "out", cnic_kv)
         self.pe_pcie = [Channel(f"{e.name}.pcie", "transfer", pcie, pcie, sink) for e in pes]
-        self.de_in, self.de_out = chans(des, "cnic_in", "transfer", cnic_kv), chans(des, "cnic_out", "transfer", cnic_kv)
+        self.de_in, self.de_out = chans(des, "in", cnic_kv), chans(des, "out", cnic_kv)
         usable = node.hbm_bytes_per_gpu * (1 - cal.hbm_reserve_fraction)
         free = {}
         for field_name in ("pe_group_gpus", "de_group_gpus"):

@@ -22,6 +22,8 @@ from __future__ import annotations
 import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from itertools import compress
+from operator import is_not
 
 from dualpath.cluster import ClusterSpec, Role
 from dualpath.llm import LLMSpec
@@ -48,6 +50,7 @@ class SchedulerView:
     read_queue_tokens: dict[str, int]
     group_tokens: dict[int, int] = field(default_factory=dict)
     z_limit: dict[int, float] = field(default_factory=dict)  # per DE group, fixed at the fetch's start
+    pe_groups: dict[int, list[int]] = field(default_factory=dict)  # PE group -> PE indices
 
     @classmethod
     def of(cls, state: ClusterState) -> SchedulerView:
@@ -55,11 +58,13 @@ class SchedulerView:
         pe_names, pe_node, pe_tokens, pe_seqs = [], [], [], []
         de_names, de_node, de_tokens, de_seqs, de_free, de_group = [], [], [], [], [], []
         groups: dict[int, list[int]] = {}
+        pe_groups: dict[int, list[int]] = {}
         group_tokens: dict[int, int] = {}
         for e in state.engines.values():
             if not e.alive:
                 continue
             if e.role is Role.PREFILL:
+                pe_groups.setdefault(e.group, []).append(len(pe_names))
                 pe_names.append(e.name)
                 pe_node.append(e.node)
                 pe_tokens.append(e.num_tokens)
@@ -74,38 +79,64 @@ class SchedulerView:
             de_free.append(e.free_hbm_bytes)
             de_group.append(e.group)
         return cls(pe_names, pe_node, pe_tokens, pe_seqs, de_names, de_node, de_tokens, de_seqs, de_free,
-                   de_group, groups, dict(state.read_queue_tokens), group_tokens)
+                   de_group, groups, dict(state.read_queue_tokens), group_tokens, {}, pe_groups)
 
     def copy(self) -> SchedulerView:
         return SchedulerView(self.pe_names, self.pe_node, list(self.pe_tokens), list(self.pe_seqs), self.de_names,
                              self.de_node, list(self.de_tokens), list(self.de_seqs), list(self.de_free_hbm),
-                             self.de_group, self.groups, dict(self.read_queue_tokens), dict(self.group_tokens))
+                             self.de_group, self.groups, dict(self.read_queue_tokens), dict(self.group_tokens),
+                             {}, self.pe_groups)
 
-    def refreshed(self, state: ClusterState, seen: dict) -> SchedulerView:
-        """A fresh view of `state` reusing this one's layout: only engines whose reported state
-        object changed since `seen` (name -> (EngineState, index)) are read again."""
+
+class _ViewCache:
+    """The last snapshot's view and engine states: a new snapshot re-reads only the engines whose
+    reported state is a different object (executors rebuild the states of engines that changed)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.states: list = []
+        self.slots: list[tuple[bool, int]] = []  # per snapshot position: (is PE, index in the view)
+        self.view: SchedulerView | None = None
+
+    def view_of(self, state: ClusterState) -> SchedulerView:
         engines = state.engines
-        if len(engines) != len(seen):
-            return SchedulerView.of(state)
-        pe_tokens, pe_seqs = list(self.pe_tokens), list(self.pe_seqs)
-        de_tokens, de_seqs, de_free = list(self.de_tokens), list(self.de_seqs), list(self.de_free_hbm)
-        group_tokens = dict(self.group_tokens)
-        for name, e in engines.items():
-            old = seen.get(name)
-            if old is None or not e.alive:
-                return SchedulerView.of(state)
-            if old[0] is e:
-                continue
-            i = old[1]
-            if e.role is Role.PREFILL:
-                pe_tokens[i], pe_seqs[i] = e.num_tokens, e.num_seqs
+        view = self.view
+        if view is None or len(engines) != len(self.names) or list(engines) != self.names:
+            return self._rebuild(state)
+        values = list(engines.values())
+        changed = list(compress(range(len(values)), map(is_not, values, self.states)))
+        if not changed:
+            view = view.copy()
+            view.read_queue_tokens = dict(state.read_queue_tokens)
+            return view
+        view = view.copy()
+        view.read_queue_tokens = dict(state.read_queue_tokens)
+        for pos in changed:
+            e = values[pos]
+            if not e.alive:
+                return self._rebuild(state)
+            is_pe, i = self.slots[pos]
+            if is_pe:
+                view.pe_tokens[i], view.pe_seqs[i] = e.num_tokens, e.num_seqs
             else:
-                group_tokens[e.group] += e.num_tokens - de_tokens[i]
-                de_tokens[i], de_seqs[i], de_free[i] = e.num_tokens, e.num_seqs, e.free_hbm_bytes
-            seen[name] = (e, i)
-        return SchedulerView(self.pe_names, self.pe_node, pe_tokens, pe_seqs, self.de_names, self.de_node,
-                             de_tokens, de_seqs, de_free, self.de_group, self.groups,
-                             dict(state.read_queue_tokens), group_tokens)
+                view.group_tokens[e.group] += e.num_tokens - view.de_tokens[i]
+                view.de_tokens[i], view.de_seqs[i], view.de_free_hbm[i] = e.num_tokens, e.num_seqs, e.free_hbm_bytes
+            self.states[pos] = e
+        self.view = view
+        return view.copy()
+
+    def _rebuild(self, state: ClusterState) -> SchedulerView:
+        view = SchedulerView.of(state)
+        index = {n: (True, i) for i, n in enumerate(view.pe_names)}
+        index.update({n: (False, i) for i, n in enumerate(view.de_names)})
+        self.names = list(state.engines)
+        self.states = list(state.engines.values())
+        self.slots = [index.get(n, (True, -1)) for n in self.names]
+        if any(i < 0 for _, i in self.slots):  # dead engines: no incremental refresh
+            self.view = None
+            return view
+        self.view = view
+        return view.copy()
 
 
 class DualPathPolicy(Policy):
@@ -126,34 +157,37 @@ class DualPathPolicy(Policy):
         self.beta_tokens = beta_s / per_token_s
         self.z_factor = z_factor
         self.attention_quota_s = attention_quota_s
-        self._view: SchedulerView | None = None
-        self._seen: dict = {}
+        self._cache = _ViewCache()
+        self._next_group = 0
 
     # ---- inter-engine ----------------------------------------------------------------------------
     def view(self, state: ClusterState) -> SchedulerView:
-        """A mutable view of `state` for one fetch. The unmodified view is kept, so that engines whose
-        reported state is the same object next time are not read again."""
-        view = None
-        if self._view is not None:
-            view = self._view.refreshed(state, self._seen)
-            if view.pe_names is not self._view.pe_names:
-                view = None
-        if view is None:
-            view = SchedulerView.of(state)
-            index = {n: i for i, n in enumerate(view.pe_names)} | {n: i for i, n in enumerate(view.de_names)}
-            self._seen = {n: (e, index[n]) for n, e in state.engines.items() if n in index}
-        self._view = view
-        return view.copy()
+        """A mutable view of `state` for one fetch."""
+        return self._cache.view_of(state)
 
     def schedule(self, pending: Sequence[Request], state: ClusterState) -> list[Assignment]:
+        """PE groups fetch in turn (the first one rotating between calls), each taking FIFO requests
+        while one of its engines is eligible; a request no DE has room for stops everyone."""
         view = self.view(state)
         fetch = self.fetch(view, pending)
-        out = []
-        for r in fetch:
-            a = self.assign_one(view, r, fetch)
-            if a is None:
-                break  # FIFO: the head waits, so does everyone behind it
-            out.append(a)
+        groups = [view.pe_groups[g] for g in sorted(view.pe_groups)]
+        if not groups or not fetch:
+            return []
+        first = self._next_group % len(groups)
+        self._next_group = first + 1
+        out: list[Assignment] = []
+        i = 0
+        for members in groups[first:] + groups[:first]:
+            while i < len(fetch):
+                r = fetch[i]
+                p = self.choose_pe(view, r, members)
+                if p is None:
+                    break  # this group's engines are full: the next group fetches
+                a = self.place(view, r, p, fetch)
+                if a is None:
+                    return out  # no DE has room: FIFO, the head waits and so does everyone behind it
+                out.append(a)
+                i += 1
         return out
 
     def fetch(self, view: SchedulerView, pending: Sequence[Request]) -> list[Request]:
@@ -170,10 +204,14 @@ class DualPathPolicy(Policy):
         return out
 
     def assign_one(self, view: SchedulerView, r: Request, pending: Sequence[Request] = ()) -> Assignment | None:
-        """Apply the three rules to `r`, update `view` as the leaders would see it, or None (wait)."""
+        """Apply the three rules to `r` over all PEs, update `view` as the leaders would see it, or None."""
         p = self.choose_pe(view, r)
         if p is None:
             return None
+        return self.place(view, r, p, pending)
+
+    def place(self, view: SchedulerView, r: Request, p: int, pending: Sequence[Request] = ()) -> Assignment | None:
+        """`r` on PE `p`: choose its DE and read side and book it in `view`; None when no DE has room."""
         d = self.choose_de(view, r, pending)
         if d is None:
             return None
@@ -191,13 +229,17 @@ class DualPathPolicy(Policy):
         return Assignment(r.id, view.pe_names[p], view.de_names[d],
                           hit_bytes if side == "pe" else 0, hit_bytes if side == "de" else 0)
 
-    def choose_pe(self, view: SchedulerView, r: Request) -> int | None:
-        best, best_key = None, None
+    def choose_pe(self, view: SchedulerView, r: Request, members: Sequence[int] | None = None) -> int | None:
+        """Among `members` (default: every PE) with tok_e <= beta: nodes with read_q <= alpha first,
+        then the least tok_e, then the lowest index."""
         alpha, beta, queues = self.alpha_tokens, self.beta_tokens, view.read_queue_tokens
-        for p, tokens in enumerate(view.pe_tokens):
-            if tokens > beta:
+        tokens, nodes = view.pe_tokens, view.pe_node
+        best, best_key = None, None
+        for p in (range(len(tokens)) if members is None else members):
+            t = tokens[p]
+            if t > beta:
                 continue
-            key = (queues.get(view.pe_node[p], 0) > alpha, tokens, p)
+            key = (queues.get(nodes[p], 0) > alpha, t, p)
             if best_key is None or key < best_key:
                 best, best_key = p, key
         return best
@@ -206,7 +248,15 @@ class DualPathPolicy(Policy):
         length = r.context_tokens
         need = length * self.kv
         free, tokens, seqs = view.de_free_hbm, view.de_tokens, view.de_seqs
-        for group in sorted(view.groups, key=lambda g: (view.group_tokens[g], g)):
+        load = view.group_tokens
+        least = min(view.groups, key=lambda g: (load[g], g), default=None)
+        if least is None:
+            return None
+        def ranked():  # usually the least-loaded group has room; only otherwise are the others sorted
+            yield least
+            yield from sorted((g for g in view.groups if g != least), key=lambda g: (load[g], g))
+
+        for group in ranked():
             members = view.groups[group]
             roomy = [d for d in members if free[d] >= need]
             if not roomy:

@@ -15,19 +15,20 @@ from dualpath.solver.paper_rules import DualPathPolicy, largest_fit
 from dualpath.solver.policies import POLICY_NAMES, make_policy, register_policy
 
 KV = TOY_LLM.kv_bytes_per_token  # 1,000 B per token
-CLUSTER = toy_cluster(2, 2, gpus=2, pe_group=2, de_group=2)  # PE0,1 on P0; PE2,3 on P1; DE0,1 on D0; DE2,3 on D1
+# PE0,1 on P0 and PE2,3 on P1, one PE group; DE0,1 on D0 and DE2,3 on D1, a DE group per node.
+CLUSTER = toy_cluster(2, 2, gpus=2, pe_group=4, de_group=2)
 
 
 def state(pe_tokens=(0, 0, 0, 0), de_tokens=(0, 0, 0, 0), de_seqs=(0, 0, 0, 0), de_free=(10**9,) * 4,
-          queues=None) -> ClusterState:
+          queues=None, cluster=CLUSTER) -> ClusterState:
     engines = {}
-    for e in CLUSTER.engines(Role.PREFILL):
+    for e in cluster.engines(Role.PREFILL):
         engines[e.name] = EngineState(e.name, Role.PREFILL, e.node, e.group, 0, pe_tokens[e.index], 10**9)
-    for e in CLUSTER.engines(Role.DECODE):
+    for e in cluster.engines(Role.DECODE):
         engines[e.name] = EngineState(e.name, Role.DECODE, e.node, e.group, de_seqs[e.index], de_tokens[e.index],
                                       de_free[e.index])
     queues = queues or {}
-    nodes = CLUSTER.all_nodes()
+    nodes = cluster.all_nodes()
     return ClusterState(0.0, engines, {n: queues.get(n, 0) for n in nodes},
                         {n: float(queues.get(n, 0) * KV) for n in nodes})
 
@@ -58,6 +59,19 @@ def test_pes_over_beta_get_nothing_and_the_fetch_stops():
     assert p.schedule([req(0), req(1)], state(pe_tokens=(over,) * 4)) == []
     a = p.schedule([req(0), req(1), req(2)], state(pe_tokens=(over, over, over, 0)))
     assert [x.pe for x in a] == ["PE3"] * len(a) and len(a) >= 1
+
+
+def test_pe_groups_fetch_in_turn_each_while_an_engine_is_eligible():
+    cluster = toy_cluster(2, 2, gpus=2, pe_group=2, de_group=2)
+    p = DualPathPolicy(cluster, TOY_LLM)
+    beta = int(p.beta_tokens)
+    # Group 0 (PE0, PE1) fetches first: its engines take requests until both are over beta.
+    big = [req(i, new=beta // 2 + 1) for i in range(6)]
+    a = p.schedule(big, state(pe_tokens=(0, 0, 0, 0), cluster=cluster))
+    assert [x.pe for x in a] == ["PE0", "PE1", "PE0", "PE1", "PE2", "PE3"]
+    # The next call starts with group 1.
+    a = p.schedule([req(9)], state(pe_tokens=(0, 0, 5, 3), cluster=cluster))
+    assert a[0].pe == "PE3"
 
 
 def test_de_choice_least_loaded_group_then_fewest_seqs_under_z():
