@@ -75,7 +75,7 @@ class AgenticShape:
 
 # Fitted to PAPER_TABLE (see the module docstring); fields in AgenticShape's order.
 AGENTIC_SHAPES: dict[str, AgenticShape] = {
-    "agentic-32k": AgenticShape("agentic-32k", 32 * 1024, 287.0, 0.595, 10540.0, 326.2, 206.8, 1.127),
+    "agentic-32k": AgenticShape("agentic-32k", 32 * 1024, 162.3, 1.415, 6268.0, 761.0, 206.2, 0.877),
     "agentic-48k": AgenticShape("agentic-48k", 48 * 1024, 196.1, 1.107, 8220.0, 672.3, 261.7, 1.017),
     "agentic-64k": AgenticShape("agentic-64k", 64 * 1024, 251.9, 1.039, 10091.0, 710.1, 295.2, 1.149),
 }

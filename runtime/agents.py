@@ -181,8 +181,12 @@ def verify_turns(logs: Sequence[TurnLog], decoder) -> list[str]:
 
 
 def runtime_trace(logs: Sequence[TurnLog], cluster: ClusterSpec, engines: Mapping[str, EngineHandle], policy: str,
-                  origin: float, num_buckets: int = 200) -> Trace:
-    """The completed turns as a runtime `Trace`; times relative to `origin` (absolute seconds)."""
+                  origin: float, kv_bytes_per_token: int = 0, num_buckets: int = 200) -> Trace:
+    """The completed turns as a runtime `Trace`; times relative to `origin` (absolute seconds).
+
+    Spans: each side's storage read (`<node>.snic`), the prefill on its PE and the decode on its DE;
+    with `kv_bytes_per_token`, also the KV entering each node's CNICs during the prefill
+    (`<node>.cnic_in`: all hit KV into the PE, the prompt KV the DE did not read into the DE)."""
     node_of = {name: handle.node for name, handle in engines.items()}
     records, spans = [], []
     for log in logs:
@@ -192,31 +196,42 @@ def runtime_trace(logs: Sequence[TurnLog], cluster: ClusterSpec, engines: Mappin
         records.append(turn_record(result, log.agent, log.turn, len(log.prompt), origin, log.outcome.arrived_at,
                                    log.request))
         t = {k: v - origin for k, v in result.times.items()}
-        for node, nbytes in ((node_of.get(result.pe), result.pe_read_bytes),
-                             (node_of.get(result.de), result.de_read_bytes)):
+        pe_node, de_node = node_of.get(result.pe), node_of.get(result.de)
+        for node, nbytes in ((pe_node, result.pe_read_bytes), (de_node, result.de_read_bytes)):
             if nbytes:
                 spans.append(Span(f"{node}.snic", "read", t["admitted"], t["read_done"], log.request, nbytes))
         spans.append(Span(result.pe, "prefill", t["prefill_start"], t["first_token"], log.request))
         spans.append(Span(result.de, "decode", t["first_token"], t["finish"], log.request))
-    return Trace("runtime", policy, records, spans, snic_utilisation(spans, cluster, num_buckets))
+        if kv_bytes_per_token:
+            into_de = len(log.prompt) * kv_bytes_per_token - result.de_read_bytes
+            for node, nbytes in ((pe_node, result.read_bytes), (de_node, into_de)):
+                spans.append(Span(f"{node}.cnic_in", "transfer", t["prefill_start"], t["first_token"], log.request,
+                                  nbytes))
+    node = cluster.node
+    rates = {"read": node.snic_bytes_per_s, "transfer": node.cnic_bytes_per_s * node.num_gpus}
+    return Trace("runtime", policy, records, spans, utilisation_of(spans, cluster.all_nodes(), rates, num_buckets))
 
 
-def snic_utilisation(spans: Sequence[Span], cluster: ClusterSpec, num_buckets: int = 200
-                     ) -> dict[str, list[tuple[float, float]]]:
-    """Per node `<node>.snic` read utilisation series: each read's bytes spread evenly over its span."""
-    reads = [s for s in spans if s.kind == "read"]
-    if not reads:
+def utilisation_of(spans: Sequence[Span], nodes: Sequence[str], rates: Mapping[str, float], num_buckets: int = 200
+                   ) -> dict[str, list[tuple[float, float]]]:
+    """Utilisation series per resource of the spans whose kind has a rate (bytes/s): each span's bytes
+    spread evenly over it, in `num_buckets` buckets over the run."""
+    moving = [s for s in spans if s.kind in rates]
+    if not moving:
         return {}
-    end = max(s.end_s for s in reads)
+    end = max(s.end_s for s in moving)
     width = max(end / num_buckets, 1e-3)
-    rate = cluster.node.snic_bytes_per_s
-    buckets: dict[str, list[float]] = {f"{n}.snic": [0.0] * (int(end / width) + 1) for n in cluster.all_nodes()}
-    for s in reads:
-        row = buckets.setdefault(s.resource, [0.0] * (int(end / width) + 1))
-        duration = max(s.end_s - s.start_s, 1e-9)
-        first, last = int(s.start_s / width), min(int(s.end_s / width), len(row) - 1)
+    size = int(end / width) + 1
+    suffix = {"read": "snic", "transfer": "cnic_in"}
+    buckets = {f"{n}.{suffix[k]}": [0.0] * size for n in nodes for k in rates if k in suffix}
+    kind_of = {f"{n}.{suffix[k]}": k for n in nodes for k in rates if k in suffix}
+    for s in moving:
+        row = buckets.setdefault(s.resource, [0.0] * size)
+        kind_of.setdefault(s.resource, s.kind)
+        duration = s.end_s - s.start_s
+        first, last = int(s.start_s / width), min(int(s.end_s / width), size - 1)
         for i in range(first, last + 1):
             overlap = min(s.end_s, (i + 1) * width) - max(s.start_s, i * width)
             row[i] += s.num_bytes * max(0.0, overlap) / duration if duration > 1e-9 else s.num_bytes
-    return {name: [(round(i * width, 9), v / (rate * width)) for i, v in enumerate(row)]
+    return {name: [(round(i * width, 9), v / (rates[kind_of[name]] * width)) for i, v in enumerate(row)]
             for name, row in buckets.items()}

@@ -34,6 +34,9 @@ class SLO:
             raise SpecError("SLO", "statistic", self.statistic, "one of " + ", ".join(STATISTICS))
 
 
+PAPER_SLO = SLO()  # TTFT <= 4 s, TPOT <= 50 ms, on the steady state's means
+
+
 def _tpot(r: RequestRecord) -> float | None:
     return (r.finish_s - r.first_token_s) / (r.output_tokens - 1) if r.output_tokens > 1 else None
 
@@ -63,7 +66,7 @@ def steady_state(trace: Trace) -> tuple[float, float, bool]:
     return arrivals[len(arrivals) // 4], arrivals[(3 * len(arrivals)) // 4], False
 
 
-def online_summary(trace: Trace, slo: SLO = SLO()) -> dict:
+def online_summary(trace: Trace, slo: SLO = PAPER_SLO) -> dict:
     """TTFT/TTST/TPOT statistics of the steady state and whether the SLO holds there."""
     start, end, found = steady_state(trace)
     window = [r for r in trace.records if r.status != "failed" and start <= r.arrival_s <= end]
@@ -88,7 +91,7 @@ class CapacityResult:
     probes: list[dict] = field(default_factory=list)  # in probe order: aps, slo_met and the statistics
 
 
-def find_capacity(run_at: Callable[[float], Trace], slo: SLO = SLO(), *, start_aps: float = 0.5,
+def find_capacity(run_at: Callable[[float], Trace], slo: SLO = PAPER_SLO, *, start_aps: float = 0.5,
                   rel_tol: float = 0.05, max_probes: int = 16, min_aps: float = 1e-3) -> CapacityResult:
     """Highest agents-per-second rate whose run (`run_at(aps) -> Trace`) meets `slo` in steady state.
 

@@ -85,6 +85,23 @@ class EngineOptions:
         if not 0.0 <= self.corrupt_block_rate <= 1.0:
             raise SpecError("engine", "corrupt_block_rate", self.corrupt_block_rate, "a fraction in [0, 1]")
 
+    def to_args(self) -> list[str]:
+        """The `dualpath engine` command line of these options (role, name and store first; the
+        secret never: it travels in the environment)."""
+        args = ["--role", self.role, "--name", self.name, "--store", self.store_dir, "--node", self.node,
+                "--host", self.host, "--port", str(self.port), "--data-port", str(self.data_port),
+                "--model", self.model, "--seed", str(self.seed), "--dtype", self.dtype, "--device", self.device,
+                "--block-tokens", str(self.block_tokens), "--max-context-tokens", str(self.max_context_tokens),
+                "--buffer-blocks", str(self.buffer_blocks), "--num-slots", str(self.num_slots),
+                "--send-credits", str(self.send_credits), "--hbm-bytes", str(self.hbm_bytes),
+                "--transport", self.transport, "--cpu-threads", str(self.cpu_threads),
+                "--corrupt-block-rate", repr(self.corrupt_block_rate), "--fault-seed", str(self.fault_seed)]
+        args += ["--checkpoint", self.checkpoint] if self.checkpoint else []
+        args += ["--kv-dtype", self.kv_dtype] if self.kv_dtype else []
+        for flag, value in (("--snic-bytes-per-s", self.snic_bytes_per_s), ("--cnic-bytes-per-s", self.cnic_bytes_per_s)):
+            args += [flag, repr(value)] if value is not None else []
+        return args + (["--cnic-centric"] if self.cnic_centric else [])
+
     @property
     def node_name(self) -> str:
         return self.node or self.name

@@ -141,7 +141,7 @@ class LocalRuntime:
 
         spawned = []
         for name in names:
-            args = _engine_args(self.options(self.specs[name])) + ["--log-level", self.log_level]
+            args = self.options(self.specs[name]).to_args()[6:] + ["--log-level", self.log_level]
             process, log_path = spawn_engine(self.specs[name].role.value, name, self.store_dir, self.log_dir,
                                              self.secret, args)
             self._running[name] = process
@@ -223,17 +223,6 @@ class LocalRuntime:
         self.close()
 
 
-def _engine_args(options) -> list[str]:
-    """The `dualpath engine` flags of `options` beyond role, name and store (the launcher adds those)."""
-    args = ["--node", options.node, "--model", options.model, "--seed", str(options.seed), "--dtype", options.dtype,
-            "--device", options.device, "--block-tokens", str(options.block_tokens),
-            "--max-context-tokens", str(options.max_context_tokens), "--buffer-blocks", str(options.buffer_blocks),
-            "--num-slots", str(options.num_slots), "--send-credits", str(options.send_credits), "--hbm-bytes", str(options.hbm_bytes),
-            "--snic-bytes-per-s", repr(options.snic_bytes_per_s), "--cnic-bytes-per-s", repr(options.cnic_bytes_per_s),
-            "--corrupt-block-rate", repr(options.corrupt_block_rate), "--fault-seed", str(options.fault_seed)]
-    return args + (["--cnic-centric"] if options.cnic_centric else [])
-
-
 def runtime_for(cluster: ClusterSpec, llm: LLMSpec, workload: Workload, block_tokens: int, **kwargs) -> LocalRuntime:
     """A `LocalRuntime` sized for `workload`: longest context, and buffers for every agent at once."""
     bt = block_tokens
@@ -253,9 +242,8 @@ def run_real(cluster: ClusterSpec, llm: LLMSpec, workload: Workload, policy: Pol
     With `runtime` the engines are reused (dead ones restarted, storage emptied first); otherwise a
     `LocalRuntime` is started for this run and stopped after it. Each agent's first `warm_turns`
     turns run first, untimed, and are left out of the trace (`agents.timed_workload` is the rest).
-    `verify` recomputes every timed turn
-    with the same seeded model and lists mismatches in `meta["wrong_turns"]`. Raises `DualpathError`
-    when the agents are not done within `timeout_s`."""
+    `verify` recomputes every timed turn with the same seeded model and lists mismatches in
+    `meta["wrong_turns"]`. Raises `DualpathError` when the agents are not done within `timeout_s`."""
     faults = faults or FaultPlan(seed=seed)
     if isinstance(policy, Plan):
         policy = PlanReplay(cluster, llm, policy, block_tokens)
@@ -289,19 +277,19 @@ def run_real(cluster: ClusterSpec, llm: LLMSpec, workload: Workload, policy: Pol
             scheduler.close()
         wall_s = time.time() - origin
         after = _nic_bytes(runtime, scheduler.last_reports)
-        trace = runtime_trace(logs, cluster, runtime.handles, policy.name, origin)
+        trace = runtime_trace(logs, cluster, runtime.handles, policy.name, origin, runtime.layout.kv_bytes_per_token)
         trace.meta.update({
             "cluster": cluster.name or cluster.shorthand, "model": llm.name, "workload": workload.name,
             "agents": len({r.agent for r in workload.requests}), "online": online, "seed": seed,
-            "warm_turns": warm_turns,
-            "layerwise": policy.execution.layerwise, "zero_io": False, "wall_s": wall_s,
+            "warm_turns": warm_turns, "layerwise": policy.execution.layerwise, "zero_io": False, "wall_s": wall_s,
             "block_tokens": runtime.block_tokens,
             "snic_read_bytes": {n: after[n][0] - before.get(n, (0, 0))[0] for n in after},
             "snic_write_bytes": {n: after[n][1] - before.get(n, (0, 0))[1] for n in after},
             "faults": faults.describe(), "faults_fired": [f"{n}@{t:.2f}s" for n, t in injector.fired],
             "retried": [f"{r}: {why}" for r, why in scheduler.retried], "scheduler_ticks": scheduler.num_ticks,
             "failed_turns": [f"{log.request}: {log.error}" for log in logs if log.outcome is None],
-            "turns_expected": sum(1 for r in workload.requests if r.turn >= warm_turns), "turns_done": sum(1 for log in logs if log.outcome)})
+            "turns_expected": sum(1 for r in workload.requests if r.turn >= warm_turns),
+            "turns_done": sum(1 for log in logs if log.outcome)})
         if verify:
             trace.meta["wrong_turns"] = verify_turns(logs, runtime.reference_decoder())
         return trace

@@ -1,9 +1,12 @@
 """One node's storage path in the simulator: the SNIC read queue, the KV DRAM buffer, the SNIC writes.
 
-Reads are Full-Block reads served FIFO at the SNIC's effective rate. A read must reserve its bytes in
-the node's DRAM buffer before it starts; when the head of the queue cannot, the SNIC waits (the head
-keeps its place, so a large read is never starved by small ones). The buffer is also reserved
-directly (not through the queue) when a PE-read request's KV is about to land on its DE node.
+Reads are Full-Block reads served FIFO at the SNIC's effective rate. A read must reserve its buffer
+room before it starts: a PE-side read its hit KV, held until the request's prefill ends; a DE-side
+read the whole prompt's KV (the PE sends the new tokens' KV back into it), held until the DE has
+copied the prompt into HBM. When the head of the queue cannot reserve, the SNIC waits (the head keeps
+its place, so a large read is never starved by small ones). KV a PE sends to a DE for a PE-side read
+streams through the DE buffer layer by layer into HBM reserved at assignment: a few layers' worth,
+not modelled.
 """
 
 from __future__ import annotations

@@ -12,22 +12,20 @@ from __future__ import annotations
 
 import time
 
-from dualpath.cluster import ClusterSpec, Role
-from dualpath.errors import InfeasibleError, InputError, SpecError
+from dualpath.cluster import ClusterSpec
+from dualpath.errors import InfeasibleError, InputError
 from dualpath.llm import LLMSpec
 from dualpath.plan import Assignment, Plan
 from dualpath.policy import BatchItem, ExecutionOptions, Policy
 from dualpath.request import Workload, by_agent
 from dualpath.runtime import sim_events as ev
 from dualpath.runtime.calibration import PAPER_CALIBRATION, Calibration
-from dualpath.runtime.parallelism import is_expert_parallel, weight_bytes_per_gpu
+from dualpath.runtime.parallelism import expert_groups, is_expert_parallel
 from dualpath.runtime.progress import ProgressFn, make_progress
-from dualpath.runtime.sim_decode import DecodeGroup
+from dualpath.runtime.sim_cluster import build_hardware, check_fits
 from dualpath.runtime.sim_events import EventQueue
-from dualpath.runtime.sim_nic import Channel, UsageMeter
-from dualpath.runtime.sim_prefill import PrefillGroup
-from dualpath.runtime.sim_state import DEEngine, EngineBoard, PEEngine, PendingView, ReqState
-from dualpath.runtime.sim_storage import NodeStorage, ReadOp
+from dualpath.runtime.sim_state import EngineBoard, PendingView, ReqState
+from dualpath.runtime.sim_storage import ReadOp
 from dualpath.runtime.sim_trace import TraceRecorder, utilisation
 from dualpath.trace import Trace
 
@@ -53,7 +51,7 @@ class Simulator:
         self.recorder = TraceRecorder(chrome_window)
         sink = self.recorder.span if self.recorder.wants_spans else None
         self.span = self.recorder.span
-        self._build_hardware(cluster, sink)
+        build_hardware(self, cluster, sink)
         self.board = EngineBoard(self.pes, self.des, list(self.node_index), self.pe_free_hbm)
         self.pending: dict[str, ReqState] = {}
         self.pending_view = PendingView(self.pending)
@@ -64,71 +62,6 @@ class Simulator:
         self.total = len(workload.requests)
         self.pe_by_name = {e.spec.name: e for e in self.pes}
         self.de_by_name = {e.spec.name: e for e in self.des}
-
-    # ---- construction --------------------------------------------------------------------------
-    def _build_hardware(self, cluster: ClusterSpec, sink) -> None:
-        node, cal, llm = cluster.node, self.calibration, self.llm
-        self.node_index = {name: i for i, name in enumerate(cluster.all_nodes())}
-        snic = node.snic_bytes_per_s
-        self.storages = [NodeStorage(name, snic * cal.snic_read_efficiency, snic * cal.snic_write_efficiency,
-                                     snic, node.dram_buffer_bytes, sink) for name in self.node_index]
-        cnic_kv = node.cnic_bytes_per_s * node.cnic_kv_share
-        pcie = node.pcie_gbps * 1e9 / 8
-        pes, des = cluster.engines(Role.PREFILL), cluster.engines(Role.DECODE)
-
-        # One meter per node and direction: utilisation is reported per node, and thousands of
-        # per-GPU meters would cost more than the channels they measure.
-        self.cnic_meters = {d: [UsageMeter() for _ in self.node_index] for d in ("in", "out")}
-
-        def chans(engines, direction, rate):
-            return [Channel(f"{e.name}.cnic_{direction}", "transfer", rate, node.cnic_bytes_per_s, sink,
-                            self.cnic_meters[direction][self.node_index[e.node]]) for e in engines]
-
-        self.pe_in, self.pe_out = chans(pes, "in", cnic_kv), chans(pes, "out", cnic_kv)
-        self.pe_pcie = [Channel(f"{e.name}.pcie", "transfer", pcie, pcie, sink) for e in pes]
-        self.de_in, self.de_out = chans(des, "in", cnic_kv), chans(des, "out", cnic_kv)
-        usable = node.hbm_bytes_per_gpu * (1 - cal.hbm_reserve_fraction)
-        free = {}
-        for field_name in ("pe_group_gpus", "de_group_gpus"):
-            group_gpus = getattr(cluster, field_name)
-            weights = weight_bytes_per_gpu(llm, group_gpus, cal)
-            free[field_name] = int(usable - weights)
-            if free[field_name] <= 0:
-                raise SpecError(f"cluster {cluster.name or cluster.shorthand}", field_name, group_gpus,
-                                f"a group holding {llm.name}'s weights ({weights * group_gpus / 1e9:,.0f} GB) "
-                                f"with HBM left for KV (see dualpath.runtime.parallelism.expert_groups)")
-            if field_name == "de_group_gpus":
-                self.de_weight_bytes = weights
-        self.pe_free_hbm, self.de_free_hbm = free["pe_group_gpus"], free["de_group_gpus"]
-        self.gpu_meters = [UsageMeter() for _ in self.node_index]  # PE busy GPU-seconds per node
-        self.pe_groups: list[PrefillGroup] = []
-        self.pes = []
-        for spec in pes:
-            if not self.lockstep or spec.group >= len(self.pe_groups):
-                self.pe_groups.append(PrefillGroup(self, len(self.pe_groups), []))
-            engine = PEEngine(spec, self.node_index[spec.node], len(self.pe_groups) - 1)
-            self.pe_groups[-1].engines.append(engine)
-            self.pes.append(engine)
-        self.decode_groups: list[DecodeGroup] = []
-        self.des = []
-        for spec in des:
-            if not self.lockstep or spec.group >= len(self.decode_groups):
-                self.decode_groups.append(DecodeGroup(self, len(self.decode_groups), []))
-            engine = DEEngine(spec, self.node_index[spec.node], len(self.decode_groups) - 1, self.de_free_hbm)
-            self.decode_groups[-1].engines.append(engine)
-            self.des.append(engine)
-
-    def _check_fits(self) -> None:
-        kv, buffer = self.kv, self.cluster.node.dram_buffer_bytes
-        for r in self.workload.requests:
-            if r.context_tokens * kv > self.de_free_hbm:
-                raise InfeasibleError(r.id, "DE HBM", f"context KV {r.context_tokens * kv:,} B > free HBM "
-                                                      f"{self.de_free_hbm:,} B per DE")
-            if r.prompt_tokens * kv > buffer:
-                raise InfeasibleError(r.id, "DE DRAM buffer", f"prompt KV {r.prompt_tokens * kv:,} B > {buffer:,} B")
-            if not self.options.layerwise and r.prompt_tokens * kv > self.pe_free_hbm:
-                raise InfeasibleError(r.id, "PE HBM", f"prompt KV {r.prompt_tokens * kv:,} B > free HBM "
-                                                      f"{self.pe_free_hbm:,} B (prefill without layerwise)")
 
     # ---- scheduling ----------------------------------------------------------------------------
     def on_arrival(self, payload) -> None:
@@ -303,7 +236,7 @@ class Simulator:
 
     # ---- run -----------------------------------------------------------------------------------
     def run(self, progress: ProgressFn | None = None) -> Trace:
-        self._check_fits()
+        check_fits(self)
         for chain in by_agent(self.workload.requests).values():
             self.events.push(chain[0].arrival_s if self.online else 0.0, ev.ARRIVAL, self.on_arrival, (chain, 0))
         started = time.perf_counter()
@@ -324,6 +257,7 @@ class Simulator:
             "cluster": self.cluster.name or self.cluster.shorthand, "model": self.llm.name,
             "workload": self.workload.name, "agents": len({r.agent for r in self.workload.requests}),
             "online": self.online, "seed": self.seed, "layerwise": self.options.layerwise,
+            "pe_group_gpus": self.cluster.pe_group_gpus, "de_group_gpus": self.cluster.de_group_gpus,
             "zero_io": self.options.zero_io, "wall_s": wall_s, "events": self.events.num_events,
             "sim_requests_per_wall_s": self.total / wall_s if wall_s > 0 else 0.0,
             "snic_read_bytes": {s.name: s.read_bytes_total for s in self.storages},
@@ -341,7 +275,11 @@ def simulate(cluster: ClusterSpec, llm: LLMSpec, workload: Workload, policy: Pol
 
     `progress`: None shows a bar on a TTY for runs over a few seconds, True always, False never, or a
     callable(done, total, sim_s). `chrome_window`: (start_s, end_s) of spans to keep for Chrome.
+    Expert-parallel groups too small to hold the model's weights (the shorthand's default of one node
+    for DeepSeek-V3.2) are widened as `parallelism.expert_groups` says; the trace's meta records them.
+    Pass the policy the same `calibrated_llm(llm, calibration)` so its predictions match the run's.
     """
+    cluster = expert_groups(cluster, calibration.apply(llm), calibration)
     if isinstance(policy, Plan):
         from dualpath.runtime.sim_plan import PlanReplay
 

@@ -10,9 +10,9 @@ from dualpath.request import Request, Trajectory, Turn, Workload, requests_of
 from dualpath.runtime.agents import (
     append_tokens,
     scale_workload,
-    snic_utilisation,
     timed_workload,
     trajectories_of,
+    utilisation_of,
 )
 from dualpath.trace import Span
 
@@ -71,17 +71,18 @@ def test_appended_tokens_depend_only_on_seed_agent_and_turn():
     assert all(0 <= t < 256 for t in append_tokens(5, 0, 0, 100, 256))
 
 
-def test_snic_utilisation_spreads_each_read_over_its_span():
-    from dualpath.cluster import ClusterSpec, NodeSpec
-
-    node = NodeSpec(num_gpus=1, snic_gbps=0.8, cnic_gbps=8.0, name="n")  # 100 MB/s
-    cluster = ClusterSpec(1, 1, node=node, pe_group_gpus=1, de_group_gpus=1)
-    spans = [Span("P0.snic", "read", 0.0, 1.0, "a", 50e6), Span("D0.snic", "read", 0.5, 1.0, "b", 25e6)]
-    series = snic_utilisation(spans, cluster, num_buckets=10)
+def test_utilisation_spreads_each_transfer_over_its_span():
+    rates = {"read": 100e6, "transfer": 1e9}
+    spans = [Span("P0.snic", "read", 0.0, 1.0, "a", 50e6), Span("D0.snic", "read", 0.5, 1.0, "b", 25e6),
+             Span("P0.cnic_in", "transfer", 0.2, 0.4, "a", 100e6), Span("PE0", "prefill", 0.2, 0.4, "a")]
+    series = utilisation_of(spans, ["P0", "D0"], rates, num_buckets=10)
+    assert set(series) == {"P0.snic", "D0.snic", "P0.cnic_in", "D0.cnic_in"}
     width = series["P0.snic"][1][0]
-    moved = {k: sum(u for _, u in v) * width * node.snic_bytes_per_s for k, v in series.items()}
-    assert moved == pytest.approx({"P0.snic": 50e6, "D0.snic": 25e6})
+    moved = {k: sum(u for _, u in v) * width * rates["read" if k.endswith("snic") else "transfer"]
+             for k, v in series.items()}
+    assert moved == pytest.approx({"P0.snic": 50e6, "D0.snic": 25e6, "P0.cnic_in": 100e6, "D0.cnic_in": 0.0})
     assert max(u for _, u in series["P0.snic"]) == pytest.approx(0.5)
+    assert max(u for _, u in series["P0.cnic_in"]) == pytest.approx(0.5)
 
 
 def test_agents_run_end_to_end_offline_and_online_and_every_turn_is_right():

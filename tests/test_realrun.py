@@ -96,3 +96,27 @@ def test_dualpath_run_writes_results_traces_and_predictions(commands, tmp_path, 
 def test_dualpath_engine_takes_the_engine_flags(commands, capsys):
     assert cli.main(["engine", "--role", "sideways", "--name", "x", "--store", "/tmp/x"]) == 2
     assert "sideways" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--policy", "fastest"], "policy"),
+    (["--inject", "kill-engine:DE7@1s"], "DE7"),
+    (["--inject", "meteor"], "kill-engine:ENGINE@SECONDS"),
+    (["--turns", "2", "--warm-turns", "2"], "--warm-turns"),
+    (["--model", "deepseek-v3.2"], "dense"),
+])
+def test_dualpath_run_refuses_bad_input_in_one_line(commands, capsys, argv, needle):
+    code = cli.main(["run", "--cluster", str(ROOT / "examples" / "clusters" / "local-1p1d.toml"), "--agents", "2",
+                     *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err and err.count("\n") == 1, err
+
+
+def test_engine_options_round_trip_through_the_command_line(monkeypatch):
+    from dualpath.runtime.engine import EngineOptions, parse_args
+
+    monkeypatch.setenv("DUALPATH_SECRET", "ab" * 16)
+    options = EngineOptions(role="decode", name="DE3", store_dir="/tmp/s", node="D1", snic_bytes_per_s=25e6,
+                            cnic_bytes_per_s=2e9, cnic_centric=True, corrupt_block_rate=0.01, fault_seed=4,
+                            kv_dtype="float16", buffer_blocks=77, send_credits=1, hbm_bytes=12345)
+    assert parse_args(options.to_args())[0] == options

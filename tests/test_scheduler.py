@@ -157,3 +157,25 @@ def test_plan_replay_follows_the_plan_order_and_replaces_dead_engines():
     assert all(a.de == "DE0" for a in out)  # DE1 stopped answering
     assert [(a.pe_read_bytes, a.de_read_bytes) for a in out] == [(0, 128 * kv), (128 * kv, 0), (64 * kv, 64 * kv)]
 
+
+
+@pytest.mark.gpu
+def test_split_reads_and_recomputed_blocks_on_cuda():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device (torch.cuda.is_available() is False)")
+    from dualpath.runtime.decoder import Decoder
+    from dualpath.runtime.faults import parse_faults
+
+    spec, w = cluster(1, 1), workload(3, 3)
+    faults = parse_faults(["corrupt-block:0.05"], seed=2)
+    with runtime_for(spec, LLM, w, BT, in_process=True, device="cuda", faults=faults).start() as runtime:
+        assert runtime._running["PE0"].slot_mem.on_device  # HBM layer slots on the GPU
+        scheduler = scheduler_for(runtime, Recorder(spec, LLM)).start()
+        try:
+            logs, _ = run_agents(scheduler, w, LLM.vocab_size, seed=6, timeout_s=60)
+        finally:
+            scheduler.close()
+        reference = Decoder.from_seed(runtime.config, runtime.seed, "cuda")
+        assert verify_turns(logs, reference) == []
+    assert any(log.outcome.result.path == "split" for log in logs)

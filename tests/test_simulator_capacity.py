@@ -76,3 +76,18 @@ def test_capacity_search_on_the_simulator_is_deterministic():
     assert a.probes == b.probes
     assert a.capacity_aps > 0
     assert any(not p["slo_met"] for p in a.probes)
+
+
+def test_result_rows_for_the_cli_json():
+    from dualpath.runtime.sim_results import offline_row, online_row
+
+    cluster = toy_cluster(1, 1, gpus=2, pe_group=2, de_group=2)
+    llm = replace(TOY_LLM, cost=replace(TOY_LLM.cost, peak_tflops=10.0))
+    trace = simulate(cluster, llm, poisson_workload(2.0), make_policy("dualpath", cluster, llm), calibration=CAL,
+                     online=True, progress=False)
+    row = offline_row(trace)
+    assert row["policy"] == "dualpath" and row["agents"] == 24 and row["requests"] == len(trace.records)
+    assert row["jct_s"] == trace.metrics().jct_s
+    assert row["read_bytes_pe"] + row["read_bytes_de"] == trace.meta["hit_bytes"]
+    online = online_row(trace, 2.0)
+    assert online["aps"] == 2.0 and {"ttft_p50_s", "ttft_p99_s", "tpot_mean_s", "slo_met"} <= set(online)

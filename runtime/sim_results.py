@@ -1,0 +1,47 @@
+"""One result row per simulation, as `dualpath simulate --json` reports it.
+
+Offline: {"policy", "agents", "requests", "jct_s", "mean_agent_jct_s", "tokens_per_s",
+"snic_balance_max_over_avg", "read_bytes_pe", "read_bytes_de", "wall_s", ...}; online rows add "aps",
+the steady-state TTFT/TTST/TPOT statistics ("ttft_p50_s", "ttft_p99_s", "tpot_mean_s", ...),
+"slo_attainment" and "slo_met"; a capacity search adds "capacity_aps".
+"""
+
+from __future__ import annotations
+
+import math
+
+from dualpath.runtime.capacity import PAPER_SLO, SLO, CapacityResult, online_summary
+from dualpath.trace import Trace
+
+
+def _clean(value):
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def offline_row(trace: Trace) -> dict:
+    m = trace.metrics()
+    done_at: dict[int, float] = {}
+    for r in trace.records:
+        done_at[r.agent] = max(done_at.get(r.agent, 0.0), r.finish_s)
+    pe_bytes, de_bytes = trace.read_bytes_by_side()
+    row = {
+        "policy": trace.policy, "agents": len(done_at), "requests": m.num_requests, "jct_s": m.jct_s,
+        "mean_agent_jct_s": sum(done_at.values()) / len(done_at) if done_at else math.nan,
+        "tokens_per_s": m.tokens_per_s, "ttft_mean_s": m.ttft_mean_s, "tpot_mean_s": m.tpot_mean_s,
+        "snic_balance_max_over_avg": trace.meta.get("snic_balance_max_over_avg", math.nan),
+        "read_bytes_pe": pe_bytes, "read_bytes_de": de_bytes,
+        "wall_s": trace.meta.get("wall_s"), "sim_requests_per_wall_s": trace.meta.get("sim_requests_per_wall_s"),
+    }
+    return {k: _clean(v) for k, v in row.items()}
+
+
+def online_row(trace: Trace, aps: float, slo: SLO = PAPER_SLO) -> dict:
+    row = offline_row(trace)
+    row["aps"] = aps
+    row.update(online_summary(trace, slo))
+    return {k: _clean(v) for k, v in row.items()}
+
+
+def capacity_row(result: CapacityResult, policy: str) -> dict:
+    return {"policy": policy, "capacity_aps": result.capacity_aps,
+            "probes": [{k: _clean(v) for k, v in p.items()} for p in result.probes]}
