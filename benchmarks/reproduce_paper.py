@@ -47,12 +47,23 @@ def calibration_with(overrides: list[str]) -> Calibration:
     return replace(cal, **fields)
 
 
-def run_one(job: tuple[str, int, int, tuple[str, ...]]) -> dict:
-    policy_name, agents, seed, overrides = job
+def workload_of(agents: int, seed: int, fresh: bool):
+    """The paper's setup (500 trajectories, resampled past 500 with a random first turn), or, with
+    `fresh`, as many independently generated trajectories as agents (a sensitivity check)."""
+    if not fresh:
+        return resolve_workload("agentic-64k", agents=agents, seed=seed)
+    from dualpath.models.generators import agentic_trajectories
+    from dualpath.models.workloads import from_trajectories
+
+    return from_trajectories("agentic-64k-fresh", agentic_trajectories("agentic-64k", agents, seed), 64)
+
+
+def run_one(job: tuple) -> dict:
+    policy_name, agents, seed, overrides, *rest = job
     cal = calibration_with(list(overrides))
     llm = calibrated_llm(llm_preset("deepseek-v3.2"), cal)
     cluster = expert_groups(resolve_cluster("2P4D"), llm, cal)
-    workload = resolve_workload("agentic-64k", agents=agents, seed=seed)
+    workload = workload_of(agents, seed, bool(rest and rest[0]))
     started = time.perf_counter()
     trace = simulate(cluster, llm, workload, make_policy(policy_name, cluster, llm), calibration=cal,
                      progress=False, seed=seed)
@@ -115,8 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", help="write the paper-vs-ours table here")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a calibration field (sensitivity studies only)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="generate every agent's trajectory instead of resampling the 500-trajectory trace")
     args = parser.parse_args(argv)
-    jobs = [(p, int(a), args.seed, tuple(args.set)) for a in args.agents.split(",") for p in args.policies.split(",")]
+    jobs = [(p, int(a), args.seed, tuple(args.set), args.fresh)
+            for a in args.agents.split(",") for p in args.policies.split(",")]
     jobs.sort(key=lambda j: -j[1])  # big runs first, so the pool finishes together
     results = []
     if args.jobs > 1:

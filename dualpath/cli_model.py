@@ -115,22 +115,24 @@ def info(args: argparse.Namespace) -> int:
 def workload(args: argparse.Namespace) -> int:
     from dualpath.errors import SpecError
     from dualpath.models.registry import resolve_workload
+    from dualpath.models.stats import COLUMNS, trace_table_stats
 
     if args.agents is not None and args.agents <= 0:
         raise SpecError("--agents", "agents", args.agents, "a positive integer")
     wl = resolve_workload(args.workload, agents=args.agents, seed=args.seed, aps=args.aps,
                           block_tokens=args.block_tokens)
-    stats = wl.stats()
+    stats = trace_table_stats(wl)
     print(f"workload {wl.name}: {stats.num_agents:,} agents, {stats.num_requests:,} requests")
     if args.stats:
         paper = PAPER_TRACE_TABLE.get(args.workload)
-        ours = (stats.turns_mean, stats.append_mean, stats.generate_mean, stats.total_tokens_mean, stats.context_mean)
-        names = ("turns", "append", "generate", "total tokens", "mean context")
+        ours, names = stats.as_tuple(), COLUMNS
         if paper:
             rows = [(k, o, p, f"{(o / p - 1) * 100:+.1f}%") for k, o, p in zip(names, ours, paper)]
             print(format_table(("per-turn mean", "ours", "paper", "diff"), rows))
         else:
             print(format_table(("per-turn mean", "value"), list(zip(names, ours))))
+        print(f"per trajectory: {stats.turns_per_agent_mean:,.1f} turns, "
+              f"{stats.total_tokens_per_agent_mean:,.0f} tokens")
         print(f"hit rate: {stats.hit_rate:.1%} of prompt tokens")
     if args.jsonl:
         from dualpath.models.jsonl import write_jsonl

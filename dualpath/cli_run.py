@@ -46,6 +46,8 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DIR", help="write traces and the simulator's plots here")
     parser.add_argument("--timeout-s", type=float, default=600.0, help="fail a run not done by then")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda[:N] for the engines' HBM")
+    parser.add_argument("--in-process", action="store_true",
+                        help="engines as threads of this process, not OS processes (quick checks)")
 
 
 def run(name: str, args: argparse.Namespace) -> int:
@@ -85,7 +87,8 @@ def _run(args: argparse.Namespace) -> int:
           f"{workload.name}: {args.agents} agents, {len(workload.requests)} turns ({args.warm_turns} warm-up per agent)"
           + (f", online at {args.aps:g} agents/s" if args.aps else "") + (f", faults {faults.describe()}" if not faults.empty else ""),
           flush=True)
-    with runtime_for(cluster, llm, workload, bt, seed=args.seed, faults=faults, device=args.device) as runtime:
+    with runtime_for(cluster, llm, workload, bt, seed=args.seed, faults=faults, device=args.device,
+                     in_process=args.in_process) as runtime:
         profile = profile_engines(runtime, llm) if args.predict else None
         if profile is not None:
             print(profile.describe(llm), flush=True)
@@ -221,8 +224,8 @@ class EngineProfile:
                 f"per layer block moved")
 
 
-def profile_engines(runtime, llm, *, sizes=(16, 64, 128, 256, 384), hit_blocks=(8, 24, 48), new_tokens: int = 32,
-                    decode_tokens: int = 8, repeats: int = 3, interval_s: float = 0.05) -> EngineProfile:
+def profile_engines(runtime, llm, *, sizes=(16, 96, 224, 384), hit_blocks=(8, 40), new_tokens: int = 32,
+                    decode_tokens: int = 6, repeats: int = 3, interval_s: float = 0.05) -> EngineProfile:
     """Measure this machine's engines once and fit the simulator's constants to them.
 
     Fresh prompts of `sizes` tokens give prefill seconds per FLOP and per batch (`CostModel.fit`) and
@@ -231,9 +234,16 @@ def profile_engines(runtime, llm, *, sizes=(16, 64, 128, 256, 384), hit_blocks=(
     and out of a PE, fitted to the simulator's layerwise step. Each point is the median of `repeats`
     runs. Storage is emptied afterwards."""
     from dualpath.cluster import Role
+    from dualpath.errors import SpecError
     from dualpath.llm import CostModel
     from dualpath.runtime.agents import append_tokens
 
+    room = runtime.max_context_tokens - decode_tokens
+    sizes = [n for n in sizes if n <= room]
+    hit_blocks = [h for h in hit_blocks if h * runtime.block_tokens + 3 + new_tokens <= room]
+    if len(sizes) < 2 or not hit_blocks:
+        raise SpecError("profile", "max_context_tokens", runtime.max_context_tokens,
+                        "room for the profile's prompts (sizes and hits) in the engines' context")
     pe = next(h for h in runtime.handles.values() if h.role is Role.PREFILL)
     de = next(h for h in runtime.handles.values() if h.role is Role.DECODE)
     vocab, bt, rows = runtime.config.vocab_size, runtime.block_tokens, []

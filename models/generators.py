@@ -46,6 +46,9 @@ PAPER_HIT_RATE_64K = 0.987
 FIRST_APPEND_SIGMA = 0.5
 APPEND_SIGMA = 1.0  # tool outputs are heavy-tailed: a file listing vs a whole file
 GENERATE_SIGMA = 0.7
+# Latents are truncated at 2.5 standard deviations: without it one agent in a few thousand has 1/60 of
+# the typical verbosity and runs a thousand 50-token turns, which no agent framework produces.
+LATENT_Z_LIMIT = 2.5
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,7 @@ class AgenticShape:
 
 # Fitted to PAPER_TABLE (see the module docstring); fields in AgenticShape's order.
 AGENTIC_SHAPES: dict[str, AgenticShape] = {
-    "agentic-32k": AgenticShape("agentic-32k", 32 * 1024, 162.3, 1.415, 6268.0, 761.0, 206.2, 0.877),
+    "agentic-32k": AgenticShape("agentic-32k", 32 * 1024, 91.58, 0.7, 5932.0, 991.8, 230.5, 1.014),
     "agentic-48k": AgenticShape("agentic-48k", 48 * 1024, 196.1, 1.107, 8220.0, 672.3, 261.7, 1.017),
     "agentic-64k": AgenticShape("agentic-64k", 64 * 1024, 251.9, 1.039, 10091.0, 710.1, 295.2, 1.149),
 }
@@ -86,12 +89,33 @@ def _lognormal(mean: float, sigma: float, z: float) -> float:
     return math.exp(math.log(mean) - sigma * sigma / 2 + sigma * z)
 
 
-def _latin_scores(rng: random.Random, count: int) -> list[float]:
-    """`count` standard normal scores, one per equal-probability stratum, in random order."""
-    strata = list(range(count))
-    rng.shuffle(strata)
+def _radical_inverse(index: int, base: int) -> float:
+    """Van der Corput: the digits of `index` in `base` mirrored behind the point."""
+    out, scale = 0.0, 1.0 / base
+    while index:
+        index, digit = divmod(index, base)
+        out += digit * scale
+        scale /= base
+    return out
+
+
+def _quasi_scores(rng: random.Random, count: int, dims: int) -> list[tuple[float, ...]]:
+    """`count` points of standard normal scores in `dims` dimensions that fill the joint space evenly.
+
+    A Halton sequence (bases 2, 3, 5) with a random shift per dimension (Cranley-Patterson rotation),
+    mapped through the normal distribution truncated at +-LATENT_Z_LIMIT, in random order: each trajectory's latents keep their distributions while the trace as a whole
+    covers every combination (long tasks with terse tools, short tasks with verbose ones) in proportion.
+    """
+    bases = (2, 3, 5, 7, 11)[:dims]
+    shifts = [rng.random() for _ in bases]
     unit = NormalDist()
-    return [unit.inv_cdf(min(max((s + rng.random()) / count, 1e-12), 1 - 1e-12)) for s in strata]
+    low, high = unit.cdf(-LATENT_Z_LIMIT), unit.cdf(LATENT_Z_LIMIT)
+    points = []
+    for i in range(1, count + 1):
+        us = ((_radical_inverse(i, b) + shift) % 1.0 for b, shift in zip(bases, shifts))
+        points.append(tuple(unit.inv_cdf(low + (high - low) * u) for u in us))
+    rng.shuffle(points)
+    return points
 
 
 def _trajectory(shape: AgenticShape, agent: int, rng: random.Random, z_turns: float, z_scale: float,
@@ -122,8 +146,8 @@ def agentic_trajectories(name: str, num_agents: int = TRACE_AGENTS, seed: int = 
     if isinstance(num_agents, bool) or not isinstance(num_agents, int) or num_agents < 1:
         raise SpecError(f"generator {name}", "num_agents", num_agents, "a positive integer")
     rng = random.Random(f"{shape.name}:{seed}")
-    z_turns, z_scale, z_first = (_latin_scores(rng, num_agents) for _ in range(3))
-    return [_trajectory(shape, i, rng, z_turns[i], z_scale[i], z_first[i]) for i in range(num_agents)]
+    latents = _quasi_scores(rng, num_agents, 3)
+    return [_trajectory(shape, i, rng, *latents[i]) for i in range(num_agents)]
 
 
 def agentic_workload(name: str, agents: int = TRACE_AGENTS, seed: int = 0, *,

@@ -166,18 +166,30 @@ def run_agents(scheduler: Scheduler, workload: Workload, vocab_size: int, *, see
 
 
 def verify_turns(logs: Sequence[TurnLog], decoder) -> list[str]:
-    """Each turn's output against a full recompute (no cache) with `decoder`; returns the mismatches."""
+    """Each turn's output against a full recompute with `decoder` (the whole prompt in one pass, nothing
+    from storage, then greedy decoding from that pass's KV); returns the mismatches."""
     bad = []
     for log in logs:
         if log.outcome is None:
             bad.append(f"{log.request}: no output ({log.error})")
             continue
-        produced = log.outcome.result.tokens
-        expected, _ = decoder.generate(list(log.prompt), len(produced))
-        if list(expected) != list(produced):
-            bad.append(f"{log.request}: produced {produced} but a full recompute gives {list(expected)}")
+        produced = list(log.outcome.result.tokens)
+        expected = recompute(decoder, list(log.prompt), len(produced))
+        if expected != produced:
+            bad.append(f"{log.request}: produced {produced} but a full recompute gives {expected}")
     return bad
 
+
+def recompute(decoder, prompt: list[int], num_tokens: int) -> list[int]:
+    """Greedy tokens after `prompt`, computed from scratch (one forward over the prompt, then one per token)."""
+    torch = decoder.torch
+    logits, past = decoder.forward(prompt)
+    out = [int(torch.argmax(logits[-1]))]
+    while len(out) < num_tokens:
+        logits, new = decoder.forward([out[-1]], past=past, start_pos=len(prompt) + len(out) - 1)
+        past = [(torch.cat((k, nk)), torch.cat((v, nv))) for (k, v), (nk, nv) in zip(past, new)]
+        out.append(int(torch.argmax(logits[-1])))
+    return out
 
 
 def runtime_trace(logs: Sequence[TurnLog], cluster: ClusterSpec, engines: Mapping[str, EngineHandle], policy: str,

@@ -92,7 +92,8 @@ def _nics(plt, trace: Trace, out: Path) -> Path:
         ax.set_ylabel("utilisation")
         ax.set_ylim(0, 1.05)
         ax.set_title(title, fontsize=9)
-        ax.legend(fontsize=7, ncol=4)
+        if ax.lines:
+            ax.legend(fontsize=7, ncol=4)
     axes[1].set_xlabel("time (s)")
     fig.suptitle(f"NIC utilisation per node: {trace.policy}", fontsize=10)
     fig.tight_layout()

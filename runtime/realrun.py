@@ -229,7 +229,8 @@ def runtime_for(cluster: ClusterSpec, llm: LLMSpec, workload: Workload, block_to
     longest = max(r.context_tokens for r in workload.requests)
     prompt_blocks = -(-max(r.prompt_tokens for r in workload.requests) // bt)
     agents = len({r.agent for r in workload.requests})
-    return LocalRuntime(cluster, llm, block_tokens=bt, max_context_tokens=longest + bt,
+    # At least 1K tokens of context: room for a profile of the engines (`dualpath run --predict`) too.
+    return LocalRuntime(cluster, llm, block_tokens=bt, max_context_tokens=max(longest + bt, 1024),
                         max_prompt_blocks=agents * prompt_blocks + 4, **kwargs)
 
 

@@ -1,5 +1,7 @@
 """The global scheduler of a real run: a `Policy` (or a replayed `Plan`) deciding for live engines.
 
+It runs in the driving process (`dualpath run`, `run_real`), apart from the engine processes, which
+it reaches over authenticated control connections.
 Turns arrive with `submit` and wait, FIFO. Each tick (at most every `interval_s`, sooner when a
 turn arrives or ends) the scheduler collects every engine's report, as the paper's group leaders
 give it (per engine the unfinished requests `seq_e` and tokens `tok_e`, the node's storage read
@@ -120,12 +122,6 @@ class Scheduler:
             self.pending[request_id] = ticket
             self._cond.notify_all()
         return ticket.future
-
-    def update_engine(self, handle: EngineHandle) -> None:
-        """A (re)started engine: live again at its new address."""
-        with self._cond:
-            self.engines[handle.name] = handle
-            self._cond.notify_all()
 
     def alive(self, name: str) -> bool:
         return self.engines[name].alive

@@ -9,6 +9,7 @@ same backlog are symmetric, so merging them loses nothing) and pools engines ins
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from dualpath.solver.problem import Problem
@@ -18,7 +19,7 @@ from dualpath.solver.problem import Problem
 class Bound:
     value_s: float
     family: str  # the constraint family that sets it
-    kind: str  # "fluid", "lp", "request", "backlog", "solver"
+    kind: str  # "fluid", "integral", "lp", "request", "backlog", "solver"
     pe_read_fraction: float | None = None  # fluid optimum: share of hit bytes read on the PE side
 
 
@@ -127,6 +128,82 @@ def fluid_bound(problem: Problem) -> Bound:
     return Bound(value, family, "fluid", fraction)
 
 
+def integral_read_bound(problem: Problem, max_bits: int = 4_000_000) -> Bound | None:
+    """The fluid bound with whole reads: the PE-side total must be a sum of whole requests' hits.
+
+    The fluid objective is convex in the PE-side total A, so over the achievable sums (a bitset built
+    by shifting, in units of the hits' gcd) the best is one of the two neighbours of the continuous
+    optimum. None when the bitset would exceed `max_bits` or nothing is read.
+    """
+    pb = problem
+    hits = [r.hit_tokens for r in pb.requests]
+    step = 0
+    for h in hits:
+        step = math.gcd(step, h)
+    if not step or sum(hits) // step > max_bits:
+        return None
+    free = [h // step for h, r in zip(hits, range(pb.num_requests)) if h and pb.pe_read_cap_bytes(r) == pb.hit_bytes[r]]
+    reachable = 1
+    for units in free:
+        reachable |= reachable << units
+    fluid = fluid_bound(pb)
+    unit_bytes = step * pb.kv_bytes_per_token
+    target = (fluid.pe_read_fraction or 0.0) * sum(pb.hit_bytes) / unit_bytes
+    low_mask = reachable & ((1 << (int(target) + 1)) - 1)
+    candidates = [low_mask.bit_length() - 1]
+    high = reachable >> int(target)
+    if high:
+        candidates.append(int(target) + (high & -high).bit_length() - 1)
+    value, family = min(fluid_at(pb, units * unit_bytes) for units in candidates)
+    return Bound(value, family, "integral")
+
+
+def integral_read_sides(problem: Problem, max_cells: int = 20_000_000) -> dict[int, bool] | None:
+    """Which requests read on the PE side so that the PE-side total is the one `integral_read_bound`
+    picks (subset-sum backtracking over the per-request bitsets); None when too large to keep them."""
+    pb = problem
+    hits = [r.hit_tokens for r in pb.requests]
+    step = 0
+    for h in hits:
+        step = math.gcd(step, h)
+    if not step or len(hits) * (sum(hits) // step) > max_cells:
+        return None
+    bound = integral_read_bound(pb)
+    if bound is None:
+        return None
+    unit_bytes = step * pb.kv_bytes_per_token
+    free = [r for r, h in enumerate(hits) if h and pb.pe_read_cap_bytes(r) == pb.hit_bytes[r]]
+    layers = [1]
+    for r in free:
+        layers.append(layers[-1] | (layers[-1] << (hits[r] // step)))
+    # The achievable total closest to the bound's optimum, then walk back which requests make it.
+    best = min((t for t in range(sum(hits[r] for r in free) // step + 1) if layers[-1] >> t & 1),
+               key=lambda t: fluid_at(pb, t * unit_bytes)[0])
+    sides, total = {r: False for r in range(pb.num_requests)}, best
+    for i in range(len(free), 0, -1):
+        r = free[i - 1]
+        if not layers[i - 1] >> total & 1:
+            sides[r] = True
+            total -= hits[r] // step
+    return sides
+
+
+def fluid_at(problem: Problem, pe_read_bytes: float) -> tuple[float, str]:
+    """The pooled fluid makespan when `pe_read_bytes` of hit KV in all are read on the PE side."""
+    pb = problem
+    pe_nodes, de_nodes = sorted(set(pb.pe_node)), sorted(set(pb.de_node))
+    s_p = sum(pb.snic_bytes_per_s[n] for n in pe_nodes)
+    s_d = sum(pb.snic_bytes_per_s[n] for n in de_nodes)
+    q_p = sum(pb.read_queue_bytes[n] for n in pe_nodes)
+    q_d = sum(pb.read_queue_bytes[n] for n in de_nodes)
+    hit, new, prompt = sum(pb.hit_bytes), sum(pb.new_bytes), sum(pb.prompt_bytes)
+    pe_cn, de_cn = pb.num_pe * pb.cnic_bytes_per_s, pb.num_de * pb.cnic_bytes_per_s
+    a = pe_read_bytes
+    return max(((sum(pb.pe_backlog_s) + sum(pb.compute_s)) / pb.num_pe, "pe_compute"), (hit / pe_cn, "pe_cnic_in"),
+               ((q_p + a) / s_p, "snic"), ((q_d + hit - a) / s_d, "snic"), ((new + a) / pe_cn, "pe_cnic_out"),
+               ((prompt - hit + a) / de_cn, "de_cnic_in"), ((hit - a + prompt) / de_cn, "de_cnic_out"))
+
+
 # ---- the LP relaxation ---------------------------------------------------------------------------
 def node_classes(problem: Problem) -> tuple[tuple[NodeClass, ...], tuple[NodeClass, ...]]:
     pb = problem
@@ -176,6 +253,10 @@ def lower_bound(problem: Problem, split_reads: bool = False, backend: str | None
     when the backend can build it in time; `backend=None` skips it. Skips are noted in `notes`.
     """
     bounds = [fluid_bound(problem), constant_bound(problem, split_reads)]
+    if not split_reads:
+        integral = integral_read_bound(problem)
+        if integral is not None:
+            bounds.append(integral)
     relax = relaxation(problem, split_reads)
     symmetric = len(relax.pe_classes) == 1 and len(relax.de_classes) == 1
     if backend and not symmetric and problem.num_requests:

@@ -99,11 +99,11 @@ class _Heap:
         return out
 
 
-def construct(problem: Problem, split_reads: bool, fan: int = 4) -> Solution:
+def construct(problem: Problem, split_reads: bool, fan: int = 4, pe_side: dict[int, bool] | None = None) -> Solution:
     """Largest requests first, each on the node/engine/path that keeps its touched resources lowest.
 
     Candidates come from heaps (the `fan` least-loaded engines, and nodes by max(SNIC, best engine)),
-    so a request costs O(fan log n), not O(engines).
+    so a request costs O(fan log n), not O(engines). `pe_side` fixes read sides (True: PE side).
     """
     pb = problem
     st = _Placer(pb)
@@ -142,9 +142,10 @@ def construct(problem: Problem, split_reads: bool, fan: int = 4) -> Solution:
         de_read = min(((max(st.de_after(d, r, h), st.snic_after(pb.de_node[d], h)), d) for d in read_des),
                       default=None)
         options = []
-        if de_read is not None:
+        forced = pe_side.get(r) if pe_side is not None else None
+        if de_read is not None and forced is not True:
             options.append((max(pe_plain[0], de_read[0]), pe_plain[1], de_read[1], 0))
-        if pe_read is not None and cap == h:
+        if pe_read is not None and cap == h and forced is not False:
             options.append((max(pe_read[0], de_plain[0]), pe_read[1], de_plain[1], h))
         if split_reads and h or not options:
             p = pe_read[1] if pe_read is not None else pe_plain[1]
@@ -291,6 +292,45 @@ def improve(problem: Problem, solution: Solution, split_reads: bool, deadline_at
                     a = st.balanced_split(r, pb.pe_node[q], pb.de_node[e])
                 if try_move(r, q, e, a, limit):
                     return True
+        return not split_reads and flip_pair(n, readers, limit)
+
+    def flip_pair(n: int, readers: list[int], limit: float) -> bool:
+        """Whole reads: r leaves SNIC n for its other node m while a smaller s comes back from m;
+        n sheds h_r - h_s, the subset-sum step single moves cannot make."""
+        for r in readers:
+            p, d, h = sol.pe[r], sol.de[r], pb.hit_bytes[r]
+            on_pe_side = pb.pe_node[p] == n
+            m = pb.de_node[d] if on_pe_side else pb.pe_node[p]
+            if not on_pe_side and pb.pe_read_cap_bytes(r) < h:
+                continue
+            gap = ld.snic[n] / pb.snic_bytes_per_s[n] - ld.snic[m] / pb.snic_bytes_per_s[m]
+            want = gap * pb.snic_bytes_per_s[n] / 2  # bytes to shed for equal finish times
+            partners = []
+            for s_ in (on_de[e] for e in st.de_of_node[m]) if on_pe_side else (on_pe[q] for q in st.pe_of_node[m]):
+                for s in s_:
+                    hs = pb.hit_bytes[s]
+                    if s == r or hs >= h or not hs:
+                        continue
+                    if on_pe_side and (pb.pe_node[sol.pe[s]] != n or sol.pe_read_bytes[s]
+                                       or pb.pe_read_cap_bytes(s) < hs):
+                        continue  # s reads on m's (DE) side and can move to n's PE side
+                    if not on_pe_side and (pb.de_node[sol.de[s]] != n or sol.pe_read_bytes[s] != hs):
+                        continue  # s reads on m's (PE) side and can move to n's DE side
+                    partners.append((abs(h - hs - want), s))
+            for _, s in sorted(partners)[:max_candidates]:
+                a_r, a_s = (0, pb.hit_bytes[s]) if on_pe_side else (h, 0)
+                old = (sol.pe_read_bytes[r], sol.pe_read_bytes[s])
+                ld.add(r, p, d, old[0], -1)
+                ld.add(s, sol.pe[s], sol.de[s], old[1], -1)
+                ld.add(r, p, d, a_r)
+                ld.add(s, sol.pe[s], sol.de[s], a_s)
+                if max(touched_max(r, p, d, a_r), touched_max(s, sol.pe[s], sol.de[s], a_s)) < limit:
+                    sol.pe_read_bytes[r], sol.pe_read_bytes[s] = a_r, a_s
+                    return True
+                ld.add(r, p, d, a_r, -1)
+                ld.add(s, sol.pe[s], sol.de[s], a_s, -1)
+                ld.add(r, p, d, old[0])
+                ld.add(s, sol.pe[s], sol.de[s], old[1])
         return False
 
     while time.perf_counter() < deadline_at:

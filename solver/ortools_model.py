@@ -28,7 +28,9 @@ def _ps(seconds: float) -> int:
 
 # ---- CP-SAT: the exact engine-level model ---------------------------------------------------------
 def solve_cpsat(problem: Problem, split_reads: bool, time_limit_s: float, hint: Solution | None = None,
-                upper_bound_s: float | None = None, threads: int = 2) -> ExactResult:
+                upper_bound_s: float | None = None, threads: int = 2, lower_bound_s: float = 0.0) -> ExactResult:
+    """The exact model; `lower_bound_s` (a certified bound, e.g. from `bound.lower_bound`) is added as
+    T >= bound, which lets the search stop as soon as it meets it."""
     cp_model = require("ortools.sat.python.cp_model", "solver")
     start = time.perf_counter()
     pb, co = problem, coefficients(problem)
@@ -43,7 +45,9 @@ def solve_cpsat(problem: Problem, split_reads: bool, time_limit_s: float, hint: 
     b = {(r, d): model.new_int_var(0, co.hit_tokens[r], f"b[{r},{d}]") for r in R for d in D}
     z = {r: model.new_bool_var(f"z[{r}]") for r in R} if not split_reads else {}
     horizon = _ps(upper_bound_s) + 1 if upper_bound_s else _ps(_trivial_upper_s(pb, co))
-    T = model.new_int_var(0, horizon, "T")
+    # Each rounded coefficient is off by at most 0.5 ps per unit: the slack keeps bounds certified.
+    slack_ps = 0.5 * sum(3 + 2 * h for h in co.hit_tokens)
+    T = model.new_int_var(max(0, int(_ps(lower_bound_s) - slack_ps)), max(horizon, _ps(lower_bound_s)), "T")
 
     # Assignment: one PE and one DE per request
     for r in R:
@@ -117,13 +121,13 @@ def solve_cpsat(problem: Problem, split_reads: bool, time_limit_s: float, hint: 
     solver.parameters.max_time_in_seconds = max(0.01, time_limit_s - (time.perf_counter() - start))
     solver.parameters.num_workers = max(1, threads)
     solver.parameters.random_seed = 1
+    # Below the rounding slack, a "better" scaled solution may be no better in seconds: stop there.
+    solver.parameters.absolute_gap_limit = 2 * slack_ps
     code = solver.solve(model)
 
     # Status check
     status = {cp_model.OPTIMAL: "optimal", cp_model.FEASIBLE: "feasible",
               cp_model.INFEASIBLE: "infeasible"}.get(code, "unknown")
-    # Each rounded coefficient is off by at most 0.5 ps per unit; subtract the worst case to certify.
-    slack_ps = 0.5 * sum(3 + 2 * h for h in co.hit_tokens)
     bound_s = max(0.0, (solver.best_objective_bound - slack_ps) / TIME_SCALE) if status != "unknown" else 0.0
     if status == "infeasible":
         bound_s = 0.0
@@ -168,7 +172,7 @@ def _trivial_upper_s(pb: Problem, co) -> float:
 
 # ---- pywraplp: the same model as a MIP (SCIP by default) --------------------------------------------
 def solve_mip(problem: Problem, split_reads: bool, time_limit_s: float, hint: Solution | None = None,
-              backend: str = "SCIP", threads: int = 2) -> ExactResult:
+              backend: str = "SCIP", threads: int = 2, lower_bound_s: float = 0.0) -> ExactResult:
     pywraplp = require("ortools.linear_solver.pywraplp", "solver")
     start = time.perf_counter()
     pb, co = problem, coefficients(problem)
@@ -185,7 +189,7 @@ def solve_mip(problem: Problem, split_reads: bool, time_limit_s: float, hint: So
     a = {(r, p): solver.NumVar(0, co.pe_cap_tokens[r], f"a[{r},{p}]") for r in R for p in P}
     b = {(r, d): solver.NumVar(0, co.hit_tokens[r], f"b[{r},{d}]") for r in R for d in D}
     z = {r: solver.BoolVar(f"z[{r}]") for r in R} if not split_reads else {}
-    T = solver.NumVar(0, inf, "T")
+    T = solver.NumVar(lower_bound_s * (1 - 1e-9), inf, "T")
 
     def row(lb, ub, terms):
         c = solver.Constraint(lb, ub)
@@ -245,7 +249,9 @@ def solve_mip(problem: Problem, split_reads: bool, time_limit_s: float, hint: So
         solver.SetHint([v for v, _ in pairs], [val for _, val in pairs])
     solver.SetTimeLimit(max(10, int(1000 * (time_limit_s - (time.perf_counter() - start)))))
     solver.SetNumThreads(max(1, threads))
-    code = solver.Solve()
+    params = pywraplp.MPSolverParameters()
+    params.SetDoubleParam(params.RELATIVE_MIP_GAP, 1e-9)  # MPSolver's default 1e-4 is not "optimal"
+    code = solver.Solve(params)
 
     # Status check
     status = {pywraplp.Solver.OPTIMAL: "optimal", pywraplp.Solver.FEASIBLE: "feasible",

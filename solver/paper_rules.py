@@ -125,7 +125,7 @@ class DualPathPolicy(Policy):
 
     def choose_pe(self, view: SchedulerView, r: Request, members: Sequence[int] | None = None) -> int | None:
         """Among `members` (default: every PE) with tok_e <= beta: nodes with read_q <= alpha first,
-        then the least tok_e, then the lowest index."""
+        then the least tok_e; ties go to the shorter read queue, then the lowest index."""
         alpha, beta, queues = self.alpha_tokens, self.beta_tokens, view.read_queue_tokens
         tokens, nodes = view.pe_tokens, view.pe_node
         best, best_key = None, None
@@ -133,7 +133,8 @@ class DualPathPolicy(Policy):
             t = tokens[p]
             if t > beta:
                 continue
-            key = (queues.get(nodes[p], 0) > alpha, t, p)
+            q = queues.get(nodes[p], 0)
+            key = (q > alpha, t, q, p)
             if best_key is None or key < best_key:
                 best, best_key = p, key
         return best

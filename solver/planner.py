@@ -20,7 +20,7 @@ from dualpath.llm import LLMSpec
 from dualpath.plan import Assignment, Plan
 from dualpath.request import Request
 from dualpath.solver import decompose
-from dualpath.solver.bound import Bound, lower_bound
+from dualpath.solver.bound import Bound, integral_read_sides, lower_bound
 from dualpath.solver.greedy import greedy_solution
 from dualpath.solver.problem import Backlog, Loads, Problem, Solution, build_problem, solution_from_plan
 
@@ -90,9 +90,19 @@ def plan_with_problem(cluster: ClusterSpec, llm: LLMSpec, requests: Sequence[Req
     # A fast decomposition plan first: it is the warm start of the exact model, or the answer.
     start_sol = decompose.construct(problem, split_reads)
     candidates.append((Loads(problem, start_sol).makespan_s(), "decomposition", start_sol))
-    if use_exact:
+    if not split_reads and small:
+        # Whole reads on a small instance: start from the read sides that meet the integral bound.
+        sides = integral_read_sides(problem)
+        if sides is not None:
+            seeded = decompose.construct(problem, False, pe_side=sides)
+            seeded = decompose.improve(problem, seeded, False, time.perf_counter() + 0.1 * time_limit_s,
+                                       best_bound.value_s)
+            candidates.append((Loads(problem, seeded).makespan_s(), "decomposition", seeded))
+    if use_exact and min(c[0] for c in candidates) <= best_bound.value_s * (1 + 1e-9):
+        status, method = "optimal", "decomposition"  # a start already meets the certified bound
+    elif use_exact:
         hint = min(candidates, key=lambda c: c[0])
-        result = _solve_exact(problem, exact_backend, split_reads, deadline, hint, threads)
+        result = _solve_exact(problem, exact_backend, split_reads, deadline, hint, threads, best_bound.value_s)
         method = result.backend
         if result.solution is not None:
             candidates.append((Loads(problem, result.solution).makespan_s(), result.backend, result.solution))
@@ -123,20 +133,23 @@ def plan_with_problem(cluster: ClusterSpec, llm: LLMSpec, requests: Sequence[Req
                    else "paper-rules", started, split_reads, notes, greedy_s)
 
 
-def _solve_exact(problem: Problem, backend: str, split_reads: bool, deadline: float, hint, threads: int):
+def _solve_exact(problem: Problem, backend: str, split_reads: bool, deadline: float, hint, threads: int,
+                 bound_s: float):
     limit = max(0.05, deadline - time.perf_counter())
     upper_s, _, hint_sol = hint
     if backend == "cp-sat":
         from dualpath.solver.ortools_model import solve_cpsat
 
-        return solve_cpsat(problem, split_reads, limit, hint_sol, upper_bound_s=upper_s, threads=threads)
+        return solve_cpsat(problem, split_reads, limit, hint_sol, upper_bound_s=upper_s, threads=threads,
+                           lower_bound_s=bound_s)
     if backend == "scip":
         from dualpath.solver.ortools_model import solve_mip
 
-        return solve_mip(problem, split_reads, limit, hint_sol, backend="SCIP", threads=threads)
+        return solve_mip(problem, split_reads, limit, hint_sol, backend="SCIP", threads=threads,
+                         lower_bound_s=bound_s)
     from dualpath.solver.pulp_model import solve_mip
 
-    return solve_mip(problem, split_reads, limit, hint_sol, backend=backend, threads=threads)
+    return solve_mip(problem, split_reads, limit, hint_sol, backend=backend, threads=threads, lower_bound_s=bound_s)
 
 
 def _warn(message: str) -> str:

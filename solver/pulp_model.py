@@ -37,7 +37,7 @@ def _solver(pulp, backend: str, time_limit_s: float, threads: int, gap: float = 
 
 # ---- the exact engine-level model ------------------------------------------------------------------
 def solve_mip(problem: Problem, split_reads: bool, time_limit_s: float, hint: Solution | None = None,
-              backend: str = "cbc", threads: int = 2) -> ExactResult:
+              backend: str = "cbc", threads: int = 2, lower_bound_s: float = 0.0) -> ExactResult:
     pulp = require("pulp", "solver")
     start = time.perf_counter()
     pb, co = problem, coefficients(problem)
@@ -51,7 +51,7 @@ def solve_mip(problem: Problem, split_reads: bool, time_limit_s: float, hint: So
     a = {(r, p): model.add_variable(f"a_{r}_{p}", 0, co.pe_cap_tokens[r]) for r in R for p in P}
     b = {(r, d): model.add_variable(f"b_{r}_{d}", 0, co.hit_tokens[r]) for r in R for d in D}
     z = {r: model.add_variable(f"z_{r}", cat="Binary") for r in R} if not split_reads else {}
-    T = model.add_variable("T", 0)
+    T = model.add_variable("T", lower_bound_s * (1 - 1e-9))  # a certified bound, when given
 
     # Objective
     model += T

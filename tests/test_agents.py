@@ -112,3 +112,26 @@ def test_agents_run_end_to_end_offline_and_online_and_every_turn_is_right():
     assert first[2] >= 1.0 - 0.05 and first[1] >= 0.5 - 0.05
     assert online.meta["snic_read_bytes"]["P0"] + online.meta["snic_read_bytes"]["D0"] == sum(
         r.pe_read_bytes + r.de_read_bytes for r in online.records)
+
+
+def test_the_recompute_matches_the_uncached_reference_and_catches_a_wrong_turn():
+    torch = pytest.importorskip("torch")
+    from dualpath.plan import Assignment
+    from dualpath.runtime.agents import TurnLog, recompute, verify_turns
+    from dualpath.runtime.client import TurnResult
+    from dualpath.runtime.decoder import Decoder, DecoderConfig
+    from dualpath.runtime.scheduler import TurnOutcome
+
+    torch.set_num_threads(1)
+    decoder = Decoder.from_seed(DecoderConfig(), 11)
+    prompt = append_tokens(0, 0, 0, 70, 256)
+    expected, _ = decoder.generate(prompt, 5)
+    assert recompute(decoder, prompt, 5) == expected
+
+    def log(tokens):
+        result = TurnResult("a0t0", tokens, 0, "pe", "PE0", "DE0", 0)
+        return TurnLog("a0t0", 0, 0, tuple(prompt), TurnOutcome("a0t0", result, 0.0, 1, Assignment("a0t0", "PE0", "DE0", 0, 0)))
+
+    assert verify_turns([log(expected)], decoder) == []
+    wrong = expected[:-1] + [(expected[-1] + 1) % 256]
+    assert len(verify_turns([log(wrong), TurnLog("a0t1", 0, 1, (), error="lost")], decoder)) == 2

@@ -51,6 +51,8 @@ def test_pe_choice_prefers_nodes_with_short_read_queues_then_least_tokens():
     assert a[0].pe == "PE3"  # P0's queue is over alpha: the least-loaded PE of P1, not PE0
     a = p.schedule([req(0)], state(pe_tokens=(7, 5, 50, 40)))
     assert a[0].pe == "PE1"
+    a = p.schedule([req(0)], state(queues={"P0": 10}))  # equal tok_e: the shorter read queue breaks the tie
+    assert a[0].pe == "PE2"
 
 
 def test_pes_over_beta_get_nothing_and_the_fetch_stops():

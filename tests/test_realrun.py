@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from test_scheduler import BT, LLM, cluster, workload
+from test_scheduler import BT, LLM, NODE, cluster, workload
 
 from dualpath import cli
 from dualpath.cluster import Role
@@ -70,12 +70,12 @@ def test_the_oracle_cannot_run_for_real():
         run_real(spec, LLM, workload(1, 1), make_policy("oracle", spec, LLM, BT), in_process=True)
 
 
-def test_dualpath_run_writes_results_traces_and_predictions(commands, tmp_path, capsys):
+def test_dualpath_run_writes_results_and_traces(commands, tmp_path, capsys):
     out_json, out_dir = tmp_path / "run.json", tmp_path / "plots"
     code = cli.main(["run", "--cluster", str(ROOT / "examples" / "clusters" / "local-1p1d.toml"), "--model", "tiny",
-                     "--workload", "agentic-64k", "--agents", "2", "--turns", "3", "--scale", "48",
-                     "--policy", "layerwise,dualpath", "--predict", "--verify", "--json", str(out_json),
-                     "--out", str(out_dir)])
+                     "--workload", "agentic-64k", "--agents", "2", "--turns", "3", "--scale", "64",
+                     "--policy", "layerwise,dualpath", "--verify", "--json", str(out_json), "--out", str(out_dir),
+                     "--in-process"])
     printed = capsys.readouterr().out
     assert code == 0, printed
     data = json.loads(out_json.read_text())
@@ -86,11 +86,45 @@ def test_dualpath_run_writes_results_traces_and_predictions(commands, tmp_path, 
         assert set(row["snic_read_bytes"]) == {"P0", "D0"} and row["wrong_turns"] == [] and row["lost_turns"] == 0
         trace = Trace.from_json(row["trace"])
         assert trace.executor == "runtime" and len(trace.records) == 4
-        assert row["predicted"]["jct_s"] > 0
+        assert {"P0.snic", "D0.snic", "P0.cnic_in", "D0.cnic_in"} <= set(trace.utilisation)
     layerwise = data["results"][0]
     assert layerwise["snic_read_bytes"]["D0"] == 0 and layerwise["snic_read_bytes"]["P0"] > 0  # PE reads only
-    assert "simulated JCT" in printed
+    assert "layerwise: JCT" in printed
     assert (out_dir / "jct.png").exists() and (out_dir / "runtime_dualpath.trace.json").exists()
+
+
+def test_a_profile_of_the_engines_calibrates_the_simulator():
+    from argparse import Namespace
+
+    from dualpath.cli_run import predict, profile_engines
+
+    spec, w = cluster(1, 1), workload(2, 3)
+    with runtime_for(spec, LLM, w, BT, in_process=True).start() as runtime:
+        profile = profile_engines(runtime, LLM, sizes=(16, 128, 256), hit_blocks=(8, 24), repeats=1)
+        assert list(runtime.store_dir.iterdir()) == []  # the profile leaves storage empty
+    assert profile.cost.prefill_mfu > 0 and profile.cost.decode_mfu > 0 and profile.rdma_submit_s >= 0
+    assert {row[0] for row in profile.rows} == {"fresh", "hit"}
+    assert profile.calibration().rdma_submit_s == profile.rdma_submit_s
+    args = Namespace(warm_turns=1, aps=None, seed=0)
+    predicted = predict(spec, LLM, profile, w, "dualpath", None, BT, args)
+    assert predicted["jct_s"] > 0 and set(predicted["snic_read_bytes"]) == {"P0", "D0"}
+
+
+def test_the_per_block_cost_is_recovered_from_the_layerwise_step():
+    from dualpath.cli_run import _fit_submit
+
+    true_s = 2e-4
+    layers, kv, cnic = LLM.num_layers, LLM.kv_bytes_per_token, NODE.cnic_bytes_per_s
+
+    def step(hit, new, path):  # the simulator's layerwise step, written out
+        c = LLM.prefill_time_s([(hit * BT, new)]) / layers
+        t = max(hit * BT * kv / cnic, hit * layers * true_s) / layers
+        out_blocks = -(-new // BT) + (hit if path == "pe" else 0)
+        o = max((new + (hit * BT if path == "pe" else 0)) * kv / cnic, out_blocks * layers * true_s) / layers
+        return t + c + o + (layers - 1) * max(t, c, o)
+
+    hits = [(h, 32, p, step(h, 32, p)) for h in (8, 24, 48) for p in ("pe", "de")]
+    assert _fit_submit(LLM, NODE, BT, hits) == pytest.approx(true_s, rel=0.03)
 
 
 def test_dualpath_engine_takes_the_engine_flags(commands, capsys):
