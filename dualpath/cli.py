@@ -16,6 +16,7 @@ COMMANDS = {
     "info": ("dualpath.cli_model", "print a cluster and model's derived numbers"),
     "workload": ("dualpath.cli_model", "generate or import a workload, print statistics, write JSONL"),
     "simulate": ("dualpath.cli_simulate", "run the discrete-event simulator under one or more policies"),
+    "plan": ("dualpath.cli_plan", "optimise PE/DE/path assignments for a batch of requests"),
     "verify": ("dualpath.cli_verify", "prove QoS lane and deadlock-freedom properties of a configuration"),
     "demo": ("dualpath.demo", "the bundled tour: model, workload, simulation, verification, real run"),
 }

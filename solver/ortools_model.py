@@ -1,4 +1,4 @@
-"""OR-Tools formulations: CP-SAT (exact, integer picoseconds), pywraplp MIP, and the LP relaxation (GLOP).
+"""OR-Tools formulations: CP-SAT (exact, integer 0.1 ps), pywraplp MIP, and the LP relaxation (GLOP).
 
 Same sections and variable names as `pulp_model`: x[r,p] request r on PE p, y[r,d] on DE d, a[r,p] and
 b[r,d] hit tokens read through p's / d's node SNIC, z[r] = 1 for a PE-side read (whole reads), T the
@@ -45,7 +45,7 @@ def solve_cpsat(problem: Problem, split_reads: bool, time_limit_s: float, hint: 
     b = {(r, d): model.new_int_var(0, co.hit_tokens[r], f"b[{r},{d}]") for r in R for d in D}
     z = {r: model.new_bool_var(f"z[{r}]") for r in R} if not split_reads else {}
     horizon = _ps(upper_bound_s) + 1 if upper_bound_s else _ps(_trivial_upper_s(pb, co))
-    # Each rounded coefficient is off by at most 0.5 ps per unit: the slack keeps bounds certified.
+    # Each rounded coefficient is off by at most half a unit: the slack keeps bounds certified.
     slack_ps = 0.5 * sum(3 + 2 * h for h in co.hit_tokens)
     T = model.new_int_var(max(0, int(_ps(lower_bound_s) - slack_ps)), max(horizon, _ps(lower_bound_s)), "T")
 

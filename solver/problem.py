@@ -31,7 +31,7 @@ FAMILY_TITLES = {
     "snic": "storage NIC", "pe_compute": "PE compute", "pe_cnic_in": "PE CNIC in",
     "pe_cnic_out": "PE CNIC out", "de_cnic_in": "DE CNIC in", "de_cnic_out": "DE CNIC out",
 }
-TIME_SCALE = 10**12  # integer coefficients are picoseconds: one token's bytes on a 400G NIC is ~1 ns
+TIME_SCALE = 10**13  # integer coefficients in 0.1 ps: one token's bytes on a 400G NIC is ~1 ns
 
 
 def weight_bytes_per_gpu(cluster: ClusterSpec, llm: LLMSpec) -> float:
@@ -168,7 +168,7 @@ class Problem:
 
     # ---- integer-scaled coefficients (CP-SAT and exact cross-checks) ----------------------------
     def scaled(self, family: str, amount: float, index: int = 0) -> int:
-        """`amount` of load on resource (family, index) as integer picoseconds of that resource."""
+        """`amount` of load on resource (family, index) in integer units of 1 / TIME_SCALE seconds."""
         return round(amount * TIME_SCALE / self.capacity(family, index))
 
 
