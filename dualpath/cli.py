@@ -17,6 +17,8 @@ COMMANDS = {
     "workload": ("dualpath.cli_model", "generate or import a workload, print statistics, write JSONL"),
     "simulate": ("dualpath.cli_simulate", "run the discrete-event simulator under one or more policies"),
     "plan": ("dualpath.cli_plan", "optimise PE/DE/path assignments for a batch of requests"),
+    "run": ("dualpath.cli_run", "run a workload on real engines, one run per policy"),
+    "engine": ("dualpath.cli_run", "start one prefill or decode engine process"),
     "verify": ("dualpath.cli_verify", "prove QoS lane and deadlock-freedom properties of a configuration"),
     "demo": ("dualpath.demo", "the bundled tour: model, workload, simulation, verification, real run"),
 }

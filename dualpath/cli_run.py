@@ -28,7 +28,8 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workload", default="agentic-64k", help="generator name or JSONL file (default agentic-64k)")
     parser.add_argument("--agents", type=int, default=16)
     parser.add_argument("--policy", default=DEFAULT_POLICIES, help=f"comma-separated policies (default {DEFAULT_POLICIES})")
-    parser.add_argument("--plan", metavar="FILE", help="replay a plan from `dualpath plan` instead of --policy")
+    parser.add_argument("--plan", metavar="FILE",
+                        help="replay a plan from `dualpath plan` (of this run's scaled workload) instead of --policy")
     parser.add_argument("--scale", type=float, default=64.0, help="divide every token count by this (default 64)")
     parser.add_argument("--turns", type=int, default=4, help="keep each agent's last N turns (default 4)")
     parser.add_argument("--warm-turns", type=int, default=1,
@@ -59,6 +60,7 @@ def run(name: str, args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from dualpath.cluster import Role
     from dualpath.errors import SpecError
     from dualpath.jsonio import write_json_atomic
     from dualpath.models.registry import resolve_cluster, resolve_model, resolve_workload
@@ -76,11 +78,11 @@ def _run(args: argparse.Namespace) -> int:
     cluster, llm = resolve_cluster(args.cluster), resolve_model(args.model)
     workload = resolve_workload(args.workload, args.agents, args.seed, block_tokens=bt, aps=args.aps)
     workload = scale_workload(workload, args.scale, args.turns, bt)
-    engines = [e.name for role in ("prefill", "decode") for e in cluster.engines(_role(role))]
+    engines = [e.name for role in Role for e in cluster.engines(role)]
     faults = parse_faults(args.inject, args.seed, engines)
     names = [n.strip() for n in args.policy.split(",") if n.strip()]
     plan = Plan.load(args.plan) if args.plan else None
-    runs = [(plan.solver if plan else "plan", plan)] if plan else [(n, None) for n in names]
+    runs = [(plan.solver, plan)] if plan else [(n, None) for n in names]
     policies = {n: _policy(n, cluster, llm, bt) for n, _ in runs if plan is None}  # unknown names fail early
     results, traces = [], []
     print(f"{cluster.name or cluster.shorthand} ({cluster.num_pe} PE, {cluster.num_de} DE), {llm.name}, "
@@ -112,12 +114,6 @@ def _run(args: argparse.Namespace) -> int:
     for r in bad:
         print(f"{r['policy']}: {r['lost_turns']} turns lost, {len(r['wrong_turns'])} wrong", file=sys.stderr)
     return 1 if bad else 0
-
-
-def _role(text: str):
-    from dualpath.cluster import Role
-
-    return Role(text)
 
 
 def _policy(name: str, cluster, llm, block_tokens: int):
@@ -224,8 +220,8 @@ class EngineProfile:
                 f"per layer block moved")
 
 
-def profile_engines(runtime, llm, *, sizes=(16, 96, 224, 384), hit_blocks=(8, 40), new_tokens: int = 32,
-                    decode_tokens: int = 6, repeats: int = 3, interval_s: float = 0.05) -> EngineProfile:
+def profile_engines(runtime, llm, *, sizes=(16, 64, 128, 256, 384), hit_blocks=(8, 24, 48), new_tokens: int = 32,
+                    decode_tokens: int = 8, repeats: int = 3, interval_s: float = 0.05) -> EngineProfile:
     """Measure this machine's engines once and fit the simulator's constants to them.
 
     Fresh prompts of `sizes` tokens give prefill seconds per FLOP and per batch (`CostModel.fit`) and

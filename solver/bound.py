@@ -242,7 +242,7 @@ def relaxation(problem: Problem, split_reads: bool = True) -> Relaxation:
     return Relaxation(problem, pe, de, constant_bound(problem, split_reads).value_s)
 
 
-MAX_LP_VARIABLES = {"ortools": 400_000, "pulp": 60_000}  # what each builds and solves in seconds
+MAX_LP_VARIABLES = {"ortools": 400_000, "pulp-cbc": 60_000, "pulp-highs": 60_000}  # built and solved in seconds
 
 
 def lower_bound(problem: Problem, split_reads: bool = False, backend: str | None = "ortools",
@@ -277,9 +277,11 @@ def lower_bound(problem: Problem, split_reads: bool = False, backend: str | None
 
 def solve_relaxation(relax: Relaxation, backend: str, time_limit_s: float) -> RelaxationSolution | None:
     if backend == "ortools":
-        from dualpath.solver.ortools_model import solve_relaxation as solve
-    elif backend == "pulp":
-        from dualpath.solver.pulp_model import solve_relaxation as solve
-    else:
-        raise ValueError(f"unknown LP backend {backend!r}")
-    return solve(relax, time_limit_s)
+        from dualpath.solver.ortools_model import solve_relaxation
+
+        return solve_relaxation(relax, time_limit_s)
+    if backend in ("pulp-cbc", "pulp-highs"):
+        from dualpath.solver.pulp_model import solve_relaxation
+
+        return solve_relaxation(relax, time_limit_s, backend=backend.split("-")[1])
+    raise ValueError(f"unknown LP backend {backend!r}: expected ortools, pulp-cbc or pulp-highs")

@@ -130,9 +130,9 @@ def explain(problem: Problem, solution: Solution, lower_bound_s: float, max_requ
 def to_markdown(ex: Explanation, title: str = "Plan explanation") -> str:
     gap = ex.makespan_s / ex.lower_bound_s - 1 if ex.lower_bound_s > 0 else 0.0
     lines = [f"# {title}", "",
-             f"Makespan {ex.makespan_s:.4f} s, lower bound {ex.lower_bound_s:.4f} s, gap {gap:.3%}. "
-             f"Binding: **{FAMILY_TITLES.get(ex.binding_family, ex.binding_family)}** "
-             f"({ex.binding_resource}).", "",
+             (f"Makespan {ex.makespan_s:.4f} s, lower bound {ex.lower_bound_s:.4f} s, gap {gap:.3%}. "
+              f"Binding: **{FAMILY_TITLES.get(ex.binding_family, ex.binding_family)}** "
+              f"({ex.binding_resource})."), "",
              "| constraint family | peak resource | peak (s) | peak / makespan | mean utilisation |",
              "|---|---|---|---|---|"]
     for f in ex.families:

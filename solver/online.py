@@ -15,8 +15,8 @@ that are short to compute (bounded by age), so storage reads overlap long cold p
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 from dualpath.cluster import ClusterSpec, Role
 from dualpath.llm import LLMSpec

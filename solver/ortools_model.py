@@ -1,7 +1,7 @@
 """OR-Tools formulations: CP-SAT (exact, integer 0.1 ps), pywraplp MIP, and the LP relaxation (GLOP).
 
 Same sections and variable names as `pulp_model`: x[r,p] request r on PE p, y[r,d] on DE d, a[r,p] and
-b[r,d] hit tokens read through p's / d's node SNIC, z[r] = 1 for a PE-side read (whole reads), T the
+b[r,d] hit tokens (integers) read through p's / d's node SNIC, z[r] = 1 for a PE-side read (whole reads), T the
 makespan. Coefficients come from `problem.coefficients` (seconds per unit).
 """
 
@@ -186,8 +186,8 @@ def solve_mip(problem: Problem, split_reads: bool, time_limit_s: float, hint: So
     # Variables
     x = {(r, p): solver.BoolVar(f"x[{r},{p}]") for r in R for p in P}
     y = {(r, d): solver.BoolVar(f"y[{r},{d}]") for r in R for d in D}
-    a = {(r, p): solver.NumVar(0, co.pe_cap_tokens[r], f"a[{r},{p}]") for r in R for p in P}
-    b = {(r, d): solver.NumVar(0, co.hit_tokens[r], f"b[{r},{d}]") for r in R for d in D}
+    a = {(r, p): solver.IntVar(0, co.pe_cap_tokens[r], f"a[{r},{p}]") for r in R for p in P}
+    b = {(r, d): solver.IntVar(0, co.hit_tokens[r], f"b[{r},{d}]") for r in R for d in D}
     z = {r: solver.BoolVar(f"z[{r}]") for r in R} if not split_reads else {}
     T = solver.NumVar(lower_bound_s * (1 - 1e-9), inf, "T")
 
@@ -251,6 +251,7 @@ def solve_mip(problem: Problem, split_reads: bool, time_limit_s: float, hint: So
     solver.SetNumThreads(max(1, threads))
     params = pywraplp.MPSolverParameters()
     params.SetDoubleParam(params.RELATIVE_MIP_GAP, 1e-9)  # MPSolver's default 1e-4 is not "optimal"
+    params.SetDoubleParam(params.PRIMAL_TOLERANCE, 1e-9)  # rows violated by 1e-7 would show in T
     code = solver.Solve(params)
 
     # Status check

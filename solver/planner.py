@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from dualpath.cluster import ClusterSpec
-from dualpath.errors import UnknownNameError
+from dualpath.errors import UnknownNameError, require
 from dualpath.llm import LLMSpec
 from dualpath.plan import Assignment, Plan
 from dualpath.request import Request
@@ -28,9 +28,15 @@ from dualpath.solver.problem import Backlog, Loads, Problem, Solution, build_pro
 SOLVERS = {
     "ortools": ("cp-sat", "ortools"),
     "ortools-mip": ("scip", "ortools"),
-    "pulp": ("cbc", "pulp"),
-    "pulp-highs": ("highs", "pulp"),
+    "pulp": ("cbc", "pulp-cbc"),
+    "pulp-highs": ("highs", "pulp-highs"),
     "greedy": (None, "ortools"),
+}
+BACKEND_MODULES = {
+    "ortools": ("ortools.sat.python.cp_model", "ortools.linear_solver.pywraplp"),
+    "ortools-mip": ("ortools.linear_solver.pywraplp",),
+    "pulp": ("pulp",),
+    "pulp-highs": ("pulp", "highspy"),
 }
 EXACT_MAX_REQUESTS = 40
 EXACT_MAX_BINARIES = 4_000  # x and y variables; PuLP's CBC ignores time limits well beyond this
@@ -61,6 +67,8 @@ def plan_with_problem(cluster: ClusterSpec, llm: LLMSpec, requests: Sequence[Req
         raise UnknownNameError("solver", solver, list(SOLVERS))
     exact_backend, lp_backend = SOLVERS[key]
     started = time.perf_counter()
+    for module in BACKEND_MODULES.get(key, ()):
+        require(module, "solver")  # say which extra to install before any work, whatever the size
     deadline = started + max(0.0, time_limit_s)
     problem = build_problem(cluster, llm, requests, backlog, block_tokens)
     notes: list[str] = []

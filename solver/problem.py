@@ -16,8 +16,8 @@ DRAM buffers (DE buffer holds the prompt, PE buffer the PE-read part) are hard c
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 from dualpath.cluster import ClusterSpec, Role
 from dualpath.errors import InfeasibleError, SpecError
@@ -73,7 +73,7 @@ class Backlog:
     free_hbm_bytes: Mapping[str, int] = field(default_factory=dict)  # DE engine -> bytes
 
     @classmethod
-    def from_state(cls, state: ClusterState, compute_s_per_token: float) -> "Backlog":
+    def from_state(cls, state: ClusterState, compute_s_per_token: float) -> Backlog:
         """What the group leaders report, with PE tokens turned into seconds at the given rate."""
         pe, de = state.of_role(Role.PREFILL), state.of_role(Role.DECODE)
         return cls(
@@ -181,7 +181,7 @@ class Solution:
     de: list[int]
     pe_read_bytes: list[int]
 
-    def copy(self) -> "Solution":
+    def copy(self) -> Solution:
         return Solution(list(self.pe), list(self.de), list(self.pe_read_bytes))
 
 

@@ -1,7 +1,7 @@
 """PuLP formulations (CBC or HiGHS): the exact engine-level MIP and the LP relaxation.
 
 Same sections and variable names as `ortools_model`: x[r,p] request r on PE p, y[r,d] on DE d, a[r,p]
-and b[r,d] hit tokens read through p's / d's node SNIC, z[r] = 1 for a PE-side read (whole reads),
+and b[r,d] hit tokens (integers) read through p's / d's node SNIC, z[r] = 1 for a PE-side read (whole reads),
 T the makespan in seconds. CBC does not honour time limits reliably on large models, so the planner
 only sends PuLP models up to `MAX_MIP_BINARIES` binaries (larger instances are decomposed).
 """
@@ -27,11 +27,14 @@ def _solver(pulp, backend: str, time_limit_s: float, threads: int, gap: float = 
         with warnings.catch_warnings():  # PuLP 3.3 deprecates its bundled CBC in favour of pulp[cbc]
             warnings.simplefilter("ignore", DeprecationWarning)
             return pulp.PULP_CBC_CMD(msg=False, timeLimit=limit, threads=threads, gapRel=gap, gapAbs=0,
-                                     warmStart=True, options=["randomSeed 1", "randomCbcSeed 1"])
+                                     warmStart=True,
+                                     options=["randomSeed 1", "randomCbcSeed 1", "primalTolerance 1e-9"])
     if backend == "highs":
         require("highspy", "solver")
         # No `threads`: HiGHS keeps one global scheduler per process and refuses a different count.
-        return pulp.HiGHS(msg=False, timeLimit=time_limit_s, gapRel=gap, gapAbs=0, random_seed=1)
+        # Tight tolerances: a row violated by the default 1e-7 shows as a makespan 1e-6 too long.
+        return pulp.HiGHS(msg=False, timeLimit=time_limit_s, gapRel=gap, gapAbs=0, random_seed=1,
+                          primal_feasibility_tolerance=1e-9, mip_feasibility_tolerance=1e-9)
     raise ValueError(f"unknown PuLP backend {backend!r}: expected one of {', '.join(BACKENDS)}")
 
 
@@ -48,8 +51,8 @@ def solve_mip(problem: Problem, split_reads: bool, time_limit_s: float, hint: So
     # Variables
     x = {(r, p): model.add_variable(f"x_{r}_{p}", cat="Binary") for r in R for p in P}
     y = {(r, d): model.add_variable(f"y_{r}_{d}", cat="Binary") for r in R for d in D}
-    a = {(r, p): model.add_variable(f"a_{r}_{p}", 0, co.pe_cap_tokens[r]) for r in R for p in P}
-    b = {(r, d): model.add_variable(f"b_{r}_{d}", 0, co.hit_tokens[r]) for r in R for d in D}
+    a = {(r, p): model.add_variable(f"a_{r}_{p}", 0, co.pe_cap_tokens[r], cat="Integer") for r in R for p in P}
+    b = {(r, d): model.add_variable(f"b_{r}_{d}", 0, co.hit_tokens[r], cat="Integer") for r in R for d in D}
     z = {r: model.add_variable(f"z_{r}", cat="Binary") for r in R} if not split_reads else {}
     T = model.add_variable("T", lower_bound_s * (1 - 1e-9))  # a certified bound, when given
 

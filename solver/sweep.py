@@ -10,8 +10,8 @@ with the upgraded node.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable, Sequence
 
 from dualpath.cluster import ClusterSpec, NodeSpec, bottleneck_free_pd_range
 from dualpath.errors import DualpathError, SpecError

@@ -1,11 +1,11 @@
 import time
 
 import pytest
+from solver_cases import DS27B, DSV32, agentic_requests, cluster
 
 from dualpath.solver import decompose
 from dualpath.solver.bound import lower_bound
 from dualpath.solver.problem import Backlog, Loads, build_problem, makespan_s
-from solver_cases import DS27B, DSV32, agentic_requests, cluster
 
 
 @pytest.mark.parametrize("split", [False, True])

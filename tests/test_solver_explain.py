@@ -1,7 +1,8 @@
+from solver_cases import DS27B, agentic_requests, cluster, request, tiny_cluster
+
 from dualpath.solver.decompose import construct
 from dualpath.solver.explain import explain, to_markdown
 from dualpath.solver.problem import FAMILIES, Loads, Solution, build_problem
-from solver_cases import DS27B, agentic_requests, cluster, request, tiny_cluster
 
 
 def test_plan_level_binding_and_utilisation():

@@ -1,8 +1,9 @@
 """The greedy plan is the paper's rules: same decisions as the `dualpath` policy's fetch."""
 
+from solver_cases import DS27B, DSV32, agentic_requests, cluster
+
 from dualpath.solver.greedy import greedy_solution, idle_state, paper_policy
 from dualpath.solver.problem import Backlog, Loads, build_problem
-from solver_cases import DS27B, DSV32, agentic_requests, cluster
 
 
 def test_first_fetch_matches_the_dualpath_policy():

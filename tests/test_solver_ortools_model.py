@@ -1,11 +1,11 @@
 """CP-SAT, pywraplp (SCIP) and GLOP: hand-solved optimum, agreement with PuLP, certified bounds."""
 
 import pytest
+from solver_cases import DS27B, agentic_requests, request, tiny_cluster
 
 from dualpath.solver import ortools_model, pulp_model
 from dualpath.solver.bound import fluid_bound, lower_bound, relaxation
 from dualpath.solver.problem import Backlog, build_problem, makespan_s
-from solver_cases import DS27B, agentic_requests, request, tiny_cluster
 
 KV = DS27B.kv_bytes_per_token
 

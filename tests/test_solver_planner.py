@@ -6,13 +6,13 @@ import sys
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from solver_cases import DS27B, DSV32, agentic_requests, cluster, request, tiny_cluster
 
 from dualpath.errors import MissingExtraError, UnknownNameError
 from dualpath.plan import Plan
-from dualpath.solver.planner import PlannerWarning, SOLVERS, make_plan, plan_with_problem, write_plan_outputs
+from dualpath.solver.planner import SOLVERS, PlannerWarning, make_plan, plan_with_problem, write_plan_outputs
 from dualpath.solver.problem import Backlog, build_problem
 from dualpath.solver.validate import check_plan
-from solver_cases import DS27B, DSV32, agentic_requests, cluster, request, tiny_cluster
 
 KV = DS27B.kv_bytes_per_token
 HAND = [request("a", 3072), request("b", 2048), request("c", 2048)]

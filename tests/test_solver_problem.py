@@ -1,10 +1,19 @@
 import pytest
-
-from dualpath.errors import InfeasibleError, SpecError
-from dualpath.solver.problem import (Backlog, Loads, Solution, build_problem, coefficients, default_free_hbm_bytes,
-                                     engine_classes, hbm_waves, makespan_s)
-from dualpath.cluster import Role
 from solver_cases import DS27B, DSV32, agentic_requests, cluster, request, tiny_cluster
+
+from dualpath.cluster import Role
+from dualpath.errors import InfeasibleError, SpecError
+from dualpath.solver.problem import (
+    Backlog,
+    Loads,
+    Solution,
+    build_problem,
+    coefficients,
+    default_free_hbm_bytes,
+    engine_classes,
+    hbm_waves,
+    makespan_s,
+)
 
 
 def test_coefficients_follow_the_specs():

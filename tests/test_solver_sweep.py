@@ -1,9 +1,9 @@
 import pytest
+from solver_cases import DS27B, agentic_requests
 
 from dualpath.cluster import NodeSpec
 from dualpath.errors import SpecError
 from dualpath.solver.sweep import sweep_pd
-from solver_cases import DS27B, agentic_requests
 
 
 def test_sweep_ranks_every_split_and_prices_upgrades():

@@ -1,12 +1,12 @@
 import dataclasses
 
 import pytest
+from solver_cases import DS27B, request, tiny_cluster
 
 from dualpath.plan import Assignment, Plan
 from dualpath.solver.planner import assignments_of
 from dualpath.solver.problem import Backlog, Solution, build_problem, makespan_s
 from dualpath.solver.validate import check_plan, recompute_makespan_s
-from solver_cases import DS27B, request, tiny_cluster
 
 
 def setup():

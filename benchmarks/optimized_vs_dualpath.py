@@ -1,0 +1,161 @@
+"""The `optimized` policy against the paper's `dualpath` (and `oracle`) in the simulator.
+
+    python benchmarks/optimized_vs_dualpath.py                  # offline JCT, paper's configurations
+    python benchmarks/optimized_vs_dualpath.py --online         # + SLO capacity (agents per second)
+    python benchmarks/optimized_vs_dualpath.py --agents 1024 --configs ds-27b:1P1D --jobs 2
+
+Offline: DeepSeek-V3.2 on 2P4D and DS 27B on 1P1D, 2P1D, 1P2D; agentic-64k; 1,024 and 2,048 agents
+start together; JCT = time until every agent is done. Checks: `optimized` JCT <= `dualpath` JCT on
+every configuration; on DS 27B 1P1D the share of the dualpath -> oracle gap it closes, next to the
+share any policy *can* close: every hit byte must cross a SNIC, so total hit bytes over the summed
+effective SNIC read rate is a floor no scheduler goes under (the oracle skips reads).
+Online: agents arrive as a Poisson process; capacity = the highest rate (bisection) at which at least
+90% of requests meet TTFT <= 4 s and TPOT <= 50 ms. Check: `optimized` capacity >= `dualpath`'s.
+Exit code 1 when a check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import sys
+import time
+
+from dualpath.models.llms import llm_preset
+from dualpath.models.registry import resolve_cluster, resolve_workload
+from dualpath.runtime.calibration import PAPER_CALIBRATION, calibrated_llm
+from dualpath.runtime.parallelism import expert_groups
+from dualpath.runtime.simulator import simulate
+from dualpath.solver.online import OptimizedPolicy
+from dualpath.solver.policies import make_policy
+
+CONFIGS = ("deepseek-v3.2:2P4D", "ds-27b:1P1D", "ds-27b:2P1D", "ds-27b:1P2D")
+SLO_TTFT_S, SLO_TPOT_S, SLO_SHARE = 4.0, 0.050, 0.90
+
+
+def setup(config: str):
+    model, shorthand = config.split(":")
+    llm = calibrated_llm(llm_preset(model))
+    return expert_groups(resolve_cluster(shorthand), llm), llm
+
+
+def policy_of(name: str, cluster, llm):
+    return OptimizedPolicy(cluster, llm) if name == "optimized" else make_policy(name, cluster, llm)
+
+
+def run_offline(job: tuple[str, int, str]) -> dict:
+    config, agents, name = job
+    cluster, llm = setup(config)
+    workload = resolve_workload("agentic-64k", agents=agents, seed=0)
+    policy = policy_of(name, cluster, llm)
+    started = time.perf_counter()
+    trace = simulate(cluster, llm, workload, policy, progress=False)
+    row = {"config": config, "agents": agents, "policy": name, "jct_s": trace.metrics().jct_s,
+           "wall_s": time.perf_counter() - started}
+    if name == "dualpath":
+        rate = cluster.node.snic_bytes_per_s * PAPER_CALIBRATION.snic_read_efficiency
+        row["io_floor_s"] = trace.meta["hit_bytes"] / (rate * len(cluster.all_nodes()))
+    if name == "optimized":
+        lat = sorted(policy.scheduler.tick_latencies_s)
+        row["tick_p99_ms"] = 1e3 * lat[int(0.99 * (len(lat) - 1))] if lat else 0.0
+    return row
+
+
+def slo_ok(config: str, name: str, aps: float, agents: int) -> tuple[bool, float]:
+    cluster, llm = setup(config)
+    workload = resolve_workload("agentic-64k", agents=agents, seed=0, aps=aps)
+    trace = simulate(cluster, llm, workload, policy_of(name, cluster, llm), online=True, progress=False)
+    share = trace.slo_attainment(SLO_TTFT_S, SLO_TPOT_S)
+    return share >= SLO_SHARE, share
+
+
+def run_capacity(job: tuple[str, str, int, float, float, int]) -> dict:
+    config, name, agents, low, high, steps = job
+    seen = []
+    ok_low, share = slo_ok(config, name, low, agents)
+    seen.append((low, share))
+    if not ok_low:
+        return {"config": config, "policy": name, "aps": 0.0, "probes": seen}
+    for _ in range(steps):
+        mid = (low + high) / 2
+        ok, share = slo_ok(config, name, mid, agents)
+        seen.append((mid, share))
+        low, high = (mid, high) if ok else (low, mid)
+    return {"config": config, "policy": name, "aps": low, "probes": seen}
+
+
+def pool_map(fn, jobs, processes: int):
+    if processes <= 1:
+        for job in jobs:
+            yield fn(job)
+        return
+    with multiprocessing.get_context("fork").Pool(min(processes, len(jobs))) as pool:
+        yield from pool.imap_unordered(fn, jobs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="model:cluster, comma separated")
+    parser.add_argument("--agents", default="1024,2048")
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--online", action="store_true", help="also measure SLO capacity (slow)")
+    parser.add_argument("--online-configs", default="ds-27b:1P1D,deepseek-v3.2:2P4D")
+    parser.add_argument("--online-agents", type=int, default=256)
+    parser.add_argument("--json", help="write every figure here")
+    args = parser.parse_args(argv)
+    configs = args.configs.split(",")
+    jobs = [(c, int(a), p) for a in args.agents.split(",") for c in configs
+            for p in ("dualpath", "optimized", "oracle")]
+    jobs.sort(key=lambda j: -j[1])
+    rows = []
+    for row in pool_map(run_offline, jobs, args.jobs):
+        rows.append(row)
+        print(f"  {row['config']:<20} {row['agents']:>5} {row['policy']:<10} JCT {row['jct_s']:>8.1f} s "
+              f"({row['wall_s']:.0f} s wall)", file=sys.stderr, flush=True)
+    jct = {(r["config"], r["agents"], r["policy"]): r for r in rows}
+    failed = []
+    print("| config | agents | dualpath JCT (s) | optimized JCT (s) | oracle JCT (s) | optimized vs dualpath | "
+          "gap to oracle closed | closable by any policy | tick p99 (ms) | check |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for config in configs:
+        for agents in map(int, args.agents.split(",")):
+            d, o, x = (jct.get((config, agents, p)) for p in ("dualpath", "optimized", "oracle"))
+            if not (d and o and x):
+                continue
+            gap = d["jct_s"] - x["jct_s"]
+            closed = (d["jct_s"] - o["jct_s"]) / gap if gap > 0 else 0.0
+            closable = (d["jct_s"] - max(d["io_floor_s"], x["jct_s"])) / gap if gap > 0 else 0.0
+            ok = o["jct_s"] <= d["jct_s"]
+            if not ok:
+                failed.append(f"{config} {agents}: optimized above dualpath")
+            if config == "ds-27b:1P1D" and closed < 0.5:
+                ok = False
+                failed.append(f"{config} {agents}: closes {closed:.0%} of the dualpath->oracle gap (< 50%); "
+                              f"the I/O floor leaves {closable:.0%} closable by any policy")
+            print(f"| {config} | {agents:,} | {d['jct_s']:,.1f} | {o['jct_s']:,.1f} | {x['jct_s']:,.1f} | "
+                  f"{o['jct_s'] / d['jct_s'] - 1:+.1%} | {closed:.0%} | {closable:.0%} "
+                  f"(I/O floor {d['io_floor_s']:,.0f} s) | {o['tick_p99_ms']:.1f} | {'ok' if ok else 'FAIL'} |")
+    capacity = []
+    if args.online:
+        cap_jobs = [(c, p, args.online_agents, 0.05, 4.0, 6) for c in args.online_configs.split(",")
+                    for p in ("dualpath", "optimized")]
+        capacity = list(pool_map(run_capacity, cap_jobs, args.jobs))
+        print("\n| config | policy | SLO capacity (agents/s) | probes (APS: share within SLO) |")
+        print("|---|---|---:|---|")
+        for r in sorted(capacity, key=lambda r: (r["config"], r["policy"])):
+            probes = ", ".join(f"{a:.2f}: {s:.0%}" for a, s in r["probes"])
+            print(f"| {r['config']} | {r['policy']} | {r['aps']:.3f} | {probes} |")
+        caps = {(r["config"], r["policy"]): r["aps"] for r in capacity}
+        for c in args.online_configs.split(","):
+            if caps.get((c, "optimized"), 0.0) < caps.get((c, "dualpath"), 0.0):
+                failed.append(f"{c}: optimized SLO capacity below dualpath")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"offline": rows, "capacity": capacity, "failed": failed}, f, indent=1)
+    print("\nall checks passed" if not failed else f"\nFAILED: {failed}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
