@@ -40,8 +40,12 @@ def calibration_with(overrides: list[str]) -> Calibration:
     cal = PAPER_CALIBRATION
     cost, fields = {}, {}
     for item in overrides:
-        key, _, value = item.partition("=")
-        (cost if key.startswith("cost.") else fields)[key.removeprefix("cost.")] = float(value)
+        key, _, text = item.partition("=")
+        name = key.removeprefix("cost.")
+        current = getattr(cal.cost_model if key.startswith("cost.") else cal, name)
+        is_int = (isinstance(current, int) and not isinstance(current, bool)) or name == "max_batch_new_tokens"
+        value = int(float(text)) if is_int else float(text)
+        (cost if key.startswith("cost.") else fields)[name] = value
     if cost:
         fields["cost_model"] = replace(cal.cost_model, **cost)
     return replace(cal, **fields)

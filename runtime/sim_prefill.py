@@ -11,6 +11,8 @@ of one). One step is one event, whatever the number of layers:
   and no later than the slowest DE CNIC it pulls KV from can deliver, plus one layer;
 - not layerwise: the batch's whole KV is copied into HBM first (bounded by HBM), then computed;
   each request's KV is sent to its DE afterwards, off the GPU's critical path.
+The policy forms each engine's batch; the executor only trims it to HBM (not layerwise) and to the
+calibration's optional per-step token budget (`max_batch_new_tokens`, chunking the last request).
 """
 
 from __future__ import annotations
@@ -79,18 +81,23 @@ class PrefillGroup:
         by_id = {s.req.id: s for s in states}
         batch, seen = [], set()
         hbm_left = sim.pe_free_hbm
+        tokens_left = sim.calibration.max_batch_new_tokens or 1 << 62
         for item in chosen:
             s = by_id.get(item.request)
             if s is None or item.request in seen or not 1 <= item.new_tokens <= s.remaining:
                 raise InputError(f"policy {sim.policy.name}",
                                  f"form_batch returned {item!r}, not a queued item or a chunk of one")
+            new = min(item.new_tokens, tokens_left)  # the engine's own chunked-prefill budget
+            if new <= 0:
+                break
             if not sim.options.layerwise:
-                need = (s.cached + item.new_tokens) * sim.kv
+                need = (s.cached + new) * sim.kv
                 if batch and need > hbm_left:
                     break  # all KV resident: HBM bounds the batch
                 hbm_left -= need
             seen.add(item.request)
-            batch.append((s, item.new_tokens, s.prefill_start < 0))
+            tokens_left -= new
+            batch.append((s, new, s.prefill_start < 0))
         return batch
 
     # ---- timing --------------------------------------------------------------------------------

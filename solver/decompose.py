@@ -47,6 +47,14 @@ class _Placer:
     def snic_after(self, n: int, add: float) -> float:
         return (self.loads.snic[n] + add) / self.pb.snic_bytes_per_s[n]
 
+    def io_after(self, r: int, p: int, d: int, pe_read: float) -> float:
+        """The latest SNIC or CNIC finish among those placing r on (p, d, pe_read) touches."""
+        ld, pb = self.loads, self.pb
+        h = pb.hit_bytes[r]
+        return max(self.snic_after(pb.pe_node[p], pe_read), self.snic_after(pb.de_node[d], h - pe_read),
+                   (ld.pe_cnic_in[p] + h) / self.cn, (ld.pe_cnic_out[p] + pb.new_bytes[r] + pe_read) / self.cn,
+                   self.de_after(d, r, h - pe_read))
+
     def pe_key(self, p: int) -> float:
         ld = self.loads
         return max(ld.pe_compute[p], ld.pe_cnic_in[p] / self.cn, ld.pe_cnic_out[p] / self.cn)
@@ -154,7 +162,8 @@ def construct(problem: Problem, split_reads: bool, fan: int = 4, pe_side: dict[i
             t = max(st.pe_after(p, r, a), st.de_after(d, r, h - a),
                     st.snic_after(pb.pe_node[p], a), st.snic_after(pb.de_node[d], h - a))
             options.append((t, p, d, a))
-        _, p, d, a = min(options, key=lambda o: (o[0], -o[3]))
+        # Ties on the touched maximum (compute-bound batches) go to the option that leaves I/O slack.
+        _, p, d, a = min(options, key=lambda o: (o[0], st.io_after(r, o[1], o[2], o[3]), -o[3]))
         sol.pe[r], sol.de[r], sol.pe_read_bytes[r] = p, d, a
         st.loads.add(r, p, d, a)
         n, m = pb.pe_node[p], pb.de_node[d]

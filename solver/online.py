@@ -1,22 +1,26 @@
 """Online solver-in-the-loop: `OnlineScheduler` (embeddable) and the `optimized` simulator policy.
 
-Each tick takes a window of waiting requests (FIFO) and the group leaders' report, then:
+Why the paper's rules leave time on the table (DS 27B 1P1D, 1,024 agents): the first turns are cold
+prompts of ~10K tokens; while PEs crunch them, beta keeps every later turn unassigned, so no read
+starts and the SNICs idle for minutes, and FIFO batches then queue short turns behind long prefills.
+Each tick here takes a window of waiting requests (FIFO) and the group leaders' report, then:
 1. the DE by the paper's rule (`DualPathPolicy.choose_de`, the same code: decode balance and HBM);
-2. the PE by predicted finish time in seconds (queued compute + this request), preferring nodes whose
-   storage queue drains soonest in *bytes* (not tokens);
-3. the read side, or the split of the hit bytes, by predicted SNIC finish times of both nodes;
+2. the PE by predicted compute finish in seconds, without beta's gate by default (reads start at
+   once; the batch order below decides what computes first);
+3. the read side, or the split of the hit bytes, from predicted SNIC finish times in *bytes* of both
+   nodes (the paper compares token queues of two nodes);
 4. an incremental LP (GLOP, one model kept across ticks: only bounds and coefficients change) that
    re-balances the window's splits so every SNIC finishes the window as early as possible.
-A hard time budget guards the tick: past it the LP is skipped, and if even the greedy part overruns,
-the rest of the window is decided by the paper's rules. Inside a PE, forward batches favour requests
-that are short to compute (bounded by age), so storage reads overlap long cold prefills.
+A hard time budget guards the tick: past it the LP is skipped, and the rest of the window is decided
+by the paper's rules. Inside a PE, forward batches go by highest response ratio (wait + compute) /
+compute, so short turns whose successors' reads wait on them overtake cold prefills, which age in.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from dualpath.cluster import ClusterSpec, Role
 from dualpath.llm import LLMSpec
@@ -173,21 +177,17 @@ class OnlineScheduler:
                 break
             c = self._compute_s(r)
             hit = r.hit_tokens * self.kv
-            # PE: the earliest predicted compute finish, among PEs within the horizon; ties: the node
+            # PE: the earliest predicted compute finish (the least queued compute); ties: the node
             # whose SNIC drains first (it may carry this read).
-            best_p, best_key = None, None
-            for p, load in enumerate(pe_s):
-                if load > horizon:
-                    continue
-                key = (load + c, snic_s[pe_node[p]], p)
-                if best_key is None or key < best_key:
-                    best_p, best_key = p, key
-            if best_p is None:
+            least = min(pe_s)
+            if least > horizon:
                 break  # FIFO: the head waits, as in the paper
+            ties = [p for p, load in enumerate(pe_s) if load == least]
+            p = ties[0] if len(ties) == 1 else min(ties, key=lambda q: (snic_s[pe_node[q]], q))
             d = self.rules.choose_de(view, r, window)
             if d is None:
                 break
-            p = best_p
+            self._compute_cache.pop(r.id, None)
             n_pe, n_de = pe_node[p], view.de_node[d]
             a = self._side(hit, snic_s, n_pe, n_de)
             snic_s[n_pe] += a / self.snic_rate[n_pe]
@@ -253,7 +253,7 @@ class OnlineScheduler:
             hit = a.pe_read_bytes + a.de_read_bytes
             unit = self.split_unit if hit % self.split_unit == 0 else self.kv
             pe = int(min(max(round(v / gb / unit) * unit, 0), min(hit, self.buffer_bytes)))
-            fixed.append(replace(a, pe_read_bytes=pe, de_read_bytes=hit - pe))
+            fixed.append(Assignment(a.request, a.pe, a.de, pe, hit - pe))
         return fixed
 
     # ---- inside a PE ----------------------------------------------------------------------------
