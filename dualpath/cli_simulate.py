@@ -40,21 +40,12 @@ def _window(text: str) -> tuple[float, float]:
     return start, end
 
 
-def snic_balance(trace) -> dict:
-    """Bytes read per node's SNIC and the max/avg balance (1.0 = perfectly even)."""
-    by_node: dict[str, float] = {}
-    for key, value in trace.meta.get("snic_read_bytes", {}).items():
-        by_node[key] = float(value)
-    if not by_node:
-        return {}
-    mean = sum(by_node.values()) / len(by_node)
-    return {"snic_read_bytes": by_node, "snic_max_over_avg": max(by_node.values()) / mean if mean else math.nan}
-
-
 def run(name: str, args: argparse.Namespace) -> int:
     from dualpath.jsonio import write_json_atomic
     from dualpath.models.registry import resolve_cluster, resolve_model, resolve_workload
-    from dualpath.runtime.capacity import SLO, capacity_runner, find_capacity, online_summary
+    from dualpath.runtime.calibration import calibrated_llm
+    from dualpath.runtime.capacity import SLO, capacity_runner, find_capacity
+    from dualpath.runtime.sim_results import capacity_row, offline_row, online_row
     from dualpath.runtime.simulator import simulate
     from dualpath.solver.policies import make_policy
 
@@ -62,7 +53,8 @@ def run(name: str, args: argparse.Namespace) -> int:
         raise SpecError("--agents", "agents", args.agents, "a positive integer")
     if args.aps is not None and not args.aps > 0:
         raise SpecError("--aps", "aps", args.aps, "a positive rate (agents per second)")
-    cluster, llm = resolve_cluster(args.cluster), resolve_model(args.model)
+    # Policies size their quotas from the cost model the simulator runs with: the calibrated one.
+    cluster, llm = resolve_cluster(args.cluster), calibrated_llm(resolve_model(args.model))
     names = [p.strip() for p in args.policy.split(",") if p.strip()]
     for policy_name in names:
         make_policy(policy_name, cluster, llm)  # unknown names fail before any long run
@@ -86,19 +78,14 @@ def run(name: str, args: argparse.Namespace) -> int:
             run_at = capacity_runner(simulate, workload_at, lambda n=policy_name: make_policy(n, cluster, llm),
                                      cluster=cluster, llm=llm, seed=args.seed)
             found = find_capacity(run_at, slo)
-            results.append({"policy": policy_name, "capacity_aps": found.capacity_aps, "probes": found.probes})
+            results.append(capacity_row(found, policy_name))
             continue
         policy = plan if args.plan else make_policy(policy_name, cluster, llm)
         trace = simulate(cluster, llm, base, policy, online=online, progress=progress,
                          chrome_window=window, seed=args.seed)
         traces.append(trace)
-        m = trace.metrics()
-        row = {"policy": policy_name, "agents": len({r.agent for r in trace.records}), "jct_s": m.jct_s,
-               "requests": m.num_requests, "tokens_per_s": m.tokens_per_s, "ttft_mean_s": m.ttft_mean_s,
-               "ttft_p50_s": m.ttft_p50_s, "ttft_p99_s": m.ttft_p99_s, "tpot_mean_s": m.tpot_mean_s,
-               "wall_s": trace.meta.get("wall_s"), **snic_balance(trace)}
-        if online:
-            row.update({"aps": args.aps, **online_summary(trace, slo)})
+        row = online_row(trace, args.aps, slo) if online else offline_row(trace)
+        row["policy"] = policy_name
         results.append(row)
 
     _print(results, online, args.find_capacity)
@@ -124,7 +111,7 @@ def _print(results: list[dict], online: bool, capacity: bool) -> None:
     base = results[0]["jct_s"]
     headers = ["policy", "agents", "JCT (s)", "vs first", "tokens/s", "SNIC max/avg"]
     rows = [[r["policy"], r["agents"], r["jct_s"], f"{base / r['jct_s']:.2f}x" if r["jct_s"] else "-",
-             r["tokens_per_s"], r.get("snic_max_over_avg", math.nan)] for r in results]
+             r["tokens_per_s"], r.get("snic_balance_max_over_avg") or math.nan] for r in results]
     if online:
         headers += ["TTFT p50 (s)", "TTFT p99 (s)", "TPOT mean (s)", "SLO met"]
         for row, r in zip(rows, results):

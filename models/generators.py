@@ -82,7 +82,7 @@ class AgenticShape:
 AGENTIC_SHAPES: dict[str, AgenticShape] = {
     "agentic-32k": AgenticShape("agentic-32k", 32 * 1024, 91.58, 0.7, 5932.0, 991.8, 230.5, 1.014),
     "agentic-48k": AgenticShape("agentic-48k", 48 * 1024, 159.7, 0.8, 8260.0, 832.7, 290.9, 1.153),
-    "agentic-64k": AgenticShape("agentic-64k", 64 * 1024, 224.0, 0.8, 10024.0, 907.2, 333.8, 1.289),
+    "agentic-64k": AgenticShape("agentic-64k", 64 * 1024, 227.5, 0.8, 10135.0, 1074.4, 364.1, 1.404),
 }
 
 

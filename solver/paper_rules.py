@@ -1,20 +1,24 @@
 """The paper's scheduler (DualPath, arXiv 2602.21548, section 6), rule for rule.
 
-Inter-engine, per fetch, FIFO over the waiting requests (design.md section 3):
+Inter-engine: PE groups' leaders fetch in turn (the first one rotating between calls), each taking
+waiting requests in FIFO order while one of its engines is eligible (design.md section 3):
 - PE: engines with tok_e > beta get nothing; prefer engines whose node's storage read queue holds at
-  most alpha tokens, else the others; within the preferred class the least tok_e. alpha = tokens the
-  node's SNIC reads in 3 s; beta = new tokens a GPU prefills in 5 s.
+  most alpha tokens, else the others; within the preferred class the least tok_e (ties: the shorter
+  read queue, then the lowest index). alpha = tokens the node's SNIC reads in 3 s at line rate;
+  beta = new tokens a GPU prefills in 5 s at a 32K-token context.
 - DE: the group with the least total tok_e (among groups with room); inside it, with
   Z = 1.05 x (tokens of the fetch's requests that fit in the group's free HBM + sum tok_e) / #engines,
-  the engines with room and tok_e + len <= Z, fewest seq_e first; else the least tok_e with room;
-  the fetch stops when no engine has room (or no PE is eligible): FIFO, nobody overtakes.
+  the engines with room and tok_e + len <= Z, fewest seq_e first; else the least tok_e with room.
+  When no DE has room the whole fetch stops: FIFO, nobody overtakes the head.
 - Read path: the side (PE node or DE node) whose storage read queue is shorter; ties read on the PE.
-A fetch's requests are the FIFO prefix the PEs can take under the beta rule.
+A fetch's requests are the FIFO prefix the PEs can take under the beta rule; tok_e of a PE counts the
+new tokens it has still to prefill, of a DE the context tokens it holds (what its HBM stores).
 Intra-engine: a forward batch takes queued requests in FIFO order while the predicted attention time
 stays within 300 ms; the request that overflows is chunked, its token count found by binary search.
 
-The decision logic works on a `SchedulerView` built from any `ClusterState`, so the optimizer can use
-the same rules as its greedy baseline and warm start without a simulator.
+The decision logic works on a `SchedulerView` built from any `ClusterState` (`assign_one`,
+`choose_pe`, `choose_de`, `choose_read_side`), so the optimizer uses the same rules as its greedy
+baseline and warm start without a simulator.
 """
 
 from __future__ import annotations
