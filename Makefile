@@ -39,7 +39,8 @@ $(RDMA_STAMP): $(STAMP)
 			(apt-get update -qq && apt-get install -y -qq libnl-3-dev libnl-route-3-dev pkg-config) >/dev/null; \
 		else echo "install libnl-3-dev libnl-route-3-dev pkg-config" && exit 1; fi; fi
 	echo 'cython<3.2' > $(VENV)/rdma-constraints.txt
-	PIP_CONSTRAINT=$(CURDIR)/$(VENV)/rdma-constraints.txt $(BIN)/pip install -q -e '.[rdma]'
+	PIP_CONSTRAINT=$(CURDIR)/$(VENV)/rdma-constraints.txt PIP_BUILD_CONSTRAINT=$(CURDIR)/$(VENV)/rdma-constraints.txt \
+		$(BIN)/pip install -q -e '.[rdma]'
 	touch $(RDMA_STAMP)
 
 test-rdma: $(RDMA_STAMP)

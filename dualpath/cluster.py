@@ -135,7 +135,8 @@ def parse_shorthand(text: str, node: NodeSpec = PAPER_NODE, **kwargs) -> Cluster
     match = _SHORTHAND.match(text.strip())
     if not match:
         raise SpecError("cluster", "shorthand", text, "xPyD, e.g. 2P4D or 48P96D, or a .toml file")
-    return ClusterSpec(int(match.group(1)), int(match.group(2)), node=node, name=text.upper(), **kwargs)
+    kwargs.setdefault("name", text.upper())
+    return ClusterSpec(int(match.group(1)), int(match.group(2)), node=node, **kwargs)
 
 
 @dataclass(frozen=True)

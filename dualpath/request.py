@@ -50,6 +50,11 @@ class Request:
     output_tokens: int
     arrival_s: float = 0.0
 
+    def __post_init__(self) -> None:
+        if self.hit_tokens < 0 or self.new_tokens < 1 or self.output_tokens < 1:
+            raise SpecError(f"request {self.id}", "hit/new/output tokens",
+                            (self.hit_tokens, self.new_tokens, self.output_tokens), "hit >= 0, new >= 1, output >= 1")
+
     @property
     def prompt_tokens(self) -> int:
         return self.hit_tokens + self.new_tokens
@@ -73,7 +78,10 @@ def requests_of(trajectory: Trajectory, block_tokens: int) -> list[Request]:
 
 @dataclass(frozen=True)
 class WorkloadStats:
-    """Per-turn means as the paper's trace table reports them, plus the token hit rate."""
+    """Per-request means (append, generate, context) and per-agent means (turns, total tokens).
+
+    The paper's trace table reads every column per turn; `dualpath.models.stats` computes that reading.
+    """
 
     num_agents: int
     num_requests: int

@@ -4,8 +4,8 @@ The production traces are not public; their table (`PAPER_TABLE`, columns read a
 `dualpath.models.stats`) is what a generator must reproduce. The generative model, per trajectory
 (an agent solving one task):
 
-- a planned number of turns, lognormal and heavy-tailed: some tasks end after a few turns, many run
-  until the context is full;
+- a planned number of turns, lognormal (sigma 0.8): about 30% of tasks end as planned, the others
+  run until the context is full;
 - a verbosity scale, lognormal with mean 1: it multiplies the agent's appends, and its square root
   the generates (chatty tools make long outputs; the model's own replies vary less);
 - turn 0 appends the system prompt and task, lognormal (sigma 0.5), at most half the context;
@@ -80,8 +80,8 @@ class AgenticShape:
 
 # Fitted to PAPER_TABLE (see the module docstring); fields in AgenticShape's order.
 AGENTIC_SHAPES: dict[str, AgenticShape] = {
-    "agentic-32k": AgenticShape("agentic-32k", 32 * 1024, 91.58, 0.7, 5932.0, 991.8, 230.5, 1.014),
-    "agentic-48k": AgenticShape("agentic-48k", 48 * 1024, 159.7, 0.8, 8260.0, 832.7, 290.9, 1.153),
+    "agentic-32k": AgenticShape("agentic-32k", 32 * 1024, 97.64, 0.8, 6220.0, 1170.8, 252.4, 1.164),
+    "agentic-48k": AgenticShape("agentic-48k", 48 * 1024, 161.8, 0.8, 8246.0, 971.0, 313.7, 1.262),
     "agentic-64k": AgenticShape("agentic-64k", 64 * 1024, 227.5, 0.8, 10135.0, 1074.4, 364.1, 1.404),
 }
 
