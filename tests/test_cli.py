@@ -79,3 +79,29 @@ def test_verify_paper_config_holds_and_broken_ones_fail(capsys, tmp_path):
 def test_demo_runs_quickly(capsys, tmp_path):
     code, out, _ = run(capsys, "demo", "--quick", "--out", str(tmp_path))
     assert code == 0 and "17 proved" in out
+
+
+def test_simulate_writes_results_and_plots(capsys, tmp_path):
+    code, out, _ = run(capsys, "simulate", "--cluster", "2P4D", "--model", "ds-27b", "--agents", "6",
+                       "--policy", "basic,dualpath", "--json", str(tmp_path / "s.json"), "--out", str(tmp_path))
+    assert code == 0 and "dualpath" in out
+    rows = json.loads((tmp_path / "s.json").read_text())["results"]
+    assert [r["policy"] for r in rows] == ["basic", "dualpath"]
+    assert all(r["jct_s"] > 0 and r["agents"] == 6 for r in rows)
+    assert rows[0]["read_bytes_de"] == 0  # basic reads on the PE side only
+    assert (tmp_path / "jct.png").stat().st_size > 0
+
+
+def test_plan_reports_gap_and_writes_json(capsys, tmp_path):
+    code, out, _ = run(capsys, "plan", "--cluster", "1P1D", "--model", "ds-27b", "--batch", "20",
+                       "--solver", "ortools", "--time-limit", "5", "--json", str(tmp_path / "p.json"))
+    assert code == 0 and "gap" in out
+    plan = json.loads((tmp_path / "p.json").read_text())
+    assert len(plan["assignments"]) == 20 and plan["gap"] >= 0
+    assert plan["makespan_s"] <= plan["greedy_makespan_s"] * (1 + 1e-9)
+
+
+def test_simulate_and_plan_refuse_bad_values(capsys):
+    assert run(capsys, "simulate", "--policy", "fastest")[0] == 2
+    assert run(capsys, "plan", "--batch", "0")[0] == 2
+    assert run(capsys, "plan", "--solver", "cplex", "--batch", "5")[0] == 2
