@@ -7,6 +7,7 @@ the verbs backend uses so a test can check them without a device.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import random
 
 from dualpath.errors import require
@@ -21,11 +22,11 @@ PYVERBS_NAMES = (
     ("pyverbs.wr", "SGE"), ("pyverbs.addr", "AHAttr"), ("pyverbs.addr", "GlobalRoute"),
     ("pyverbs.addr", "GID"),
     ("pyverbs.pyverbs_error", "PyverbsError"),
-    ("pyverbs.enums", "IBV_QPT_RC"), ("pyverbs.enums", "IBV_ACCESS_LOCAL_WRITE"),
-    ("pyverbs.enums", "IBV_ACCESS_REMOTE_WRITE"), ("pyverbs.enums", "IBV_WR_RDMA_WRITE"),
-    ("pyverbs.enums", "IBV_WR_RDMA_WRITE_WITH_IMM"), ("pyverbs.enums", "IBV_SEND_SIGNALED"),
-    ("pyverbs.enums", "IBV_WC_SUCCESS"), ("pyverbs.enums", "IBV_WC_RECV_RDMA_WITH_IMM"),
-    ("pyverbs.enums", "IBV_PORT_ACTIVE"), ("pyverbs.enums", "IBV_LINK_LAYER_ETHERNET"),
+    ("pyverbs.libibverbs_enums", "IBV_QPT_RC"), ("pyverbs.libibverbs_enums", "IBV_ACCESS_LOCAL_WRITE"),
+    ("pyverbs.libibverbs_enums", "IBV_ACCESS_REMOTE_WRITE"), ("pyverbs.libibverbs_enums", "IBV_WR_RDMA_WRITE"),
+    ("pyverbs.libibverbs_enums", "IBV_WR_RDMA_WRITE_WITH_IMM"), ("pyverbs.libibverbs_enums", "IBV_SEND_SIGNALED"),
+    ("pyverbs.libibverbs_enums", "IBV_WC_SUCCESS"), ("pyverbs.libibverbs_enums", "IBV_WC_RECV_RDMA_WITH_IMM"),
+    ("pyverbs.libibverbs_enums", "IBV_PORT_ACTIVE"), ("pyverbs.libibverbs_enums", "IBV_LINK_LAYER_ETHERNET"),
 )
 ZERO_GID = "0000:0000:0000:0000:0000:0000:0000:0000"
 MAX_WR = 1024
@@ -39,10 +40,12 @@ def _pv(module: str):
 
 def device_unavailable_reason() -> str | None:
     """Why verbs cannot run here (None when pyverbs and an RDMA device are both present)."""
+    if importlib.util.find_spec("pyverbs") is None:
+        return "pyverbs is not installed (make test-rdma installs it)"
     try:
         device = importlib.import_module("pyverbs.device")
-    except ImportError:
-        return "pyverbs is not installed (make test-rdma installs it)"
+    except ImportError as exc:  # installed, but rdma-core 59's libibverbs/librdmacm are not
+        return f"pyverbs cannot load its RDMA libraries: {exc}"
     errors = importlib.import_module("pyverbs.pyverbs_error")
     try:
         devices = device.get_device_list()
@@ -59,7 +62,7 @@ def rdma_devices() -> list[str]:
 class QueuePairSetup:
     """Memory registration and QP creation of `VerbsTransport` (`dualpath.runtime.verbs_transport`),
     which it is mixed into; uses its `ctx`, `pd`, `port_attr`, `ib_port`, `gid`, `gid_index`, `sl`,
-    `send_cq`, `recv_cq`, `_recv_mr` and `_e` (pyverbs.enums).
+    `send_cq`, `recv_cq`, `_recv_mr` and `_e` (pyverbs.libibverbs_enums).
     """
 
     def _first_gid(self) -> int:

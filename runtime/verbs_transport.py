@@ -85,7 +85,7 @@ class VerbsTransport(QueuePairSetup, SendQueue, Transport):
                  device: str | None = None, ib_port: int = 1, gid_index: int | None = None,
                  sl: int = 0) -> None:
         super().__init__(name, secret, host, port, limiter, cnic_centric)
-        d, e = _pv("pyverbs.device"), _pv("pyverbs.enums")
+        d, e = _pv("pyverbs.device"), _pv("pyverbs.libibverbs_enums")
         self._e = e
         names = rdma_devices()
         if not names:

@@ -40,7 +40,15 @@ class OnlineOptions:
     # A PE queued beyond this many seconds of compute gets nothing (the paper's beta is 5 s). None:
     # assign at once, so reads start while PEs are busy; batches then order the work (HRRN).
     pe_horizon_s: float | None = None
-    batch_order: str = "hrrn"  # forward batches: "fifo" (paper) or highest response ratio next
+    # Requests computing in at most this long are assigned whatever the horizon: their reads start at
+    # once and the batch order lets them overtake queued long prefills.
+    short_compute_s: float = 0.0
+    skip_blocked: bool = False  # a request the PE horizon or DE HBM blocks is skipped, not a FIFO stop
+    scan: int = 4096  # with skipping, how many waiting requests a tick looks at, at most
+    # Forward batches: "fifo" (paper), "hrrn" (highest response ratio next), or "srpt" (least compute
+    # first, aged by `aging` seconds of compute per second waited).
+    batch_order: str = "hrrn"
+    aging: float = 0.01
     snic_efficiency: float = 1.0  # the fraction of SNIC line rate reads achieve (to predict finish times)
 
 
@@ -158,7 +166,10 @@ class OnlineScheduler:
         started = time.perf_counter()
         deadline = started + self.options.budget_s
         opts = self.options
-        window = list(pending[:opts.window]) if not isinstance(pending, list) else pending[:opts.window]
+        head = list(pending[:opts.window]) if not isinstance(pending, list) else pending[:opts.window]
+        # With skipping, the window is the first `window` requests that can go, among the first
+        # `scan` waiting: later short turns must not wait behind a head of blocked cold prompts.
+        window = pending if opts.skip_blocked else head
         view = SchedulerView.of(state)
         pe_node = view.pe_node
         snic_s = {n: state.read_queue_bytes.get(n, 0.0) / rate for n, rate in self.snic_rate.items()}
@@ -166,11 +177,15 @@ class OnlineScheduler:
         horizon = opts.pe_horizon_s if opts.pe_horizon_s is not None else float("inf")
         out: list[Assignment] = []
         for i, r in enumerate(window):
+            if len(out) >= opts.window or i >= opts.scan:
+                break
             if time.perf_counter() > deadline:
                 # Over budget: the paper's rules decide the rest of this fetch.
                 self.num_fallbacks += 1
-                for rest in window[i:]:
-                    a = self.rules.assign_one(view, rest, window[i:])
+                done = {a.request for a in out}
+                rest = [q for q in head if q.id not in done]
+                for q in rest:
+                    a = self.rules.assign_one(view, q, rest)
                     if a is None:
                         break
                     out.append(a)
@@ -180,12 +195,16 @@ class OnlineScheduler:
             # PE: the earliest predicted compute finish (the least queued compute); ties: the node
             # whose SNIC drains first (it may carry this read).
             least = min(pe_s)
-            if least > horizon:
+            if least > horizon and c > opts.short_compute_s:
+                if opts.skip_blocked:
+                    continue
                 break  # FIFO: the head waits, as in the paper
             ties = [p for p, load in enumerate(pe_s) if load == least]
             p = ties[0] if len(ties) == 1 else min(ties, key=lambda q: (snic_s[pe_node[q]], q))
-            d = self.rules.choose_de(view, r, window)
+            d = self.rules.choose_de(view, r, head)
             if d is None:
+                if opts.skip_blocked:
+                    continue
                 break
             self._compute_cache.pop(r.id, None)
             n_pe, n_de = pe_node[p], view.de_node[d]
@@ -269,7 +288,12 @@ class OnlineScheduler:
             service = request_compute_s(llm, item.cached_tokens, item.new_tokens) + 1e-3
             return (max(0.0, now - item.arrived_s) + service) / service
 
-        order = sorted(range(len(queue)), key=lambda i: (-ratio(queue[i]), i))
+        def remaining(item: BatchItem) -> float:
+            service = request_compute_s(llm, item.cached_tokens, item.new_tokens)
+            return service - self.options.aging * max(0.0, now - item.arrived_s)
+
+        key = remaining if self.options.batch_order == "srpt" else (lambda item: -ratio(item))
+        order = sorted(range(len(queue)), key=lambda i: (key(queue[i]), i))
         return [queue[i] for i in order]
 
 
