@@ -20,6 +20,8 @@ import os
 import secrets
 import socket
 import struct
+import threading
+from collections.abc import Callable
 
 from dualpath.errors import DualpathError, SpecError
 
@@ -156,3 +158,23 @@ def client_handshake(sock: socket.socket, secret: bytes, name: str = "") -> str:
         ) from exc
     finally:
         sock.settimeout(old_timeout)
+
+
+def serve_accepts(listener: socket.socket, is_closed: Callable[[], bool],
+                  admit: Callable[[socket.socket], None], name: str) -> threading.Thread:
+    """Accept connections until `is_closed()`, each admitted (handshake first) on its own thread, so
+    a slow or hostile peer never blocks the others. The listener needs a timeout to notice closing."""
+
+    def loop() -> None:
+        while not is_closed():
+            try:
+                sock, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=admit, args=(sock,), daemon=True).start()
+
+    thread = threading.Thread(target=loop, name=name, daemon=True)
+    thread.start()
+    return thread

@@ -25,6 +25,7 @@ from dualpath.runtime.auth import (
     check_secret,
     client_handshake,
     recv_exact,
+    serve_accepts,
     server_handshake,
 )
 
@@ -176,18 +177,9 @@ class ControlServer:
         listener.settimeout(0.2)
         self._listener = listener
         self.host, self.port = listener.getsockname()[:2]
-        threading.Thread(target=self._accept_loop, name=f"ctl-accept:{self.name}", daemon=True).start()
+        serve_accepts(self._listener, self._closed.is_set, self._admit, f"ctl-accept:{self.name}")
         return self.host, self.port
 
-    def _accept_loop(self) -> None:
-        while not self._closed.is_set():
-            try:
-                sock, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._admit, args=(sock,), daemon=True).start()
 
     def _admit(self, sock: socket.socket) -> None:
         try:

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Sequence
 
 from dualpath.errors import SpecError
-from dualpath.runtime.auth import AuthError, client_handshake, server_handshake
+from dualpath.runtime.auth import AuthError, client_handshake, serve_accepts, server_handshake
 from dualpath.runtime.tcp_connection import _Connection
 from dualpath.runtime.tcp_frames import (
     ACK,
@@ -78,18 +78,9 @@ class TcpTransport(Transport):
             listener.settimeout(0.2)
             self._listener = listener
             self.host, self.port = listener.getsockname()[:2]
-            threading.Thread(target=self._accept_loop, name=f"tcp-accept:{self.name}", daemon=True).start()
+            serve_accepts(listener, lambda: self.closed, self._admit, f"tcp-accept:{self.name}")
         return self.host, self.port
 
-    def _accept_loop(self) -> None:
-        while not self.closed:
-            try:
-                sock, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._admit, args=(sock,), daemon=True).start()
 
     def _admit(self, sock: socket.socket) -> None:
         try:

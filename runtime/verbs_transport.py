@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from dualpath.errors import SpecError
-from dualpath.runtime.auth import AuthError, client_handshake, server_handshake
+from dualpath.runtime.auth import AuthError, client_handshake, serve_accepts, server_handshake
 from dualpath.runtime.transport import Transport
 from dualpath.runtime.transport_types import (
     CopyOp,
@@ -120,18 +120,9 @@ class VerbsTransport(QueuePairSetup, SendQueue, Transport):
             self._listener = socket.create_server((self.host, self.port), backlog=64)
             self._listener.settimeout(0.2)
             self.host, self.port = self._listener.getsockname()[:2]
-            threading.Thread(target=self._accept_loop, daemon=True, name=f"verbs-accept:{self.name}").start()
+            serve_accepts(self._listener, lambda: self.closed, self._admit, f"verbs-accept:{self.name}")
         return self.host, self.port
 
-    def _accept_loop(self) -> None:
-        while not self.closed:
-            try:
-                sock, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._admit, args=(sock,), daemon=True).start()
 
     def _admit(self, sock: socket.socket) -> None:
         try:
