@@ -9,8 +9,9 @@ start together; JCT = time until every agent is done. Checks: `optimized` JCT <=
 every configuration; on DS 27B 1P1D the share of the dualpath -> oracle gap it closes, next to the
 share any policy *can* close: every hit byte must cross a SNIC, so total hit bytes over the summed
 effective SNIC read rate is a floor no scheduler goes under (the oracle skips reads).
-Online: agents arrive as a Poisson process; capacity = the highest rate (bisection) at which at least
-90% of requests meet TTFT <= 4 s and TPOT <= 50 ms. Check: `optimized` capacity >= `dualpath`'s.
+Online: agents arrive as a Poisson process; capacity = the highest rate whose steady state meets the
+paper's SLO (mean TTFT <= 4 s, mean TPOT <= 50 ms), found by the simulator's own search
+(`dualpath.runtime.capacity`). Check: `optimized` capacity >= `dualpath`'s.
 Exit code 1 when a check fails.
 """
 
@@ -31,7 +32,6 @@ from dualpath.solver.online import OptimizedPolicy
 from dualpath.solver.policies import make_policy
 
 CONFIGS = ("deepseek-v3.2:2P4D", "ds-27b:1P1D", "ds-27b:2P1D", "ds-27b:1P2D")
-SLO_TTFT_S, SLO_TPOT_S, SLO_SHARE = 4.0, 0.050, 0.90
 
 
 def setup(config: str):
@@ -62,27 +62,22 @@ def run_offline(job: tuple[str, int, str]) -> dict:
     return row
 
 
-def slo_ok(config: str, name: str, aps: float, agents: int) -> tuple[bool, float]:
+def run_capacity(job: tuple[str, str, int]) -> dict:
+    """The simulator's own capacity search (`dualpath.runtime.capacity`): doubling then bisection on
+    the agents-per-second rate, SLO = mean TTFT <= 4 s and mean TPOT <= 50 ms in the steady state."""
+    from dualpath.runtime.capacity import PAPER_SLO, capacity_runner, find_capacity
+
+    config, name, agents = job
     cluster, llm = setup(config)
-    workload = resolve_workload("agentic-64k", agents=agents, seed=0, aps=aps)
-    trace = simulate(cluster, llm, workload, policy_of(name, cluster, llm), online=True, progress=False)
-    share = trace.slo_attainment(SLO_TTFT_S, SLO_TPOT_S)
-    return share >= SLO_SHARE, share
 
+    def workload_at(aps: float):
+        return resolve_workload("agentic-64k", agents=agents, seed=0, aps=aps)
 
-def run_capacity(job: tuple[str, str, int, float, float, int]) -> dict:
-    config, name, agents, low, high, steps = job
-    seen = []
-    ok_low, share = slo_ok(config, name, low, agents)
-    seen.append((low, share))
-    if not ok_low:
-        return {"config": config, "policy": name, "aps": 0.0, "probes": seen}
-    for _ in range(steps):
-        mid = (low + high) / 2
-        ok, share = slo_ok(config, name, mid, agents)
-        seen.append((mid, share))
-        low, high = (mid, high) if ok else (low, mid)
-    return {"config": config, "policy": name, "aps": low, "probes": seen}
+    run_at = capacity_runner(simulate, workload_at, lambda: policy_of(name, cluster, llm), cluster=cluster,
+                             llm=llm, seed=0, progress=False)
+    found = find_capacity(run_at, PAPER_SLO)
+    return {"config": config, "policy": name, "aps": found.capacity_aps,
+            "probes": [(p["aps"], p["slo_met"], p["ttft_mean_s"], p["tpot_mean_s"]) for p in found.probes]}
 
 
 def pool_map(fn, jobs, processes: int):
@@ -101,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--online", action="store_true", help="also measure SLO capacity (slow)")
     parser.add_argument("--online-configs", default="ds-27b:1P1D,deepseek-v3.2:2P4D")
-    parser.add_argument("--online-agents", type=int, default=256)
+    parser.add_argument("--online-agents", type=int, default=500)
     parser.add_argument("--json", help="write every figure here")
     args = parser.parse_args(argv)
     configs = args.configs.split(",")
@@ -138,13 +133,13 @@ def main(argv: list[str] | None = None) -> int:
                   f"(I/O floor {d['io_floor_s']:,.0f} s) | {o['tick_p99_ms']:.1f} | {'ok' if ok else 'FAIL'} |")
     capacity = []
     if args.online:
-        cap_jobs = [(c, p, args.online_agents, 0.05, 4.0, 6) for c in args.online_configs.split(",")
+        cap_jobs = [(c, p, args.online_agents) for c in args.online_configs.split(",")
                     for p in ("dualpath", "optimized")]
         capacity = list(pool_map(run_capacity, cap_jobs, args.jobs))
-        print("\n| config | policy | SLO capacity (agents/s) | probes (APS: share within SLO) |")
+        print("\n| config | policy | SLO capacity (agents/s) | probes (APS: met, mean TTFT s, mean TPOT ms) |")
         print("|---|---|---:|---|")
         for r in sorted(capacity, key=lambda r: (r["config"], r["policy"])):
-            probes = ", ".join(f"{a:.2f}: {s:.0%}" for a, s in r["probes"])
+            probes = ", ".join(f"{a:.3g}: {'yes' if ok else 'no'} {t:.1f}/{1e3 * p:.0f}" for a, ok, t, p in r["probes"])
             print(f"| {r['config']} | {r['policy']} | {r['aps']:.3f} | {probes} |")
         caps = {(r["config"], r["policy"]): r["aps"] for r in capacity}
         for c in args.online_configs.split(","):

@@ -34,20 +34,21 @@ from dualpath.solver.problem import request_compute_s
 @dataclass(frozen=True)
 class OnlineOptions:
     window: int = 64  # requests decided per tick
-    budget_s: float = 0.015  # hard per-tick time budget
+    budget_s: float | None = 0.015  # hard per-tick time budget (None: none, decisions deterministic)
     split_reads: bool = True
     lp: bool = True  # re-balance the window's splits with the incremental LP
-    # A PE queued beyond this many seconds of compute gets nothing (the paper's beta is 5 s). None:
-    # assign at once, so reads start while PEs are busy; batches then order the work (HRRN).
-    pe_horizon_s: float | None = None
+    # Long requests are assigned only while some PE has at most this many seconds of compute queued
+    # (the paper's beta is 5 s of tokens): an early assignment reserves DE HBM and buffer space for
+    # the whole wait. None: assign at once.
+    pe_horizon_s: float | None = 5.0
     # Requests computing in at most this long are assigned whatever the horizon: their reads start at
     # once and the batch order lets them overtake queued long prefills.
-    short_compute_s: float = 0.0
-    skip_blocked: bool = False  # a request the PE horizon or DE HBM blocks is skipped, not a FIFO stop
+    short_compute_s: float = 0.5
+    skip_blocked: bool = True  # a request the horizon or DE HBM blocks is skipped, not a FIFO stop
     scan: int = 4096  # with skipping, how many waiting requests a tick looks at, at most
     # Forward batches: "fifo" (paper), "hrrn" (highest response ratio next), or "srpt" (least compute
     # first, aged by `aging` seconds of compute per second waited).
-    batch_order: str = "hrrn"
+    batch_order: str = "srpt"
     aging: float = 0.01
     snic_efficiency: float = 1.0  # the fraction of SNIC line rate reads achieve (to predict finish times)
 
@@ -164,7 +165,7 @@ class OnlineScheduler:
     # ---- one tick ------------------------------------------------------------------------------
     def decide(self, pending: Sequence[Request], state: ClusterState) -> list[Assignment]:
         started = time.perf_counter()
-        deadline = started + self.options.budget_s
+        deadline = started + (self.options.budget_s if self.options.budget_s is not None else float("inf"))
         opts = self.options
         head = list(pending[:opts.window]) if not isinstance(pending, list) else pending[:opts.window]
         # With skipping, the window is the first `window` requests that can go, among the first
@@ -176,6 +177,9 @@ class OnlineScheduler:
         pe_s = [t * self.compute_s_per_token for t in view.pe_tokens]
         horizon = opts.pe_horizon_s if opts.pe_horizon_s is not None else float("inf")
         out: list[Assignment] = []
+        least = min(pe_s)
+        blocked_need = float("inf")  # the smallest context KV no DE had room for this tick
+        cache, short = self._compute_cache, opts.short_compute_s
         for i, r in enumerate(window):
             if len(out) >= opts.window or i >= opts.scan:
                 break
@@ -190,12 +194,12 @@ class OnlineScheduler:
                         break
                     out.append(a)
                 break
-            c = self._compute_s(r)
-            hit = r.hit_tokens * self.kv
+            c = cache.get(r.id)
+            if c is None:
+                c = cache[r.id] = request_compute_s(self.llm, r.hit_tokens, r.new_tokens)
             # PE: the earliest predicted compute finish (the least queued compute); ties: the node
             # whose SNIC drains first (it may carry this read).
-            least = min(pe_s)
-            if least > horizon and c > opts.short_compute_s:
+            if (least > horizon and c > short) or r.context_tokens * self.kv >= blocked_need:
                 if opts.skip_blocked:
                     continue
                 break  # FIFO: the head waits, as in the paper
@@ -203,27 +207,24 @@ class OnlineScheduler:
             p = ties[0] if len(ties) == 1 else min(ties, key=lambda q: (snic_s[pe_node[q]], q))
             d = self.rules.choose_de(view, r, head)
             if d is None:
+                blocked_need = min(blocked_need, r.context_tokens * self.kv)
                 if opts.skip_blocked:
                     continue
                 break
-            self._compute_cache.pop(r.id, None)
+            del cache[r.id]
+            hit = r.hit_tokens * self.kv
             n_pe, n_de = pe_node[p], view.de_node[d]
             a = self._side(hit, snic_s, n_pe, n_de)
             snic_s[n_pe] += a / self.snic_rate[n_pe]
             snic_s[n_de] += (hit - a) / self.snic_rate[n_de]
             pe_s[p] += c
+            least = min(pe_s)
             self._book(view, p, d, r, a)
             out.append(Assignment(r.id, view.pe_names[p], view.de_names[d], a, hit - a))
         if opts.split_reads and opts.lp and len(out) > 1 and time.perf_counter() < deadline:
             out = self._rebalance(out, state, view, deadline) or out
         self.tick_latencies_s.append(time.perf_counter() - started)
         return out
-
-    def _compute_s(self, r: Request) -> float:
-        c = self._compute_cache.get(r.id)
-        if c is None:
-            c = self._compute_cache[r.id] = request_compute_s(self.llm, r.hit_tokens, r.new_tokens)
-        return c
 
     def _side(self, hit: int, snic_s: dict[str, float], n_pe: str, n_de: str) -> int:
         """PE-side bytes: the split that equalises both SNICs' finish, or the side that finishes first."""
@@ -264,7 +265,7 @@ class OnlineScheduler:
             rows.append((node_of[a.pe], node_of[a.de], hit * gb, min(hit, self.buffer_bytes) * gb))
         queue_gb = {n: q * gb for n, q in state.read_queue_bytes.items()}
         rate_gb = {n: rate * gb for n, rate in self.snic_rate.items()}
-        values = self._lp.solve(rows, queue_gb, rate_gb, max(0.001, deadline - time.perf_counter()))
+        values = self._lp.solve(rows, queue_gb, rate_gb, min(1.0, max(0.001, deadline - time.perf_counter())))
         if values is None or time.perf_counter() > deadline:
             return None
         fixed = []
@@ -298,7 +299,11 @@ class OnlineScheduler:
 
 
 class OptimizedPolicy(Policy):
-    """The `optimized` simulator policy: `OnlineScheduler` ticks through the `Policy` interface."""
+    """The `optimized` simulator policy: `OnlineScheduler` ticks through the `Policy` interface.
+
+    In the simulator the tick has no wall-clock budget by default, so that a run's decisions do not
+    depend on how busy the machine is (policies are deterministic); the latencies are still recorded.
+    """
 
     name = "optimized"
     execution = ExecutionOptions(layerwise=True, zero_io=False)
@@ -306,7 +311,7 @@ class OptimizedPolicy(Policy):
     def __init__(self, cluster: ClusterSpec, llm: LLMSpec, block_tokens: int = 64,
                  options: OnlineOptions | None = None):
         super().__init__(cluster, llm, block_tokens)
-        self.scheduler = OnlineScheduler(cluster, llm, block_tokens, options)
+        self.scheduler = OnlineScheduler(cluster, llm, block_tokens, options or OnlineOptions(budget_s=None))
 
     def schedule(self, pending: Sequence[Request], state: ClusterState) -> list[Assignment]:
         self.scheduler.update(state)

@@ -6,6 +6,7 @@ from solver_cases import DS27B, DSV32, agentic_requests, cluster
 
 from dualpath.cluster import Role
 from dualpath.policy import BatchItem, ClusterState
+from dualpath.request import Request
 from dualpath.solver.greedy import idle_state
 from dualpath.solver.online import OnlineOptions, OnlineScheduler, OptimizedPolicy
 from dualpath.solver.paper_rules import DualPathPolicy
@@ -65,12 +66,16 @@ def test_over_budget_ticks_fall_back_to_the_paper_rules():
     assert out == DualPathPolicy(c, DS27B).schedule(reqs, st)
 
 
-def test_horizon_gates_busy_prefill_engines_fifo():
+def test_horizon_gates_long_requests_and_short_ones_overtake():
     c = cluster(1, 1)
-    reqs = agentic_requests(10, seed=4)
+    cold = Request("cold", 99, 0, 0, 30000, 100)  # a fresh 30K-token prompt: seconds of compute
+    reqs = [cold] + agentic_requests(10, seed=4, max_context=8192)
     busy = state_of(c, DS27B, pe_tokens=10**9)
-    assert OnlineScheduler(c, DS27B, options=OnlineOptions(pe_horizon_s=5.0)).decide(reqs, busy) == []
-    assert len(OnlineScheduler(c, DS27B).decide(reqs, busy)) == 10
+    fifo = OnlineOptions(short_compute_s=0.0, skip_blocked=False)
+    assert OnlineScheduler(c, DS27B, options=fifo).decide(reqs, busy) == []  # the paper's FIFO stop
+    out = OnlineScheduler(c, DS27B).decide(reqs, busy)
+    assert [a.request for a in out] == [r.id for r in reqs[1:]]  # short turns skip the gated head
+    assert len(OnlineScheduler(c, DS27B, options=OnlineOptions(pe_horizon_s=None)).decide(reqs, busy)) == 11
 
 
 def test_batches_prefer_short_requests_until_long_ones_have_waited():
@@ -83,6 +88,8 @@ def test_batches_prefer_short_requests_until_long_ones_have_waited():
     assert [i.request for i in sched.order_queue([aged, short], now_s=10.0)] == ["long", "short"]
     fifo = OnlineScheduler(c, DS27B, options=OnlineOptions(batch_order="fifo"))
     assert fifo.order_queue([long, short], now_s=10.0) == [long, short]
+    hrrn = OnlineScheduler(c, DS27B, options=OnlineOptions(batch_order="hrrn"))
+    assert [i.request for i in hrrn.order_queue([long, short], now_s=10.0)] == ["short", "long"]
 
 
 def test_policy_interface_records_tick_latency():
