@@ -18,8 +18,8 @@ from dualpath.cluster import Role
 from dualpath.models.llms import llm_preset
 from dualpath.models.registry import resolve_cluster, resolve_workload
 from dualpath.policy import ClusterState, EngineState
+from dualpath.solver.hbm import default_free_hbm_bytes
 from dualpath.solver.online import OnlineOptions, OnlineScheduler
-from dualpath.solver.problem import default_free_hbm_bytes
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -3,6 +3,7 @@
     python benchmarks/optimized_vs_dualpath.py                  # offline JCT, paper's configurations
     python benchmarks/optimized_vs_dualpath.py --online         # + SLO capacity (agents per second)
     python benchmarks/optimized_vs_dualpath.py --agents 1024 --configs ds-27b:1P1D --jobs 2
+    python benchmarks/optimized_vs_dualpath.py --agents none --online --jobs 2   # capacity only
 
 Offline: DeepSeek-V3.2 on 2P4D and DS 27B on 1P1D, 2P1D, 1P2D; agentic-64k; 1,024 and 2,048 agents
 start together; JCT = time until every agent is done. Checks: `optimized` JCT <= `dualpath` JCT on
@@ -28,7 +29,6 @@ from dualpath.models.registry import resolve_cluster, resolve_workload
 from dualpath.runtime.calibration import PAPER_CALIBRATION, calibrated_llm
 from dualpath.runtime.parallelism import expert_groups
 from dualpath.runtime.simulator import simulate
-from dualpath.solver.online import OptimizedPolicy
 from dualpath.solver.policies import make_policy
 
 CONFIGS = ("deepseek-v3.2:2P4D", "ds-27b:1P1D", "ds-27b:2P1D", "ds-27b:1P2D")
@@ -41,7 +41,7 @@ def setup(config: str):
 
 
 def policy_of(name: str, cluster, llm):
-    return OptimizedPolicy(cluster, llm) if name == "optimized" else make_policy(name, cluster, llm)
+    return make_policy(name, cluster, llm)
 
 
 def run_offline(job: tuple[str, int, str]) -> dict:
@@ -81,6 +81,8 @@ def run_capacity(job: tuple[str, str, int]) -> dict:
 
 
 def pool_map(fn, jobs, processes: int):
+    if not jobs:
+        return
     if processes <= 1:
         for job in jobs:
             yield fn(job)
@@ -92,7 +94,7 @@ def pool_map(fn, jobs, processes: int):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default=",".join(CONFIGS), help="model:cluster, comma separated")
-    parser.add_argument("--agents", default="1024,2048")
+    parser.add_argument("--agents", default="1024,2048", help="offline sizes, or none (online only)")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--online", action="store_true", help="also measure SLO capacity (slow)")
     parser.add_argument("--online-configs", default="ds-27b:1P1D,deepseek-v3.2:2P4D")
@@ -100,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="write every figure here")
     args = parser.parse_args(argv)
     configs = args.configs.split(",")
-    jobs = [(c, int(a), p) for a in args.agents.split(",") for c in configs
-            for p in ("dualpath", "optimized", "oracle")]
+    sizes = [int(a) for a in args.agents.split(",") if a.strip() and a.strip() != "none"]
+    jobs = [(c, a, p) for a in sizes for c in configs for p in ("dualpath", "optimized", "oracle")]
     jobs.sort(key=lambda j: -j[1])
     rows = []
     for row in pool_map(run_offline, jobs, args.jobs):
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
           "gap to oracle closed | closable by any policy | tick p99 (ms) | check |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for config in configs:
-        for agents in map(int, args.agents.split(",")):
+        for agents in sizes:
             d, o, x = (jct.get((config, agents, p)) for p in ("dualpath", "optimized", "oracle"))
             if not (d and o and x):
                 continue

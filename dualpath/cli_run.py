@@ -117,16 +117,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _policy(name: str, cluster, llm, block_tokens: int):
-    """A fresh policy by name; `optimized` comes from the optimizer when it is not registered yet."""
-    from dualpath.errors import UnknownNameError
-    from dualpath.solver.policies import make_policy, policy_names
+    """A fresh policy by name (one per run: policies keep round-robin pointers)."""
+    from dualpath.solver.policies import make_policy
 
-    if name == "optimized" and name not in policy_names():
-        try:
-            from dualpath.solver.online import OptimizedPolicy
-        except ImportError:
-            raise UnknownNameError("policy", name, list(policy_names())) from None
-        return OptimizedPolicy(cluster, llm, block_tokens)
     return make_policy(name, cluster, llm, block_tokens)
 
 

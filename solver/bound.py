@@ -151,9 +151,10 @@ def integral_read_bound(problem: Problem, max_bits: int = 4_000_000) -> Bound | 
     target = (fluid.pe_read_fraction or 0.0) * sum(pb.hit_bytes) / unit_bytes
     low_mask = reachable & ((1 << (int(target) + 1)) - 1)
     candidates = [low_mask.bit_length() - 1]
-    high = reachable >> int(target)
+    above = int(target) + 1  # the first achievable total strictly above the floor of the optimum
+    high = reachable >> above
     if high:
-        candidates.append(int(target) + (high & -high).bit_length() - 1)
+        candidates.append(above + (high & -high).bit_length() - 1)
     value, family = min(fluid_at(pb, units * unit_bytes) for units in candidates)
     return Bound(value, family, "integral")
 

@@ -1,19 +1,22 @@
 """Online solver-in-the-loop: `OnlineScheduler` (embeddable) and the `optimized` simulator policy.
 
-Why the paper's rules leave time on the table (DS 27B 1P1D, 1,024 agents): the first turns are cold
-prompts of ~10K tokens; while PEs crunch them, beta keeps every later turn unassigned, so no read
-starts and the SNICs idle for minutes, and FIFO batches then queue short turns behind long prefills.
-Each tick here takes a window of waiting requests (FIFO) and the group leaders' report, then:
-1. the DE by the paper's rule (`DualPathPolicy.choose_de`, the same code: decode balance and HBM);
-2. the PE by predicted compute finish in seconds, without beta's gate by default (reads start at
-   once; the batch order below decides what computes first);
-3. the read side, or the split of the hit bytes, from predicted SNIC finish times in *bytes* of both
+Why the paper's rules stay above Oracle (agentic-64k; past 500 agents most first turns are cold
+prompts of the whole history, tens of thousands of tokens): while the PEs crunch those, beta keeps
+every later turn unassigned (FIFO: nobody overtakes the head), so no read starts and the SNICs idle
+for minutes; the storage work then runs after the compute instead of under it. Each tick here:
+1. scans the waiting requests in FIFO order and skips, rather than stops at, one that cannot go:
+   a long request (over `short_compute_s` of compute) waits for a PE with at most `pe_horizon_s` of
+   compute queued (an early assignment would hold DE HBM and buffer for the whole wait); a short
+   turn goes at once, so its read overlaps the cold prefills;
+2. the DE by the paper's rule (`DualPathPolicy.choose_de`, the same code: decode balance and HBM);
+3. the PE with the least queued compute in seconds (ties: the node whose SNIC drains first);
+4. the read side, or the split of the hit bytes, from predicted SNIC finish times in *bytes* of both
    nodes (the paper compares token queues of two nodes);
-4. an incremental LP (GLOP, one model kept across ticks: only bounds and coefficients change) that
+5. an incremental LP (GLOP, one model kept across ticks: only bounds and coefficients change) that
    re-balances the window's splits so every SNIC finishes the window as early as possible.
-A hard time budget guards the tick: past it the LP is skipped, and the rest of the window is decided
-by the paper's rules. Inside a PE, forward batches go by highest response ratio (wait + compute) /
-compute, so short turns whose successors' reads wait on them overtake cold prefills, which age in.
+A hard time budget guards the tick (embedding); past it the LP is skipped and the rest of the window
+is decided by the paper's rules. Inside a PE, forward batches take the least compute first, aged by
+waiting time (`srpt`), so short turns whose successors' reads wait on them overtake cold prefills.
 """
 
 from __future__ import annotations

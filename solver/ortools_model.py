@@ -2,7 +2,7 @@
 
 Same sections and variable names as `pulp_model`: x[r,p] request r on PE p, y[r,d] on DE d, a[r,p] and
 b[r,d] hit tokens (integers) read through p's / d's node SNIC, z[r] = 1 for a PE-side read (whole reads), T the
-makespan. Coefficients come from `problem.coefficients` (seconds per unit).
+makespan. Coefficients come from `coefficients.coefficients` (seconds per unit).
 """
 
 from __future__ import annotations
@@ -12,14 +12,8 @@ import time
 from dualpath.cluster import Role
 from dualpath.errors import require
 from dualpath.solver.bound import Relaxation, RelaxationSolution
-from dualpath.solver.problem import (
-    TIME_SCALE,
-    ExactResult,
-    Problem,
-    Solution,
-    coefficients,
-    engine_classes,
-)
+from dualpath.solver.coefficients import ExactResult, coefficients, engine_classes
+from dualpath.solver.problem import TIME_SCALE, Problem, Solution
 
 
 def _ps(seconds: float) -> int:

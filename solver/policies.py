@@ -1,7 +1,7 @@
 """Policy registry: `make_policy(name, cluster, llm)` for the CLI and benchmarks.
 
-Other modules (the optimizer) add theirs with `register_policy`; the names listed in
-`POLICY_NAMES` are the paper's scheduler and its baselines, in the ablation's order.
+`POLICY_NAMES` lists the paper's scheduler and its baselines in the ablation's order, then this
+library's `optimized` (solver/online.py); other code adds its own with `register_policy`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,14 @@ from dualpath.solver.paper_rules import DualPathPolicy
 
 PolicyFactory = Callable[[ClusterSpec, LLMSpec, int], Policy]
 
+
+def _optimized(cluster: ClusterSpec, llm: LLMSpec, block_tokens: int = 64) -> Policy:
+    # Imported on use: the online scheduler pulls in OR-Tools (the `solver` extra) for its LP.
+    from dualpath.solver.online import OptimizedPolicy
+
+    return OptimizedPolicy(cluster, llm, block_tokens)
+
+
 _FACTORIES: dict[str, PolicyFactory] = {
     "basic": BasicPolicy,
     "layerwise": LayerwisePolicy,
@@ -30,6 +38,7 @@ _FACTORIES: dict[str, PolicyFactory] = {
     "dualpath": DualPathPolicy,
     "oracle": OraclePolicy,
     "round-robin": RoundRobinPolicy,
+    "optimized": _optimized,
 }
 POLICY_NAMES: tuple[str, ...] = tuple(_FACTORIES)
 

@@ -15,7 +15,6 @@ DRAM buffers (DE buffer holds the prompt, PE buffer the PE-read part) are hard c
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -24,6 +23,7 @@ from dualpath.errors import InfeasibleError, SpecError
 from dualpath.llm import LLMSpec
 from dualpath.policy import ClusterState
 from dualpath.request import Request
+from dualpath.solver.hbm import default_free_hbm_bytes, hbm_waves
 
 # Time resources, in the order reports list them; "snic" is per node, the others per engine.
 FAMILIES = ("snic", "pe_compute", "pe_cnic_in", "pe_cnic_out", "de_cnic_in", "de_cnic_out")
@@ -32,25 +32,6 @@ FAMILY_TITLES = {
     "pe_cnic_out": "PE CNIC out", "de_cnic_in": "DE CNIC in", "de_cnic_out": "DE CNIC out",
 }
 TIME_SCALE = 10**13  # integer coefficients in 0.1 ps: one token's bytes on a 400G NIC is ~1 ns
-
-
-def weight_bytes_per_gpu(cluster: ClusterSpec, llm: LLMSpec) -> float:
-    """Weights one DE GPU holds, as the simulator assumes: weights in the KV dtype (FP8 DeepSeek, BF16
-    Qwen); an MoE model sharded expert-parallel over its DE group, a dense one per engine. When a
-    group's share would not leave half the HBM, the shard spans every DE GPU (a large-EP deployment)
-    rather than making every plan infeasible."""
-    total = llm.total_params * llm.kv_dtype_bytes
-    shards = cluster.de_group_gpus if llm.total_params > llm.active_params else llm.gpus_per_engine
-    per_gpu = total / shards
-    if per_gpu > cluster.node.hbm_bytes_per_gpu / 2:
-        per_gpu = total / max(shards, cluster.num_de)
-    return per_gpu
-
-
-def default_free_hbm_bytes(cluster: ClusterSpec, llm: LLMSpec, reserve_fraction: float = 0.1) -> int:
-    """HBM a DE can give to KV: HBM less a reserve for activations, less the weights."""
-    hbm = cluster.node.hbm_bytes_per_gpu
-    return max(0, int(hbm * (1 - reserve_fraction) - weight_bytes_per_gpu(cluster, llm)))
 
 
 def compute_rate_flops(llm: LLMSpec) -> float:
@@ -303,45 +284,6 @@ def build_problem(cluster: ClusterSpec, llm: LLMSpec, requests: Sequence[Request
     )
 
 
-def hbm_waves(context_bytes: Sequence[int], free_bytes: Sequence[int]) -> int:
-    """Smallest w such that w x free HBM holds the batch with one largest request of slack per DE.
-
-    The slack makes any-fit placement always succeed: a request fails to fit only if every DE is
-    fuller than its capacity minus that request, which the slack rules out.
-    """
-    if not context_bytes:
-        return 1
-    need = sum(context_bytes) + len(free_bytes) * max(context_bytes)
-    have = sum(free_bytes)
-    return max(1, math.ceil(need / have)) if have else 1
-
-
-# ---- helpers shared by the exact models ---------------------------------------------------------
-def hit_tokens(problem: Problem, r: int) -> int:
-    return problem.requests[r].hit_tokens
-
-
-def pe_read_cap_tokens(problem: Problem, r: int) -> int:
-    """Most hit tokens request r may read on the PE side (whole tokens; the PE buffer holds them)."""
-    return min(problem.requests[r].hit_tokens, problem.pe_buffer_bytes // problem.kv_bytes_per_token)
-
-
-def engine_classes(problem: Problem, role: Role) -> list[list[int]]:
-    """Interchangeable engines: same node and same backlog (PE) or HBM capacity (DE), in index order.
-
-    Relabelling engines inside a class maps plans to plans of the same makespan, so exact models may
-    break the symmetry by opening a class's engines in order.
-    """
-    groups: dict[tuple, list[int]] = {}
-    if role is Role.PREFILL:
-        for p, n in enumerate(problem.pe_node):
-            groups.setdefault((n, problem.pe_backlog_s[p]), []).append(p)
-    else:
-        for d, n in enumerate(problem.de_node):
-            groups.setdefault((n, problem.hbm_capacity_bytes[d]), []).append(d)
-    return [g for g in groups.values() if len(g) > 1]
-
-
 def solution_from_plan(problem: Problem, assignments) -> Solution:
     """Engine indices and PE-read bytes from `Assignment`s (in any order; every request once)."""
     pe_index = {n: i for i, n in enumerate(problem.pe_names)}
@@ -350,52 +292,3 @@ def solution_from_plan(problem: Problem, assignments) -> Solution:
     rows = [by_id[r.id] for r in problem.requests]
     return Solution([pe_index[a.pe] for a in rows], [de_index[a.de] for a in rows],
                     [a.pe_read_bytes for a in rows])
-
-
-@dataclass(frozen=True)
-class Coefficients:
-    """Seconds of each resource per unit of each variable; exact models use these (CP-SAT x 1e12).
-
-    x[r,p] (request r on PE p), y[r,d] (on DE d), a[r,p] / b[r,d] (hit tokens read through p's / d's
-    node SNIC), T (makespan, seconds).
-    """
-
-    compute_s: tuple[float, ...]  # x[r,p] on PE compute
-    hit_cnic_s: tuple[float, ...]  # x[r,p] on PE CNIC in
-    new_cnic_s: tuple[float, ...]  # x[r,p] on PE CNIC out
-    prompt_cnic_s: tuple[float, ...]  # y[r,d] on DE CNIC out and DE CNIC in
-    token_cnic_s: float  # a on PE CNIC out; b on DE CNIC out (+) and DE CNIC in (-)
-    token_snic_s: tuple[float, ...]  # a, b on their node's SNIC, per node
-    snic_backlog_s: tuple[float, ...]
-    compute_backlog_s: tuple[float, ...]
-    hit_tokens: tuple[int, ...]
-    pe_cap_tokens: tuple[int, ...]
-
-
-def coefficients(problem: Problem) -> Coefficients:
-    pb = problem
-    cn = pb.cnic_bytes_per_s
-    kv = pb.kv_bytes_per_token
-    return Coefficients(
-        compute_s=pb.compute_s,
-        hit_cnic_s=tuple(h / cn for h in pb.hit_bytes),
-        new_cnic_s=tuple(n / cn for n in pb.new_bytes),
-        prompt_cnic_s=tuple(p / cn for p in pb.prompt_bytes),
-        token_cnic_s=kv / cn,
-        token_snic_s=tuple(kv / s for s in pb.snic_bytes_per_s),
-        snic_backlog_s=tuple(q / s for q, s in zip(pb.read_queue_bytes, pb.snic_bytes_per_s)),
-        compute_backlog_s=pb.pe_backlog_s,
-        hit_tokens=tuple(r.hit_tokens for r in pb.requests),
-        pe_cap_tokens=tuple(pe_read_cap_tokens(pb, r) for r in range(pb.num_requests)),
-    )
-
-
-@dataclass
-class ExactResult:
-    """What an exact backend returns: a solution (None if none found), its status and a bound."""
-
-    solution: Solution | None
-    status: str  # "optimal", "feasible", "unknown", "infeasible"
-    bound_s: float  # certified lower bound on the makespan proved by the backend (0 if none)
-    solve_time_s: float
-    backend: str

@@ -1,5 +1,7 @@
 """CP-SAT, pywraplp (SCIP) and GLOP: hand-solved optimum, agreement with PuLP, certified bounds."""
 
+import random
+
 import pytest
 from solver_cases import DS27B, agentic_requests, request, tiny_cluster
 
@@ -72,3 +74,22 @@ def test_lp_relaxation_bounds_every_plan_and_beats_fluid_with_uneven_backlogs():
     assert any(b.kind == "lp" for b in bounds)
     exact = ortools_model.solve_cpsat(pb, True, 10)
     assert best.value_s <= makespan_s(pb, exact.solution) * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_integral_read_bound_is_the_best_whole_read_split_of_the_pooled_fluid(seed):
+    """Brute force over every PE/DE side assignment: the integral bound is their minimum, never above
+    it (a missed achievable total just above the continuous optimum once made it invalid)."""
+    import itertools
+
+    from dualpath.solver.bound import fluid_at, integral_read_bound
+
+    rng = random.Random(seed)
+    # Hits on a 64-token grid and few requests, so that exact ties with the fluid optimum happen.
+    # Read-bound (slow SNICs, one-token appends) on 1P2D: the PE side's optimum is a third of the hits.
+    reqs = [request(f"r{i}", 64 * rng.randint(1, 6), 1) for i in range(rng.randint(2, 9))]
+    pb = build_problem(tiny_cluster(1, 2, snic_gbps=1.0), DS27B, reqs)
+    best = min(fluid_at(pb, sum(h for h, on_pe in zip(pb.hit_bytes, sides) if on_pe))[0]
+               for sides in itertools.product((False, True), repeat=len(reqs)))
+    bound = integral_read_bound(pb)
+    assert bound is not None and bound.value_s == pytest.approx(best, rel=1e-12)

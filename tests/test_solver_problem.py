@@ -3,15 +3,13 @@ from solver_cases import DS27B, DSV32, agentic_requests, cluster, request, tiny_
 
 from dualpath.cluster import Role
 from dualpath.errors import InfeasibleError, SpecError
+from dualpath.solver.coefficients import coefficients, engine_classes
+from dualpath.solver.hbm import default_free_hbm_bytes, hbm_waves
 from dualpath.solver.problem import (
     Backlog,
     Loads,
     Solution,
     build_problem,
-    coefficients,
-    default_free_hbm_bytes,
-    engine_classes,
-    hbm_waves,
     makespan_s,
 )
 
