@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dualpath.cluster import ClusterSpec
-from dualpath.errors import UnknownNameError, require
+from dualpath.errors import MissingExtraError, UnknownNameError, require
 from dualpath.llm import LLMSpec
 from dualpath.plan import Assignment, Plan
 from dualpath.request import Request
@@ -23,6 +23,7 @@ from dualpath.solver import decompose
 from dualpath.solver.bound import Bound, integral_read_sides, lower_bound
 from dualpath.solver.greedy import greedy_solution
 from dualpath.solver.problem import Backlog, Loads, Problem, Solution, build_problem, solution_from_plan
+from dualpath.solver.resplit import resplit
 
 # solver name -> (exact backend, LP backend for the bound)
 SOLVERS = {
@@ -98,6 +99,15 @@ def plan_with_problem(cluster: ClusterSpec, llm: LLMSpec, requests: Sequence[Req
     # A fast decomposition plan first: it is the warm start of the exact model, or the answer.
     start_sol = decompose.construct(problem, split_reads)
     candidates.append((Loads(problem, start_sol).makespan_s(), "decomposition", start_sol))
+    seeds = [("decomposition", start_sol, split_reads), ("greedy", greedy, split_reads)]
+    if split_reads:
+        # Every whole-read plan is a split plan: the whole-read descent runs too, so that a split plan
+        # never ends above the whole-read plan of the same instance (the two descents have different
+        # moves and local optima).
+        whole_sol = decompose.construct(problem, False)
+        candidates.append((Loads(problem, whole_sol).makespan_s(), "decomposition", whole_sol))
+        seeds[1:1] = [("whole-read decomposition", whole_sol, False)]
+        seeds.append(("whole-read greedy", greedy, False))
     if not split_reads and small:
         # Whole reads on a small instance: start from the read sides that meet the integral bound.
         sides = integral_read_sides(problem)
@@ -123,15 +133,24 @@ def plan_with_problem(cluster: ClusterSpec, llm: LLMSpec, requests: Sequence[Req
             notes.append(f"{result.backend}: {result.status} within the time limit")
     else:
         target = best_bound.value_s * (1 + TARGET_GAP)
-        for seed_name, seed in (("decomposition", start_sol), ("greedy", greedy)):
+        for i, (seed_name, seed, split) in enumerate(seeds):
             if time.perf_counter() >= deadline:
                 break
-            remaining = deadline - time.perf_counter()
-            improved = decompose.improve(problem, seed, split_reads, time.perf_counter() + remaining / 2, target)
+            share = (deadline - time.perf_counter()) / (len(seeds) - i)
+            improved = decompose.improve(problem, seed, split, time.perf_counter() + share, target)
             candidates.append((Loads(problem, improved).makespan_s(), f"{seed_name}+descent", improved))
             if min(c[0] for c in candidates) <= target:
                 break
 
+    if split_reads and status != "optimal" and BACKEND_MODULES.get(key):
+        best = min(candidates, key=lambda c: c[0])
+        try:
+            resplit_sol = resplit(problem, best[2], max(0.05, deadline - time.perf_counter()))
+        except MissingExtraError as exc:  # PuLP alone: the re-split LP needs OR-Tools' GLOP
+            resplit_sol = None
+            notes.append(f"re-split skipped: {exc}")
+        if resplit_sol is not None:
+            candidates.append((Loads(problem, resplit_sol).makespan_s(), f"{best[1]}+resplit", resplit_sol))
     makespan, origin, solution = min(candidates, key=lambda c: (c[0], c[1] != "greedy"))
     if origin == "greedy" and makespan >= greedy_s and status != "optimal":
         status = "fallback"

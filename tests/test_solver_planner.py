@@ -120,3 +120,38 @@ def test_generated_instances_yield_valid_plans(instance, solver, split):
 def test_solver_names_are_listed():
     assert set(SOLVERS) >= {"ortools", "pulp", "greedy"}
     assert build_problem(tiny_cluster(), DS27B, HAND).num_requests == 3
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_split_plans_are_never_above_whole_plans_and_resplit_only_improves(seed):
+    """Beyond the exact model's size (decomposition): the split plan starts from the whole-read
+    descents too and is re-split by the LP, so it is never above the whole-read plan."""
+    import random
+
+    from dualpath.solver.problem import Loads
+    from dualpath.solver.resplit import resplit
+
+    rng = random.Random(seed)
+    c = cluster(2, 4)
+    reqs = agentic_requests(64, seed=seed)
+    backlog = Backlog(read_queue_bytes={n: rng.uniform(0, 20e9) for n in c.all_nodes()})
+    whole, _, _ = plan_with_problem(c, DS27B, reqs, "ortools", False, 3, backlog)
+    split, pb, sol = plan_with_problem(c, DS27B, reqs, "ortools", True, 3, backlog)
+    assert split.makespan_s <= whole.makespan_s * (1 + 1e-12)
+    assert check_plan(pb, split) == []
+    again = resplit(pb, sol)
+    if again is not None:
+        assert Loads(pb, again).makespan_s() < split.makespan_s
+        assert all(a % KV == 0 and 0 <= a <= pb.pe_read_cap_bytes(r) for r, a in enumerate(again.pe_read_bytes))
+
+
+def test_resplit_halves_a_single_read_bound_request():
+    from dualpath.solver.problem import Loads, Solution
+    from dualpath.solver.resplit import resplit
+
+    pb = build_problem(tiny_cluster(), DS27B, [request("a", 4096)])
+    whole = Solution([0], [0], [0])
+    better = resplit(pb, whole)
+    assert better is not None and better.pe_read_bytes == [2048 * KV]
+    assert Loads(pb, better).makespan_s() == pytest.approx(Loads(pb, whole).makespan_s() / 2, rel=1e-9)
+    assert resplit(pb, better) is None  # already the best split: nothing to improve
