@@ -3,8 +3,10 @@
 An engine is addressed by the host:port of its control server (loopback unless `--host` says
 otherwise); its data transport listens on a second port it announces in `hello`. Both accept only
 peers that prove the cluster secret (`DUALPATH_SECRET` or `--secret-file`). The storage directory is
-shared by all engines (a 3FS mount or local NVMe). This module holds the options (one field per CLI
-flag), the model presets and the process entry point; `worker.EngineBase` is what both roles share.
+shared by all engines (a 3FS mount or local NVMe). With `--scheduler HOST:PORT` (or the `lead`
+control call) the engine's `GroupLeader` fetches its group's work from that scheduler. This module
+holds the options (one field per CLI flag), the model presets and the process entry point;
+`worker.EngineBase` is what both roles share.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class EngineOptions:
     cpu_threads: int = 1  # torch threads on CPU: one engine is one GPU's worth of compute
     corrupt_block_rate: float = 0.0  # fault injection: share of block reads that find a corrupted file
     fault_seed: int = 0
+    scheduler: str = ""  # HOST:PORT of the scheduler whose `fetch` this engine's group leader calls
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -84,6 +87,17 @@ class EngineOptions:
                 raise SpecError("engine", name, value, "a positive number or None (unlimited)")
         if not 0.0 <= self.corrupt_block_rate <= 1.0:
             raise SpecError("engine", "corrupt_block_rate", self.corrupt_block_rate, "a fraction in [0, 1]")
+        if self.scheduler:
+            self.scheduler_address  # noqa: B018 -- validates HOST:PORT
+
+    @property
+    def scheduler_address(self) -> tuple[str, int] | None:
+        if not self.scheduler:
+            return None
+        host, _, port = self.scheduler.rpartition(":")
+        if not host or not port.isdigit():
+            raise SpecError("engine", "scheduler", self.scheduler, "HOST:PORT of the scheduler")
+        return host, int(port)
 
     def to_args(self) -> list[str]:
         """The `dualpath engine` command line of these options (role, name and store first; the
@@ -98,6 +112,7 @@ class EngineOptions:
                 "--corrupt-block-rate", repr(self.corrupt_block_rate), "--fault-seed", str(self.fault_seed)]
         args += ["--checkpoint", self.checkpoint] if self.checkpoint else []
         args += ["--kv-dtype", self.kv_dtype] if self.kv_dtype else []
+        args += ["--scheduler", self.scheduler] if self.scheduler else []
         for flag, value in (("--snic-bytes-per-s", self.snic_bytes_per_s), ("--cnic-bytes-per-s", self.cnic_bytes_per_s)):
             args += [flag, repr(value)] if value is not None else []
         return args + (["--cnic-centric"] if self.cnic_centric else [])
@@ -172,6 +187,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--corrupt-block-rate", type=float, default=0.0,
                    help="fault injection: corrupt this share of the block files read (checksums catch it)")
     p.add_argument("--fault-seed", type=int, default=0)
+    p.add_argument("--scheduler", default="", help="HOST:PORT of the scheduler to fetch the group's work from")
     p.add_argument("--secret-file", default="", help=f"file holding the cluster secret (else ${SECRET_ENV})")
     p.add_argument("--ready-file", default="", help="write 'host port' here once listening")
     p.add_argument("--log-level", default="INFO")
@@ -191,7 +207,8 @@ def parse_args(argv: list[str] | None, args: argparse.Namespace | None = None) -
         num_slots=args.num_slots, send_credits=args.send_credits, hbm_bytes=args.hbm_bytes,
         snic_bytes_per_s=args.snic_bytes_per_s, cnic_bytes_per_s=args.cnic_bytes_per_s,
         cnic_centric=args.cnic_centric, transport=args.transport,
-        cpu_threads=args.cpu_threads, corrupt_block_rate=args.corrupt_block_rate, fault_seed=args.fault_seed)
+        cpu_threads=args.cpu_threads, corrupt_block_rate=args.corrupt_block_rate, fault_seed=args.fault_seed,
+        scheduler=args.scheduler)
     if args.secret_file:
         try:
             raw = Path(args.secret_file).read_text().strip()

@@ -90,16 +90,37 @@ class EngineBase:
         self._steps_lock = threading.Lock()
         self.stopped = threading.Event()
         self.started_at = time.monotonic()
+        self.leader = None  # a GroupLeader once the engine knows its scheduler
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> tuple[str, int]:
         self.data_address = self.transport.listen()
         self.address = self.control.listen()
         LOG.info("%s (%s) control %s:%d data %s:%d", self.name, self.role, *self.address, *self.data_address)
+        if self.options.scheduler:
+            self.lead(self.options.scheduler_address)
         return self.address
+
+    def lead(self, scheduler: tuple[str, int] | None) -> None:
+        """Fetch this engine's group's work from `scheduler` when it names this engine the leader."""
+        from dualpath.runtime.group_leader import GroupLeader
+
+        if self.leader is None and scheduler is not None and not self.stopped.is_set():
+            self.leader = GroupLeader(self)
+        if self.leader is not None:
+            self.leader.point(scheduler)
+
+    def op_lead(self, channel: Channel, msg: dict, payload: bytes):
+        address = msg.get("scheduler")
+        if address is not None and (not isinstance(address, list) or len(address) != 2):
+            raise SpecError(self.name, "scheduler", address, "[host, port] of the scheduler, or null")
+        self.lead(address)
+        return {"ok": True}
 
     def close(self) -> None:
         self.stopped.set()
+        if self.leader is not None:
+            self.leader.stop()
         self.control.close()
         self.transport.close()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 pytest.importorskip("torch")
@@ -12,8 +14,10 @@ from dualpath.plan import Assignment, Plan
 from dualpath.policy import ClusterState, EngineState, Policy
 from dualpath.request import Request, Trajectory, Turn, Workload
 from dualpath.runtime.agents import run_agents, verify_turns
+from dualpath.runtime.plan_replay import PlanReplay
 from dualpath.runtime.realrun import runtime_for
-from dualpath.runtime.scheduler import EngineHandle, PlanReplay, Scheduler, _Ticket
+from dualpath.runtime.scheduler import EngineHandle, Scheduler
+from dualpath.runtime.scheduler_state import Ticket, snapshot
 
 NODE = NodeSpec(num_gpus=1, hbm_bytes_per_gpu=2_000_000_000, snic_gbps=0.8, cnic_gbps=8.0,
                 dram_buffer_bytes=64_000_000, host_mem_gb_per_s=4.0, pcie_gbps=16.0, name="test-node")
@@ -60,9 +64,9 @@ class Recorder(Policy):
         return out
 
 
-def scheduler_for(runtime, policy) -> Scheduler:
-    return Scheduler(list(runtime.handles.values()), policy, runtime.client, block_tokens=BT,
-                     hit_blocks=runtime.hit_blocks, interval_s=0.02)
+def scheduling(runtime, policy):
+    """A started scheduler whose group leaders (inside the engines) fetch from it."""
+    return runtime.scheduling(policy, interval_s=0.02)
 
 
 @pytest.fixture(scope="module")
@@ -76,11 +80,8 @@ def test_split_assignments_read_on_both_sides_and_outputs_match_a_recompute(runt
     runtime = runtime_1p2d
     runtime.clear_store()
     policy = Recorder(cluster(1, 2), LLM)
-    scheduler = scheduler_for(runtime, policy).start()
-    try:
+    with scheduling(runtime, policy) as scheduler:
         logs, _ = run_agents(scheduler, workload(3, 3), LLM.vocab_size, seed=3, timeout_s=60)
-    finally:
-        scheduler.close()
     assert verify_turns(logs, runtime.reference_decoder()) == []
     later = [log.outcome.result for log in logs if log.turn > 0]
     assert later and all(r.path == "split" and r.pe_read_bytes and r.de_read_bytes for r in later)
@@ -99,11 +100,8 @@ def test_a_dead_engine_never_gets_work(runtime_1p2d):
     try:
         runtime.clear_store()
         policy = Recorder(cluster(1, 2), LLM, pe_share=1.0)
-        scheduler = scheduler_for(runtime, policy).start()
-        try:
+        with scheduling(runtime, policy) as scheduler:
             logs, _ = run_agents(scheduler, workload(3, 2), LLM.vocab_size, seed=4, timeout_s=60)
-        finally:
-            scheduler.close()
         assert not scheduler.alive("DE0") and scheduler.alive("DE1")
         assert all(log.outcome is not None and log.outcome.result.de == "DE1" for log in logs)
         assert all(not s.engines["DE0"].alive for s in policy.states)
@@ -112,27 +110,34 @@ def test_a_dead_engine_never_gets_work(runtime_1p2d):
         assert runtime.respawn_dead() == ["DE0"]
 
 
-def test_an_assignment_to_a_dead_engine_is_held_back():
+def test_an_assignment_to_an_engine_that_does_not_answer_is_held_back():
     handles = [EngineHandle("PE0", Role.PREFILL, "P0", 0, ("127.0.0.1", 1)),
                EngineHandle("DE0", Role.DECODE, "D0", 0, ("127.0.0.1", 2), alive=False)]
     scheduler = Scheduler(handles, Recorder(cluster(1, 1), LLM), client=None, block_tokens=BT, hit_blocks=lambda t: 0)
-    scheduler.pending["a0t0"] = _Ticket(Request("a0t0", 0, 0, 0, 20, 2), [1] * 20, 0.0, 1)
+    scheduler.report_at.update({"PE0": time.monotonic(), "DE0": time.monotonic()})
+    scheduler.pending["a0t0"] = Ticket(Request("a0t0", 0, 0, 0, 20, 2), [1] * 20, 0.0, 1)
+    scheduler._dispatch(Assignment("a0t0", "PE0", "DE0", 0, 0))  # DE0 is dead
+    assert "a0t0" in scheduler.pending and not scheduler.in_flight and not scheduler.outbox.filed
+    scheduler.engines["DE0"].alive = True
+    scheduler.report_at["PE0"] = time.monotonic() - 11  # PE0's report is older than health_timeout_s
     scheduler._dispatch(Assignment("a0t0", "PE0", "DE0", 0, 0))
-    assert "a0t0" in scheduler.pending and not scheduler.in_flight
+    assert "a0t0" in scheduler.pending and not scheduler.outbox.filed
+    scheduler.report_at["PE0"] = time.monotonic()
+    scheduler._dispatch(Assignment("a0t0", "PE0", "DE0", 0, 0))
+    assert not scheduler.pending and [t.attempt_id for t in scheduler.outbox.filed["prefill/0"]] == ["a0t0"]
 
 
 def test_the_snapshot_adds_dispatched_work_the_engines_have_not_reported():
-    handles = [EngineHandle("PE0", Role.PREFILL, "P0", 0, ("127.0.0.1", 1)),
-               EngineHandle("DE0", Role.DECODE, "D0", 0, ("127.0.0.1", 2))]
-    scheduler = Scheduler(handles, Recorder(cluster(1, 1), LLM), client=None, block_tokens=BT, hit_blocks=lambda t: 0)
+    handles = {h.name: h for h in (EngineHandle("PE0", Role.PREFILL, "P0", 0, ("127.0.0.1", 1)),
+                                   EngineHandle("DE0", Role.DECODE, "D0", 0, ("127.0.0.1", 2)))}
     kv = LLM.kv_bytes_per_token
+    in_flight = {}
     for i, (pe_bytes, de_bytes) in enumerate(((32 * kv, 0), (0, 64 * kv))):
-        ticket = _Ticket(Request(f"r{i}", i, 1, 32 * (i + 1), 10, 5), [], 0.0, i, attempt_id=f"r{i}",
-                         assignment=Assignment(f"r{i}", "PE0", "DE0", pe_bytes, de_bytes))
-        scheduler.in_flight[f"r{i}"] = ticket
+        in_flight[f"r{i}"] = Ticket(Request(f"r{i}", i, 1, 32 * (i + 1), 10, 5), [], 0.0, i, attempt_id=f"r{i}",
+                                    assignment=Assignment(f"r{i}", "PE0", "DE0", pe_bytes, de_bytes))
     reports = {"PE0": {"read_queue_bytes": 100, "requests": {"r1": "reading"}},
                "DE0": {"read_queue_bytes": 0, "requests": {"r1": 1}, "free_hbm_bytes": 10**6}}
-    state = scheduler._snapshot(reports)
+    state = snapshot(handles, in_flight, reports, lambda h: True, kv, 1 << 40, 0.0)
     pe, de = state.engines["PE0"], state.engines["DE0"]
     assert (pe.num_seqs, pe.num_tokens) == (2, 20)  # r0 not yet at the PE, r1 reading: both unprefilled
     assert (de.num_seqs, de.num_tokens) == (2, (32 + 10 + 5) + (64 + 10 + 5))
@@ -171,11 +176,8 @@ def test_split_reads_and_recomputed_blocks_on_cuda():
     faults = parse_faults(["corrupt-block:0.05"], seed=2)
     with runtime_for(spec, LLM, w, BT, in_process=True, device="cuda", faults=faults).start() as runtime:
         assert runtime._running["PE0"].slot_mem.on_device  # HBM layer slots on the GPU
-        scheduler = scheduler_for(runtime, Recorder(spec, LLM)).start()
-        try:
+        with scheduling(runtime, Recorder(spec, LLM)) as scheduler:
             logs, _ = run_agents(scheduler, w, LLM.vocab_size, seed=6, timeout_s=60)
-        finally:
-            scheduler.close()
         reference = Decoder.from_seed(runtime.config, runtime.seed, "cuda")
         assert verify_turns(logs, reference) == []
     assert any(log.outcome.result.path == "split" for log in logs)
