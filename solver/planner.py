@@ -23,7 +23,7 @@ from dualpath.solver import decompose
 from dualpath.solver.bound import Bound, integral_read_sides, lower_bound
 from dualpath.solver.greedy import greedy_solution
 from dualpath.solver.problem import Backlog, Loads, Problem, Solution, build_problem, solution_from_plan
-from dualpath.solver.resplit import resplit
+from dualpath.solver.resplit import balance_reads, resplit
 
 # solver name -> (exact backend, LP backend for the bound)
 SOLVERS = {
@@ -152,6 +152,13 @@ def plan_with_problem(cluster: ClusterSpec, llm: LLMSpec, requests: Sequence[Req
         if resplit_sol is not None:
             candidates.append((Loads(problem, resplit_sol).makespan_s(), f"{best[1]}+resplit", resplit_sol))
     makespan, origin, solution = min(candidates, key=lambda c: (c[0], c[1] != "greedy"))
+    if origin != "greedy" and Loads(problem, solution).binding()[0] != "snic":
+        try:
+            balanced = balance_reads(problem, solution, split_reads, max(0.05, deadline - time.perf_counter()))
+        except MissingExtraError:
+            balanced = solution
+        if Loads(problem, balanced).makespan_s() <= makespan:
+            solution = balanced
     if origin == "greedy" and makespan >= greedy_s and status != "optimal":
         status = "fallback"
     if makespan <= best_bound.value_s * (1 + 1e-9):

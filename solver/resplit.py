@@ -1,9 +1,14 @@
-"""Re-split: the best PE/DE split of every request's hit bytes for a fixed engine assignment (an LP).
+"""Read sides for a fixed engine assignment: the LP re-split, and SNIC balancing.
 
 With engines fixed, compute and PE CNIC-in loads are constants and every other time resource is
 linear in the PE-side bytes a[r], so the best split is one small LP (GLOP). The planner applies it to
-its best split-read candidates: the descent moves one request at a time and stops at local optima a
+its best split-read candidate: the descent moves one request at a time and stops at local optima a
 whole-read plan can beat, whereas a plan re-split here is never worse than the plan it starts from.
+
+When compute binds, many read sides give the same makespan and a solver returns any of them (often
+every read on the PE side). `balance_reads` then evens out the SNICs without raising any resource
+above the makespan: the LP with max SNIC time as its objective for split reads, and side flips,
+largest first, for whole reads. Both paths then carry reads, as DualPath intends, at no cost.
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ from dualpath.solver.problem import Loads, Problem, Solution
 GB = 1e-9  # bytes in GB keep the LP's coefficients within a few orders of magnitude
 
 
-def resplit(problem: Problem, solution: Solution, time_limit_s: float = 1.0) -> Solution | None:
+def resplit(problem: Problem, solution: Solution, time_limit_s: float = 1.0,
+            cap_s: float | None = None) -> Solution | None:
     """`solution` with each request's PE-side bytes re-chosen to minimise the makespan (whole tokens);
-    None when the LP does not solve in time or the rounded result is not better."""
+    None when the LP does not solve in time or the rounded result is not better. With `cap_s`, the
+    objective is the latest SNIC finish instead, every CNIC staying within `cap_s`."""
     pywraplp = require("ortools.linear_solver.pywraplp", "solver")
     pb = problem
     R = range(pb.num_requests)
@@ -26,9 +33,10 @@ def resplit(problem: Problem, solution: Solution, time_limit_s: float = 1.0) -> 
     fixed = Loads(pb, solution)
     floor_s = max(max(fixed.time_s("pe_compute", p), fixed.time_s("pe_cnic_in", p)) for p in range(pb.num_pe))
 
-    # Variables: PE-side GB per request, and the makespan
+    # Variables: PE-side GB per request, the makespan (or the latest SNIC finish) and the CNIC limit
     a = [solver.NumVar(0.0, pb.pe_read_cap_bytes(r) * GB, f"a[{r}]") for r in R]
-    T = solver.NumVar(floor_s, solver.infinity(), "T")
+    T = solver.NumVar(0.0 if cap_s is not None else floor_s, solver.infinity(), "T")
+    C = T if cap_s is None else cap_s  # CNIC rows: <= T for the makespan, <= cap_s when balancing
 
     # SNIC per node: PE-side reads of requests on its PEs, DE-side reads of requests on its DEs
     snic_terms: list[list] = [[] for _ in range(pb.num_nodes)]
@@ -45,14 +53,14 @@ def resplit(problem: Problem, solution: Solution, time_limit_s: float = 1.0) -> 
     for p in range(pb.num_pe):
         mine = [r for r in R if solution.pe[r] == p]
         if mine:
-            solver.Add(sum(pb.new_bytes[r] * GB + a[r] for r in mine) <= cn * T)
+            solver.Add(sum(pb.new_bytes[r] * GB + a[r] for r in mine) <= cn * C)
 
     # DE CNIC out (DE-side hit to the PE, prompt at decode start) and in (prompt less the DE-side hit)
     for d in range(pb.num_de):
         mine = [r for r in R if solution.de[r] == d]
         if mine:
-            solver.Add(sum((pb.hit_bytes[r] + pb.prompt_bytes[r]) * GB - a[r] for r in mine) <= cn * T)
-            solver.Add(sum((pb.prompt_bytes[r] - pb.hit_bytes[r]) * GB + a[r] for r in mine) <= cn * T)
+            solver.Add(sum((pb.hit_bytes[r] + pb.prompt_bytes[r]) * GB - a[r] for r in mine) <= cn * C)
+            solver.Add(sum((pb.prompt_bytes[r] - pb.hit_bytes[r]) * GB + a[r] for r in mine) <= cn * C)
 
     # Objective
     solver.Minimize(T)
@@ -62,4 +70,38 @@ def resplit(problem: Problem, solution: Solution, time_limit_s: float = 1.0) -> 
         return None
     pe_read = [min(pb.pe_read_cap_bytes(r) // kv, round(a[r].solution_value() / GB / kv)) * kv for r in R]
     out = Solution(list(solution.pe), list(solution.de), pe_read)
+    if cap_s is not None:
+        return out if _snic_max_s(pb, out) < _snic_max_s(pb, solution) and Loads(pb, out).makespan_s() <= cap_s else None
     return out if Loads(pb, out).makespan_s() < fixed.makespan_s() else None
+
+
+def _snic_max_s(problem: Problem, solution: Solution) -> float:
+    return Loads(problem, solution).family_max("snic")[0]
+
+
+def balance_reads(problem: Problem, solution: Solution, split_reads: bool, time_limit_s: float = 1.0) -> Solution:
+    """Read sides that lower the latest SNIC finish while no resource passes the current makespan."""
+    makespan = Loads(problem, solution).makespan_s()
+    if split_reads:
+        return resplit(problem, solution, time_limit_s, cap_s=makespan) or solution
+    pb, out = problem, solution.copy()
+    loads = Loads(pb, out)
+    cn = pb.cnic_bytes_per_s
+    for r in sorted(range(pb.num_requests), key=lambda r: (-pb.hit_bytes[r], r)):
+        p, d = out.pe[r], out.de[r]
+        n_pe, n_de = pb.pe_node[p], pb.de_node[d]
+        h, old = pb.hit_bytes[r], out.pe_read_bytes[r]
+        new = h - old if old in (0, h) else old
+        if n_pe == n_de or new == old or new > pb.pe_read_cap_bytes(r):
+            continue
+        before = max(loads.time_s("snic", n_pe), loads.time_s("snic", n_de))
+        loads.add(r, p, d, old, sign=-1)
+        loads.add(r, p, d, new)
+        after = max(loads.time_s("snic", n_pe), loads.time_s("snic", n_de))
+        cnic = max(loads.pe_cnic_out[p], loads.de_cnic_out[d], loads.de_cnic_in[d]) / cn
+        if after < before * (1 - 1e-12) and max(after, cnic) <= makespan:
+            out.pe_read_bytes[r] = new
+        else:
+            loads.add(r, p, d, new, sign=-1)
+            loads.add(r, p, d, old)
+    return out

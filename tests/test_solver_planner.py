@@ -155,3 +155,25 @@ def test_resplit_halves_a_single_read_bound_request():
     assert better is not None and better.pe_read_bytes == [2048 * KV]
     assert Loads(pb, better).makespan_s() == pytest.approx(Loads(pb, whole).makespan_s() / 2, rel=1e-9)
     assert resplit(pb, better) is None  # already the best split: nothing to improve
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_compute_bound_plans_spread_reads_over_both_paths(split):
+    """Slow compute: any read side gives the same makespan; the plan evens out the SNICs anyway."""
+    from dualpath.llm import CostModel
+    from dualpath.solver.problem import Loads
+    from dualpath.solver.resplit import balance_reads
+
+    slow = DS27B.__class__(**{**DS27B.__dict__, "cost": CostModel(prefill_mfu=0.001)})
+    c = cluster(1, 2)
+    plan, pb, sol = plan_with_problem(c, slow, agentic_requests(40, seed=3), "ortools", split, 3)
+    loads = Loads(pb, sol)
+    assert loads.binding()[0] == "pe_compute" and check_plan(pb, plan) == []
+    snic = [loads.time_s("snic", n) for n in range(pb.num_nodes)]
+    assert 0 < sum(sol.pe_read_bytes) < sum(pb.hit_bytes)
+    if split:  # engines fixed, the LP's balance: no node can take more off the busiest ones
+        assert max(snic) < 0.5 * sum(pb.hit_bytes) / pb.snic_bytes_per_s[0]
+        assert balance_reads(pb, sol, True) is sol or Loads(pb, balance_reads(pb, sol, True)).family_max(
+            "snic")[0] >= max(snic) * (1 - 1e-6)
+    else:  # within one request's read of the mean
+        assert max(snic) - sum(snic) / len(snic) <= max(pb.hit_bytes) / pb.snic_bytes_per_s[0]
