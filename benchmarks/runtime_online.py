@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--turns", type=int, default=3)
     p.add_argument("--append-tokens", type=int, default=32)
     p.add_argument("--new-tokens", type=int, default=8)
-    p.add_argument("--block-tokens", type=int, default=16)
+    p.add_argument("--block-tokens", type=int, default=64, help="runtime_dualpath's (the paper's) block")
     p.add_argument("--aps", type=float, default=2.0, help="the fixed rate reported in full (agents per second)")
     p.add_argument("--slo-ttft-s", type=float, default=1.0, help="TTFT SLO (the paper's 4 s, scaled to this setup)")
     p.add_argument("--slo-tpot-s", type=float, default=0.05, help="TPOT SLO (the paper's 50 ms)")

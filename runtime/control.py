@@ -135,7 +135,9 @@ class Channel:
             try:
                 self._send(reply, reply_payload)
             except ControlError:
-                LOG.warning("%s: could not reply to %s from %s", self.name, header.get("op"), self.peer)
+                # A connection closed on purpose (or already lost, which is logged) is not news.
+                LOG.log(logging.WARNING if self.alive else logging.DEBUG, "%s: could not reply to %s from %s",
+                        self.name, header.get("op"), self.peer)
 
     def _fail(self, reason: str) -> None:
         with self._lock:

@@ -142,8 +142,11 @@ class OnlineScheduler:
         self.outbox: dict[int, list[Assignment]] = {}
         self.tick_latencies_s: list[float] = []
         self.num_fallbacks = 0
-        self._lp: _SplitLP | None = None
         self._compute_cache: dict[str, float] = {}
+        # Built here, not in the first tick: importing OR-Tools and building the LP take ~0.1-0.3 s,
+        # which a live scheduler would otherwise spend while the first requests wait.
+        use_lp = self.options.lp and self.options.split_reads
+        self._lp = _SplitLP(list(self.snic_rate), self.options.window) if use_lp else None
 
     # ---- the embedding interface ------------------------------------------------------------------
     def submit(self, requests: Sequence[Request]) -> None:
