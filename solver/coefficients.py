@@ -77,7 +77,7 @@ class ExactResult:
     """What an exact backend returns: a solution (None if none found), its status and a bound."""
 
     solution: Solution | None
-    status: str  # "optimal", "feasible", "unknown", "infeasible"
+    status: str  # "optimal", "feasible", "unknown", "infeasible", "crashed" (the backend died)
     bound_s: float  # certified lower bound on the makespan proved by the backend (0 if none)
     solve_time_s: float
     backend: str

@@ -134,7 +134,8 @@ def plan_with_problem(cluster: ClusterSpec, llm: LLMSpec, requests: Sequence[Req
         if result.status == "optimal":
             status = "optimal"
         elif result.status != "feasible":
-            notes.append(f"{result.backend}: {result.status} within the time limit")
+            notes.append(f"{result.backend}: crashed; the best other plan stands" if result.status == "crashed"
+                         else f"{result.backend}: {result.status} within the time limit")
     else:
         target = best_bound.value_s * (1 + TARGET_GAP)
         for i, (seed_name, seed, split) in enumerate(seeds):

@@ -109,7 +109,11 @@ def solve_mip(problem: Problem, split_reads: bool, time_limit_s: float, hint: So
     if hint is not None:
         _set_hint(pb, hint, x, y, a, b, z)
     solver = _solver(pulp, backend, time_limit_s - (time.perf_counter() - start), threads)
-    model.solve(solver)
+    try:
+        model.solve(solver)
+    except pulp.PulpSolverError:
+        # CBC's binary occasionally dies (seen with 2 threads); the planner keeps its other plans.
+        return ExactResult(None, "crashed", 0.0, time.perf_counter() - start, f"pulp-{backend}")
 
     # Status check
     has_values = T.varValue is not None and all(x[r, p].varValue is not None for r in R for p in P)

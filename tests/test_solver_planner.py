@@ -177,3 +177,16 @@ def test_compute_bound_plans_spread_reads_over_both_paths(split):
             "snic")[0] >= max(snic) * (1 - 1e-6)
     else:  # within one request's read of the mean
         assert max(snic) - sum(snic) / len(snic) <= max(pb.hit_bytes) / pb.snic_bytes_per_s[0]
+
+
+def test_a_crashing_backend_leaves_the_best_other_plan(monkeypatch):
+    import pulp
+
+    def crash(self, *args, **kwargs):
+        raise pulp.PulpSolverError("Pulp: Error while trying to execute cbc")
+
+    monkeypatch.setattr(pulp.LpProblem, "solve", crash)
+    plan, pb, _ = plan_with_problem(tiny_cluster(1, 1, 2), DS27B, agentic_requests(12, seed=2), "pulp",
+                                    time_limit_s=5, exact=True)
+    assert check_plan(pb, plan) == [] and plan.makespan_s <= plan.greedy_makespan_s
+    assert any("crashed" in n for n in plan.meta["notes"])
