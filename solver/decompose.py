@@ -107,11 +107,13 @@ class _Heap:
         return out
 
 
-def construct(problem: Problem, split_reads: bool, fan: int = 4, pe_side: dict[int, bool] | None = None) -> Solution:
+def construct(problem: Problem, split_reads: bool, fan: int = 4, pe_side: dict[int, bool] | None = None,
+              read_node: dict[int, int] | None = None) -> Solution:
     """Largest requests first, each on the node/engine/path that keeps its touched resources lowest.
 
     Candidates come from heaps (the `fan` least-loaded engines, and nodes by max(SNIC, best engine)),
-    so a request costs O(fan log n), not O(engines). `pe_side` fixes read sides (True: PE side).
+    so a request costs O(fan log n), not O(engines). `pe_side` fixes read sides (True: PE side);
+    `read_node` fixes the node whose SNIC reads a request's whole hit (whole reads).
     """
     pb = problem
     st = _Placer(pb)
@@ -133,16 +135,17 @@ def construct(problem: Problem, split_reads: bool, fan: int = 4, pe_side: dict[i
         # PE side: best engine for a DE-side read, and for a PE-side read (its node's SNIC counts).
         pe_plain = min((st.pe_after(p, r, 0), p) for p in pe_engines.smallest(fan))
         pe_read = None
+        node = read_node.get(r) if read_node is not None else None
         if cap == h or split_reads:
             pe_read = min((max(st.pe_after(best_pe[n], r, cap), st.snic_after(n, cap)), best_pe[n])
-                          for n in pe_nodes.smallest(fan))
+                          for n in ([node] if node in best_pe else pe_nodes.smallest(fan)))
         # DE side: least-loaded engines with HBM room; nodes by SNIC for a DE-side read.
         plain_des = de_engines.smallest(fan, room) or [d for d in range(pb.num_de) if room(d)]
         if not plain_des:
             raise RuntimeError(f"no DE has HBM room for {pb.requests[r].id}: hbm_waves too small")
         de_plain = min((st.de_after(d, r, 0), d) for d in plain_des)
         read_des = []
-        for n in de_nodes.smallest(fan):
+        for n in ([node] if node in best_de else de_nodes.smallest(fan)):
             d = best_de[n] if room(best_de[n]) else min(
                 (e for e in st.de_of_node[n] if room(e)), key=st.de_key, default=None)
             if d is not None:
@@ -151,6 +154,8 @@ def construct(problem: Problem, split_reads: bool, fan: int = 4, pe_side: dict[i
                       default=None)
         options = []
         forced = pe_side.get(r) if pe_side is not None else None
+        if node is not None:
+            forced = node in best_pe
         if de_read is not None and forced is not True:
             options.append((max(pe_plain[0], de_read[0]), pe_plain[1], de_read[1], 0))
         if pe_read is not None and cap == h and forced is not False:

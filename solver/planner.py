@@ -22,6 +22,7 @@ from dualpath.request import Request
 from dualpath.solver import decompose
 from dualpath.solver.bound import Bound, integral_read_sides, lower_bound
 from dualpath.solver.greedy import greedy_solution
+from dualpath.solver.partition import integral_read_nodes
 from dualpath.solver.problem import Backlog, Loads, Problem, Solution, build_problem, solution_from_plan
 from dualpath.solver.resplit import balance_reads, resplit
 
@@ -112,11 +113,14 @@ def plan_with_problem(cluster: ClusterSpec, llm: LLMSpec, requests: Sequence[Req
         seeds[1:1] = [("whole-read decomposition", whole_sol, False)]
         seeds.append(("whole-read greedy", greedy, False))
     if not split_reads and small:
-        # Whole reads on a small instance: start from the read sides that meet the integral bound.
-        sides = integral_read_sides(problem)
-        if sides is not None:
-            seeded = decompose.construct(problem, False, pe_side=sides)
-            seeded = decompose.improve(problem, seeded, False, time.perf_counter() + 0.1 * time_limit_s,
+        # Whole reads on a small instance: start from the read sides that meet the integral bound, and
+        # from those sides partitioned over each side's nodes (a multiway partition MIPs handle badly).
+        sides, nodes = integral_read_sides(problem), integral_read_nodes(problem)
+        for kwargs in ({"pe_side": sides} if sides is not None else None, {"read_node": nodes} if nodes else None):
+            if kwargs is None:
+                continue
+            seeded = decompose.construct(problem, False, **kwargs)
+            seeded = decompose.improve(problem, seeded, False, time.perf_counter() + 0.05 * time_limit_s,
                                        best_bound.value_s)
             candidates.append((Loads(problem, seeded).makespan_s(), "decomposition", seeded))
     if use_exact and min(c[0] for c in candidates) <= best_bound.value_s * (1 + 1e-9):

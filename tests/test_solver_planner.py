@@ -190,3 +190,20 @@ def test_a_crashing_backend_leaves_the_best_other_plan(monkeypatch):
                                     time_limit_s=5, exact=True)
     assert check_plan(pb, plan) == [] and plan.makespan_s <= plan.greedy_makespan_s
     assert any("crashed" in n for n in plan.meta["notes"])
+
+
+def test_whole_reads_partitioned_over_nodes_meet_the_bound_without_a_mip():
+    """Reads decide (slow SNICs, one-token appends): 1P2D's three SNICs must share hits 6+2 | 5+3 | 4+4."""
+    from dualpath.solver.partition import integral_read_nodes
+
+    reqs = [request(f"r{i}", 1024 * h) for i, h in enumerate((6, 5, 4, 4, 3, 2))]
+    pb = build_problem(tiny_cluster(1, 2, snic_gbps=1.0), DS27B, reqs)
+    nodes = integral_read_nodes(pb)
+    per_node = {}
+    for r, n in nodes.items():
+        per_node[n] = per_node.get(n, 0) + pb.hit_bytes[r]
+    assert sorted(per_node.values()) == [8 * 1024 * KV] * 3
+    for solver in ("pulp", "pulp-highs", "ortools"):
+        plan, pb, _ = plan_with_problem(tiny_cluster(1, 2, snic_gbps=1.0), DS27B, reqs, solver, False, 10, exact=True)
+        assert plan.status == "optimal" and plan.makespan_s == pytest.approx(8 * 1024 * KV / 0.125e9, rel=1e-9)
+        assert check_plan(pb, plan) == []
