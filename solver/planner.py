@@ -19,7 +19,7 @@ from dualpath.errors import MissingExtraError, UnknownNameError, require
 from dualpath.llm import LLMSpec
 from dualpath.plan import Assignment, Plan
 from dualpath.request import Request
-from dualpath.solver import decompose
+from dualpath.solver import decompose, descent
 from dualpath.solver.bound import Bound, integral_read_sides, lower_bound
 from dualpath.solver.greedy import greedy_solution
 from dualpath.solver.partition import integral_read_nodes
@@ -120,7 +120,7 @@ def plan_with_problem(cluster: ClusterSpec, llm: LLMSpec, requests: Sequence[Req
             if kwargs is None:
                 continue
             seeded = decompose.construct(problem, False, **kwargs)
-            seeded = decompose.improve(problem, seeded, False, time.perf_counter() + 0.05 * time_limit_s,
+            seeded = descent.improve(problem, seeded, False, time.perf_counter() + 0.05 * time_limit_s,
                                        best_bound.value_s)
             candidates.append((Loads(problem, seeded).makespan_s(), "decomposition", seeded))
     if use_exact and min(c[0] for c in candidates) <= best_bound.value_s * (1 + 1e-9):
@@ -146,7 +146,7 @@ def plan_with_problem(cluster: ClusterSpec, llm: LLMSpec, requests: Sequence[Req
             if time.perf_counter() >= search_deadline:
                 break
             share = (search_deadline - time.perf_counter()) / (len(seeds) - i)
-            improved = decompose.improve(problem, seed, split, time.perf_counter() + share, target)
+            improved = descent.improve(problem, seed, split, time.perf_counter() + share, target)
             candidates.append((Loads(problem, improved).makespan_s(), f"{seed_name}+descent", improved))
             if min(c[0] for c in candidates) <= target:
                 break

@@ -3,7 +3,7 @@ import time
 import pytest
 from solver_cases import DS27B, DSV32, agentic_requests, cluster
 
-from dualpath.solver import decompose
+from dualpath.solver import decompose, descent
 from dualpath.solver.bound import lower_bound
 from dualpath.solver.problem import Backlog, Loads, build_problem, makespan_s
 
@@ -13,7 +13,7 @@ def test_construct_then_improve_stays_feasible_and_never_gets_worse(split):
     backlog = Backlog(read_queue_bytes={"P0": 3e11, "D2": 1e11}, pe_compute_s={"PE3": 4.0})
     pb = build_problem(cluster(2, 4), DSV32, agentic_requests(400, seed=1), backlog)
     start = decompose.construct(pb, split)
-    better = decompose.improve(pb, start, split, time.perf_counter() + 1.0)
+    better = descent.improve(pb, start, split, time.perf_counter() + 1.0)
     assert makespan_s(pb, better) <= makespan_s(pb, start)
     assert Loads(pb, better).hbm_overflow() == []
     for r in range(pb.num_requests):
@@ -26,7 +26,7 @@ def test_construct_then_improve_stays_feasible_and_never_gets_worse(split):
 
 def test_split_reads_balance_two_snics_to_the_bound():
     pb = build_problem(cluster(1, 1), DS27B, agentic_requests(200, seed=2))
-    sol = decompose.solve(pb, True, 1.0)
+    sol = descent.solve(pb, True, 1.0)
     bound, _ = lower_bound(pb, True)
     assert makespan_s(pb, sol) == pytest.approx(bound.value_s, rel=1e-4)
 
@@ -35,5 +35,5 @@ def test_improve_stops_at_the_target():
     pb = build_problem(cluster(1, 1), DS27B, agentic_requests(100, seed=3))
     start = decompose.construct(pb, False)
     began = time.perf_counter()
-    decompose.improve(pb, start, False, time.perf_counter() + 30, target_s=makespan_s(pb, start) * 2)
+    descent.improve(pb, start, False, time.perf_counter() + 30, target_s=makespan_s(pb, start) * 2)
     assert time.perf_counter() - began < 1
