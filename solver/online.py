@@ -32,6 +32,7 @@ from dualpath.policy import BatchItem, ClusterState, ExecutionOptions, Policy
 from dualpath.request import Request
 from dualpath.solver.paper_rules import DualPathPolicy, SchedulerView
 from dualpath.solver.problem import request_compute_s
+from dualpath.solver.split_lp import SplitLP
 
 
 @dataclass(frozen=True)
@@ -54,67 +55,6 @@ class OnlineOptions:
     batch_order: str = "srpt"
     aging: float = 0.01
     snic_efficiency: float = 1.0  # the fraction of SNIC line rate reads achieve (to predict finish times)
-
-
-class _SplitLP:
-    """min T s.t. node n: queue_n + reads through n <= rate_n x T; slot s: pe_s + de_s = hit_s.
-
-    Built once for `slots` requests and `nodes`; each tick only changes bounds, right-hand sides and
-    the two coefficients that place a slot's variables in its PE node's and DE node's rows. GLOP keeps
-    its basis across solves, so a tick's LP starts from the previous one (the incremental form).
-    """
-
-    def __init__(self, node_names: Sequence[str], slots: int):
-        from dualpath.errors import require
-
-        pywraplp = require("ortools.linear_solver.pywraplp", "solver")
-        self.solver = pywraplp.Solver.CreateSolver("GLOP")
-        self.optimal = pywraplp.Solver.OPTIMAL
-        inf = self.solver.infinity()
-        self.node_row = {}
-        self.T = self.solver.NumVar(0, inf, "T")
-        for n in node_names:
-            row = self.solver.Constraint(-inf, 0.0)
-            self.node_row[n] = row
-        self.pe_var = [self.solver.NumVar(0, 0, f"pe[{s}]") for s in range(slots)]
-        self.de_var = [self.solver.NumVar(0, 0, f"de[{s}]") for s in range(slots)]
-        self.slot_row = []
-        for s in range(slots):
-            row = self.solver.Constraint(0, 0)
-            row.SetCoefficient(self.pe_var[s], 1)
-            row.SetCoefficient(self.de_var[s], 1)
-            self.slot_row.append(row)
-        self.placed: list[tuple[str, str] | None] = [None] * slots
-        self.solver.Minimize(self.T)
-
-    def solve(self, rows: list[tuple[str, str, float, float]], queue_gb: dict[str, float],
-              rate_gb_per_s: dict[str, float], time_limit_s: float) -> list[float] | None:
-        """rows: (pe node, de node, hit GB, PE-side cap GB) per slot; returns PE-side GB per slot."""
-        for n, row in self.node_row.items():
-            row.SetBounds(-self.solver.infinity(), -queue_gb.get(n, 0.0))
-            row.SetCoefficient(self.T, -rate_gb_per_s[n])
-        for s in range(len(self.placed)):
-            old = self.placed[s]
-            if old is not None:
-                self.node_row[old[0]].SetCoefficient(self.pe_var[s], 0)
-                self.node_row[old[1]].SetCoefficient(self.de_var[s], 0)
-            if s < len(rows):
-                pe_node, de_node, hit, cap = rows[s]
-                self.node_row[pe_node].SetCoefficient(self.pe_var[s], 1)
-                self.node_row[de_node].SetCoefficient(self.de_var[s], 1)
-                self.pe_var[s].SetBounds(0, cap)
-                self.de_var[s].SetBounds(0, hit)
-                self.slot_row[s].SetBounds(hit, hit)
-                self.placed[s] = (pe_node, de_node)
-            else:
-                self.pe_var[s].SetBounds(0, 0)
-                self.de_var[s].SetBounds(0, 0)
-                self.slot_row[s].SetBounds(0, 0)
-                self.placed[s] = None
-        self.solver.SetTimeLimit(max(1, int(time_limit_s * 1000)))
-        if self.solver.Solve() != self.optimal:
-            return None
-        return [self.pe_var[s].solution_value() for s in range(len(rows))]
 
 
 class OnlineScheduler:
@@ -146,7 +86,7 @@ class OnlineScheduler:
         # Built here, not in the first tick: importing OR-Tools and building the LP take ~0.1-0.3 s,
         # which a live scheduler would otherwise spend while the first requests wait.
         use_lp = self.options.lp and self.options.split_reads
-        self._lp = _SplitLP(list(self.snic_rate), self.options.window) if use_lp else None
+        self._lp = SplitLP(list(self.snic_rate), self.options.window) if use_lp else None
 
     # ---- the embedding interface ------------------------------------------------------------------
     def submit(self, requests: Sequence[Request]) -> None:
@@ -262,7 +202,7 @@ class OnlineScheduler:
     def _rebalance(self, out: list[Assignment], state: ClusterState, view: SchedulerView,
                    deadline: float) -> list[Assignment] | None:
         if self._lp is None or len(self._lp.placed) < self.options.window:
-            self._lp = _SplitLP(list(self.snic_rate), self.options.window)
+            self._lp = SplitLP(list(self.snic_rate), self.options.window)
         gb = 1e-9
         node_of = {n: e.node for n, e in state.engines.items()}
         rows = []
