@@ -186,7 +186,7 @@ def _solve_exact(problem: Problem, backend: str, split_reads: bool, deadline: fl
         return solve_cpsat(problem, split_reads, limit, hint_sol, upper_bound_s=upper_s, threads=threads,
                            lower_bound_s=bound_s)
     if backend == "scip":
-        from dualpath.solver.ortools_model import solve_mip
+        from dualpath.solver.ortools_mip import solve_mip
 
         return solve_mip(problem, split_reads, limit, hint_sol, backend="SCIP", threads=threads,
                          lower_bound_s=bound_s)

@@ -5,7 +5,7 @@ import random
 import pytest
 from solver_cases import DS27B, agentic_requests, request, tiny_cluster
 
-from dualpath.solver import ortools_model, pulp_model
+from dualpath.solver import ortools_mip, ortools_model, pulp_model
 from dualpath.solver.bound import fluid_bound, lower_bound, relaxation
 from dualpath.solver.problem import Backlog, build_problem, makespan_s
 
@@ -19,7 +19,7 @@ def hand_problem():
 
 @pytest.mark.parametrize("solve", [
     lambda pb, split: ortools_model.solve_cpsat(pb, split, 10),
-    lambda pb, split: ortools_model.solve_mip(pb, split, 10),
+    lambda pb, split: ortools_mip.solve_mip(pb, split, 10),
 ])
 def test_hand_solved_three_requests(solve):
     pb = hand_problem()
