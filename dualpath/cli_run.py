@@ -34,7 +34,7 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--turns", type=int, default=4, help="keep each agent's last N turns (default 4)")
     parser.add_argument("--warm-turns", type=int, default=1,
                         help="first turns of each agent run untimed to fill storage with its history (default 1)")
-    parser.add_argument("--block-tokens", type=int, default=16, help="tokens per KV block (default 16)")
+    parser.add_argument("--block-tokens", type=int, default=64, help="tokens per KV block (default 64, the paper's)")
     parser.add_argument("--aps", type=float, help="online: Poisson arrivals at this many agents per second")
     parser.add_argument("--slo-ttft-s", type=float, default=4.0)
     parser.add_argument("--slo-tpot-s", type=float, default=0.05)
