@@ -110,6 +110,17 @@ def test_generated_instances_yield_valid_plans(instance, solver, split):
     plan, pb, _ = plan_with_problem(c, DS27B, reqs, solver, split_reads=split, time_limit_s=3, backlog=backlog)
     assert check_plan(pb, plan) == []
     assert plan.gap >= 0 and plan.lower_bound_s >= 0
+    # Every bound computed, not only the reported one (which is clamped to the makespan), is valid:
+    # an invalid integral-read bound once hid behind the clamp.
+    for bound in plan.meta["bounds"]:
+        assert bound["value_s"] <= plan.makespan_s * (1 + 1e-9), bound
+    if solver == "ortools" and len(reqs) <= 4:  # exact optimum: no bound above it either
+        from dualpath.solver.ortools_model import solve_cpsat
+        from dualpath.solver.problem import makespan_s
+
+        exact = solve_cpsat(pb, split, 10)
+        if exact.status == "optimal":
+            assert max(b["value_s"] for b in plan.meta["bounds"]) <= makespan_s(pb, exact.solution) * (1 + 1e-9)
     assert plan.makespan_s <= plan.greedy_makespan_s * (1 + 1e-12)
     for a, r in zip(plan.assignments, pb.requests):
         assert a.pe_read_bytes + a.de_read_bytes == r.hit_tokens * KV  # bytes conserved
