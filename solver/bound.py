@@ -159,36 +159,6 @@ def integral_read_bound(problem: Problem, max_bits: int = 4_000_000) -> Bound | 
     return Bound(value, family, "integral")
 
 
-def integral_read_sides(problem: Problem, max_cells: int = 20_000_000) -> dict[int, bool] | None:
-    """Which requests read on the PE side so that the PE-side total is the one `integral_read_bound`
-    picks (subset-sum backtracking over the per-request bitsets); None when too large to keep them."""
-    pb = problem
-    hits = [r.hit_tokens for r in pb.requests]
-    step = 0
-    for h in hits:
-        step = math.gcd(step, h)
-    if not step or len(hits) * (sum(hits) // step) > max_cells:
-        return None
-    bound = integral_read_bound(pb)
-    if bound is None:
-        return None
-    unit_bytes = step * pb.kv_bytes_per_token
-    free = [r for r, h in enumerate(hits) if h and pb.pe_read_cap_bytes(r) == pb.hit_bytes[r]]
-    layers = [1]
-    for r in free:
-        layers.append(layers[-1] | (layers[-1] << (hits[r] // step)))
-    # The achievable total closest to the bound's optimum, then walk back which requests make it.
-    best = min((t for t in range(sum(hits[r] for r in free) // step + 1) if layers[-1] >> t & 1),
-               key=lambda t: fluid_at(pb, t * unit_bytes)[0])
-    sides, total = {r: False for r in range(pb.num_requests)}, best
-    for i in range(len(free), 0, -1):
-        r = free[i - 1]
-        if not layers[i - 1] >> total & 1:
-            sides[r] = True
-            total -= hits[r] // step
-    return sides
-
-
 def fluid_at(problem: Problem, pe_read_bytes: float) -> tuple[float, str]:
     """The pooled fluid makespan when `pe_read_bytes` of hit KV in all are read on the PE side."""
     pb = problem

@@ -201,8 +201,6 @@ class OnlineScheduler:
 
     def _rebalance(self, out: list[Assignment], state: ClusterState, view: SchedulerView,
                    deadline: float) -> list[Assignment] | None:
-        if self._lp is None or len(self._lp.placed) < self.options.window:
-            self._lp = SplitLP(list(self.snic_rate), self.options.window)
         gb = 1e-9
         node_of = {n: e.node for n, e in state.engines.items()}
         rows = []

@@ -20,9 +20,9 @@ from dualpath.llm import LLMSpec
 from dualpath.plan import Assignment, Plan
 from dualpath.request import Request
 from dualpath.solver import decompose, descent
-from dualpath.solver.bound import Bound, integral_read_sides, lower_bound
+from dualpath.solver.bound import Bound, lower_bound
 from dualpath.solver.greedy import greedy_solution
-from dualpath.solver.partition import integral_read_nodes
+from dualpath.solver.partition import integral_read_nodes, integral_read_sides
 from dualpath.solver.problem import Backlog, Loads, Problem, Solution, build_problem, solution_from_plan
 from dualpath.solver.resplit import balance_reads, resplit
 
@@ -115,10 +115,10 @@ def plan_with_problem(cluster: ClusterSpec, llm: LLMSpec, requests: Sequence[Req
     if not split_reads and small:
         # Whole reads on a small instance: start from the read sides that meet the integral bound, and
         # from those sides partitioned over each side's nodes (a multiway partition MIPs handle badly).
-        sides, nodes = integral_read_sides(problem), integral_read_nodes(problem)
-        for kwargs in ({"pe_side": sides} if sides is not None else None, {"read_node": nodes} if nodes else None):
-            if kwargs is None:
-                continue
+        sides = integral_read_sides(problem)
+        nodes = integral_read_nodes(problem, sides) if sides is not None else None
+        starts = ([{"pe_side": sides}] if sides is not None else []) + ([{"read_node": nodes}] if nodes else [])
+        for kwargs in starts:
             seeded = decompose.construct(problem, False, **kwargs)
             seeded = descent.improve(problem, seeded, False, time.perf_counter() + 0.05 * time_limit_s,
                                        best_bound.value_s)
@@ -151,7 +151,7 @@ def plan_with_problem(cluster: ClusterSpec, llm: LLMSpec, requests: Sequence[Req
             if min(c[0] for c in candidates) <= target:
                 break
 
-    if split_reads and status != "optimal" and BACKEND_MODULES.get(key):
+    if split_reads and status != "optimal":
         best = min(candidates, key=lambda c: c[0])
         try:
             resplit_sol = resplit(problem, best[2], max(0.05, deadline - time.perf_counter()))

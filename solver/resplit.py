@@ -70,13 +70,12 @@ def resplit(problem: Problem, solution: Solution, time_limit_s: float = 1.0,
         return None
     pe_read = [min(pb.pe_read_cap_bytes(r) // kv, round(a[r].solution_value() / GB / kv)) * kv for r in R]
     out = Solution(list(solution.pe), list(solution.de), pe_read)
+    after = Loads(pb, out)
     if cap_s is not None:
-        return out if _snic_max_s(pb, out) < _snic_max_s(pb, solution) and Loads(pb, out).makespan_s() <= cap_s else None
-    return out if Loads(pb, out).makespan_s() < fixed.makespan_s() else None
-
-
-def _snic_max_s(problem: Problem, solution: Solution) -> float:
-    return Loads(problem, solution).family_max("snic")[0]
+        better = after.family_max("snic")[0] < fixed.family_max("snic")[0] and after.makespan_s() <= cap_s
+    else:
+        better = after.makespan_s() < fixed.makespan_s()
+    return out if better else None
 
 
 def balance_reads(problem: Problem, solution: Solution, split_reads: bool, time_limit_s: float = 1.0) -> Solution:
