@@ -22,24 +22,7 @@ from collections.abc import Sequence
 from dualpath.errors import SpecError
 from dualpath.runtime.auth import AuthError, client_handshake, serve_accepts, server_handshake
 from dualpath.runtime.tcp_connection import _Connection
-from dualpath.runtime.tcp_frames import (
-    ACK,
-    BOUNCE_BYTES,
-    ERR,
-    F_ACK,
-    F_FOUND,
-    F_IMM,
-    GATHER_BYTES,
-    HEADER,
-    INLINE_BYTES,
-    LOOKUP,
-    MAX_IOV,
-    REGION,
-    SOCKET_BUFFER_BYTES,
-    WRITE,
-    recv_into_exact,
-    send_buffers,
-)
+from dualpath.runtime.tcp_frames import HEADER, INLINE_BYTES, LOOKUP, SOCKET_BUFFER_BYTES
 from dualpath.runtime.transport import Transport
 from dualpath.runtime.transport_types import (
     Completion,
@@ -50,12 +33,6 @@ from dualpath.runtime.transport_types import (
     WriteOp,
     check_write,
 )
-
-__all__ = [
-    "ACK", "BOUNCE_BYTES", "ERR", "F_ACK", "F_FOUND", "F_IMM", "GATHER_BYTES", "HEADER", "INLINE_BYTES",
-    "LOOKUP", "MAX_IOV", "REGION", "SOCKET_BUFFER_BYTES", "WRITE", "TcpTransport", "recv_into_exact",
-    "send_buffers",
-]
 
 LOG = logging.getLogger("dualpath.runtime.tcp")
 

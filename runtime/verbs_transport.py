@@ -35,17 +35,13 @@ from dualpath.runtime.transport_types import (
 from dualpath.runtime.verbs_qp import (
     MAX_WR,
     NUM_RECV,
-    PYVERBS_NAMES,
-    ZERO_GID,
     QueuePairSetup,
     _pv,
-    device_unavailable_reason,
     rdma_devices,
 )
 from dualpath.runtime.verbs_send_queue import SendQueue
 from dualpath.runtime.verbs_wire import (
     LOOKUP,
-    MSG,
     NOTFOUND,
     QPINFO,
     REGION,
@@ -54,12 +50,6 @@ from dualpath.runtime.verbs_wire import (
     recv_msg,
     send_msg,
 )
-
-__all__ = [
-    "LOOKUP", "MAX_WR", "MSG", "NOTFOUND", "NUM_RECV", "PYVERBS_NAMES", "QPINFO", "REGION", "ZERO_GID",
-    "QPInfo", "RegionInfo", "VerbsTransport", "device_unavailable_reason", "rdma_devices", "recv_msg",
-    "send_msg",
-]
 
 LOG = logging.getLogger("dualpath.runtime.verbs")
 

@@ -13,13 +13,13 @@ import threading
 import time
 
 import pytest
-from dualpath.runtime.buffers import BufferPool, Memory
-from dualpath.runtime.ratelimit import KV_LANE, MODEL_LANE, cnic_limiter
-from dualpath.runtime.transport import CopyOp, TransportError, WriteOp, create_transport
-from dualpath.runtime.verbs_transport import device_unavailable_reason
 
 from dualpath.errors import SpecError, UnknownNameError
 from dualpath.protocol import Resource
+from dualpath.runtime.buffers import BufferPool, Memory
+from dualpath.runtime.ratelimit import KV_LANE, MODEL_LANE, cnic_limiter
+from dualpath.runtime.transport import CopyOp, TransportError, WriteOp, create_transport
+from dualpath.runtime.verbs_qp import device_unavailable_reason
 
 SECRET = b"test-cluster-secret-0123456789"
 VERBS_SKIP = device_unavailable_reason()
@@ -183,7 +183,7 @@ KILLED_SENDER = textwrap.dedent(
     """
     import socket, sys, time
     from dualpath.runtime.auth import client_handshake
-    from dualpath.runtime.tcp_transport import F_ACK, F_IMM, HEADER, WRITE
+    from dualpath.runtime.tcp_frames import F_ACK, F_IMM, HEADER, WRITE
     sock = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
     client_handshake(sock, sys.argv[2].encode(), "killed-writer")
     length = 1 << 20

@@ -7,20 +7,17 @@ verbs in tests/test_tcp_transport.py, parametrized over both backends.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 import pytest
-from dualpath.runtime import verbs_transport
-from dualpath.runtime.transport import TransportError, create_transport
-from dualpath.runtime.verbs_transport import (
-    PYVERBS_NAMES,
-    QPInfo,
-    RegionInfo,
-    device_unavailable_reason,
-)
 from hypothesis import given
 from hypothesis import strategies as st
 
 from dualpath.errors import MissingExtraError
+from dualpath.runtime import verbs_transport
+from dualpath.runtime.transport import TransportError, create_transport
+from dualpath.runtime.verbs_qp import PYVERBS_NAMES, device_unavailable_reason
+from dualpath.runtime.verbs_wire import QPInfo, RegionInfo
 
 SECRET = b"test-cluster-secret-0123456789"
 GID = "fe80:0000:0000:0000:0202:c9ff:fe00:0001"
@@ -113,8 +110,6 @@ def test_every_pyverbs_name_the_backend_uses_exists(module, name):
         return
     # The compiled module cannot load without rdma-core 59's libibverbs, but Cython keeps every
     # attribute name as a string in the extension: its absence means the name is gone.
-    import importlib.util
-
     spec = importlib.util.find_spec(module)
     assert spec is not None and spec.origin, f"{module} is not part of the installed pyverbs"
     with open(spec.origin, "rb") as f:
