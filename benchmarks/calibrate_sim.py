@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import multiprocessing
 import os
 import sys
 
 from reproduce_paper import POLICIES, checks, run_one
+
+from dualpath.jsonio import write_json_atomic
 
 # Fields a policy's run does not depend on (so one run serves every value).
 IRRELEVANT = {
@@ -72,8 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {'ok ' if ok else 'MISS'} {name}: paper {paper}, ours {ours}")
         print("  JCT:", r["jct_s"])
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
+        write_json_atomic(args.json, report)
     return 0
 
 

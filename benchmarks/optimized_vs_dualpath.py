@@ -19,11 +19,11 @@ Exit code 1 when a check fails.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import sys
 import time
 
+from dualpath.jsonio import write_json_atomic
 from dualpath.models.llms import llm_preset
 from dualpath.models.registry import resolve_cluster, resolve_workload
 from dualpath.runtime.calibration import PAPER_CALIBRATION, calibrated_llm
@@ -148,8 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             if caps.get((c, "optimized"), 0.0) < caps.get((c, "dualpath"), 0.0):
                 failed.append(f"{c}: optimized SLO capacity below dualpath")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"offline": rows, "capacity": capacity, "failed": failed}, f, indent=1)
+        write_json_atomic(args.json, {"offline": rows, "capacity": capacity, "failed": failed})
     print("\nall checks passed" if not failed else f"\nFAILED: {failed}")
     return 1 if failed else 0
 

@@ -16,13 +16,13 @@ a calibration field for sensitivity studies only (`--set snic_read_efficiency=0.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import sys
 import time
 from dataclasses import replace
 
+from dualpath.jsonio import write_json_atomic
 from dualpath.models.llms import llm_preset
 from dualpath.models.registry import resolve_cluster, resolve_workload
 from dualpath.runtime.calibration import PAPER_CALIBRATION, Calibration, calibrated_llm
@@ -153,9 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.markdown, "w") as f:
             f.write(table)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"results": results, "checks": [dict(zip(("figure", "paper", "ours", "ok"), r)) for r in rows],
-                       "overrides": args.set}, f, indent=1)
+        write_json_atomic(args.json, {"results": results, "overrides": args.set,
+                                      "checks": [dict(zip(("figure", "paper", "ours", "ok"), r)) for r in rows]})
     return 0 if all(ok for *_, ok in rows) else 1
 
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-from pathlib import Path
 
 from sim_vs_real import ROOT, benchmark_workload
 
 from dualpath.cli_run import _policy
+from dualpath.jsonio import write_text_atomic
 from dualpath.models.cluster_file import load_cluster
 from dualpath.models.llms import llm_preset
 from dualpath.models.sampling import poisson_arrivals
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         ratio = report[best]["capacity_aps"] / report[base_name]["capacity_aps"] if report[base_name]["capacity_aps"] else float("inf")
         print(f"{best} / {base_name} SLO-compliant rate: {ratio:.2f}x")
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1, default=float))
+        write_text_atomic(args.json, json.dumps(report, indent=1, default=float) + "\n")
     return 0
 
 

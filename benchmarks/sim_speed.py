@@ -9,11 +9,11 @@ The target (issue 6): the 2,048-agent DeepSeek-V3.2 2P4D run in at most 60 s per
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import sys
 import time
 
+from dualpath.jsonio import write_json_atomic
 from dualpath.models.llms import llm_preset
 from dualpath.models.registry import resolve_cluster, resolve_workload
 from dualpath.runtime.calibration import calibrated_llm
@@ -56,8 +56,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['events']:>10,} events  JCT {row['jct_s']:,.0f} s simulated  "
               f"{'within' if wall_s <= args.limit_s else 'OVER'} {args.limit_s:.0f} s", flush=True)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"cluster": args.cluster, "agents": args.agents, "results": rows}, f, indent=1)
+        write_json_atomic(args.json, {"cluster": args.cluster, "agents": args.agents, "results": rows})
     return 0 if ok else 1
 
 

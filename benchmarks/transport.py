@@ -12,12 +12,12 @@ post, pipelined (submission cost), (c) `--batch` writes per post (doorbell batch
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
 from collections import deque
 
+from dualpath.jsonio import write_json_atomic
 from dualpath.runtime.buffers import Memory
 from dualpath.runtime.transport import WriteOp, create_transport
 
@@ -119,8 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         if key != "write_bytes":
             print(f"    {key:<26} {value:8.2f} us")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        write_json_atomic(args.json, results)
     return 0
 
 
