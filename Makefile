@@ -3,7 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEPS_STAMP := $(VENV)/.installed-deps
 RDMA_STAMP := $(VENV)/.installed-rdma
+# Strict editable install: a tree of links under build/ that mypy and pyright follow like any installed
+# package. A link exists per file, so adding or removing a module (a folder's mtime) relinks.
+SRC_DIRS := dualpath models solver proofs runtime $(wildcard runtime/*/)
 
 .PHONY: demo test test-rdma wheel-check lint clean
 
@@ -12,15 +16,20 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip 'setuptools>=77' wheel
 
 # torch is pinned here (not in pyproject) so pip takes the local CPU wheel, not CUDA builds.
-$(STAMP): $(BIN)/python pyproject.toml
+$(DEPS_STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[solver,proofs,runtime,plots,dev]'
+	$(BIN)/pip install -q --config-settings editable_mode=strict -e '.[solver,proofs,runtime,plots,dev]'
+	touch $(DEPS_STAMP)
+
+$(STAMP): $(DEPS_STAMP) $(SRC_DIRS)
+	$(BIN)/pip install -q --no-deps --config-settings editable_mode=strict -e .
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/dualpath demo
 
 test: $(STAMP)
+	$(MAKE) --no-print-directory lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 	$(MAKE) --no-print-directory wheel-check
 
@@ -40,14 +49,18 @@ $(RDMA_STAMP): $(STAMP)
 		else echo "install libnl-3-dev libnl-route-3-dev pkg-config" && exit 1; fi; fi
 	echo 'cython<3.2' > $(VENV)/rdma-constraints.txt
 	PIP_CONSTRAINT=$(CURDIR)/$(VENV)/rdma-constraints.txt PIP_BUILD_CONSTRAINT=$(CURDIR)/$(VENV)/rdma-constraints.txt \
-		$(BIN)/pip install -q -e '.[rdma]'
+		$(BIN)/pip install -q --config-settings editable_mode=strict -e '.[rdma]'
 	touch $(RDMA_STAMP)
 
 test-rdma: $(RDMA_STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m rdma tests
 
+# ruff on every Python file (settings in pyproject.toml); mypy on the package, which reaches models/,
+# solver/, runtime/ and proofs/ through dualpath/'s links, then on tests and benchmarks, more loosely.
 lint: $(STAMP)
-	$(BIN)/ruff check dualpath models solver runtime proofs tests benchmarks
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/mypy --config-file tests/mypy.ini tests benchmarks
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

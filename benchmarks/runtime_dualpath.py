@@ -21,8 +21,8 @@ import threading
 import time
 from pathlib import Path
 
-from dualpath.runtime.client import turn_record
-from dualpath.runtime.launcher import launch_local
+from dualpath.runtime.scheduling.client import turn_record
+from dualpath.runtime.scheduling.launcher import launch_local
 from dualpath.trace import Trace
 
 MB = 1_000_000
@@ -47,7 +47,7 @@ def run_group(client, pe, de, contexts: list[list[int]], turns: int, path: str, 
                     records.append(turn_record(result, index, turn, len(context)))
                 context = context + result.tokens
             contexts[index] = context
-        except Exception as exc:  # noqa: BLE001 -- re-raised below; one failed agent must not hang the run
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=agent, args=(i,)) for i in range(len(contexts))]

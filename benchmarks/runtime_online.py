@@ -25,7 +25,7 @@ from dualpath.models.llms import llm_preset
 from dualpath.models.sampling import poisson_arrivals
 from dualpath.models.workloads import from_trajectories
 from dualpath.runtime.capacity import SLO, find_capacity, online_summary
-from dualpath.runtime.realrun import run_real, runtime_for
+from dualpath.runtime.scheduling.realrun import run_real, runtime_for
 
 
 def main(argv: list[str] | None = None) -> int:

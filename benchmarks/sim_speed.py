@@ -16,9 +16,9 @@ import time
 from dualpath.jsonio import write_json_atomic
 from dualpath.models.llms import llm_preset
 from dualpath.models.registry import resolve_cluster, resolve_workload
-from dualpath.runtime.calibration import calibrated_llm
-from dualpath.runtime.parallelism import expert_groups
-from dualpath.runtime.simulator import simulate
+from dualpath.runtime.sim.calibration import calibrated_llm
+from dualpath.runtime.sim.parallelism import expert_groups
+from dualpath.runtime.sim.simulator import simulate
 from dualpath.solver.policies import make_policy
 
 

@@ -25,9 +25,9 @@ from dualpath.jsonio import write_json_atomic
 from dualpath.models.cluster_file import load_cluster
 from dualpath.models.llms import llm_preset
 from dualpath.request import Trajectory, Turn, Workload, requests_of
-from dualpath.runtime.agents import timed_workload
-from dualpath.runtime.realrun import run_real, runtime_for
-from dualpath.runtime.simulator import simulate
+from dualpath.runtime.scheduling.agents import timed_workload
+from dualpath.runtime.scheduling.realrun import run_real, runtime_for
+from dualpath.runtime.sim.simulator import simulate
 
 ROOT = Path(__file__).resolve().parents[1]
 MB = 1_000_000

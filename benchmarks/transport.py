@@ -18,16 +18,16 @@ import time
 from collections import deque
 
 from dualpath.jsonio import write_json_atomic
-from dualpath.runtime.buffers import Memory
-from dualpath.runtime.transport import WriteOp, create_transport
+from dualpath.runtime.engines.buffers import Memory
+from dualpath.runtime.transports.transport import WriteOp, create_transport
 
 SECRET = b"benchmark-secret-not-for-production"
 REGION_BYTES = 64 << 20
 
 RECEIVER = """
 import sys, threading
-from dualpath.runtime.buffers import Memory
-from dualpath.runtime.transport import create_transport
+from dualpath.runtime.engines.buffers import Memory
+from dualpath.runtime.transports.transport import create_transport
 t = create_transport(sys.argv[1], "receiver", sys.argv[2].encode())
 t.register("kv", Memory.allocate(int(sys.argv[3])))
 host, port = t.listen()

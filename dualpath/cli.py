@@ -27,7 +27,7 @@ COMMANDS = {
 class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of exiting, so `main` returns the code (tests call it in-process)."""
 
-    def error(self, message: str) -> None:  # noqa: D401
+    def error(self, message: str) -> None:
         raise DualpathError(f"{self.prog}: {message}")
 
 

@@ -78,7 +78,7 @@ def _sweep(args: argparse.Namespace, cluster, llm, batch) -> int:
     simulate = None
     if args.simulate_agents > 0:
         from dualpath.models.registry import resolve_workload
-        from dualpath.runtime.simulator import simulate as run_sim
+        from dualpath.runtime.sim.simulator import simulate as run_sim
         from dualpath.solver.policies import make_policy
 
         workload = resolve_workload(args.workload, agents=args.simulate_agents, seed=args.seed)

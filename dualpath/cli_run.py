@@ -65,9 +65,9 @@ def _run(args: argparse.Namespace) -> int:
     from dualpath.jsonio import write_json_atomic
     from dualpath.models.registry import resolve_cluster, resolve_model, resolve_workload
     from dualpath.plan import Plan
-    from dualpath.runtime.agents import scale_workload
-    from dualpath.runtime.faults import parse_faults
-    from dualpath.runtime.realrun import run_real, runtime_for
+    from dualpath.runtime.engines.faults import parse_faults
+    from dualpath.runtime.scheduling.agents import scale_workload
+    from dualpath.runtime.scheduling.realrun import run_real, runtime_for
 
     bt = args.block_tokens
     for flag in ("agents", "turns", "block_tokens"):
@@ -146,8 +146,8 @@ def summarise(trace, slo_ttft_s: float, slo_tpot_s: float) -> dict:
 
 def predict(cluster, llm, profile, workload, label: str, replay, block_tokens: int, args) -> dict:
     """The simulator's run of the same timed turns, calibrated by the engines' profile."""
-    from dualpath.runtime.agents import timed_workload
-    from dualpath.runtime.simulator import simulate
+    from dualpath.runtime.scheduling.agents import timed_workload
+    from dualpath.runtime.sim.simulator import simulate
 
     fitted = replace(llm, cost=profile.cost)
     policy = replay if replay is not None else _policy(label, cluster, fitted, block_tokens)
@@ -199,7 +199,7 @@ class EngineProfile:
     def calibration(self):
         """The simulator's constants for the emulated cluster: NICs at their line rate (the runtime's
         limiters are exact), the profiled cost, per-block cost and scheduler tick."""
-        from dualpath.runtime.calibration import Calibration
+        from dualpath.runtime.sim.calibration import Calibration
 
         return Calibration(cost_model=None, snic_read_efficiency=1.0, snic_write_efficiency=1.0,
                            weight_bytes_per_param=4.0, rdma_submit_s=self.rdma_submit_s,
@@ -225,7 +225,7 @@ def profile_engines(runtime, llm, *, sizes=(16, 64, 128, 256, 384), hit_blocks=(
     from dualpath.cluster import Role
     from dualpath.errors import SpecError
     from dualpath.llm import CostModel
-    from dualpath.runtime.agents import append_tokens
+    from dualpath.runtime.scheduling.agents import append_tokens
 
     room = runtime.max_context_tokens - decode_tokens
     sizes = [n for n in sizes if n <= room]

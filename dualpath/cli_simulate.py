@@ -43,10 +43,10 @@ def _window(text: str) -> tuple[float, float]:
 def run(name: str, args: argparse.Namespace) -> int:
     from dualpath.jsonio import write_json_atomic
     from dualpath.models.registry import resolve_cluster, resolve_model, resolve_workload
-    from dualpath.runtime.calibration import calibrated_llm
     from dualpath.runtime.capacity import SLO, capacity_runner, find_capacity
-    from dualpath.runtime.sim_results import capacity_row, offline_row, online_row
-    from dualpath.runtime.simulator import simulate
+    from dualpath.runtime.sim.calibration import calibrated_llm
+    from dualpath.runtime.sim.results import capacity_row, offline_row, online_row
+    from dualpath.runtime.sim.simulator import simulate
     from dualpath.solver.policies import make_policy
 
     if args.agents is not None and args.agents <= 0:

@@ -8,8 +8,8 @@ conversion. Blocks are named by a prefix-chained hash, so a block id identifies 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 from dualpath.errors import SpecError
 

@@ -7,9 +7,9 @@ efficiencies, plus an overhead. `CostModel.fit` calibrates MFU and overhead from
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Iterable, Sequence
 
 from dualpath.errors import SpecError
 from dualpath.kvlayout import PAPER_BLOCK_TOKENS, KVLayout
@@ -43,7 +43,7 @@ class CostModel:
         non_negative("CostModel", "decode_overhead_s", self.decode_overhead_s)
 
     @staticmethod
-    def fit(flops_and_seconds: Iterable[tuple[float, float]], base: "CostModel | None" = None) -> "CostModel":
+    def fit(flops_and_seconds: Iterable[tuple[float, float]], base: CostModel | None = None) -> CostModel:
         """Least-squares t = overhead + flops / (peak x mfu) over profiled prefill batches."""
         rows = list(flops_and_seconds)
         if len(rows) < 2:

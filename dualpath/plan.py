@@ -79,7 +79,7 @@ class Plan:
         }
 
     @classmethod
-    def from_json(cls, data: dict, source: str = "plan") -> "Plan":
+    def from_json(cls, data: dict, source: str = "plan") -> Plan:
         check_versioned(source, data, "plan", PLAN_SCHEMA_VERSION)
         names = {f.name for f in fields(Assignment)}
         try:
@@ -103,5 +103,5 @@ class Plan:
         write_json_atomic(path, self.to_json())
 
     @classmethod
-    def load(cls, path: str) -> "Plan":
+    def load(cls, path: str) -> Plan:
         return cls.from_json(read_versioned(path, "plan", PLAN_SCHEMA_VERSION), path)

@@ -9,8 +9,8 @@ never import `solver`; the CLI constructs a policy and passes the object in.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 from dualpath.cluster import ClusterSpec, Role
 from dualpath.llm import LLMSpec

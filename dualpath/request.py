@@ -7,8 +7,8 @@ the previous context already persisted, i.e. its complete blocks.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from dualpath.errors import SpecError
 

@@ -142,7 +142,7 @@ class Trace:
         }
 
     @classmethod
-    def from_json(cls, data: dict, source: str = "trace") -> "Trace":
+    def from_json(cls, data: dict, source: str = "trace") -> Trace:
         check_versioned(source, data, "trace", TRACE_SCHEMA_VERSION)
         try:
             return cls(
@@ -158,7 +158,7 @@ class Trace:
         write_json_atomic(path, self.to_json())
 
     @classmethod
-    def load(cls, path: str) -> "Trace":
+    def load(cls, path: str) -> Trace:
         return cls.from_json(read_versioned(path, "trace", TRACE_SCHEMA_VERSION), path)
 
 

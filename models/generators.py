@@ -17,7 +17,7 @@ design over the trace's 500 trajectories, truncated at 2 standard deviations, so
 distribution's spread while the trace's means barely swing with the seed (the noisiest column,
 turns, varies by about 1.6% between seeds). The parameters of each generator were fitted by
 Nelder-Mead to the table's five columns on 2 x 4,000 simulated trajectories with seeds other than
-the default; `tests/test_models_generators.py` checks each generator within 5% at 500 agents, seed 0.
+the default; `tests/models/test_generators.py` checks each generator within 5% at 500 agents, seed 0.
 Past 500 agents the trace is resampled as the paper does (`dualpath.models.sampling.resample`).
 """
 

@@ -34,7 +34,7 @@ def resample(trajectories: Sequence[Trajectory], num_agents: int, seed: int = 0)
         k = rng.randrange(len(source.turns))
         history = sum(t.append_tokens + t.generate_tokens for t in source.turns[:k])
         first = Turn(history + source.turns[k].append_tokens, source.turns[k].generate_tokens)
-        out.append(Trajectory(first_new_id + i - base, (first,) + tuple(source.turns[k + 1:]), source.start_s))
+        out.append(Trajectory(first_new_id + i - base, (first, *tuple(source.turns[k + 1:])), source.start_s))
     return out
 
 

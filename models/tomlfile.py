@@ -90,7 +90,7 @@ class TomlDoc:
         """Reject keys not in `allowed`: typos must not pass silently."""
         for key, value in table.items():
             if key not in allowed:
-                raise self.error(path + (key,), value, "one of the keys " + ", ".join(sorted(allowed)))
+                raise self.error((*path, key), value, "one of the keys " + ", ".join(sorted(allowed)))
 
 
 def spec_types(cls: type) -> dict[str, str]:
@@ -138,16 +138,16 @@ def build_spec(doc: TomlDoc, path: tuple[str, ...], cls: type, table: dict, base
     types = {k: v for k, v in spec_types(cls).items() if k not in skip}
     doc.check_keys(path, table, set(types) | set(handled))
     values = dict(values or {})
-    values.update({key: convert(doc, path + (key,), value, types[key], enums)
+    values.update({key: convert(doc, (*path, key), value, types[key], enums)
                    for key, value in table.items() if key in types})
     try:
         if base is not None:
             return dataclasses.replace(base, **values)
         return cls(**values)
     except SpecError as exc:
-        raise doc.error(path + (exc.field,), exc.value, exc.expected) from exc
+        raise doc.error((*path, exc.field), exc.value, exc.expected) from exc
     except TypeError as exc:  # a required field is missing
         missing = re.findall(r"'(\w+)'", str(exc))
         field = missing[0] if missing else "?"
-        raise SpecError(doc.source, ".".join(path + (field,)), None, "a value (required)",
+        raise SpecError(doc.source, ".".join((*path, field)), None, "a value (required)",
                         doc.line_of(*path)) from exc

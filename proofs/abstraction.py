@@ -73,12 +73,12 @@ class Abstraction:
         post = [None] + [_place((p, "post", k), pm.held_post[k], s.source) for k, s in enumerate(pm.post) if k]
         self.places += pre + list(loop.values()) + [pool] + post[1:]
         self.pools[p] = (pool, [loop[(w, 1)] for w in range(m - 1)])
-        after_pre = pre[1:] + [loop[(0, 0)]]
+        after_pre = [*pre[1:], loop[0, 0]]
         self.moves.append(Move(f"{p}: arrival", None, None, pre[0]))
         for k, step in enumerate(pm.pre):
             self.moves.append(Move(f"{p}: {step.name}", step, pre[k], after_pre[k]))
             self.blockers[pre[k].key] = (step,)
-        after_post = post[2:] + [self.done]
+        after_post = [*post[2:], self.done]
         self.moves.append(Move(f"{p}: {pm.post[0].name}", pm.post[0], loop[(0, 0)], after_post[0]
                                if len(pm.post) == 1 else post[1]))
         for k in range(1, len(pm.post)):

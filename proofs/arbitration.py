@@ -96,7 +96,7 @@ def _kv_share(plan: TrafficPlan, bound: Fraction, starvation: bool):
             return Finding(witness, fix)
         if not kv:
             return None
-        worst = min((worst_backlog(arb, {k}, vls, frozenset({k})) + (k,) for k in kv), key=lambda w: w[1])
+        worst = min(((*worst_backlog(arb, {k}, vls, frozenset({k})), k) for k in kv), key=lambda w: w[1])
         return Holds(f"worst case KV VL {worst[2]} gets {_pct(worst[1])} with VLs {sorted(worst[0])} busy")
 
     return check

@@ -60,7 +60,7 @@ def simple_cycles(edges) -> list[list[Resource]]:
                 if nxt is start:
                     cycles.append(path)
                 elif order[nxt] > order[start] and nxt not in path:
-                    stack.append((nxt, path + [nxt]))
+                    stack.append((nxt, [*path, nxt]))
     return sorted(cycles, key=lambda c: (len(c) == 1, len(c), [order[n] for n in c]))
 
 

@@ -194,10 +194,10 @@ def prove(model: ProtocolModel) -> ProofResult:
     init = [s.n[k] == 0 for k in s.n if k != first] + [s.n[first] >= 0]
     init += [u == 0 for u in s.u.values()]
     inv_s, not_inv_t = invariant(a, s, caps), z3.Not(invariant(a, t, caps))
-    obligations = [("init", init + [z3.Not(inv_s)])]
+    obligations = [("init", [*init, z3.Not(inv_s)])]
     for i, mv in enumerate(a.moves):
         cons = encode_move(a, mv, s, t, caps, f"#{i}")
-        obligations.append((f"move {mv.label}", [inv_s] + cons + [not_inv_t]))
+        obligations.append((f"move {mv.label}", [inv_s, *cons, not_inv_t]))
     obligations.append(("deadlock", [inv_s, deadlock(a, s, caps)]))
     solver = smt.solver()
     solver.add(*positive)

@@ -59,9 +59,9 @@ class Search:
         self.size = [{n: z3.Int(f"{n}[r{i}]") for n in SIZE_NAMES} for i in range(len(paths))]
         # Layer bytes as RequestSizes.of gives them: the prompt split exactly, earlier layers one larger.
         self.layer_bytes = [[z3.Int(f"layer{k}[r{i}]") for k in range(num_layers)] for i in range(len(paths))]
-        self.base = [1 <= c for c in self.caps.values()] + [c <= max_units for c in self.caps.values()]
+        self.base = [c >= 1 for c in self.caps.values()] + [c <= max_units for c in self.caps.values()]
         for sz, layers in zip(self.size, self.layer_bytes):
-            self.base += [1 <= sz["hit"], sz["hit"] <= sz["prompt"], sz["prompt"] <= sz["context"],
+            self.base += [sz["hit"] >= 1, sz["hit"] <= sz["prompt"], sz["prompt"] <= sz["context"],
                           sz["context"] <= max_units, z3.Sum(layers) == sz["prompt"],
                           layers[-1] <= layers[0], layers[0] <= layers[-1] + 1]
             self.base += [a >= b for a, b in pairwise(layers)]
@@ -117,15 +117,15 @@ class Search:
         layer = a.position
         if a.kind == "load":
             order = [st[layer - 1] >= 1] if layer else []
-            return z3.And([pc == lo, st[layer] == 0] + order)
+            return z3.And([pc == lo, st[layer] == 0, *order])
         order = [st[layer - 1] == m] if layer and a.stage == 1 else []
-        return z3.And([pc == lo, st[layer] == a.stage] + order)
+        return z3.And([pc == lo, st[layer] == a.stage, *order])
 
     def enabled(self, a: Action, pcs, stages, used):
         fits = [used[r] + self.z3.Sum([self.amount(a.request, am, self._layer(a)) for rr, am in a.step.acquire
                                        if rr is r])
                 <= self.caps[r] for r in {r for r, _ in a.step.acquire}]
-        return self.z3.And([self.guard(a, pcs, stages)] + fits)
+        return self.z3.And([self.guard(a, pcs, stages), *fits])
 
     def effect(self, a: Action, now, nxt):
         (pcs, stages, held), (pcs2, stages2, held2) = now, nxt

@@ -26,7 +26,7 @@ from dualpath.proofs.tomldoc import TomlDoc
 
 TABLE_FIELDS = ("max_vls", "high_limit", "vlarb_high", "vlarb_low", "sl2vl")
 HARDWARE_FIELDS = ("vl_cap", "vlarb_high_cap", "vlarb_low_cap")
-ENTRY_KEYS = frozenset(("node", "ports", "type") + TABLE_FIELDS + HARDWARE_FIELDS)
+ENTRY_KEYS = frozenset(("node", "ports", "type", *TABLE_FIELDS, *HARDWARE_FIELDS))
 VL_CAP_VALUES = (1, 2, 4, 8, 15)
 
 
@@ -90,8 +90,8 @@ def load_overrides(path: str | Path) -> Overrides:
         doc.check_keys(data, ENTRY_KEYS, base)
         node = doc.string(data, "node", base)
         if "ports" not in data:
-            raise doc.error(base + ("ports",), None, "the port numbers this entry sets")
-        ports = _port_numbers(doc, data["ports"], base + ("ports",))
+            raise doc.error((*base, "ports"), None, "the port numbers this entry sets")
+        ports = _port_numbers(doc, data["ports"], (*base, "ports"))
         port_type = doc.string(data, "type", base, PORT_TYPES, default="swe")
         values: dict = {}
         for name in TABLE_FIELDS + HARDWARE_FIELDS:
@@ -100,7 +100,7 @@ def load_overrides(path: str | Path) -> Overrides:
             raw = data[name]
             if name in ("vlarb_high", "vlarb_low", "sl2vl"):
                 if not isinstance(raw, str):
-                    raise doc.error(base + (name,), raw, "a string in OpenSM syntax")
+                    raise doc.error((*base, name), raw, "a string in OpenSM syntax")
                 key = (name, raw)
                 if key not in memo:
                     where = Where(doc.path, doc.line_of(*base, name), name, raw)
@@ -108,7 +108,7 @@ def load_overrides(path: str | Path) -> Overrides:
                 values[name] = memo[key]
             elif name == "vl_cap":
                 if raw not in VL_CAP_VALUES or isinstance(raw, bool):
-                    raise doc.error(base + (name,), raw, "one of 1, 2, 4, 8, 15 (data VLs of PortInfo:VLCap)")
+                    raise doc.error((*base, name), raw, "one of 1, 2, 4, 8, 15 (data VLs of PortInfo:VLCap)")
                 values[name] = raw
             else:
                 low, high = {"max_vls": (1, 15), "high_limit": (0, 255)}.get(name, (0, 64))

@@ -2,7 +2,7 @@
 
 Nothing here restates the protocol: the steps, phases, resources and amounts are read from the core.
 Each read path splits into request-level steps before the per-layer loop (`pre`), the loop, and the
-steps after it (`post`). As the runtime runs it (runtime/prefill.py), the first loop step is a loader
+steps after it (`post`). As the runtime runs it (runtime/engines/layerwise.py), the first loop step is a loader
 that may run ahead of the rest by any number of layers, and the remaining loop steps are taken by one
 worker per request, one layer at a time, in layer order.
 

@@ -89,7 +89,7 @@ def load_roce(path: str | Path) -> RoceConfig:
         doc.check_keys(data, {"dscp", "tc", "lossless"}, p)
         lossless = data.get("lossless", False)
         if not isinstance(lossless, bool):
-            raise doc.error(p + ("lossless",), lossless, "true or false")
+            raise doc.error((*p, "lossless"), lossless, "true or false")
         classes[name] = RoceClass(name, doc.integer(data, "dscp", p, 0, 63), doc.integer(data, "tc", p, 0, 7),
                                   lossless, where(*p))
     return RoceConfig(doc.path, trust, tuple(dscp_map), prio_tc, frozenset(pfc), frozenset(strict), ets, classes,

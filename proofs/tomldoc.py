@@ -63,7 +63,7 @@ class TomlDoc:
                 if header.group(1) == "[[":
                     index = counters.get(path, 0)
                     counters[path] = index + 1
-                    table = path + (index,)
+                    table = (*path, index)
                 else:
                     table = path
                 lines.setdefault(table, number)
@@ -77,7 +77,7 @@ class TomlDoc:
             depth = max(0, _bracket_balance(rest))
             if "{" in rest:
                 for inner in _INLINE_KEY.finditer(rest):
-                    lines.setdefault(path + (inner.group(1).strip('"'),), number)
+                    lines.setdefault((*path, inner.group(1).strip('"')), number)
         return lines
 
     def line_of(self, *path) -> int | None:
@@ -99,23 +99,23 @@ class TomlDoc:
         """Unknown keys are errors: a typo must not silently fall back to a default."""
         for key, value in table.items():
             if key not in allowed:
-                raise self.error(path + (key,), value, "one of " + ", ".join(sorted(allowed)))
+                raise self.error((*path, key), value, "one of " + ", ".join(sorted(allowed)))
 
     def table(self, data: dict, key: str, path: tuple = (), required: bool = False) -> dict:
         value = data.get(key)
         if value is None:
             if required:
-                raise self.error(path + (key,), None, f"a [{'.'.join(map(str, path + (key,)))}] table")
+                raise self.error((*path, key), None, f"a [{'.'.join(map(str, (*path, key)))}] table")
             return {}
         if not isinstance(value, dict):
-            raise self.error(path + (key,), value, "a table")
+            raise self.error((*path, key), value, "a table")
         return value
 
     def integer(self, data: dict, key: str, path: tuple, low: int, high: int,
                 default: int | None = None) -> int:
         value = data.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise self.error(path + (key,), value, f"an integer in {low}..{high}")
+            raise self.error((*path, key), value, f"an integer in {low}..{high}")
         return value
 
     def number(self, data: dict, key: str, path: tuple, low: float, high: float,
@@ -125,7 +125,7 @@ class TomlDoc:
         ok = ok and (low < value if low_open else low <= value) and value <= high
         if not ok:
             bound = "(" if low_open else "["
-            raise self.error(path + (key,), value, f"a number in {bound}{low}, {high}]")
+            raise self.error((*path, key), value, f"a number in {bound}{low}, {high}]")
         return float(value)
 
     def string(self, data: dict, key: str, path: tuple, choices: tuple[str, ...] | None = None,
@@ -133,5 +133,5 @@ class TomlDoc:
         value = data.get(key, default)
         if not isinstance(value, str) or (choices is not None and value not in choices):
             expected = "one of " + ", ".join(choices) if choices else "a string"
-            raise self.error(path + (key,), value, expected)
+            raise self.error((*path, key), value, expected)
         return value

@@ -112,7 +112,7 @@ def _classes(doc: TomlDoc) -> tuple[TrafficClass, ...]:
         doc.check_keys(data, {"kind", "sl", "vl", "description"}, path)
         for key in ("kind", "sl", "vl"):
             if key not in data:
-                raise doc.error(path + (key,), None, f"a {key} for class {name}")
+                raise doc.error((*path, key), None, f"a {key} for class {name}")
         kind = doc.string(data, "kind", path, KINDS)
         sl = doc.integer(data, "sl", path, 0, 15)
         vl = doc.integer(data, "vl", path, 0, 14)
@@ -133,7 +133,7 @@ def _libraries(doc: TomlDoc, classes: tuple[TrafficClass, ...], env: dict[str, E
         setting = doc.string(data, "setting", path, default=KNOWN_SETTINGS.get(name))
         carries = data.get("carries")
         if not isinstance(carries, list) or not carries or any(c not in names for c in carries):
-            raise doc.error(path + ("carries",), carries, "a list of class names from [classes]: "
+            raise doc.error((*path, "carries"), carries, "a list of class names from [classes]: "
                             + ", ".join(sorted(names)))
         value = doc.integer(data, "value", path, 0, 15) if "value" in data else None
         env_value = env_where = None

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from dualpath.errors import DualpathError, InputError, SpecError, require
 from dualpath.protocol import ALL_STEP_NAMES
-from dualpath.runtime.auth import DEFAULT_BIND_HOST, SECRET_ENV, check_secret, secret_from_env
+from dualpath.runtime.transports.auth import DEFAULT_BIND_HOST, SECRET_ENV, check_secret, secret_from_env
 
 LOG = logging.getLogger("dualpath.runtime.engine")
 
@@ -128,8 +128,8 @@ class EngineOptions:
 
 
 def build_decoder(options: EngineOptions):
-    from dualpath.runtime.checkpoint import load_checkpoint
-    from dualpath.runtime.decoder import Decoder, DecoderConfig
+    from dualpath.runtime.engines.checkpoint import load_checkpoint
+    from dualpath.runtime.engines.decoder import Decoder, DecoderConfig
 
     if options.device == "cpu":
         # Several engines share the cores of one machine; torch's own thread pool per engine would
@@ -228,10 +228,10 @@ def parse_args(argv: list[str] | None, args: argparse.Namespace | None = None) -
 def create_engine(options: EngineOptions, secret: bytes | str):
     """A `PrefillEngine` or `DecodeEngine` (not started)."""
     if options.role == "prefill":
-        from dualpath.runtime.prefill_engine import PrefillEngine
+        from dualpath.runtime.engines.prefill_engine import PrefillEngine
 
         return PrefillEngine(options, secret)
-    from dualpath.runtime.decode_engine import DecodeEngine
+    from dualpath.runtime.engines.decode_engine import DecodeEngine
 
     return DecodeEngine(options, secret)
 

@@ -68,7 +68,7 @@ def _ttft_cdf(plt, traces: list[Trace], out: Path) -> Path:
         if values:
             n = len(values)
             step = max(1, n // 2000)  # a few thousand points draw the same curve
-            xs = values[::step] + [values[-1]]
+            xs = [*values[::step], values[-1]]
             ys = [i / n for i in range(0, n, step)] + [1.0]
             ax.plot(xs, ys, label=trace.policy)
     ax.set_xscale("symlog", linthresh=0.1)

@@ -157,7 +157,7 @@ def construct(problem: Problem, split_reads: bool, fan: int = 4, pe_side: dict[i
             options.append((max(pe_plain[0], de_read[0]), pe_plain[1], de_read[1], 0))
         if pe_read is not None and cap == h and forced is not False:
             options.append((max(pe_read[0], de_plain[0]), pe_read[1], de_plain[1], h))
-        if split_reads and h or not options:
+        if (split_reads and h) or not options:
             p = pe_read[1] if pe_read is not None else pe_plain[1]
             d = de_read[1] if de_read is not None else de_plain[1]
             a = st.balanced_split(r, pb.pe_node[p], pb.de_node[d]) if split_reads else 0

@@ -71,7 +71,7 @@ class OnlineScheduler:
         self.rules = DualPathPolicy(cluster, llm, block_tokens)
         self.kv = llm.kv_bytes_per_token
         node = cluster.node
-        self.snic_rate = {n: node.snic_bytes_per_s * self.options.snic_efficiency for n in cluster.all_nodes()}
+        self.snic_rate = dict.fromkeys(cluster.all_nodes(), node.snic_bytes_per_s * self.options.snic_efficiency)
         self.buffer_bytes = node.dram_buffer_bytes
         self.split_unit = block_tokens * self.kv
         self.pe_group = {e.name: e.group for e in cluster.engines(Role.PREFILL)}

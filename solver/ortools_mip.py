@@ -56,7 +56,7 @@ def solve_mip(problem: Problem, split_reads: bool, time_limit_s: float, hint: So
     for n in N:
         terms = [(a[r, p], co.token_snic_s[n]) for r in R for p in P if pb.pe_node[p] == n]
         terms += [(b[r, d], co.token_snic_s[n]) for r in R for d in D if pb.de_node[d] == n]
-        row(-inf, -co.snic_backlog_s[n], terms + [(T, -1)])
+        row(-inf, -co.snic_backlog_s[n], [*terms, (T, -1)])
 
     # PE compute, CNIC in and CNIC out per engine
     for p in P:

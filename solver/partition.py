@@ -58,7 +58,7 @@ def _split(pb: Problem, members: list[int], side_nodes: list[int]) -> dict[int, 
     left = list(members)
     for i, n in enumerate(side_nodes):
         if i == len(side_nodes) - 1:
-            out.update({r: n for r in left})
+            out.update(dict.fromkeys(left, n))
             break
         rest = side_nodes[i:]
         rates = sum(pb.snic_bytes_per_s[m] for m in rest)
@@ -67,7 +67,7 @@ def _split(pb: Problem, members: list[int], side_nodes: list[int]) -> dict[int, 
         chosen = _closest_subset(pb, left, max(0.0, target_bytes))
         if chosen is None:
             return None
-        out.update({r: n for r in chosen})
+        out.update(dict.fromkeys(chosen, n))
         left = [r for r in left if r not in chosen]
     return out
 

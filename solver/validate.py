@@ -31,8 +31,8 @@ def recompute_makespan_s(problem: Problem, plan: Plan) -> tuple[float, str]:
     node_of = {n: pb.node_names[i] for n, i in zip(pb.pe_names, pb.pe_node)}
     node_of.update({n: pb.node_names[i] for n, i in zip(pb.de_names, pb.de_node)})
     req = {r.id: i for i, r in enumerate(pb.requests)}
-    snic = defaultdict(float, {n: q for n, q in zip(pb.node_names, pb.read_queue_bytes)})
-    compute = defaultdict(float, {p: b for p, b in zip(pb.pe_names, pb.pe_backlog_s)})
+    snic = defaultdict(float, dict(zip(pb.node_names, pb.read_queue_bytes)))
+    compute = defaultdict(float, dict(zip(pb.pe_names, pb.pe_backlog_s)))
     pe_in, pe_out, de_in, de_out = (defaultdict(float) for _ in range(4))
     for a in plan.assignments:
         if a.request not in req or a.pe not in node_of or a.de not in node_of:

@@ -1,0 +1,142 @@
+"""The group leader: a thread inside an engine that fetches its group's work from the scheduler.
+
+Every engine runs one once it knows the scheduler's address (`--scheduler HOST:PORT`, or the `lead`
+control call); the scheduler answers as leader only the group's first engine that still answers,
+and tells the others to ask again later, so a group whose leader dies is led by its next engine.
+The leader's loop: gather the members' reports (its own in-process, the others' with `stats`), call
+`fetch` with them (the scheduler holds the call up to a tick until there is work for the group), run
+each fetched turn on its PE and DE as any client does, and report it `done` or `failed`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import asdict
+
+from dualpath.runtime.scheduling.client import ClusterClient
+from dualpath.runtime.transports.control import Channel, ControlError, connect
+
+LOG = logging.getLogger("dualpath.runtime.scheduling.group_leader")
+RETRY_S = 0.05  # after a failed fetch (the scheduler not up yet, or gone)
+
+
+class GroupLeader:
+    """Fetches and runs the work of `engine`'s group while the scheduler names `engine` its leader."""
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        self.name = engine.name
+        self.client = ClusterClient(engine.secret, f"{engine.name}-leader")
+        self.members: dict[str, tuple[str, int]] = {}
+        self.health_timeout_s = 10.0
+        self.leading = False
+        self.num_fetched = 0  # assignments fetched so far
+        self._target: tuple[str, int] | None = None
+        self._channel: Channel | None = None
+        self._stopped = False
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def point(self, address) -> None:
+        """Serve the scheduler at `address` from now on (None: stop asking)."""
+        target = (str(address[0]), int(address[1])) if address else None
+        old = None
+        with self._cond:
+            if self._stopped:
+                return
+            if target != self._target:
+                self._target, old, self._channel = target, self._channel, None
+                self.leading, self.members = False, {}
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name=f"leader:{self.name}", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+        if old is not None:
+            old.close()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped, old, self._channel = True, self._channel, None
+            self._cond.notify_all()
+        if old is not None:
+            old.close()
+        self.client.close()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopped and self._target is None:
+                    self._cond.wait()
+                if self._stopped:
+                    return
+                target, channel = self._target, self._channel
+            try:
+                if channel is None or not channel.alive:
+                    channel = connect(target, self.engine.secret, f"{self.name}-leader")
+                    with self._cond:
+                        if self._stopped or self._target != target:
+                            channel.close()
+                            continue
+                        self._channel = channel
+                reply, _ = channel.call("fetch", timeout_s=self.health_timeout_s + 5.0, engine=self.name,
+                                        reports=self._reports())
+            except ControlError as exc:
+                LOG.debug("%s: no fetch from the scheduler at %s: %s", self.name, target, exc)
+                if channel is not None and channel.alive:  # unanswered: start over (the scheduler requeues)
+                    channel.close()
+                self._pause(RETRY_S)
+                continue
+            try:
+                self.leading = bool(reply["leader"])
+                if not self.leading:
+                    self.members = {}
+                    self._pause(float(reply.get("retry_s", 0.25)))
+                    continue
+                self.members = {n: (str(a[0]), int(a[1])) for n, a in reply["members"].items()}
+                self.health_timeout_s = float(reply["health_timeout_s"])
+                assignments = list(reply["assignments"])
+            except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+                LOG.error("%s: malformed fetch reply from %s: %r", self.name, target, exc)
+                self._pause(RETRY_S)
+                continue
+            for assignment in assignments:
+                self.num_fetched += 1
+                threading.Thread(target=self._run, args=(channel, assignment), daemon=True,
+                                 name=f"turn-{assignment['attempt']}").start()
+
+    def _pause(self, seconds: float) -> None:
+        with self._cond:
+            if not self._stopped:
+                self._cond.wait(seconds)
+
+    def _reports(self) -> dict:
+        """Each member's stats; None for one that does not answer (the scheduler takes it as dead)."""
+        reports: dict = {self.name: self.engine.stats()}
+        for name, address in self.members.items():
+            if name != self.name:
+                try:
+                    reports[name] = self.client.channel(address).call("stats", timeout_s=self.health_timeout_s)[0]
+                except ControlError as exc:
+                    LOG.warning("%s: member %s does not answer: %s", self.name, name, exc)
+                    reports[name] = None
+        return reports
+
+    def _run(self, channel: Channel, a: dict) -> None:
+        """One fetched turn, exactly as a client runs it; the outcome goes back on the fetch's channel."""
+        try:
+            result = self.client.submit(
+                tuple(a["pe_address"]), tuple(a["de_address"]), a["tokens"], a["max_new_tokens"], path="split",
+                pe_blocks=a["pe_blocks"], request=a["attempt"], chunk_tokens=a["chunk_tokens"],
+                layerwise=a["layerwise"], timeout_s=None)
+        except ControlError as exc:  # an engine gone, or the engine refused the turn: the scheduler probes
+            op, fields = "failed", {"kind": "engines", "error": str(exc)}
+        except Exception as exc:
+            LOG.exception("%s: turn %s failed", self.name, a["attempt"])
+            op, fields = "failed", {"kind": "turn", "error": f"{type(exc).__name__}: {exc}"}
+        else:
+            op, fields = "done", {"result": {k: v for k, v in asdict(result).items() if k != "logits"}}
+        try:
+            channel.call(op, timeout_s=self.health_timeout_s, attempt=a["attempt"], **fields)
+        except ControlError as exc:  # the scheduler requeues what a lost leader fetched
+            LOG.warning("%s: could not report %s of %s: %s", self.name, op, a["attempt"], exc)

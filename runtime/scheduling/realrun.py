@@ -1,0 +1,109 @@
+"""`run_real(cluster, llm, workload, policy) -> Trace`: a workload on real engines, measured.
+
+A `LocalRuntime` (see `local_runtime`) runs the cluster's engines on this machine; a `Scheduler`
+runs the policy (or replays a `Plan`) and the engines' group leaders fetch its assignments; agents
+drive the turns, and the result is a `Trace` in the simulator's format.
+"""
+
+from __future__ import annotations
+
+import time
+
+from dualpath.cluster import ClusterSpec
+from dualpath.errors import DualpathError, SpecError
+from dualpath.llm import LLMSpec
+from dualpath.plan import Plan
+from dualpath.policy import Policy
+from dualpath.request import Workload
+from dualpath.runtime.engines.faults import FaultInjector, FaultPlan
+from dualpath.runtime.scheduling.agents import run_agents, runtime_trace, verify_turns
+from dualpath.runtime.scheduling.local_runtime import LocalRuntime, decoder_fields
+from dualpath.runtime.scheduling.plan_replay import PlanReplay
+from dualpath.trace import Trace
+
+__all__ = ["LocalRuntime", "decoder_fields", "run_real", "runtime_for"]
+
+def runtime_for(cluster: ClusterSpec, llm: LLMSpec, workload: Workload, block_tokens: int, **kwargs) -> LocalRuntime:
+    """A `LocalRuntime` sized for `workload`: longest context, and buffers for every agent at once."""
+    bt = block_tokens
+    longest = max(r.context_tokens for r in workload.requests)
+    prompt_blocks = -(-max(r.prompt_tokens for r in workload.requests) // bt)
+    agents = len({r.agent for r in workload.requests})
+    # At least 1K tokens of context: room for a profile of the engines (`dualpath run --predict`) too.
+    return LocalRuntime(cluster, llm, block_tokens=bt, max_context_tokens=max(longest + bt, 1024),
+                        max_prompt_blocks=agents * prompt_blocks + 4, **kwargs)
+
+
+def run_real(cluster: ClusterSpec, llm: LLMSpec, workload: Workload, policy: Policy | Plan, *,
+             runtime: LocalRuntime | None = None, online: bool = False, faults: FaultPlan | None = None,
+             seed: int = 0, timeout_s: float = 600.0, interval_s: float = 0.05, verify: bool = False,
+             block_tokens: int = 16, in_process: bool = False, warm_turns: int = 0) -> Trace:
+    """Run `workload` on real engines under `policy` (or replay a `Plan`) and return what happened.
+
+    With `runtime` the engines are reused (dead ones restarted, storage emptied first); otherwise a
+    `LocalRuntime` is started for this run and stopped after it. Each agent's first `warm_turns`
+    turns run first, untimed, and are left out of the trace (`agents.timed_workload` is the rest).
+    `verify` recomputes every timed turn with the same seeded model and lists mismatches in
+    `meta["wrong_turns"]`. Raises `DualpathError` when the agents are not done within `timeout_s`."""
+    faults = faults or FaultPlan(seed=seed)
+    if isinstance(policy, Plan):
+        policy = PlanReplay(cluster, llm, policy, block_tokens)
+    if policy.execution.zero_io:
+        raise SpecError(f"policy {policy.name}", "zero_io", True, "a policy with real I/O (the runtime cannot skip it)")
+    own = runtime is None
+    runtime = runtime or runtime_for(cluster, llm, workload, policy.block_tokens, seed=seed, faults=faults,
+                                     in_process=in_process).start()
+    if runtime.block_tokens != policy.block_tokens:
+        raise SpecError(f"policy {policy.name}", "block_tokens", policy.block_tokens,
+                        f"the runtime's block size, {runtime.block_tokens} tokens")
+    try:
+        runtime.respawn_dead()
+        runtime.clear_store()
+        injector = FaultInjector(faults, runtime.kill)
+        before: dict = {}
+        with runtime.scheduling(policy, interval_s=interval_s) as scheduler:
+            def on_start(origin: float) -> None:  # the timed part begins: count from here
+                before.update(_nic_bytes(runtime))
+                scheduler.origin = origin
+                injector.start(origin)
+
+            try:
+                logs, origin = run_agents(scheduler, workload, runtime.config.vocab_size, seed=seed, online=online,
+                                          warm_turns=warm_turns, on_start=on_start, timeout_s=timeout_s)
+            finally:
+                injector.stop()
+        wall_s = time.time() - origin
+        after = _nic_bytes(runtime, scheduler.last_reports)
+        trace = runtime_trace(logs, cluster, runtime.handles, policy.name, origin, runtime.layout.kv_bytes_per_token)
+        trace.meta.update({
+            "cluster": cluster.name or cluster.shorthand, "model": llm.name, "workload": workload.name,
+            "agents": len({r.agent for r in workload.requests}), "online": online, "seed": seed,
+            "warm_turns": warm_turns, "layerwise": policy.execution.layerwise, "zero_io": False, "wall_s": wall_s,
+            "block_tokens": runtime.block_tokens,
+            "snic_read_bytes": {n: after[n][0] - before.get(n, (0, 0))[0] for n in after},
+            "snic_write_bytes": {n: after[n][1] - before.get(n, (0, 0))[1] for n in after},
+            "faults": faults.describe(), "faults_fired": [f"{n}@{t:.2f}s" for n, t in injector.fired],
+            "retried": [f"{r}: {why}" for r, why in scheduler.retried], "scheduler_ticks": scheduler.num_ticks,
+            "failed_turns": [f"{log.request}: {log.error}" for log in logs if log.outcome is None],
+            "turns_expected": sum(1 for r in workload.requests if r.turn >= warm_turns),
+            "turns_done": sum(1 for log in logs if log.outcome)})
+        if verify:
+            trace.meta["wrong_turns"] = verify_turns(logs, runtime.reference_decoder())
+        return trace
+    finally:
+        if own:
+            runtime.close()
+
+
+def _nic_bytes(runtime: LocalRuntime, last: dict | None = None) -> dict[str, tuple[int, int]]:
+    """Per node: SNIC bytes read and written so far (a dead engine counts as last reported)."""
+    out: dict[str, tuple[int, int]] = {}
+    for name, handle in runtime.handles.items():
+        try:
+            stats = runtime.client.channel(handle.address).call("stats", timeout_s=10)[0]
+        except DualpathError:
+            stats = (last or {}).get(name, {})
+        read, write = out.get(handle.node, (0, 0))
+        out[handle.node] = (read + stats.get("snic_read_bytes", 0), write + stats.get("snic_write_bytes", 0))
+    return out
+

@@ -1,0 +1,220 @@
+"""Control plane: authenticated request/reply messages between engines and their clients.
+
+KV bytes move over a `Transport` (one-sided writes); everything else (submit, admit, read, handoff,
+trace, shutdown) is a small JSON message with an optional binary payload on a control connection.
+Every connection runs the cluster-secret handshake of `dualpath.runtime.transports.auth` first; a peer without
+the secret is refused, counted and logged. Frames: 4-byte JSON length, 8-byte payload length, JSON,
+payload. A message with `"re"` answers the call with that id; any other is handled on its own thread
+so a handler that waits (admission, decoding) never blocks the connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import logging
+import socket
+import struct
+import threading
+from collections.abc import Callable
+
+from dualpath.errors import DualpathError
+from dualpath.runtime.transports.auth import (
+    DEFAULT_BIND_HOST,
+    AuthError,
+    check_secret,
+    client_handshake,
+    recv_exact,
+    serve_accepts,
+    server_handshake,
+)
+
+LOG = logging.getLogger("dualpath.runtime.transports.control")
+FRAME = struct.Struct("<IQ")
+MAX_JSON_BYTES = 64 << 20
+
+Handler = Callable[["Channel", dict, bytes], "tuple[dict, bytes] | dict | None"]
+
+
+class ControlError(DualpathError):
+    """A control call failed: the peer is gone, timed out, or its handler raised (message relayed)."""
+
+
+class Channel:
+    """One authenticated control connection. `call` sends and waits for the reply; thread-safe."""
+
+    def __init__(self, sock: socket.socket, peer: str, handler: Handler | None, name: str = "") -> None:
+        self.sock = sock
+        self.peer = peer
+        self.name = name
+        self.handler = handler
+        self.alive = True
+        self.info: dict = {}  # what the owner learns about the peer (e.g. its data address)
+        self._ids = itertools.count(1)
+        self._send_lock = threading.Lock()
+        self._pending: dict[int, list] = {}
+        self._lock = threading.Lock()
+        self._closed_handlers: list[Callable[[Channel], None]] = []
+        self._reader = threading.Thread(target=self._read_loop, name=f"ctl-rx:{name}<-{peer}", daemon=True)
+
+    def start(self) -> Channel:
+        self._reader.start()
+        return self
+
+    def on_close(self, handler: Callable[[Channel], None]) -> None:
+        self._closed_handlers.append(handler)
+
+    def _send(self, header: dict, payload=b"") -> None:
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        body = memoryview(payload).cast("B") if payload else memoryview(b"")
+        with self._send_lock:
+            if not self.alive:
+                raise ControlError(f"{self.name}: control connection to {self.peer} is closed")
+            try:
+                self.sock.sendall(FRAME.pack(len(raw), body.nbytes) + raw)
+                if body.nbytes:
+                    self.sock.sendall(body)
+            except OSError as exc:
+                self._fail(f"send failed: {exc}")
+                raise ControlError(f"{self.name}: control connection to {self.peer} lost: {exc}") from exc
+
+    def call(self, op: str, payload=b"", timeout_s: float | None = 60.0, **fields) -> tuple[dict, bytes]:
+        """Send `op` with `fields` and wait for the reply; raises `ControlError` on a remote error."""
+        msg_id = next(self._ids)
+        waiter = [threading.Event(), None, b""]
+        with self._lock:
+            self._pending[msg_id] = waiter
+        try:
+            self._send({"op": op, "id": msg_id, **fields}, payload)
+            if not waiter[0].wait(timeout_s):
+                raise ControlError(f"{self.name}: {op} to {self.peer} not answered within {timeout_s} s")
+        finally:
+            with self._lock:
+                self._pending.pop(msg_id, None)
+        reply = waiter[1]
+        if reply is None:
+            raise ControlError(f"{self.name}: control connection to {self.peer} lost during {op}")
+        if "error" in reply:
+            raise ControlError(f"{self.peer} failed {op}: {reply['error']}")
+        return {k: v for k, v in reply.items() if k != "re"}, waiter[2]
+
+    def _read_loop(self) -> None:
+        try:
+            while True:
+                json_len, payload_len = FRAME.unpack(recv_exact(self.sock, FRAME.size))
+                if json_len > MAX_JSON_BYTES:
+                    raise ConnectionError(f"control frame of {json_len} bytes")
+                header = json.loads(recv_exact(self.sock, json_len))
+                payload = recv_exact(self.sock, payload_len) if payload_len else b""
+                if "re" in header:
+                    with self._lock:
+                        waiter = self._pending.get(header["re"])
+                    if waiter is not None:
+                        waiter[1], waiter[2] = header, payload
+                        waiter[0].set()
+                else:
+                    threading.Thread(target=self._dispatch, args=(header, payload), daemon=True,
+                                     name=f"ctl-{header.get('op')}:{self.name}").start()
+        except (OSError, ConnectionError, ValueError) as exc:
+            self._fail(str(exc))
+
+    def _dispatch(self, header: dict, payload: bytes) -> None:
+        msg_id = header.get("id")
+        try:
+            if self.handler is None:
+                raise ControlError(f"{self.name} accepts no calls")
+            result = self.handler(self, header, payload)
+            reply, reply_payload = result if isinstance(result, tuple) else (result or {}, b"")
+            reply = {**reply, "re": msg_id}
+        except DualpathError as exc:
+            reply, reply_payload = {"re": msg_id, "error": str(exc)}, b""
+        except Exception as exc:  # a handler bug is reported to the caller and logged here with its traceback
+            LOG.exception("%s: handler for %s from %s failed", self.name, header.get("op"), self.peer)
+            reply, reply_payload = {"re": msg_id, "error": f"{type(exc).__name__}: {exc}"}, b""
+        if msg_id is not None:
+            try:
+                self._send(reply, reply_payload)
+            except ControlError:
+                # A connection closed on purpose (or already lost, which is logged) is not news.
+                LOG.log(logging.WARNING if self.alive else logging.DEBUG, "%s: could not reply to %s from %s",
+                        self.name, header.get("op"), self.peer)
+
+    def _fail(self, reason: str) -> None:
+        with self._lock:
+            if not self.alive:
+                return
+            self.alive = False
+            pending = list(self._pending.values())
+        for waiter in pending:
+            waiter[0].set()
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        LOG.debug("%s: control connection to %s closed: %s", self.name, self.peer, reason)
+        for handler in self._closed_handlers:
+            handler(self)
+
+    def close(self) -> None:
+        self._fail("closed")
+
+
+class ControlServer:
+    """Listens on host:port (loopback by default) and runs the handshake on every connection."""
+
+    def __init__(self, name: str, secret: bytes | str, handler: Handler, host: str = DEFAULT_BIND_HOST,
+                 port: int = 0) -> None:
+        self.name = name
+        self.secret = check_secret(secret)
+        self.handler = handler
+        self.host, self.port = host, port
+        self.num_refused = 0
+        self.channels: list[Channel] = []
+        self._listener: socket.socket | None = None
+        self._closed = threading.Event()
+
+    def listen(self) -> tuple[str, int]:
+        listener = socket.create_server((self.host, self.port), backlog=64)
+        listener.settimeout(0.2)
+        self._listener = listener
+        self.host, self.port = listener.getsockname()[:2]
+        serve_accepts(self._listener, self._closed.is_set, self._admit, f"ctl-accept:{self.name}")
+        return self.host, self.port
+
+
+    def _admit(self, sock: socket.socket) -> None:
+        try:
+            peer = server_handshake(sock, self.secret, self.name)  # logs the refusal with the address
+        except AuthError:
+            self.num_refused += 1
+            sock.close()
+            return
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        channel = Channel(sock, peer, self.handler, self.name)
+        self.channels.append(channel)
+        channel.start()
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._listener is not None:
+            self._listener.close()
+        for channel in list(self.channels):
+            channel.close()
+
+
+def connect(address: tuple[str, int], secret: bytes | str, name: str, handler: Handler | None = None,
+            timeout_s: float = 10.0) -> Channel:
+    """Open an authenticated control connection to an engine at `address`."""
+    host, port = address
+    try:
+        sock = socket.create_connection((host, int(port)), timeout=timeout_s)
+    except OSError as exc:
+        raise ControlError(f"{name}: cannot connect to {host}:{port}: {exc}") from exc
+    try:
+        peer = client_handshake(sock, check_secret(secret), name)
+    except AuthError as exc:
+        sock.close()
+        raise ControlError(f"{name}: {exc}") from exc
+    sock.settimeout(None)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return Channel(sock, peer, handler, name).start()

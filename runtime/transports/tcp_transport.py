@@ -1,0 +1,176 @@
+"""TCP transport: one-sided writes over sockets (loopback or LAN), received with `recv_into`.
+
+Each connection carries frames in both directions, a 36-byte header then an optional payload:
+WRITE (region id, offset, length, imm, post sequence; payload = the bytes), ACK and ERR (per post),
+LOOKUP / REGION (region lookup by name). The receiver reads a WRITE's payload with `recv_into`
+straight into the registered region's slice; the sender hands the kernel the caller's memory with
+`sendmsg` (one gathered call for many small writes): no per-block Python copies. GPU memory goes
+through a pinned bounce buffer (a DMA, not a Python copy).
+
+Each connection has a reader thread and a sender thread. The reader never sends: acks are queued to
+the sender, so two peers writing to each other at full speed cannot deadlock on full socket buffers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import socket
+import threading
+from collections.abc import Sequence
+
+from dualpath.errors import SpecError
+from dualpath.runtime.transports.auth import AuthError, client_handshake, serve_accepts, server_handshake
+from dualpath.runtime.transports.tcp_connection import _Connection
+from dualpath.runtime.transports.tcp_frames import HEADER, INLINE_BYTES, LOOKUP, SOCKET_BUFFER_BYTES
+from dualpath.runtime.transports.transport import Transport
+from dualpath.runtime.transports.transport_types import (
+    Completion,
+    LocalRegion,
+    RemoteRegion,
+    Ticket,
+    TransportError,
+    WriteOp,
+    check_write,
+)
+
+LOG = logging.getLogger("dualpath.runtime.tcp")
+
+
+class TcpTransport(Transport):
+    """The default backend: framed writes over TCP with `recv_into` into registered memory."""
+
+    kind = "tcp"
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._conns: dict[str, _Connection] = {}
+        self._listener: socket.socket | None = None
+        self._remote_cache: dict[tuple[str, str], RemoteRegion] = {}
+
+    # -- connections ---------------------------------------------------------------------------------
+    def listen(self) -> tuple[str, int]:
+        if self._listener is None:
+            listener = socket.create_server((self.host, self.port), backlog=64)
+            listener.settimeout(0.2)
+            self._listener = listener
+            self.host, self.port = listener.getsockname()[:2]
+            serve_accepts(listener, lambda: self.closed, self._admit, f"tcp-accept:{self.name}")
+        return self.host, self.port
+
+
+    def _admit(self, sock: socket.socket) -> None:
+        try:
+            peer = server_handshake(sock, self.secret, self.name)
+        except AuthError:
+            self.num_refused += 1
+            sock.close()
+            return
+        self._add_connection(peer, sock)
+
+    def connect(self, address: tuple[str, int], timeout_s: float = 10.0) -> str:
+        try:
+            sock = socket.create_connection(tuple(address), timeout=timeout_s)
+        except OSError as exc:
+            raise TransportError(f"{self.name}: cannot connect to {address[0]}:{address[1]}: {exc}") from exc
+        try:
+            peer = client_handshake(sock, self.secret, self.name)
+        except AuthError as exc:
+            sock.close()
+            raise TransportError(f"{self.name}: {exc}") from exc
+        return self._add_connection(peer, sock)
+
+    def _add_connection(self, peer: str, sock: socket.socket) -> str:
+        sock.settimeout(None)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+            sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_BYTES)
+        with self._lock:
+            unique = peer
+            for n in itertools.count(2):
+                if unique not in self._conns:
+                    break
+                unique = f"{peer}#{n}"
+            conn = _Connection(self, unique, sock)
+            self._conns[unique] = conn
+        conn.start()
+        LOG.info("%s: connected to %s", self.name, unique)
+        return unique
+
+    def peers(self) -> list[str]:
+        with self._lock:
+            return sorted(self._conns)
+
+    def _conn(self, peer: str) -> _Connection:
+        with self._lock:
+            conn = self._conns.get(peer)
+        if conn is None or not conn.alive:
+            raise TransportError(f"{self.name}: not connected to peer {peer!r} (connected: {self.peers()})")
+        return conn
+
+    def _connection_lost(self, conn: _Connection, error: TransportError) -> None:
+        with self._lock:
+            if self._conns.get(conn.peer) is conn:
+                del self._conns[conn.peer]
+            for key in [key for key in self._remote_cache if key[0] == conn.peer]:
+                del self._remote_cache[key]
+        if not self.closed and not conn.closing_by_us:
+            self._peer_lost(conn.peer, error)
+
+    def remote_region(self, peer: str, name: str, timeout_s: float = 10.0) -> RemoteRegion:
+        cached = self._remote_cache.get((peer, name))
+        if cached is not None:
+            return cached
+        conn = self._conn(peer)
+        seq = conn.next_seq()
+        waiter = [threading.Event(), None]
+        with conn._cond:
+            conn.lookups[seq] = waiter
+        raw = name.encode()
+        conn.enqueue_control(HEADER.pack(LOOKUP, 0, 0, 0, 0, len(raw), 0, seq) + raw)
+        if not waiter[0].wait(timeout_s):
+            raise TransportError(f"{self.name}: peer {peer} did not answer a lookup of region {name!r}")
+        if not conn.alive:
+            raise TransportError(f"{self.name}: connection to peer {peer} lost during a region lookup")
+        if waiter[1] is None:
+            raise TransportError(f"{self.name}: peer {peer} has no region {name!r}")
+        region_id, nbytes = waiter[1]
+        remote = RemoteRegion(peer, name, region_id, nbytes)
+        self._remote_cache[(peer, name)] = remote
+        return remote
+
+    # -- data path -----------------------------------------------------------------------------------
+    def post(self, ops: Sequence[WriteOp]) -> Ticket:
+        if not ops:
+            raise TransportError(f"{self.name}: post of no writes")
+        peer = ops[0].remote.peer
+        total = 0
+        for op in ops:
+            if op.remote.peer != peer:
+                raise TransportError(f"{self.name}: one post goes to one peer "
+                                     f"({peer!r}, not {op.remote.peer!r})")
+            if self.limiter is not None and op.lane not in self.limiter.weights:
+                raise SpecError(f"transport {self.name}", "lane", op.lane,
+                                "one of " + ", ".join(self.limiter.weights))
+            total += check_write(op)
+        conn = self._conn(peer)
+        ticket = Ticket(peer, len(ops), total)
+        inline_ok = total <= INLINE_BYTES and (self.limiter is None or self.limiter.unlimited) and not any(
+            isinstance(op.local, LocalRegion) and op.local.memory.on_device for op in ops)
+        conn.enqueue_post(ticket, conn.next_seq(), list(ops), inline_ok)
+        return ticket
+
+    def _deliver_from(self, peer: str, region: str, offset: int, nbytes: int, imm: int) -> None:
+        self._deliver(Completion(peer, region, offset, nbytes, imm))
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._listener is not None:
+            self._listener.close()
+        with self._lock:
+            conns = list(self._conns.values())
+        for conn in conns:
+            conn.closing_by_us = True
+            conn.close()

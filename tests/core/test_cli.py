@@ -1,0 +1,107 @@
+"""The `dualpath` command: numbers on stdout, one-line errors and exit 2 for bad input."""
+
+import json
+
+import pytest
+
+from dualpath.cli import main
+from dualpath.proofs.example_files import broken_examples, example
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_info_prints_the_derived_numbers(capsys, tmp_path):
+    code, out, _ = run(capsys, "info", "--cluster", "2P4D", "--model", "deepseek-v3.2", "--json", str(tmp_path / "i.json"))
+    assert code == 0
+    assert "48,068 B" in out and "3,076,352 B" in out  # KV bytes per token and Full Block
+    assert "1/7" in out and "7/2" in out and "inside the range" in out
+    data = json.loads((tmp_path / "i.json").read_text())
+    assert data["kv_bytes_per_token"] == 48_068 and data["snic_gbps_per_node"] == 400.0
+    assert data["num_pe_engines"] == 16 and data["num_de_engines"] == 32
+
+
+def test_workload_stats_match_the_paper_table(capsys):
+    code, out, _ = run(capsys, "workload", "--workload", "agentic-64k", "--agents", "500", "--stats")
+    assert code == 0
+    rows = {line.split("  ")[0].strip(): line for line in out.splitlines()}
+    for name in ("turns", "append", "generate", "total tokens", "mean context"):
+        diff = float(rows[name].split()[-1].rstrip("%"))
+        assert abs(diff) <= 5.0, rows[name]
+
+
+def test_workload_writes_jsonl_that_reads_back(capsys, tmp_path):
+    path = tmp_path / "w.jsonl"
+    assert run(capsys, "workload", "--workload", "agentic-32k", "--agents", "20", "--jsonl", str(path))[0] == 0
+    code, out, _ = run(capsys, "workload", "--workload", str(path), "--stats")
+    assert code == 0 and "20 agents" in out
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["info", "--model", "gpt-17"], "deepseek-v3.2"),  # unknown preset lists valid names
+    (["info", "--cluster", "2X4"], "xPyD"),
+    (["workload", "--agents", "0"], "agents"),
+    (["workload", "--workload", "/no/such/file.jsonl"], "file.jsonl"),
+    (["simulate-nothing"], "invalid choice"),
+])
+def test_bad_input_is_one_line_and_exit_2(capsys, argv, needle):
+    code, _out, err = run(capsys, *argv)
+    assert code == 2
+    assert needle in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_bad_cluster_file_names_file_and_line(capsys, tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("prefill_nodes = 1\ndecode_nodes = 1\n[node]\nsnic_gbps = -400\n")
+    code, _, err = run(capsys, "info", "--cluster", str(path))
+    assert code == 2 and f"{path}:4" in err and "snic_gbps" in err and "-400" in err
+
+
+def test_verify_paper_config_holds_and_broken_ones_fail(capsys, tmp_path):
+    paper = example("paper")
+    code, out, _ = run(capsys, "verify", "--opensm", str(paper["opensm"]), "--traffic", str(paper["traffic"]),
+                       "--roce", str(paper["roce"]), "--json", str(tmp_path / "r.json"))
+    assert code == 0 and "all hold" in out.splitlines()[-1]
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert {p["status"] for p in report["properties"]} == {"proved"} and report["summary"]
+    name, _expect = broken_examples()[0]
+    files = example(name)
+    argv = ["verify", "--opensm", str(files["opensm"]), "--traffic", str(files["traffic"]), "--quiet"]
+    if files["roce"].exists():
+        argv += ["--roce", str(files["roce"])]
+    code, out, _ = run(capsys, *argv)
+    assert code == 1 and "violated" in out
+
+
+def test_demo_runs_quickly(capsys, tmp_path):
+    code, out, _ = run(capsys, "demo", "--quick", "--out", str(tmp_path))
+    assert code == 0 and "17 proved" in out
+
+
+def test_simulate_writes_results_and_plots(capsys, tmp_path):
+    code, out, _ = run(capsys, "simulate", "--cluster", "2P4D", "--model", "ds-27b", "--agents", "6",
+                       "--policy", "basic,dualpath", "--json", str(tmp_path / "s.json"), "--out", str(tmp_path))
+    assert code == 0 and "dualpath" in out
+    rows = json.loads((tmp_path / "s.json").read_text())["results"]
+    assert [r["policy"] for r in rows] == ["basic", "dualpath"]
+    assert all(r["jct_s"] > 0 and r["agents"] == 6 for r in rows)
+    assert rows[0]["read_bytes_de"] == 0  # basic reads on the PE side only
+    assert (tmp_path / "jct.png").stat().st_size > 0
+
+
+def test_plan_reports_gap_and_writes_json(capsys, tmp_path):
+    code, out, _ = run(capsys, "plan", "--cluster", "1P1D", "--model", "ds-27b", "--batch", "20",
+                       "--solver", "ortools", "--time-limit", "5", "--json", str(tmp_path / "p.json"))
+    assert code == 0 and "gap" in out
+    plan = json.loads((tmp_path / "p.json").read_text())
+    assert len(plan["assignments"]) == 20 and plan["gap"] >= 0
+    assert plan["makespan_s"] <= plan["greedy_makespan_s"] * (1 + 1e-9)
+
+
+def test_simulate_and_plan_refuse_bad_values(capsys):
+    assert run(capsys, "simulate", "--policy", "fastest")[0] == 2
+    assert run(capsys, "plan", "--batch", "0")[0] == 2
+    assert run(capsys, "plan", "--solver", "cplex", "--batch", "5")[0] == 2
