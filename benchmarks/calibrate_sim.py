@@ -16,6 +16,7 @@ import itertools
 import multiprocessing
 import os
 import sys
+from typing import Any
 
 from reproduce_paper import POLICIES, checks, run_one
 
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     points = [dict(zip([k for k, _ in axes], values)) for values in itertools.product(*[v for _, v in axes])]
     sizes = [int(a) for a in args.agents.split(",")]
     policies = args.policies.split(",")
-    jobs = {}
+    jobs: dict[tuple, tuple] = {}
     for point in points:
         for agents in sizes:
             for policy in policies:
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     ordered = sorted(jobs.items(), key=lambda kv: -kv[0][1])
     with multiprocessing.get_context("fork").Pool(min(args.jobs, len(ordered))) as pool:
         results = dict(zip([k for k, _ in ordered], pool.map(run_one, [j for _, j in ordered])))
-    report = []
+    report: list[dict[str, Any]] = []
     for point in points:
         rows = checks([results[_key(p, a, point)] for a in sizes for p in policies])
         jct = {f"{p}@{a}": round(results[_key(p, a, point)]["jct_s"]) for a in sizes for p in policies}

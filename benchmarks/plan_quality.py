@@ -57,6 +57,7 @@ def part_batch(time_limit_s: float) -> None:
                 started = time.perf_counter()
                 plan, problem, _ = plan_with_problem(cluster, llm, reqs, solver, split, time_limit_s, threads=2)
                 wall = time.perf_counter() - started
+                assert plan.lower_bound_s is not None and plan.greedy_makespan_s is not None
                 greedy_gap = plan.greedy_makespan_s / plan.lower_bound_s - 1
                 ok = not check_plan(problem, plan) and plan.makespan_s <= plan.greedy_makespan_s * (1 + 1e-12)
                 if solver != "greedy":

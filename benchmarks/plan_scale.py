@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"status {plan.status}, method {plan.meta['method']}, makespan {plan.makespan_s:.3f} s, "
           f"lower bound {plan.lower_bound_s:.3f} s ({plan.meta['bound_kind']}, {plan.meta['bound_family']}), "
           f"gap {plan.gap:.4%}")
+    assert plan.lower_bound_s is not None and plan.greedy_makespan_s is not None  # make_plan always sets both
     print(f"greedy (paper rules) makespan {plan.greedy_makespan_s:.3f} s, gap "
           f"{plan.greedy_makespan_s / plan.lower_bound_s - 1:.3%}")
     print(f"plan wall time {wall:.1f} s (solve_time_s {plan.solve_time_s:.1f}); check_plan: "

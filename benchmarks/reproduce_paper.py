@@ -21,6 +21,7 @@ import os
 import sys
 import time
 from dataclasses import replace
+from typing import Any
 
 from dualpath.jsonio import write_json_atomic
 from dualpath.models.llms import llm_preset
@@ -38,7 +39,8 @@ PAPER_ABLATION = {"layerwise": -17.2, "dualpath-rr": -38.2, "dualpath": -45.6}
 
 def calibration_with(overrides: list[str]) -> Calibration:
     cal = PAPER_CALIBRATION
-    cost, fields = {}, {}
+    cost: dict[str, float] = {}
+    fields: dict[str, Any] = {}
     for item in overrides:
         key, _, text = item.partition("=")
         name = key.removeprefix("cost.")
@@ -47,6 +49,7 @@ def calibration_with(overrides: list[str]) -> Calibration:
         value = int(float(text)) if is_int else float(text)
         (cost if key.startswith("cost.") else fields)[name] = value
     if cost:
+        assert cal.cost_model is not None  # getattr above already read the overridden cost fields from it
         fields["cost_model"] = replace(cal.cost_model, **cost)
     return replace(cal, **fields)
 

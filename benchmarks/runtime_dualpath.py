@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         pe, de = cluster.prefill[0], cluster.decode[0]
         print(f"1P1D, model {args.model}, {args.agents} agents x {args.turns} turns per group, "
               f"context {args.context_tokens}+ tokens, SNIC {args.snic_mb_s:g} MB/s, CNIC {args.cnic_mb_s:g} MB/s")
-        for name, contexts in groups.items():  # warm-up: first turns compute everything and fill storage
+        for contexts in groups.values():  # warm-up: first turns compute everything and fill storage
             run_group(client, pe, de, contexts, 1, "pe", 0, args.new_tokens, args.seed + 7, vocab)
         print("warm-up done")
         report = {}

@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     names = list(report)
     if len(names) >= 2:
         base_name, best = names[0], names[-1]
-        ratio = report[best]["capacity_aps"] / report[base_name]["capacity_aps"] if report[base_name]["capacity_aps"] else float("inf")
+        base_aps = report[base_name]["capacity_aps"]
+        ratio = report[best]["capacity_aps"] / base_aps if base_aps else float("inf")
         print(f"{best} / {base_name} SLO-compliant rate: {ratio:.2f}x")
     if args.json:
         write_text_atomic(args.json, json.dumps(report, indent=1, default=float) + "\n")

@@ -70,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
                                   args.new_tokens, bt)
     timed = timed_workload(workload, 1, bt)
     names = [n.strip() for n in args.policies.split(",") if n.strip()]
-    print(f"{cluster.name} {cluster.shorthand}: SNIC {args.snic_mb_s:g} MB/s, CNIC {args.cnic_mb_s:g} MB/s; tiny model; "
-          f"{args.agents} agents, {args.context_tokens}-token context, {args.turns} timed turns of "
+    print(f"{cluster.name} {cluster.shorthand}: SNIC {args.snic_mb_s:g} MB/s, CNIC {args.cnic_mb_s:g} MB/s; "
+          f"tiny model; {args.agents} agents, {args.context_tokens}-token context, {args.turns} timed turns of "
           f"+{args.append_tokens}/{args.new_tokens} tokens")
     rows = []
     with runtime_for(cluster, llm, workload, bt, seed=args.seed) as runtime:
@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                          "sim_read_mb": {k: v / MB for k, v in sim.meta["snic_read_bytes"].items()}})
             r = rows[-1]
             print(f"{name:>10}: measured JCT {real_jct:6.2f} s (median of {len(runs)}: "
-                  f"{', '.join(f'{t.metrics().jct_s:.2f}' for t in runs)}), simulated {sim_jct:6.2f} s ({r['error']:+.1%}); "
+                  f"{', '.join(f'{t.metrics().jct_s:.2f}' for t in runs)}), "
+                  f"simulated {sim_jct:6.2f} s ({r['error']:+.1%}); "
                   f"MB read P/D measured {r['real_read_mb'].get('P0', 0):.0f}/{r['real_read_mb'].get('D0', 0):.0f}, "
                   f"simulated {r['sim_read_mb'].get('P0', 0):.0f}/{r['sim_read_mb'].get('D0', 0):.0f}", flush=True)
     real_order = [r["policy"] for r in sorted(rows, key=lambda r: r["real_jct_s"])]

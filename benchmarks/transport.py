@@ -75,6 +75,7 @@ def _per_write_us(transport, remote, src, write_bytes: int, count: int, batch: i
 def run(kind: str, total_mib: int, window: int, small_bytes: int, count: int, batch: int) -> dict:
     receiver = subprocess.Popen([sys.executable, "-c", RECEIVER, kind, SECRET.decode(), str(REGION_BYTES)],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert receiver.stdin is not None and receiver.stdout is not None  # both are pipes
     sender = create_transport(kind, "sender", SECRET)
     try:
         port = int(receiver.stdout.readline())

@@ -56,7 +56,8 @@ def run(switches: int, ports: int, seed: int) -> dict:
         report = verify(folder / "opensm.conf", folder / "traffic.toml", overrides_path=folder / "overrides.toml")
         elapsed = time.perf_counter() - start
         isolation = next(p for p in report.properties if p.name == "kv_collective_isolation")
-        found = isolation.status.value == "violated" and f"{planted}:" in isolation.witness
+        found = (isolation.status.value == "violated" and isinstance(isolation.witness, str)
+                 and f"{planted}:" in isolation.witness)
         only = "[1 of " in (isolation.witness or "")
         return {"ports": report.inputs["ports_checked"], "distinct_tables": report.inputs["distinct_port_tables"],
                 "seconds": elapsed, "planted": planted, "found": found, "only_that_port": only,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
 from dualpath import __version__
 from dualpath.errors import DualpathError
@@ -27,7 +28,7 @@ COMMANDS = {
 class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of exiting, so `main` returns the code (tests call it in-process)."""
 
-    def error(self, message: str) -> None:
+    def error(self, message: str) -> NoReturn:
         raise DualpathError(f"{self.prog}: {message}")
 
 

@@ -84,7 +84,8 @@ def info(args: argparse.Namespace) -> int:
     rows = [
         ("model", f"{llm.name}: {llm.num_layers} layers, {llm.attention.value.upper()}"),
         ("KV bytes / token / layer", f"{n['kv_bytes_per_token_per_layer']:,} B "
-         f"(attention {n['attention_kv_bytes_per_token_per_layer']:,} + indexer {n['indexer_bytes_per_token_per_layer']:,})"),
+         f"(attention {n['attention_kv_bytes_per_token_per_layer']:,} "
+         f"+ indexer {n['indexer_bytes_per_token_per_layer']:,})"),
         ("KV bytes / token", f"{n['kv_bytes_per_token']:,} B ({human_bytes(n['kv_bytes_per_token'])})"),
         ("Layer Block", f"{n['layer_block_bytes']:,} B ({n['block_tokens']} tokens x 1 layer)"),
         ("Full Block", f"{n['full_block_bytes']:,} B ({human_bytes(n['full_block_bytes'])}, "

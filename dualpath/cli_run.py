@@ -13,6 +13,11 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dualpath.llm import CostModel
+    from dualpath.plan import Plan
 
 DEFAULT_POLICIES = "layerwise,dualpath"
 
@@ -23,11 +28,13 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
 
         engine_arguments(parser)
         return
-    parser.add_argument("--cluster", required=True, help="cluster TOML (e.g. examples/clusters/local-1p1d.toml) or xPyD")
+    parser.add_argument("--cluster", required=True,
+                        help="cluster TOML (e.g. examples/clusters/local-1p1d.toml) or xPyD")
     parser.add_argument("--model", default="tiny", help="a dense model preset or LLM TOML (default tiny)")
     parser.add_argument("--workload", default="agentic-64k", help="generator name or JSONL file (default agentic-64k)")
     parser.add_argument("--agents", type=int, default=16)
-    parser.add_argument("--policy", default=DEFAULT_POLICIES, help=f"comma-separated policies (default {DEFAULT_POLICIES})")
+    parser.add_argument("--policy", default=DEFAULT_POLICIES,
+                        help=f"comma-separated policies (default {DEFAULT_POLICIES})")
     parser.add_argument("--plan", metavar="FILE",
                         help="replay a plan from `dualpath plan` (of this run's scaled workload) instead of --policy")
     parser.add_argument("--scale", type=float, default=64.0, help="divide every token count by this (default 64)")
@@ -82,13 +89,13 @@ def _run(args: argparse.Namespace) -> int:
     faults = parse_faults(args.inject, args.seed, engines)
     names = [n.strip() for n in args.policy.split(",") if n.strip()]
     plan = Plan.load(args.plan) if args.plan else None
-    runs = [(plan.solver, plan)] if plan else [(n, None) for n in names]
+    runs: list[tuple[str, Plan | None]] = [(plan.solver, plan)] if plan else [(n, None) for n in names]
     policies = {n: _policy(n, cluster, llm, bt) for n, _ in runs if plan is None}  # unknown names fail early
     results, traces = [], []
     print(f"{cluster.name or cluster.shorthand} ({cluster.num_pe} PE, {cluster.num_de} DE), {llm.name}, "
           f"{workload.name}: {args.agents} agents, {len(workload.requests)} turns ({args.warm_turns} warm-up per agent)"
-          + (f", online at {args.aps:g} agents/s" if args.aps else "") + (f", faults {faults.describe()}" if not faults.empty else ""),
-          flush=True)
+          + (f", online at {args.aps:g} agents/s" if args.aps else "")
+          + (f", faults {faults.describe()}" if not faults.empty else ""), flush=True)
     with runtime_for(cluster, llm, workload, bt, seed=args.seed, faults=faults, device=args.device,
                      in_process=args.in_process) as runtime:
         profile = profile_engines(runtime, llm) if args.predict else None
@@ -96,8 +103,9 @@ def _run(args: argparse.Namespace) -> int:
             print(profile.describe(llm), flush=True)
         for label, replay in runs:
             policy = replay if replay is not None else policies[label]
-            trace = run_real(cluster, llm, workload, policy, runtime=runtime, online=args.aps is not None, faults=faults,
-                             seed=args.seed, timeout_s=args.timeout_s, verify=args.verify, warm_turns=args.warm_turns)
+            trace = run_real(cluster, llm, workload, policy, runtime=runtime, online=args.aps is not None,
+                             faults=faults, seed=args.seed, timeout_s=args.timeout_s, verify=args.verify,
+                             warm_turns=args.warm_turns)
             result = summarise(trace, args.slo_ttft_s, args.slo_tpot_s)
             if profile is not None:
                 result["predicted"] = predict(cluster, llm, profile, workload, label, replay, bt, args)
@@ -161,8 +169,8 @@ def predict(cluster, llm, profile, workload, label: str, replay, block_tokens: i
 def _line(r: dict) -> str:
     snic = ", ".join(f"{n} {b / 1e6:,.1f} MB" for n, b in r["snic_read_bytes"].items())
     text = (f"{r['policy']:>12}: JCT {r['jct_s']:.2f} s, {r['tokens_per_s']:,.1f} tokens/s, TTFT p50 "
-            f"{r['ttft_p50_s'] * 1e3:,.0f} ms p99 {r['ttft_p99_s'] * 1e3:,.0f} ms, TPOT {r['tpot_mean_s'] * 1e3:,.1f} ms; "
-            f"SNIC read {snic}")
+            f"{r['ttft_p50_s'] * 1e3:,.0f} ms p99 {r['ttft_p99_s'] * 1e3:,.0f} ms, "
+            f"TPOT {r['tpot_mean_s'] * 1e3:,.1f} ms; SNIC read {snic}")
     if "predicted" in r:
         p = r["predicted"]["jct_s"]
         text += f"; simulated JCT {p:.2f} s ({(p / r['jct_s'] - 1) * 100:+.0f}%)"
@@ -191,7 +199,7 @@ def _write_out(out: str, traces: list) -> None:
 class EngineProfile:
     """What the simulator needs to know about this machine's engines (see `profile_engines`)."""
 
-    cost: object  # the model's CostModel fitted to the engines
+    cost: CostModel  # the model's, fitted to the engines
     rdma_submit_s: float  # per Layer Block moved in or out of a PE: the fixed cost beyond the bytes
     interval_s: float = 0.05  # the scheduler's tick
     rows: list = field(default_factory=list)  # (kind, tokens or hit blocks, path, seconds) measured

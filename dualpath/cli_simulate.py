@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from functools import partial
 
 from dualpath.errors import SpecError
 from dualpath.table import format_table
@@ -75,11 +76,12 @@ def run(name: str, args: argparse.Namespace) -> int:
         names = [f"plan:{plan.solver}"]
     for policy_name in names:
         if args.find_capacity:
-            run_at = capacity_runner(simulate, workload_at, lambda n=policy_name: make_policy(n, cluster, llm),
+            run_at = capacity_runner(simulate, workload_at, partial(make_policy, policy_name, cluster, llm),
                                      cluster=cluster, llm=llm, seed=args.seed)
             found = find_capacity(run_at, slo)
             results.append(capacity_row(found, policy_name))
             continue
+        assert base is not None  # built above whenever no capacity search runs
         policy = plan if args.plan else make_policy(policy_name, cluster, llm)
         trace = simulate(cluster, llm, base, policy, online=online, progress=progress,
                          chrome_window=window, seed=args.seed)

@@ -27,7 +27,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         raise
 
 
-def write_json_atomic(path: str | os.PathLike, payload: dict) -> None:
+def write_json_atomic(path: str | os.PathLike, payload: dict | list) -> None:
     write_text_atomic(path, json.dumps(payload, indent=1) + "\n")
 
 

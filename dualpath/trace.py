@@ -119,7 +119,8 @@ class Trace:
 
     def to_chrome(self, start_s: float = 0.0, end_s: float = math.inf) -> dict:
         """Chrome trace-event JSON of the spans overlapping [start_s, end_s]."""
-        events, pids = [], {}
+        events: list[dict] = []
+        pids: dict[str, int] = {}
         for span in self.spans:
             if span.end_s < start_s or span.start_s > end_s:
                 continue

@@ -21,8 +21,8 @@ def non_negative(source: str, field: str, value: object) -> None:
 
 
 def fraction(source: str, field: str, value: object, allow_zero: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    ok = ok and (0 <= value <= 1 if allow_zero else 0 < value <= 1)
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+          and (0 <= value <= 1 if allow_zero else 0 < value <= 1))
     if not ok:
         raise SpecError(source, field, value, "a fraction in [0, 1]" if allow_zero else "a fraction in (0, 1]")
 

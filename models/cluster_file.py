@@ -22,7 +22,8 @@ from pathlib import Path
 from dualpath.cluster import ClusterSpec, NodeSpec
 from dualpath.errors import SpecError, UnknownNameError
 from dualpath.models.nodes import DEFAULT_NODE, NODE_PRESETS
-from dualpath.models.tomlfile import TomlDoc, build_spec, convert
+from dualpath.models.spec_table import build_spec, convert
+from dualpath.tomldoc import TomlDoc
 
 _TOP_KEYS = {
     "name": "str",
@@ -48,7 +49,7 @@ def cluster_from_text(text: str, source: str = "<cluster>") -> ClusterSpec:
 
 def cluster_from_doc(doc: TomlDoc) -> ClusterSpec:
     data = doc.data
-    doc.check_keys((), data, set(_TOP_KEYS))
+    doc.check_keys(data, set(_TOP_KEYS))
     values = {key: convert(doc, (key,), data[key], kind) for key, kind in _TOP_KEYS.items()
               if key in data and kind != "table"}
     node = _node(doc, values.pop("preset", None))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from dualpath.errors import InputError, SpecError
@@ -79,16 +80,21 @@ def _request(source: str, line: int, row: dict, index: int) -> Request:
                    _int(source, line, row, "output_tokens", 1), _seconds(source, line, row, "arrival_s"))
 
 
-def read_jsonl(path: str | Path, name: str | None = None) -> Workload:
+def jsonl_rows(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line; errors name the file and the line.
+
+    The file is read now (a missing file fails here), each line is parsed as it is reached: a caller
+    that stops early never parses, nor rejects, the lines after.
+    """
     source = str(path)
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(source, f"cannot read: {getattr(exc, 'strerror', None) or exc}") from exc
-    header: dict = {}
-    trajectories: list[Trajectory] = []
-    requests: list[Request] = []
-    seen: dict[object, int] = {}
+    return _parsed(source, lines)
+
+
+def _parsed(source: str, lines: list[str]) -> Iterator[tuple[int, dict]]:
     for number, text in enumerate(lines, start=1):
         if not text.strip():
             continue
@@ -98,6 +104,16 @@ def read_jsonl(path: str | Path, name: str | None = None) -> Workload:
             raise InputError(source, f"invalid JSON: {exc.msg} (column {exc.colno})", number) from exc
         if not isinstance(row, dict):
             raise InputError(source, f"expected a JSON object, found {type(row).__name__}", number)
+        yield number, row
+
+
+def read_jsonl(path: str | Path, name: str | None = None) -> Workload:
+    source = str(path)
+    header: dict = {}
+    trajectories: list[Trajectory] = []
+    requests: list[Request] = []
+    seen: dict[object, int] = {}
+    for number, row in jsonl_rows(path):
         if "dualpath_workload" in row:
             if header or trajectories or requests:
                 raise InputError(source, "the header must be the first line", number)
@@ -110,14 +126,15 @@ def read_jsonl(path: str | Path, name: str | None = None) -> Workload:
         is_trajectory = "turns" in row
         if (trajectories and not is_trajectory) or (requests and is_trajectory):
             raise InputError(source, "a file holds trajectories or requests, not both", number)
+        key: object
         if is_trajectory:
-            record = _trajectory(source, number, row, len(trajectories))
-            key = record.agent
-            trajectories.append(record)
+            trajectory = _trajectory(source, number, row, len(trajectories))
+            key = trajectory.agent
+            trajectories.append(trajectory)
         else:
-            record = _request(source, number, row, len(requests))
-            key = record.id
-            requests.append(record)
+            request = _request(source, number, row, len(requests))
+            key = request.id
+            requests.append(request)
         if key in seen:
             raise InputError(source, f"duplicate {'agent' if is_trajectory else 'id'} {key!r} "
                                      f"(first on line {seen[key]})", number)

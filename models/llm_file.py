@@ -21,7 +21,8 @@ from dualpath.errors import SpecError
 from dualpath.llm import AttentionKind, CostModel, LLMSpec
 from dualpath.models.llms import LLM_PRESETS
 from dualpath.models.profile import calibrate, load_profile
-from dualpath.models.tomlfile import TomlDoc, build_spec, convert
+from dualpath.models.spec_table import build_spec, convert
+from dualpath.tomldoc import TomlDoc
 
 _ENUMS = {"AttentionKind": AttentionKind}
 

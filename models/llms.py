@@ -18,9 +18,9 @@ Cost models (per GPU, `dualpath.llm.CostModel`): the GPU presets keep the core d
 H100/H800 SXM datasheet (989 TFLOPS dense BF16, 3.35 TB/s HBM3) with 40% prefill MFU. Cross-check:
 DeepSeek's inference-system overview (2025-03-01) reports 73.7k prefill tokens/s per H800 node with a
 56.3% cache hit ratio, about 4.0k computed tokens/s per GPU; this model gives V3.2 3.5k tokens/s for a
-fresh 4K-token prompt and 3.1k tokens/s for 4K new tokens on a 16K cached context. `tiny` runs on CPU cores: 0.1 TFLOPS fp32 (two AVX2 cores, 2 x 16 FLOP/cycle
-x 3 GHz) at 25% of it, DRAM at 20 GB/s; calibrate any preset with a profile table
-(`dualpath.models.profile`).
+fresh 4K-token prompt and 3.1k tokens/s for 4K new tokens on a 16K cached context. `tiny` runs on CPU
+cores: 0.1 TFLOPS fp32 (two AVX2 cores, 2 x 16 FLOP/cycle x 3 GHz) at 25% of it, DRAM at 20 GB/s;
+calibrate any preset with a profile table (`dualpath.models.profile`).
 """
 
 from __future__ import annotations

@@ -15,10 +15,12 @@ documents, not conversation turns.
 from __future__ import annotations
 
 import json
+from itertools import islice
 from pathlib import Path
 
 from dualpath.errors import InputError
 from dualpath.kvlayout import PrefixTrie
+from dualpath.models.jsonl import jsonl_rows
 from dualpath.models.workloads import from_requests
 from dualpath.request import Request, Workload
 
@@ -47,22 +49,12 @@ def load_mooncake(path: str | Path, name: str | None = None, limit: int | None =
                   block_tokens: int = MOONCAKE_BLOCK_TOKENS) -> Workload:
     """Requests of a Mooncake trace, in file order, with hits from the prefix trie (`limit`: first N)."""
     source = str(path)
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(source, f"cannot read: {getattr(exc, 'strerror', None) or exc}") from exc
-    trie, requests, last_ms = PrefixTrie(), [], 0
-    for number, text in enumerate(lines, start=1):
-        if limit is not None and len(requests) >= limit:
-            break
-        if not text.strip():
-            continue
-        try:
-            row = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(source, f"invalid JSON: {exc.msg} (column {exc.colno})", number) from exc
-        if not isinstance(row, dict):
-            raise InputError(source, f"expected a JSON object, found {type(row).__name__}", number)
+    rows = jsonl_rows(path)
+    trie = PrefixTrie()
+    requests: list[Request] = []
+    last_ms: float = 0
+    # Each row becomes one request (or an error), so the first `limit` rows are the first `limit` requests.
+    for number, row in islice(rows, None if limit is None else max(limit, 0)):
         timestamp = row.get("timestamp")
         if isinstance(timestamp, bool) or not isinstance(timestamp, (int, float)) or timestamp < last_ms:
             raise InputError(source, f"timestamp = {timestamp!r}: expected milliseconds >= {last_ms} "

@@ -16,10 +16,11 @@ import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dualpath.errors import InputError, SpecError
 from dualpath.llm import CostModel, LLMSpec
-from dualpath.models.tomlfile import TomlDoc
+from dualpath.tomldoc import TomlDoc
 
 COLUMNS = ("cached_tokens", "new_tokens", "seconds")
 
@@ -43,7 +44,10 @@ def load_profile(path: str | Path) -> list[ProfileRow]:
 
 
 def _row(source: str, line: int | None, values: dict, prefix: str = "") -> ProfileRow:
-    cached, new, seconds = (values.get(c) for c in COLUMNS)
+    # Any: the values come straight from a file; the checks below are what makes them typed.
+    cached: Any = values.get("cached_tokens")
+    new: Any = values.get("new_tokens")
+    seconds: Any = values.get("seconds")
     for name, value, ok, expected in (
         ("cached_tokens", cached, isinstance(cached, int) and cached >= 0, "an integer >= 0"),
         ("new_tokens", new, isinstance(new, int) and new >= 1, "an integer >= 1"),
@@ -85,7 +89,7 @@ def _from_csv(source: str, text: str) -> list[ProfileRow]:
 
 
 def _from_toml(doc: TomlDoc) -> list[ProfileRow]:
-    doc.check_keys((), doc.data, {"row"})
+    doc.check_keys(doc.data, {"row"})
     table = doc.data.get("row")
     if not isinstance(table, list) or not table:
         raise doc.error(("row",), table, "one or more [[row]] tables")

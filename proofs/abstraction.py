@@ -43,6 +43,18 @@ class Move:
     pool: Place | None = None
     flagged_after: bool | None = None  # worker start: does the request still have layers loaded ahead
 
+    def source(self) -> Place:
+        """`src`, for a move that must leave a place (a failure, a worker start)."""
+        if self.src is None:
+            raise ModelError(f"{self.label}: leaves no place")
+        return self.src
+
+    def layer_pool(self) -> Place:
+        """`pool`, for a move that takes loaded layers from it or adds one to it."""
+        if self.pool is None:
+            raise ModelError(f"{self.label}: names no layer pool")
+        return self.pool
+
 
 def _place(key, holds: Counter, phase, **kw) -> Place:
     return Place(key, tuple(sorted(holds.items(), key=lambda kv: (kv[0][0].value, kv[0][1].value))), phase, **kw)
@@ -70,15 +82,16 @@ class Abstraction:
         loop = {(w, f): _place((p, "loop", w, f), pm.held_loop + (pm.layer_held[w] if w else Counter()),
                                pm.loop_phase) for w in range(m - 1) for f in (0, 1)}
         pool = _place((p, "pool"), pm.layer_held[0], pm.loop_phase, request=False)
-        post = [None] + [_place((p, "post", k), pm.held_post[k], s.source) for k, s in enumerate(pm.post) if k]
-        self.places += pre + list(loop.values()) + [pool] + post[1:]
+        # Post-loop places by step index; step 0 leaves the loop straight from the loop place, so has none.
+        post = {k: _place((p, "post", k), pm.held_post[k], s.source) for k, s in enumerate(pm.post) if k}
+        self.places += pre + list(loop.values()) + [pool] + list(post.values())
         self.pools[p] = (pool, [loop[(w, 1)] for w in range(m - 1)])
         after_pre = [*pre[1:], loop[0, 0]]
         self.moves.append(Move(f"{p}: arrival", None, None, pre[0]))
         for k, step in enumerate(pm.pre):
             self.moves.append(Move(f"{p}: {step.name}", step, pre[k], after_pre[k]))
             self.blockers[pre[k].key] = (step,)
-        after_post = [*post[2:], self.done]
+        after_post = [*list(post.values())[1:], self.done]
         self.moves.append(Move(f"{p}: {pm.post[0].name}", pm.post[0], loop[(0, 0)], after_post[0]
                                if len(pm.post) == 1 else post[1]))
         for k in range(1, len(pm.post)):
@@ -101,7 +114,7 @@ class Abstraction:
             for w in range(m - 1):
                 if (w, f) != (0, 0):
                     self.blockers[loop[(w, f)].key] = (pm.loop[w + 1],)
-        for place in pre + list(loop.values()) + post[1:]:
+        for place in pre + list(loop.values()) + list(post.values()):
             flagged = place.key[1] == "loop" and place.key[3] == 1
             self.moves.append(Move(f"{p}: failure at {place.name}", None, place, self.failed,
                                    take_pool=-1 if flagged else 0, pool=pool if flagged else None))

@@ -119,8 +119,8 @@ def _collective_share(plan: TrafficPlan):
         if outcome.verdict == "unknown":
             return Undecided(outcome.reason)
         if not outcome.sat:
-            backlog, share = worst_backlog(arb, set(coll), domain, frozenset())
-            return Holds(f"worst case collectives get {_pct(share)} with VLs {sorted(backlog)} busy")
+            worst, share = worst_backlog(arb, set(coll), domain, frozenset())
+            return Holds(f"worst case collectives get {_pct(share)} with VLs {sorted(worst)} busy")
         backlog = sorted(v for v in domain if outcome.model.eval(busy[v], model_completion=True))
         share = arb.share(set(coll), backlog)
         missing = [c for c in coll if not arb.high[c]]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 from dualpath.proofs import smt
 from dualpath.proofs.abstraction import Abstraction, Move
@@ -81,7 +82,9 @@ def _take(u, n, k, count: int, one: bool, name: str, cons: list):
 def encode_move(a: Abstraction, mv: Move, s: State, t: State, caps: dict, tag: str):
     """Constraints for `t` = `s` after move `mv`."""
     z3 = smt.z3mod()
-    cons, dn, du = [], Counter(), {}
+    cons: list = []
+    dn: Counter[tuple] = Counter()  # place key -> change in occupants
+    du: dict[tuple, Any] = {}  # (place key, token) -> change in the tokens its occupants hold
     incoming: dict[Token, list] = {}
     if mv.src is not None:
         cons.append(s.n[mv.src.key] >= 1)
@@ -92,20 +95,21 @@ def encode_move(a: Abstraction, mv: Move, s: State, t: State, caps: dict, tag: s
             du[(mv.src.key, token)] = du.get((mv.src.key, token), 0) - x
             incoming.setdefault(token, []).append((x, count))
     if mv.take_pool:
+        pool = mv.layer_pool()
         k = z3.IntVal(1) if mv.take_pool == 1 else z3.Int(f"k{tag}")
-        cons += [k >= 1, k <= s.n[mv.pool.key]]
-        dn[mv.pool.key] -= 1 if mv.take_pool == 1 else 0
+        cons += [k >= 1, k <= s.n[pool.key]]
+        dn[pool.key] -= 1 if mv.take_pool == 1 else 0
         if mv.take_pool == -1:
             # the failing request's own layers go with it; every other flagged request keeps >= 1
-            ahead = z3.Sum([s.n[f.key] for f in a.pools[mv.src.key[0]][1]])
-            cons += [t.n[mv.pool.key] == s.n[mv.pool.key] - k, s.n[mv.pool.key] - k >= ahead - 1,
-                     z3.Implies(ahead == 1, k == s.n[mv.pool.key])]
-        for token, count in mv.pool.tokens.items():
-            y = _take(s.u[(mv.pool.key, token)], s.n[mv.pool.key], k, count, token[1] is Amount.ONE,
+            ahead = z3.Sum([s.n[f.key] for f in a.pools[mv.source().key[0]][1]])
+            cons += [t.n[pool.key] == s.n[pool.key] - k, s.n[pool.key] - k >= ahead - 1,
+                     z3.Implies(ahead == 1, k == s.n[pool.key])]
+        for token, count in pool.tokens.items():
+            y = _take(s.u[(pool.key, token)], s.n[pool.key], k, count, token[1] is Amount.ONE,
                       f"y[{token[0].value}]{tag}", cons)
-            du[(mv.pool.key, token)] = du.get((mv.pool.key, token), 0) - y
+            du[(pool.key, token)] = du.get((pool.key, token), 0) - y
             incoming.setdefault(token, []).append((y, count))
-    want = Counter()
+    want: Counter[Resource] = Counter()
     acquired = Counter(mv.step.acquire) if mv.step is not None else Counter()
     for token, count in acquired.items():
         amount = z3.Int(f"a[{token[0].value}/{token[1].value}]{tag}")
@@ -113,11 +117,11 @@ def encode_move(a: Abstraction, mv: Move, s: State, t: State, caps: dict, tag: s
         cons += [amount == count] if one else [amount >= count, amount <= count * caps[token[0]]]
         want[token[0]] = want[token[0]] + amount
         if mv.add_pool:
-            du[(mv.pool.key, token)] = du.get((mv.pool.key, token), 0) + amount
+            du[(mv.layer_pool().key, token)] = du.get((mv.layer_pool().key, token), 0) + amount
         else:
             incoming.setdefault(token, []).append((amount, count))
     if mv.add_pool:
-        dn[mv.pool.key] += 1
+        dn[mv.layer_pool().key] += 1
     for r, w in want.items():
         cons.append(s.used(a, r) + w <= caps[r])
     if mv.dst is not None:
@@ -137,12 +141,12 @@ def encode_move(a: Abstraction, mv: Move, s: State, t: State, caps: dict, tag: s
             gain = z3.Sum([x for x, _ in pieces]) if c_out == c_in else z3.IntVal(c_out)
             du[(mv.dst.key, token)] = du.get((mv.dst.key, token), 0) + gain
     for key, n in s.n.items():
-        if not (mv.take_pool == -1 and key == mv.pool.key):
+        if not (mv.take_pool == -1 and key == mv.layer_pool().key):
             cons.append(t.n[key] == (n + dn[key] if dn[key] else n))
     for key, u in s.u.items():
         cons.append(t.u[key] == (u + du[key] if key in du else u))
     if mv.flagged_after is not None:
-        pool, flagged = a.pools[mv.src.key[0]]
+        pool, flagged = a.pools[mv.source().key[0]]
         ahead = z3.Sum([s.n[f.key] for f in flagged])
         cons.append(s.n[pool.key] >= ahead + 1 if mv.flagged_after else z3.Implies(ahead == 1, s.n[pool.key] == 1))
     return cons
@@ -151,7 +155,8 @@ def encode_move(a: Abstraction, mv: Move, s: State, t: State, caps: dict, tag: s
 def blocked(a: Abstraction, s: State, step: Step, caps: dict, tag: str):
     """Some want of `step` does not fit what is free (wants are any amounts within capacity)."""
     z3 = smt.z3mod()
-    need, cons = Counter(), []
+    need: Counter[Resource] = Counter()
+    cons: list = []
     for token, count in Counter(step.acquire).items():
         amount = z3.Int(f"w[{step.name},{token[0].value}/{token[1].value}]{tag}")
         one = token[1] is Amount.ONE

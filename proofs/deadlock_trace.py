@@ -194,7 +194,9 @@ class Search:
         return smt.check(s), history, choices
 
     def _trace(self, model, history, choices) -> DeadlockTrace:
-        ev = lambda term: smt.value(model, term)
+        def ev(term):
+            return smt.value(model, term)
+
         caps = {r.value: ev(c) for r, c in self.caps.items()}
         sizes = [", ".join([f"{n} {ev(v)}" for n, v in sz.items()] + [f"layers {[ev(x) for x in lb]}"])
                  for sz, lb in zip(self.size, self.layer_bytes)]
@@ -209,7 +211,8 @@ class Search:
             actions.append((a.request, a.step.name, None if a.kind == "request" else a.position))
         pcs, stages, held = history[-1]
         holders = {r: {i: ev(held[i][r]) for i in range(len(self.paths))} for r in self.resources}
-        waits, edges = [], Counter()
+        waits: list[str] = []
+        edges: Counter[tuple[int, int, str]] = Counter()
         for a in self.actions:
             if not model.eval(self.guard(a, pcs, stages), model_completion=True):
                 continue

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dualpath.proofs.opensm import PORT_TYPES, Where, parse_sl2vl, parse_vlarb
-from dualpath.proofs.tomldoc import TomlDoc
+from dualpath.tomldoc import TomlDoc
 
 TABLE_FIELDS = ("max_vls", "high_limit", "vlarb_high", "vlarb_low", "sl2vl")
 HARDWARE_FIELDS = ("vl_cap", "vlarb_high_cap", "vlarb_low_cap")
@@ -43,7 +43,7 @@ class OverrideEntry:
 
     def where(self, name: str) -> Where:
         raw = self.doc.data["port"][self.index].get(name)
-        return Where(self.doc.path, self.doc.line_of("port", self.index, name),
+        return Where(self.doc.source, self.doc.line_of("port", self.index, name),
                      f"[[port]] node={self.node} {name}", "" if raw is None else str(raw))
 
 
@@ -78,7 +78,7 @@ def _port_numbers(doc: TomlDoc, value, path: tuple) -> tuple[int, ...]:
 
 
 def load_overrides(path: str | Path) -> Overrides:
-    doc = TomlDoc(path)
+    doc = TomlDoc.read(path)
     doc.check_keys(doc.data, {"port"})
     entries_data = doc.data.get("port", [])
     if not isinstance(entries_data, list):
@@ -103,7 +103,7 @@ def load_overrides(path: str | Path) -> Overrides:
                     raise doc.error((*base, name), raw, "a string in OpenSM syntax")
                 key = (name, raw)
                 if key not in memo:
-                    where = Where(doc.path, doc.line_of(*base, name), name, raw)
+                    where = Where(doc.source, doc.line_of(*base, name), name, raw)
                     memo[key] = parse_sl2vl(raw, where) if name == "sl2vl" else parse_vlarb(raw, where)
                 values[name] = memo[key]
             elif name == "vl_cap":
@@ -114,5 +114,5 @@ def load_overrides(path: str | Path) -> Overrides:
                 low, high = {"max_vls": (1, 15), "high_limit": (0, 255)}.get(name, (0, 64))
                 values[name] = doc.integer(data, name, base, low, high)
         entries.append(OverrideEntry(index, node, ports, port_type, values, doc))
-    return Overrides(doc.path, tuple(entries))
+    return Overrides(doc.source, tuple(entries))
 

@@ -84,7 +84,7 @@ def build_path(path: ReadPath, admission: bool, steps_fn: StepsFn = transfer_ste
         raise ModelError(f"{path.value}: the loop needs a load step and worker steps inside one phase, then an exit")
     problems: list[str] = []
     where = f"{path.value}-read"
-    held_pre = [Counter()]
+    held_pre: list[Counter[Token]] = [Counter()]
     for step in pre:
         held_pre.append(_apply(held_pre[-1], step, where, problems))
     held_loop = held_pre.pop()

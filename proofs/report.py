@@ -65,7 +65,7 @@ class VerificationReport:
         for p in self.properties:
             lines.append(f"[{p.status.value:8}] {p.name}: {p.question} ({p.time_s:.3f} s)")
             if p.status is Status.VIOLATED:
-                witness = p.witness if isinstance(p.witness, str) else p.witness.get("cycle", str(p.witness))
+                witness = p.witness.get("cycle", str(p.witness)) if isinstance(p.witness, dict) else p.witness
                 lines.append(f"           witness: {witness}")
                 lines.append(f"           fix: {p.fix}")
             elif p.status is Status.UNKNOWN:

@@ -27,17 +27,19 @@ def check_class_tc(roce: RoceConfig, plan: TrafficPlan) -> PropertyResult:
                         f"{roce.where['trust'].file}:{roce.where['trust'].line or 1}: trust = \"dscp\"")
     pairs = _classes(roce, plan)
     real = [roce.tc_of_dscp(r.dscp) for _, r in pairs]
-    outcome, bad = smt.find_indices(len(pairs), lambda i: smt.lookup(i, real) != smt.lookup(i, [r.tc for _, r in pairs]))
+    intended = [r.tc for _, r in pairs]
+    outcome, bad = smt.find_indices(len(pairs), lambda i: smt.lookup(i, real) != smt.lookup(i, intended))
     if outcome.verdict == "unknown":
         return unknown(name, FAMILY, question, outcome.reason)
     if bad:
         k, r = pairs[bad[0]]
         prio = roce.dscp_to_priority[r.dscp]
         src = roce.where.get(f"dscp:{r.dscp}", roce.where["priority_to_tc"])
+        table = roce.where["priority_to_tc"]
         return violated(name, FAMILY, question,
                         f"class {k.name} (DSCP {r.dscp}, {r.where}) goes to priority {prio} ({src}) and TC "
-                        f"{roce.priority_to_tc[prio]} ({roce.where['priority_to_tc']}), not its TC {r.tc}",
-                        f"{roce.where['priority_to_tc'].file}:{roce.where['priority_to_tc'].line}: priority_to_tc[{prio}]"
+                        f"{roce.priority_to_tc[prio]} ({table}), not its TC {r.tc}",
+                        f"{table.file}:{table.line}: priority_to_tc[{prio}]"
                         f" = {r.tc}  # or map DSCP {r.dscp} to a priority of TC {r.tc}")
     kv = [(k, roce.tc_of_dscp(r.dscp)) for k, r in pairs if k.kind == "kv"]
     coll = [(k, roce.tc_of_dscp(r.dscp)) for k, r in pairs if k.kind == "collective"]

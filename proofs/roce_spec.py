@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dualpath.proofs.opensm import Where
-from dualpath.proofs.tomldoc import TomlDoc
+from dualpath.tomldoc import TomlDoc
 
 NUM_PRIORITIES = 8
 NUM_DSCP = 64
@@ -63,11 +63,11 @@ def _int_list(doc: TomlDoc, key: str, length: int | None, low: int, high: int, d
 
 
 def load_roce(path: str | Path) -> RoceConfig:
-    doc = TomlDoc(path)
+    doc = TomlDoc.read(path)
     doc.check_keys(doc.data, TOP_KEYS)
 
     def where(*key) -> Where:
-        return Where(doc.path, doc.line_of(*key), ".".join(map(str, key)))
+        return Where(doc.source, doc.line_of(*key), ".".join(map(str, key)))
 
     trust = doc.string(doc.data, "trust", (), ("dscp", "pcp"), default="pcp")
     prio_tc = _int_list(doc, "priority_to_tc", NUM_PRIORITIES, 0, 7, list(range(NUM_PRIORITIES)))
@@ -76,13 +76,13 @@ def load_roce(path: str | Path) -> RoceConfig:
     ets = _int_list(doc, "ets_percent", NUM_PRIORITIES, 0, 100, None)
     dscp_map = [d >> 3 for d in range(NUM_DSCP)]
     wheres = {k: where(k) for k in ("trust", "priority_to_tc", "pfc_priorities", "strict_tcs", "ets_percent")}
-    for key, prio in doc.table(doc.data, "dscp_to_priority").items():
+    for key, prio in doc.table("dscp_to_priority").items():
         if not key.isdigit() or not 0 <= int(key) < NUM_DSCP:
             raise doc.error(("dscp_to_priority", key), key, "a DSCP 0..63 as the key")
         dscp_map[int(key)] = doc.integer({key: prio}, key, ("dscp_to_priority",), 0, 7)
         wheres[f"dscp:{int(key)}"] = where("dscp_to_priority", key)
     classes = {}
-    for name, data in doc.table(doc.data, "classes").items():
+    for name, data in doc.table("classes").items():
         p = ("classes", name)
         if not isinstance(data, dict):
             raise doc.error(p, data, "a table with dscp, tc and lossless")
@@ -92,5 +92,5 @@ def load_roce(path: str | Path) -> RoceConfig:
             raise doc.error((*p, "lossless"), lossless, "true or false")
         classes[name] = RoceClass(name, doc.integer(data, "dscp", p, 0, 63), doc.integer(data, "tc", p, 0, 7),
                                   lossless, where(*p))
-    return RoceConfig(doc.path, trust, tuple(dscp_map), prio_tc, frozenset(pfc), frozenset(strict), ets, classes,
+    return RoceConfig(doc.source, trust, tuple(dscp_map), prio_tc, frozenset(pfc), frozenset(strict), ets, classes,
                       wheres)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from dualpath.errors import require
 
@@ -39,7 +40,7 @@ class Outcome:
     """`sat` means a counterexample exists (its model is kept); `unsat` means the claim is proved."""
 
     verdict: str  # "sat" | "unsat" | "unknown"
-    model: object = None
+    model: Any = None  # a z3 ModelRef when sat (z3 ships no type information)
     reason: str = ""
 
     @property

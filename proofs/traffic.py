@@ -10,7 +10,7 @@ from pathlib import Path
 from dualpath.errors import SpecError
 from dualpath.proofs.envfile import EnvValue, load_env
 from dualpath.proofs.opensm import Where
-from dualpath.proofs.tomldoc import TomlDoc
+from dualpath.tomldoc import TomlDoc
 
 KINDS = ("collective", "kv", "management")
 MTUS = (256, 512, 1024, 2048, 4096)
@@ -82,11 +82,11 @@ class TrafficPlan:
 
 
 def _where(doc: TomlDoc, *path) -> Where:
-    return Where(doc.path, doc.line_of(*path), ".".join(str(p) for p in path))
+    return Where(doc.source, doc.line_of(*path), ".".join(str(p) for p in path))
 
 
 def _fabric(doc: TomlDoc) -> FabricTargets:
-    data = doc.table(doc.data, "fabric", required=True)
+    data = doc.table("fabric", required=True)
     keys = ("mtu_bytes", "link_gbps", "collective_share_min", "kv_share_min", "model_wait_max_ns")
     doc.check_keys(data, set(keys), ("fabric",))
     mtu = data.get("mtu_bytes", 4096)
@@ -103,7 +103,7 @@ def _fabric(doc: TomlDoc) -> FabricTargets:
 
 
 def _classes(doc: TomlDoc) -> tuple[TrafficClass, ...]:
-    table = doc.table(doc.data, "classes", required=True)
+    table = doc.table("classes", required=True)
     classes = []
     for name, data in table.items():
         path = ("classes", name)
@@ -125,7 +125,7 @@ def _classes(doc: TomlDoc) -> tuple[TrafficClass, ...]:
 def _libraries(doc: TomlDoc, classes: tuple[TrafficClass, ...], env: dict[str, EnvValue]) -> tuple:
     names = {c.name for c in classes}
     libraries = []
-    for name, data in doc.table(doc.data, "libraries").items():
+    for name, data in doc.table("libraries").items():
         path = ("libraries", name)
         if not isinstance(data, dict):
             raise doc.error(path, data, "a table with setting, carries and optionally value")
@@ -149,7 +149,7 @@ def _libraries(doc: TomlDoc, classes: tuple[TrafficClass, ...], env: dict[str, E
 
 
 def _cluster(doc: TomlDoc) -> ClusterNumbers | None:
-    data = doc.table(doc.data, "cluster")
+    data = doc.table("cluster")
     if not data:
         return None
     p = ("cluster",)
@@ -165,13 +165,13 @@ def _cluster(doc: TomlDoc) -> ClusterNumbers | None:
 
 
 def load_traffic(path: str | Path) -> TrafficPlan:
-    doc = TomlDoc(path)
+    doc = TomlDoc.read(path)
     doc.check_keys(doc.data, {"env_file", "fabric", "classes", "libraries", "cluster"})
     env_path = None
     env: dict[str, EnvValue] = {}
     if "env_file" in doc.data:
         name = doc.string(doc.data, "env_file", ())
-        env_path = str(Path(doc.path).parent / name)
+        env_path = str(Path(doc.source).parent / name)
         env = load_env(env_path)
     classes = _classes(doc)
-    return TrafficPlan(doc.path, classes, _fabric(doc), _libraries(doc, classes, env), _cluster(doc), env_path)
+    return TrafficPlan(doc.source, classes, _fabric(doc), _libraries(doc, classes, env), _cluster(doc), env_path)

@@ -88,7 +88,8 @@ class Arbiter:
         both = less(q * (h * bilinear(hs, la) + m * bilinear(ls, ha)), p * (h + m) * bilinear(ha, la))
         return z3.Or(
             z3.And(any_high, any_low, z3.BoolVal(self.limited), both),
-            z3.And(any_high, z3.Or(z3.Not(any_low), z3.BoolVal(not self.limited)), less(q * linear(hs), p * linear(ha))),
+            z3.And(any_high, z3.Or(z3.Not(any_low), z3.BoolVal(not self.limited)),
+                   less(q * linear(hs), p * linear(ha))),
             z3.And(z3.Not(any_high), any_low, less(q * linear(ls), p * linear(la))),
             z3.And(z3.Not(any_high), z3.Not(any_low)),
         )

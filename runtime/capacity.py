@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from dualpath.errors import SpecError
 from dualpath.policy import Policy
@@ -66,15 +67,15 @@ def steady_state(trace: Trace) -> tuple[float, float, bool]:
     return arrivals[len(arrivals) // 4], arrivals[(3 * len(arrivals)) // 4], False
 
 
-def online_summary(trace: Trace, slo: SLO = PAPER_SLO) -> dict:
+def online_summary(trace: Trace, slo: SLO = PAPER_SLO) -> dict[str, Any]:
     """TTFT/TTST/TPOT statistics of the steady state and whether the SLO holds there."""
     start, end, found = steady_state(trace)
     window = [r for r in trace.records if r.status != "failed" and start <= r.arrival_s <= end]
     ttft = [r.first_token_s - r.arrival_s for r in window]
     ttst = [r.second_token_s - r.arrival_s for r in window]
     tpot = [t for t in (_tpot(r) for r in window) if t is not None]
-    out: dict = {"steady_start_s": start, "steady_end_s": end, "steady_state_found": found,
-                 "steady_requests": len(window)}
+    out: dict[str, Any] = {"steady_start_s": start, "steady_end_s": end, "steady_state_found": found,
+                           "steady_requests": len(window)}
     for name, values in (("ttft", ttft), ("ttst", ttst), ("tpot", tpot)):
         for statistic in STATISTICS:
             out[f"{name}_{statistic}_s"] = _stat(values, statistic)
@@ -88,7 +89,7 @@ def online_summary(trace: Trace, slo: SLO = PAPER_SLO) -> dict:
 @dataclass
 class CapacityResult:
     capacity_aps: float  # highest rate probed that met the SLO (0 when none did)
-    probes: list[dict] = field(default_factory=list)  # in probe order: aps, slo_met and the statistics
+    probes: list[dict[str, Any]] = field(default_factory=list)  # in probe order: aps, slo_met and the statistics
 
 
 def find_capacity(run_at: Callable[[float], Trace], slo: SLO = PAPER_SLO, *, start_aps: float = 0.5,
@@ -139,7 +140,7 @@ def find_capacity(run_at: Callable[[float], Trace], slo: SLO = PAPER_SLO, *, sta
 
 
 def capacity_runner(simulate_fn: Callable[..., Trace], workload_at: Callable[[float], Workload],
-                    make_policy: Callable[[], Policy], **simulate_kwargs) -> Callable[[float], Trace]:
+                    make_policy: Callable[[], Policy], **simulate_kwargs: Any) -> Callable[[float], Trace]:
     """`run_at(aps)` for `find_capacity`: a fresh policy and the workload's Poisson arrivals at `aps`."""
 
     def run_at(aps: float) -> Trace:

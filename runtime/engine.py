@@ -3,8 +3,8 @@
 An engine is addressed by the host:port of its control server (loopback unless `--host` says
 otherwise); its data transport listens on a second port it announces in `hello`. Both accept only
 peers that prove the cluster secret (`DUALPATH_SECRET` or `--secret-file`). The storage directory is
-shared by all engines (a 3FS mount or local NVMe). With `--scheduler HOST:PORT` (or the `lead`
-control call) the engine's `GroupLeader` fetches its group's work from that scheduler. This module
+shared by all engines (a 3FS mount or local NVMe). With `--scheduler HOST:PORT` (or the `Lead`
+control message) the engine's `GroupLeader` fetches its group's work from that scheduler. This module
 holds the options (one field per CLI flag), the model presets and the process entry point;
 `worker.EngineBase` is what both roles share.
 """
@@ -19,10 +19,14 @@ import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from dualpath.errors import DualpathError, InputError, SpecError, require
 from dualpath.protocol import ALL_STEP_NAMES
 from dualpath.runtime.transports.auth import DEFAULT_BIND_HOST, SECRET_ENV, check_secret, secret_from_env
+
+if TYPE_CHECKING:
+    from dualpath.runtime.engines.worker import EngineBase
 
 LOG = logging.getLogger("dualpath.runtime.engine")
 
@@ -113,7 +117,8 @@ class EngineOptions:
         args += ["--checkpoint", self.checkpoint] if self.checkpoint else []
         args += ["--kv-dtype", self.kv_dtype] if self.kv_dtype else []
         args += ["--scheduler", self.scheduler] if self.scheduler else []
-        for flag, value in (("--snic-bytes-per-s", self.snic_bytes_per_s), ("--cnic-bytes-per-s", self.cnic_bytes_per_s)):
+        for flag, value in (("--snic-bytes-per-s", self.snic_bytes_per_s),
+                            ("--cnic-bytes-per-s", self.cnic_bytes_per_s)):
             args += [flag, repr(value)] if value is not None else []
         return args + (["--cnic-centric"] if self.cnic_centric else [])
 
@@ -141,6 +146,7 @@ def build_decoder(options: EngineOptions):
             raise SpecError("engine", "device", options.device, "cpu, or cuda[:N] on a machine with a CUDA device")
     if options.checkpoint:
         return load_checkpoint(options.checkpoint, device=options.device, dtype=options.dtype)
+    fields: Any  # a preset's, or whatever the JSON file holds (checked below)
     if options.model in PRESETS:
         fields = PRESETS[options.model]
     else:
@@ -225,7 +231,7 @@ def parse_args(argv: list[str] | None, args: argparse.Namespace | None = None) -
     return options, secret, args.ready_file
 
 
-def create_engine(options: EngineOptions, secret: bytes | str):
+def create_engine(options: EngineOptions, secret: bytes | str) -> EngineBase:
     """A `PrefillEngine` or `DecodeEngine` (not started)."""
     if options.role == "prefill":
         from dualpath.runtime.engines.prefill_engine import PrefillEngine

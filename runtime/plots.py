@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 from dualpath.errors import require
 from dualpath.trace import Trace
@@ -19,7 +20,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
-def _pyplot():
+def _pyplot() -> Any:  # the matplotlib.pyplot module, imported only when plotting
     matplotlib = require("matplotlib", "plots")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -45,7 +46,7 @@ def write_plots(traces: list[Trace], out_dir: str | Path, *, chrome_window: tupl
     return paths
 
 
-def _jct(plt, traces: list[Trace], out: Path) -> Path:
+def _jct(plt: Any, traces: list[Trace], out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     names = [t.policy for t in traces]
     values = [t.metrics().jct_s for t in traces]
@@ -61,7 +62,7 @@ def _jct(plt, traces: list[Trace], out: Path) -> Path:
     return path
 
 
-def _ttft_cdf(plt, traces: list[Trace], out: Path) -> Path:
+def _ttft_cdf(plt: Any, traces: list[Trace], out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for trace in traces:
         values = sorted(r.first_token_s - r.arrival_s for r in trace.records if r.status != "failed")
@@ -83,9 +84,10 @@ def _ttft_cdf(plt, traces: list[Trace], out: Path) -> Path:
     return path
 
 
-def _nics(plt, trace: Trace, out: Path) -> Path:
+def _nics(plt: Any, trace: Trace, out: Path) -> Path:
     fig, axes = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
-    for kind, ax, title in ((".snic", axes[0], "storage NIC reads"), (".cnic_in", axes[1], "compute NICs in (KV lane)")):
+    panels = ((".snic", axes[0], "storage NIC reads"), (".cnic_in", axes[1], "compute NICs in (KV lane)"))
+    for kind, ax, title in panels:
         for name, series in sorted(trace.utilisation.items()):
             if name.endswith(kind) and series:
                 ax.plot([t for t, _ in series], [u for _, u in series], label=name.split(".")[0], linewidth=0.8)

@@ -248,11 +248,11 @@ def lower_bound(problem: Problem, split_reads: bool = False, backend: str | None
 
 def solve_relaxation(relax: Relaxation, backend: str, time_limit_s: float) -> RelaxationSolution | None:
     if backend == "ortools":
-        from dualpath.solver.ortools_model import solve_relaxation
+        from dualpath.solver import ortools_model
 
-        return solve_relaxation(relax, time_limit_s)
+        return ortools_model.solve_relaxation(relax, time_limit_s)
     if backend in ("pulp-cbc", "pulp-highs"):
-        from dualpath.solver.pulp_model import solve_relaxation
+        from dualpath.solver import pulp_model
 
-        return solve_relaxation(relax, time_limit_s, backend=backend.split("-")[1])
+        return pulp_model.solve_relaxation(relax, time_limit_s, backend=backend.split("-")[1])
     raise ValueError(f"unknown LP backend {backend!r}: expected ortools, pulp-cbc or pulp-highs")

@@ -9,6 +9,7 @@ so a 48P96D cluster with 20,000 requests gets a start in seconds.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 
 from dualpath.solver.problem import Loads, Problem, Solution
 
@@ -89,8 +90,11 @@ class _Heap:
             self.key[i] = key
             heapq.heappush(self.heap, (key, i))
 
-    def smallest(self, count: int, ok=None) -> list[int]:
-        out, kept, seen = [], [], set()
+    def smallest(self, count: int, ok: Callable[[int], bool] | None = None) -> list[int]:
+        """The `count` smallest ids that pass `ok`; the heap keeps every live entry."""
+        out: list[int] = []
+        kept: list[tuple[float, int]] = []
+        seen: set[int] = set()
         while self.heap and len(out) < count:
             key, i = heapq.heappop(self.heap)
             if self.key[i] != key or i in seen:
@@ -120,7 +124,10 @@ def construct(problem: Problem, split_reads: bool, fan: int = 4, pe_side: dict[i
                    key=lambda r: (-max(pb.compute_s[r] / total_c, pb.hit_bytes[r] / total_h), r))
     best_pe = {n: min(ps, key=st.pe_key) for n, ps in st.pe_of_node.items()}
     best_de = {n: min(ds, key=st.de_key) for n, ds in st.de_of_node.items()}
-    snic_s = lambda n: st.loads.snic[n] / pb.snic_bytes_per_s[n]
+
+    def snic_s(n: int) -> float:
+        return st.loads.snic[n] / pb.snic_bytes_per_s[n]
+
     pe_engines = _Heap({p: st.pe_key(p) for p in range(pb.num_pe)})
     de_engines = _Heap({d: st.de_key(d) for d in range(pb.num_de)})
     pe_nodes = _Heap({n: max(snic_s(n), st.pe_key(p)) for n, p in best_pe.items()})
@@ -128,7 +135,10 @@ def construct(problem: Problem, split_reads: bool, fan: int = 4, pe_side: dict[i
     sol = Solution([0] * pb.num_requests, [0] * pb.num_requests, [0] * pb.num_requests)
     for r in order:
         h, cap = pb.hit_bytes[r], pb.pe_read_cap_bytes(r)
-        room = lambda d, r=r: st.hbm_room(d, r)
+
+        def room(d: int, r: int = r) -> bool:
+            return st.hbm_room(d, r)
+
         # PE side: best engine for a DE-side read, and for a PE-side read (its node's SNIC counts).
         pe_plain = min((st.pe_after(p, r, 0), p) for p in pe_engines.smallest(fan))
         pe_read = None

@@ -160,13 +160,13 @@ class OnlineScheduler:
             del cache[r.id]
             hit = r.hit_tokens * self.kv
             n_pe, n_de = pe_node[p], view.de_node[d]
-            a = self._side(hit, snic_s, n_pe, n_de)
-            snic_s[n_pe] += a / self.snic_rate[n_pe]
-            snic_s[n_de] += (hit - a) / self.snic_rate[n_de]
+            pe_read = self._side(hit, snic_s, n_pe, n_de)
+            snic_s[n_pe] += pe_read / self.snic_rate[n_pe]
+            snic_s[n_de] += (hit - pe_read) / self.snic_rate[n_de]
             pe_s[p] += c
             least = min(pe_s)
-            self._book(view, p, d, r, a)
-            out.append(Assignment(r.id, view.pe_names[p], view.de_names[d], a, hit - a))
+            self._book(view, p, d, r, pe_read)
+            out.append(Assignment(r.id, view.pe_names[p], view.de_names[d], pe_read, hit - pe_read))
         if opts.split_reads and opts.lp and len(out) > 1 and time.perf_counter() < deadline:
             out = self._rebalance(out, state, view, deadline) or out
         self.tick_latencies_s.append(time.perf_counter() - started)
@@ -201,6 +201,7 @@ class OnlineScheduler:
 
     def _rebalance(self, out: list[Assignment], state: ClusterState, view: SchedulerView,
                    deadline: float) -> list[Assignment] | None:
+        assert self._lp is not None  # built whenever options ask for the LP with split reads, as decide checks
         gb = 1e-9
         node_of = {n: e.node for n, e in state.engines.items()}
         rows = []

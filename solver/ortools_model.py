@@ -10,6 +10,7 @@ makespan. Coefficients come from `coefficients.coefficients` (seconds per unit).
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from dualpath.cluster import Role
 from dualpath.errors import require
@@ -170,7 +171,8 @@ def _trivial_upper_s(pb: Problem, co) -> float:
 def solve_relaxation(relax: Relaxation, time_limit_s: float) -> RelaxationSolution | None:
     pywraplp = require("ortools.linear_solver.pywraplp", "solver")
     pb = relax.problem
-    R, I, J = range(pb.num_requests), range(len(relax.pe_classes)), range(len(relax.de_classes))
+    # Index sets: requests, classes of PE nodes, classes of DE nodes
+    R, PC, DC = range(pb.num_requests), range(len(relax.pe_classes)), range(len(relax.de_classes))
     solver = pywraplp.Solver.CreateSolver("GLOP")
     inf = solver.infinity()
     gb = 1e-9  # bytes in GB keep the coefficients within a few orders of magnitude
@@ -181,13 +183,13 @@ def solve_relaxation(relax: Relaxation, time_limit_s: float) -> RelaxationSoluti
     context = [k * gb for k in pb.context_bytes]
 
     # Variables (fractions of request r on class i / j; GB read there)
-    x = {(r, i): solver.NumVar(0, 1, "") for r in R for i in I}
-    y = {(r, j): solver.NumVar(0, 1, "") for r in R for j in J}
-    a = {(r, i): solver.NumVar(0, inf, "") for r in R for i in I}
-    b = {(r, j): solver.NumVar(0, inf, "") for r in R for j in J}
+    x = {(r, i): solver.NumVar(0, 1, "") for r in R for i in PC}
+    y = {(r, j): solver.NumVar(0, 1, "") for r in R for j in DC}
+    a = {(r, i): solver.NumVar(0, inf, "") for r in R for i in PC}
+    b = {(r, j): solver.NumVar(0, inf, "") for r in R for j in DC}
     T = solver.NumVar(relax.constant_s, inf, "T")
 
-    def row(lb, ub, terms):
+    def row(lb: float, ub: float, terms: list[tuple[Any, float]]) -> Any:
         c = solver.Constraint(lb, ub)
         for var, coef in terms:
             c.SetCoefficient(var, coef)
@@ -195,25 +197,27 @@ def solve_relaxation(relax: Relaxation, time_limit_s: float) -> RelaxationSoluti
 
     # Assignment and read linking
     for r in R:
-        row(1, 1, [(x[r, i], 1) for i in I])
-        row(1, 1, [(y[r, j], 1) for j in J])
-        for i in I:
+        row(1, 1, [(x[r, i], 1) for i in PC])
+        row(1, 1, [(y[r, j], 1) for j in DC])
+        for i in PC:
             row(-inf, 0, [(a[r, i], 1), (x[r, i], -pb.pe_read_cap_bytes(r) * gb)])
-        for j in J:
+        for j in DC:
             row(-inf, 0, [(b[r, j], 1), (y[r, j], -hit[r])])
-        row(hit[r], hit[r], [(a[r, i], 1) for i in I] + [(b[r, j], 1) for j in J])
+        row(hit[r], hit[r], [(a[r, i], 1) for i in PC] + [(b[r, j], 1) for j in DC])
 
     # SNIC per class, then engine resources pooled per class
-    rows = {}
+    rows: dict[tuple[str, str, int] | tuple[str, int], Any] = {}  # the rows whose duals name the binding family
     for i, c in enumerate(relax.pe_classes):
-        rows["snic", "pe", i] = row(-inf, -c.read_queue_bytes * gb, [(a[r, i], 1) for r in R] + [(T, -c.snic_bytes_per_s * gb)])
+        rows["snic", "pe", i] = row(-inf, -c.read_queue_bytes * gb,
+                                    [(a[r, i], 1) for r in R] + [(T, -c.snic_bytes_per_s * gb)])
         rows["pe_compute", i] = row(-inf, -c.compute_backlog_s,
                                     [(x[r, i], pb.compute_s[r]) for r in R] + [(T, -c.num_engines)])
         rows["pe_cnic_in", i] = row(-inf, 0, [(x[r, i], hit[r]) for r in R] + [(T, -c.num_engines * cn)])
         rows["pe_cnic_out", i] = row(-inf, 0, [(x[r, i], new[r]) for r in R] + [(a[r, i], 1) for r in R]
                                      + [(T, -c.num_engines * cn)])
     for j, c in enumerate(relax.de_classes):
-        rows["snic", "de", j] = row(-inf, -c.read_queue_bytes * gb, [(b[r, j], 1) for r in R] + [(T, -c.snic_bytes_per_s * gb)])
+        rows["snic", "de", j] = row(-inf, -c.read_queue_bytes * gb,
+                                    [(b[r, j], 1) for r in R] + [(T, -c.snic_bytes_per_s * gb)])
         rows["de_cnic_out", j] = row(-inf, 0, [(y[r, j], prompt[r]) for r in R]
                                      + [(b[r, j], 1) for r in R] + [(T, -c.num_engines * cn)])
         rows["de_cnic_in", j] = row(-inf, 0, [(y[r, j], prompt[r]) for r in R]
@@ -232,6 +236,6 @@ def solve_relaxation(relax: Relaxation, time_limit_s: float) -> RelaxationSoluti
     # GLOP's tolerance is ~1e-7 relative; shave it so the bound stays certified.
     return RelaxationSolution(
         value_s=value * (1 - 1e-7), status="optimal",
-        pe_read_bytes={i: sum(a[r, i].solution_value() for r in R) / gb for i in I},
+        pe_read_bytes={i: sum(a[r, i].solution_value() for r in R) / gb for i in PC},
         binding=binding,
     )

@@ -15,16 +15,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dualpath.cluster import ClusterSpec
-from dualpath.errors import MissingExtraError, UnknownNameError, require
+from dualpath.errors import UnknownNameError, require
 from dualpath.llm import LLMSpec
 from dualpath.plan import Assignment, Plan
 from dualpath.request import Request
-from dualpath.solver import decompose, descent
 from dualpath.solver.bound import Bound, lower_bound
 from dualpath.solver.greedy import greedy_solution
-from dualpath.solver.partition import integral_read_nodes, integral_read_sides
 from dualpath.solver.problem import Backlog, Loads, Problem, Solution, build_problem, solution_from_plan
-from dualpath.solver.resplit import balance_reads, resplit
+from dualpath.solver.search import Candidate, Search
 
 # solver name -> (exact backend, LP backend for the bound)
 SOLVERS = {
@@ -82,12 +80,35 @@ def plan_with_problem(cluster: ClusterSpec, llm: LLMSpec, requests: Sequence[Req
     greedy_s = Loads(problem, greedy).makespan_s()
     best_bound, bounds = lower_bound(problem, split_reads, lp_backend,
                                      time_limit_s=max(0.05, 0.3 * (deadline - time.perf_counter())), notes=notes)
-    if key == "greedy":
+    if exact_backend is None:  # "greedy": the paper's rules alone
         return _finish(problem, greedy, greedy_s, best_bound, bounds, "greedy", "greedy", "paper-rules",
                        started, split_reads, notes)
 
-    candidates: list[tuple[float, str, Solution]] = [(greedy_s, "greedy", greedy)]
+    search = Search(problem, split_reads, best_bound, bounds, notes, Candidate(greedy_s, "greedy", greedy))
+    use_exact, small = _use_exact(problem, key, exact, notes)
+    seeds = search.add_starts(greedy, small, time_limit_s)
     status, method = "feasible", "decomposition"
+    if use_exact and search.best().makespan_s <= best_bound.value_s * (1 + 1e-9):
+        status = "optimal"  # a start already meets the certified bound
+    elif use_exact:
+        status, method = search.run_exact(exact_backend, search_deadline, threads)
+    else:
+        search.run_descents(seeds, search_deadline, TARGET_GAP)
+    if split_reads and status != "optimal":
+        search.add_resplit(deadline)
+
+    best = search.pick()
+    solution = search.balanced(best, deadline)
+    if best.origin == "greedy" and best.makespan_s >= greedy_s and status != "optimal":
+        status = "fallback"
+    if best.makespan_s <= search.bound.value_s * (1 + 1e-9):
+        status = "optimal"
+    return _finish(problem, solution, best.makespan_s, search.bound, search.bounds, key, status,
+                   method if best.origin != "greedy" else "paper-rules", started, split_reads, notes, greedy_s)
+
+
+def _use_exact(problem: Problem, key: str, exact: bool | None, notes: list[str]) -> tuple[bool, bool]:
+    """(use the exact model, the instance is small enough for it): `exact` unless PuLP cannot."""
     binaries = problem.num_requests * (problem.num_pe + problem.num_de)
     small = problem.num_requests <= EXACT_MAX_REQUESTS and binaries <= EXACT_MAX_BINARIES
     if exact and not small and key.startswith("pulp"):
@@ -99,104 +120,12 @@ def plan_with_problem(cluster: ClusterSpec, llm: LLMSpec, requests: Sequence[Req
         notes.append(f"{key}: {problem.num_requests:,} requests x {problem.num_pe + problem.num_de} engines is "
                      f"beyond the exact PuLP model; decomposed (nodes, engines, bottleneck descent), "
                      f"bound by the fluid / LP relaxation")
-
-    # A fast decomposition plan first: it is the warm start of the exact model, or the answer.
-    start_sol = decompose.construct(problem, split_reads)
-    candidates.append((Loads(problem, start_sol).makespan_s(), "decomposition", start_sol))
-    seeds = [("decomposition", start_sol, split_reads), ("greedy", greedy, split_reads)]
-    if split_reads:
-        # Every whole-read plan is a split plan: the whole-read descent runs too, so that a split plan
-        # never ends above the whole-read plan of the same instance (the two descents have different
-        # moves and local optima).
-        whole_sol = decompose.construct(problem, False)
-        candidates.append((Loads(problem, whole_sol).makespan_s(), "decomposition", whole_sol))
-        seeds[1:1] = [("whole-read decomposition", whole_sol, False)]
-        seeds.append(("whole-read greedy", greedy, False))
-    if not split_reads and small:
-        # Whole reads on a small instance: start from the read sides that meet the integral bound, and
-        # from those sides partitioned over each side's nodes (a multiway partition MIPs handle badly).
-        sides = integral_read_sides(problem)
-        nodes = integral_read_nodes(problem, sides) if sides is not None else None
-        starts = ([{"pe_side": sides}] if sides is not None else []) + ([{"read_node": nodes}] if nodes else [])
-        for kwargs in starts:
-            seeded = decompose.construct(problem, False, **kwargs)
-            seeded = descent.improve(problem, seeded, False, time.perf_counter() + 0.05 * time_limit_s,
-                                       best_bound.value_s)
-            candidates.append((Loads(problem, seeded).makespan_s(), "decomposition", seeded))
-    if use_exact and min(c[0] for c in candidates) <= best_bound.value_s * (1 + 1e-9):
-        status, method = "optimal", "decomposition"  # a start already meets the certified bound
-    elif use_exact:
-        hint = min(candidates, key=lambda c: c[0])
-        result = _solve_exact(problem, exact_backend, split_reads, search_deadline, hint, threads,
-                              best_bound.value_s)
-        method = result.backend
-        if result.solution is not None:
-            candidates.append((Loads(problem, result.solution).makespan_s(), result.backend, result.solution))
-        if result.bound_s > best_bound.value_s:
-            best_bound = Bound(result.bound_s, best_bound.family, "solver")
-            bounds.append(best_bound)
-        if result.status == "optimal":
-            status = "optimal"
-        elif result.status != "feasible":
-            notes.append(f"{result.backend}: crashed; the best other plan stands" if result.status == "crashed"
-                         else f"{result.backend}: {result.status} within the time limit")
-    else:
-        target = best_bound.value_s * (1 + TARGET_GAP)
-        for i, (seed_name, seed, split) in enumerate(seeds):
-            if time.perf_counter() >= search_deadline:
-                break
-            share = (search_deadline - time.perf_counter()) / (len(seeds) - i)
-            improved = descent.improve(problem, seed, split, time.perf_counter() + share, target)
-            candidates.append((Loads(problem, improved).makespan_s(), f"{seed_name}+descent", improved))
-            if min(c[0] for c in candidates) <= target:
-                break
-
-    if split_reads and status != "optimal":
-        best = min(candidates, key=lambda c: c[0])
-        try:
-            resplit_sol = resplit(problem, best[2], max(0.05, deadline - time.perf_counter()))
-        except MissingExtraError as exc:  # PuLP alone: the re-split LP needs OR-Tools' GLOP
-            resplit_sol = None
-            notes.append(f"re-split skipped: {exc}")
-        if resplit_sol is not None:
-            candidates.append((Loads(problem, resplit_sol).makespan_s(), f"{best[1]}+resplit", resplit_sol))
-    makespan, origin, solution = min(candidates, key=lambda c: (c[0], c[1] != "greedy"))
-    if origin != "greedy" and Loads(problem, solution).binding()[0] != "snic":
-        try:
-            balanced = balance_reads(problem, solution, split_reads, max(0.05, deadline - time.perf_counter()))
-        except MissingExtraError:
-            balanced = solution
-        if Loads(problem, balanced).makespan_s() <= makespan:
-            solution = balanced
-    if origin == "greedy" and makespan >= greedy_s and status != "optimal":
-        status = "fallback"
-    if makespan <= best_bound.value_s * (1 + 1e-9):
-        status = "optimal"
-    return _finish(problem, solution, makespan, best_bound, bounds, key, status, method if origin != "greedy"
-                   else "paper-rules", started, split_reads, notes, greedy_s)
-
-
-def _solve_exact(problem: Problem, backend: str, split_reads: bool, deadline: float, hint, threads: int,
-                 bound_s: float):
-    limit = max(0.05, deadline - time.perf_counter())
-    upper_s, _, hint_sol = hint
-    if backend == "cp-sat":
-        from dualpath.solver.ortools_model import solve_cpsat
-
-        return solve_cpsat(problem, split_reads, limit, hint_sol, upper_bound_s=upper_s, threads=threads,
-                           lower_bound_s=bound_s)
-    if backend == "scip":
-        from dualpath.solver.ortools_mip import solve_mip
-
-        return solve_mip(problem, split_reads, limit, hint_sol, backend="SCIP", threads=threads,
-                         lower_bound_s=bound_s)
-    from dualpath.solver.pulp_model import solve_mip
-
-    return solve_mip(problem, split_reads, limit, hint_sol, backend=backend, threads=threads, lower_bound_s=bound_s)
+    return use_exact, small
 
 
 def _warn(message: str) -> str:
-    warnings.warn(message, PlannerWarning, stacklevel=3)
+    # Past _warn, _use_exact and plan_with_problem: the warning names the line that asked for the plan.
+    warnings.warn(message, PlannerWarning, stacklevel=4)
     return message
 
 

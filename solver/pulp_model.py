@@ -152,7 +152,8 @@ def _set_hint(pb: Problem, hint: Solution, x, y, a, b, z) -> None:
 def solve_relaxation(relax: Relaxation, time_limit_s: float, backend: str = "highs") -> RelaxationSolution | None:
     pulp = require("pulp", "solver")
     pb = relax.problem
-    R, I, J = range(pb.num_requests), range(len(relax.pe_classes)), range(len(relax.de_classes))
+    # Index sets: requests, classes of PE nodes, classes of DE nodes
+    R, PC, DC = range(pb.num_requests), range(len(relax.pe_classes)), range(len(relax.de_classes))
     gb = 1e-9  # bytes in GB keep the coefficients within a few orders of magnitude
     cn = pb.cnic_bytes_per_s * gb
     hit = [h * gb for h in pb.hit_bytes]
@@ -162,10 +163,10 @@ def solve_relaxation(relax: Relaxation, time_limit_s: float, backend: str = "hig
     model = pulp.LpProblem("dualpath_relaxation", pulp.LpMinimize)
 
     # Variables (fractions of request r on class i / j; GB read there)
-    x = {(r, i): model.add_variable(f"x_{r}_{i}", 0, 1) for r in R for i in I}
-    y = {(r, j): model.add_variable(f"y_{r}_{j}", 0, 1) for r in R for j in J}
-    a = {(r, i): model.add_variable(f"a_{r}_{i}", 0) for r in R for i in I}
-    b = {(r, j): model.add_variable(f"b_{r}_{j}", 0) for r in R for j in J}
+    x = {(r, i): model.add_variable(f"x_{r}_{i}", 0, 1) for r in R for i in PC}
+    y = {(r, j): model.add_variable(f"y_{r}_{j}", 0, 1) for r in R for j in DC}
+    a = {(r, i): model.add_variable(f"a_{r}_{i}", 0) for r in R for i in PC}
+    b = {(r, j): model.add_variable(f"b_{r}_{j}", 0) for r in R for j in DC}
     T = model.add_variable("T", relax.constant_s)
 
     # Objective
@@ -173,24 +174,26 @@ def solve_relaxation(relax: Relaxation, time_limit_s: float, backend: str = "hig
 
     # Assignment and read linking
     for r in R:
-        model += pulp.lpSum(x[r, i] for i in I) == 1
-        model += pulp.lpSum(y[r, j] for j in J) == 1
-        for i in I:
+        model += pulp.lpSum(x[r, i] for i in PC) == 1
+        model += pulp.lpSum(y[r, j] for j in DC) == 1
+        for i in PC:
             model += a[r, i] <= pb.pe_read_cap_bytes(r) * gb * x[r, i]
-        for j in J:
+        for j in DC:
             model += b[r, j] <= hit[r] * y[r, j]
-        model += pulp.lpSum(a[r, i] for i in I) + pulp.lpSum(b[r, j] for j in J) == hit[r]
+        model += pulp.lpSum(a[r, i] for i in PC) + pulp.lpSum(b[r, j] for j in DC) == hit[r]
 
     # SNIC per class, then engine resources pooled per class
     for i, c in enumerate(relax.pe_classes):
-        model += (c.read_queue_bytes * gb + pulp.lpSum(a[r, i] for r in R) <= c.snic_bytes_per_s * gb * T, f"snic_pe_{i}")
+        model += (c.read_queue_bytes * gb + pulp.lpSum(a[r, i] for r in R) <= c.snic_bytes_per_s * gb * T,
+                  f"snic_pe_{i}")
         model += (c.compute_backlog_s + pulp.lpSum(pb.compute_s[r] * x[r, i] for r in R) <= c.num_engines * T,
                   f"pe_compute_{i}")
         model += (pulp.lpSum(hit[r] * x[r, i] for r in R) <= c.num_engines * cn * T, f"pe_cnic_in_{i}")
         model += (pulp.lpSum(new[r] * x[r, i] + a[r, i] for r in R) <= c.num_engines * cn * T,
                   f"pe_cnic_out_{i}")
     for j, c in enumerate(relax.de_classes):
-        model += (c.read_queue_bytes * gb + pulp.lpSum(b[r, j] for r in R) <= c.snic_bytes_per_s * gb * T, f"snic_de_{j}")
+        model += (c.read_queue_bytes * gb + pulp.lpSum(b[r, j] for r in R) <= c.snic_bytes_per_s * gb * T,
+                  f"snic_de_{j}")
         model += (pulp.lpSum(prompt[r] * y[r, j] + b[r, j] for r in R) <= c.num_engines * cn * T,
                   f"de_cnic_out_{j}")
         model += (pulp.lpSum(prompt[r] * y[r, j] - b[r, j] for r in R) <= c.num_engines * cn * T,
@@ -202,9 +205,9 @@ def solve_relaxation(relax: Relaxation, time_limit_s: float, backend: str = "hig
         return RelaxationSolution(0.0, "unknown")
     named = [c for c in model.constraints() if (c.name or "").startswith(("snic", "pe_", "de_"))]
     duals = {c.name: abs(c.pi or 0.0) for c in named}
-    binding = max(duals, key=duals.get) if duals and max(duals.values()) > 1e-12 else "constant"
+    binding = max(duals, key=lambda name: duals[name]) if duals and max(duals.values()) > 1e-12 else "constant"
     family = "snic" if binding.startswith("snic") else binding.rsplit("_", 1)[0]
     return RelaxationSolution(
         value_s=T.varValue * (1 - 1e-7), status="optimal",
-        pe_read_bytes={i: sum(a[r, i].varValue or 0.0 for r in R) / gb for i in I}, binding=family,
+        pe_read_bytes={i: sum(a[r, i].varValue or 0.0 for r in R) / gb for i in PC}, binding=family,
     )

@@ -22,7 +22,7 @@ class SchedulerView:
 
     pe_names: list[str]
     pe_node: list[str]
-    pe_tokens: list[int]
+    pe_tokens: list[float]  # the greedy's simulated drain leaves fractions of tokens
     pe_seqs: list[int]
     de_names: list[str]
     de_node: list[str]
@@ -39,8 +39,16 @@ class SchedulerView:
     @classmethod
     def of(cls, state: ClusterState) -> SchedulerView:
         """The view of a snapshot; live engines only, PEs and DEs each in the snapshot's order."""
-        pe_names, pe_node, pe_tokens, pe_seqs = [], [], [], []
-        de_names, de_node, de_tokens, de_seqs, de_free, de_group = [], [], [], [], [], []
+        pe_names: list[str] = []
+        pe_node: list[str] = []
+        pe_tokens: list[float] = []
+        pe_seqs: list[int] = []
+        de_names: list[str] = []
+        de_node: list[str] = []
+        de_tokens: list[int] = []
+        de_seqs: list[int] = []
+        de_free: list[int] = []
+        de_group: list[int] = []
         groups: dict[int, list[int]] = {}
         pe_groups: dict[int, list[int]] = {}
         group_tokens: dict[int, int] = {}

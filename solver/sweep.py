@@ -75,7 +75,8 @@ class SweepResult:
                          f"{'yes' if r.in_paper_range else 'no'} | {r.note} |")
         if self.upgrades and self.best:
             lines += ["", f"## Upgrades of {self.best.shorthand}", "",
-                      "| upgrade | bound (s) | bound gain | simulated JCT (s) | simulated gain |", "|---|---|---|---|---|"]
+                      "| upgrade | bound (s) | bound gain | simulated JCT (s) | simulated gain |",
+                      "|---|---|---|---|---|"]
             for u in self.upgrades:
                 bound = f"{u.bound_s:.3f}" if u.bound_s is not None else "-"
                 sim = f"{u.simulated_jct_s:.1f}" if u.simulated_jct_s is not None else "-"
@@ -118,10 +119,12 @@ def sweep_pd(llm: LLMSpec, requests: Sequence[Request], gpu_budget: int, node: N
         rows.append(SplitRow(p, d, bound_s, binding, len(requests) / bound_s if bound_s > 0 else 0.0, sim,
                              pd_range.contains(p / d)))
 
-    def rank(r: SplitRow):
+    def rank(r: SplitRow) -> tuple[int, float, int]:
         if r.bound_s is None:
             return (2, 0.0, r.prefill_nodes)
-        return (0, r.simulated_jct_s, r.prefill_nodes) if r.simulated_jct_s is not None else (1, r.bound_s, r.prefill_nodes)
+        if r.simulated_jct_s is None:
+            return (1, r.bound_s, r.prefill_nodes)
+        return (0, r.simulated_jct_s, r.prefill_nodes)
 
     rows.sort(key=rank)
     result = SweepResult(gpu_budget, rows)

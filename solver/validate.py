@@ -33,7 +33,7 @@ def recompute_makespan_s(problem: Problem, plan: Plan) -> tuple[float, str]:
     req = {r.id: i for i, r in enumerate(pb.requests)}
     snic = defaultdict(float, dict(zip(pb.node_names, pb.read_queue_bytes)))
     compute = defaultdict(float, dict(zip(pb.pe_names, pb.pe_backlog_s)))
-    pe_in, pe_out, de_in, de_out = (defaultdict(float) for _ in range(4))
+    pe_in, pe_out, de_in, de_out = (defaultdict[str, float](float) for _ in range(4))
     for a in plan.assignments:
         if a.request not in req or a.pe not in node_of or a.de not in node_of:
             continue  # reported by check_plan

@@ -12,7 +12,8 @@ whole pages (the ledger's capacity is `num_pages * page_bytes`), so the ledger g
 exactly the allocator having the pages: no fragmentation can make a granted step wait.
 
 Host memory is a `bytearray` on CPU and a pinned torch tensor when a CUDA device is named; device
-memory (HBM) is a CUDA tensor (`dualpath.runtime.engines.memory`). Pages and leases: `dualpath.runtime.engines.page_pool`.
+memory (HBM) is a CUDA tensor (`dualpath.runtime.engines.memory`). Pages and leases:
+`dualpath.runtime.engines.page_pool`.
 """
 
 from __future__ import annotations
@@ -186,7 +187,7 @@ class BufferPool:
     def leases(self, request: str, resource: Resource | None = None) -> list[Lease]:
         """What `request` holds now (optionally of one resource), oldest first."""
         with self._cond:
-            out = []
+            out: list[Lease] = []
             for (res, _), leases in self._leases.get(request, {}).items():
                 if resource is None or res is resource:
                     out.extend(leases)

@@ -1,43 +1,46 @@
 """The decode engine (DE): reserves at admission, reads on the DE-read path, decodes, persists blocks.
 
-Its control operations are called by PEs: `admit` (DE HBM for the whole context and DE buffer for
-the whole prompt, granted together or refused after a short wait), `release` (undo), `read` (hit
+Its control messages (`messages`) come from PEs: `Admit` (DE HBM for the whole context and DE buffer
+for the whole prompt, granted together or refused after a short wait), `Release` (undo), `Read` (hit
 Full Blocks from storage into the request's buffer pages through this node's SNIC; it answers how many
-leading blocks were read intact, dropping a corrupt one from storage), `load_layer` (write layer k
-of the DE-read hit blocks into the PE's HBM slot), `handoff` (prompt KV from the buffer into
+leading blocks were read intact, dropping a corrupt one from storage), `LoadLayer` (write layer k
+of the DE-read hit blocks into the PE's HBM slot), `Handoff` (prompt KV from the buffer into
 HBM, `start_decode` frees the buffer, greedy decoding, `finish` frees the HBM). Every Full Block the
 context completes and storage lacks is persisted (through this node's SNIC) before `finish`.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from dualpath.errors import SpecError
 from dualpath.kvlayout import chain_block_ids
 from dualpath.protocol import ReadPath, RequestSizes, Resource, transfer_steps
 from dualpath.runtime.engine import EngineOptions
-from dualpath.runtime.engines.blockstore import BlockCorruptError, BlockError
+from dualpath.runtime.engines.blockstore import BlockError
 from dualpath.runtime.engines.buffers import BufferTimeoutError
-from dualpath.runtime.engines.worker import EngineBase, FifoLock, local_step
-from dualpath.runtime.transports.control import Channel
+from dualpath.runtime.engines.messages import Admit, Handoff, LoadLayer, Read, Release
+from dualpath.runtime.engines.worker import EngineBase, FifoLock, Handlers, local_step
+from dualpath.runtime.transports.control import Channel, Reply
 from dualpath.runtime.transports.ratelimit import KV_LANE
-from dualpath.runtime.transports.transport import WriteOp
+from dualpath.runtime.transports.transport_types import WriteOp
 
 LOCAL = {Resource.DE_BUFFER, Resource.DE_HBM}
 STEPS = {step.name: step for step in transfer_steps(ReadPath.PE)}  # the DE's parts are path-independent
 
 
-@dataclass
+@dataclass(frozen=True)
 class Admitted:
+    """A request admitted here: what it reserved, and the persists its decode queued."""
+
     request: str
     sizes: RequestSizes
     pages: tuple[int, ...]
     channel: Channel
-    persists: list = field(default_factory=list)
+    persists: list[Future[Path]] = field(default_factory=list)
 
 
 class DecodeEngine(EngineBase):
@@ -50,36 +53,34 @@ class DecodeEngine(EngineBase):
         self.pool.add_counter(Resource.DE_HBM, self.name, options.hbm_bytes)
         self.buffer_region = self.transport.register("de_buffer", self.buffer_mem)
         self.buffer_blocks = self.codec.blocks_view(self.buffer_mem.tensor, options.buffer_blocks)
-        self.reader = ThreadPoolExecutor(options.read_threads, thread_name_prefix=f"{self.name}-read")
         self.writer = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-persist")
         self.compute = FifoLock()
-        self.read_queue_bytes = 0
         self.admitted: dict[str, Admitted] = {}
         self._watched: set[Channel] = set()
-        self._lock = threading.Lock()
+
+    def handlers(self) -> Handlers:
+        return {**super().handlers(), Admit: self.on_admit, Release: self.on_release, Read: self.on_read,
+                LoadLayer: self.on_load_layer, Handoff: self.on_handoff}
 
     def owners(self) -> dict[Resource, str]:
         return {Resource.DE_BUFFER: self.node, Resource.DE_HBM: self.name}
 
     def close(self) -> None:
         super().close()
-        self.reader.shutdown(wait=False, cancel_futures=True)
         self.writer.shutdown(wait=True)
 
-    def _admitted(self, msg: dict) -> Admitted:
+    def _admitted(self, request: str) -> Admitted:
         with self._lock:
-            entry = self.admitted.get(str(msg.get("request")))
+            entry = self.admitted.get(request)
         if entry is None:
-            raise SpecError(self.name, "request", msg.get("request"), "a request admitted at this DE")
+            raise SpecError(self.name, "request", request, "a request admitted at this DE")
         return entry
 
     # -- admission ---------------------------------------------------------------------------------
-    def op_admit(self, channel: Channel, msg: dict, payload: bytes) -> dict:
-        request = str(msg["request"])
-        sizes = RequestSizes(**msg["sizes"])
+    def on_admit(self, channel: Channel, msg: Admit, payload: bytes) -> dict:
+        request, sizes = msg.request, msg.sizes
         try:
-            self.pool.step(request, local_step(STEPS["admit"], LOCAL), sizes, self.owners(),
-                           timeout_s=float(msg.get("wait_s", 0.05)))
+            self.pool.step(request, local_step(STEPS["admit"], LOCAL), sizes, self.owners(), timeout_s=msg.wait_s)
         except BufferTimeoutError:
             return {"ok": False, "read_queue_bytes": self.read_queue_bytes}
         (lease,) = self.pool.leases(request, Resource.DE_BUFFER)
@@ -101,23 +102,18 @@ class DecodeEngine(EngineBase):
         for request in gone:
             self.pool.release_all(request)
 
-    def op_release(self, channel: Channel, msg: dict, payload: bytes) -> dict:
-        request = str(msg["request"])
+    def on_release(self, channel: Channel, msg: Release, payload: bytes) -> dict:
         with self._lock:
-            self.admitted.pop(request, None)
-        return {"freed": self.pool.release_all(request)}
+            self.admitted.pop(msg.request, None)
+        return {"freed": self.pool.release_all(msg.request)}
 
     # -- DE-read path ------------------------------------------------------------------------------
-    def op_read(self, channel: Channel, msg: dict, payload: bytes) -> dict:
+    def on_read(self, channel: Channel, msg: Read, payload: bytes) -> dict:
         """Read hit blocks into pages first.. of the request; answers how many leading ones are intact."""
-        entry = self._admitted(msg)
-        block_ids, first = list(msg["blocks"]), int(msg.get("first", 0))
-        fb = self.layout.full_block_bytes
-        with self._lock:
-            self.read_queue_bytes += len(block_ids) * fb
-        pages = entry.pages[first:first + len(block_ids)]
-        futures = [self.reader.submit(self._read_block, block_id, self.buffer_mem.view[page * fb:(page + 1) * fb])
-                   for block_id, page in zip(block_ids, pages)]
+        entry = self._admitted(msg.request)
+        fb, view = self.layout.full_block_bytes, self.buffer_mem.host_view
+        pages = entry.pages[msg.first:msg.first + len(msg.blocks)]
+        futures = self.read_blocks(msg.blocks, [view[page * fb:(page + 1) * fb] for page in pages])
         intact = len(futures)
         for i, future in enumerate(futures):
             try:
@@ -126,33 +122,23 @@ class DecodeEngine(EngineBase):
                 intact = min(intact, i)
         return {"ok": True, "blocks_read": intact}
 
-    def _read_block(self, block_id: str, out) -> None:
-        try:
-            self.store.read_into(block_id, out)
-        except BlockCorruptError:
-            self.store.delete(block_id)  # never served again; this request persists a recomputed copy
-            raise
-        finally:
-            with self._lock:
-                self.read_queue_bytes -= self.layout.full_block_bytes
-
-    def op_load_layer(self, channel: Channel, msg: dict, payload: bytes) -> dict:
-        entry = self._admitted(msg)
-        layer, blocks, first = int(msg["layer"]), int(msg["blocks"]), int(msg.get("first_block", 0))
+    def on_load_layer(self, channel: Channel, msg: LoadLayer, payload: bytes) -> dict:
+        entry = self._admitted(msg.request)
+        layer, blocks, first = msg.layer, msg.blocks, msg.first_block
         lb, fb = self.layout.layer_block_bytes, self.layout.full_block_bytes
-        remote = self.transport.remote_region(str(msg["pe_peer"]), "pe_slots")
-        base = int(msg["slot_offset"])
+        remote = self.transport.remote_region(msg.pe_peer, "pe_slots")
+        base = msg.slot_offset
         ops = [WriteOp(remote, base + i * lb, self.buffer_region, entry.pages[i] * fb + layer * lb, lb)
                for i in range(first, blocks)]
         self.transport.post(ops).wait(timeout_s=None)
         return {"ok": True}
 
     # -- handoff and decode ------------------------------------------------------------------------
-    def op_handoff(self, channel: Channel, msg: dict, payload: bytes):
-        entry = self._admitted(msg)
+    def on_handoff(self, channel: Channel, msg: Handoff, payload: bytes) -> Reply:
+        entry = self._admitted(msg.request)
         torch, codec, cfg = self.torch, self.codec, self.decoder.config
-        tokens = [int(t) for t in msg["tokens"]]
-        max_new, hit_blocks = int(msg["max_new_tokens"]), int(msg["hit_blocks"])
+        tokens = list(msg.tokens)
+        max_new, hit_blocks = msg.max_new_tokens, msg.hit_blocks
         num_prompt, bt = len(tokens), self.layout.block_tokens
         kv = torch.empty((cfg.num_layers, 2, num_prompt + max_new, cfg.num_kv_heads, cfg.head_dim),
                          dtype=self.buffer_blocks.dtype, device=self.decoder.device)
@@ -163,7 +149,7 @@ class DecodeEngine(EngineBase):
         flat = blocks.permute(1, 2, 0, 3, 4, 5).reshape(cfg.num_layers, 2, -1, cfg.num_kv_heads, cfg.head_dim)
         kv[:, :, :num_prompt].copy_(flat[:, :, :num_prompt])
         self.take_step(entry.request, STEPS["start_decode"], entry.sizes, self.owners(), LOCAL)
-        context = [*tokens, int(msg["first_token"])]
+        context = [*tokens, msg.first_token]
         times: dict[str, float] = {}
         for block in range(hit_blocks, num_prompt // bt):
             self._persist(entry, kv, context, block)
@@ -191,7 +177,7 @@ class DecodeEngine(EngineBase):
         self.take_step(entry.request, STEPS["finish"], entry.sizes, self.owners(), LOCAL)
         times["finish"] = time.time()
         out = b""
-        if msg.get("return_logits") and rows:
+        if msg.return_logits and rows:
             out = codec.host_bytes(torch.stack(rows).float()).tobytes()
         return {"tokens": context[num_prompt:], "times": times}, out
 
@@ -221,5 +207,5 @@ class DecodeEngine(EngineBase):
         with self._lock:
             requests = {r: e.sizes.context_bytes for r, e in self.admitted.items()}
         capacity = self.pool.ledger.capacity[(Resource.DE_HBM, self.name)]
-        return {**super().stats(), "read_queue_bytes": self.read_queue_bytes, "admitted": len(requests),
-                "requests": requests, "free_hbm_bytes": capacity - self.pool.used(Resource.DE_HBM, self.name)}
+        return {**super().stats(), "admitted": len(requests), "requests": requests,
+                "free_hbm_bytes": capacity - self.pool.used(Resource.DE_HBM, self.name)}

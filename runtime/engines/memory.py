@@ -67,12 +67,19 @@ class Memory:
         return self._tensor
 
     @property
+    def host_view(self) -> memoryview:
+        """`view` of memory that is on the host (device memory has none)."""
+        if self.view is None:
+            raise SpecError("Memory", "device", self.device, "host memory (device memory has no host view)")
+        return self.view
+
+    @property
     def ptr(self) -> int:
         if self._tensor is not None:
             return int(self._tensor.data_ptr())
         import ctypes
 
-        return ctypes.addressof(ctypes.c_char.from_buffer(self.view))
+        return ctypes.addressof(ctypes.c_char.from_buffer(self.host_view))
 
     @property
     def on_device(self) -> bool:

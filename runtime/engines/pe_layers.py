@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING
 
 from dualpath.protocol import Resource, transfer_steps
 from dualpath.runtime.engines.layerwise import LayerHandle
-from dualpath.runtime.transports.transport import CopyOp, WriteOp
+from dualpath.runtime.engines.messages import LoadLayer
+from dualpath.runtime.transports.transport_types import CopyOp, WriteOp
 
 if TYPE_CHECKING:
-    from dualpath.runtime.engines.prefill_engine import Job, PrefillEngine
+    from dualpath.runtime.engines.pe_job import Job
+    from dualpath.runtime.engines.prefill_engine import PrefillEngine
 
 LOCAL = {Resource.PE_BUFFER, Resource.PE_HBM_SLOT, Resource.SEND_CREDIT}
 
@@ -41,8 +43,7 @@ class SlotLoader:
             pe.transport.copy_local([CopyOp(pe.slot_region, offset + i * lb, pe.buffer_region,
                                             lease.offsets[i] + layer * lb, lb) for i in range(share)])
         if n > share:
-            job.de.channel.call("load_layer", request=job.request, layer=layer, slot_offset=offset,
-                                pe_peer=pe.name, blocks=n, first_block=share)
+            job.de.channel.call(LoadLayer(job.request, layer, offset, pe.name, n, share))
         view = pe.codec.layer_view(pe.slot_mem.tensor[offset:offset + n * lb], n)
         k, v = pe.codec.layer_kv(view, n * layout.block_tokens)
         return LayerHandle(chunk, layer, k, v, slot=slot, extra={"offset": offset, "sent": False})

@@ -1,8 +1,10 @@
-"""What both engine roles share: model, block store with SNIC limiters, buffer pool, transport,
-control server, and the trace of protocol steps taken.
+"""What both engine roles share: model, block store with SNIC limiters and reader threads, buffer
+pool, transport, control server, and the trace of protocol steps taken.
 
 An engine performs its part of each protocol step through its `BufferPool` (`take_step`), which
 records the step by its protocol name, so a test can check the runtime takes only protocol steps.
+Control messages arrive decoded (`messages.decode_message`) and go to the handler of their class;
+each role adds its own handlers to the common ones (`handlers`).
 """
 
 from __future__ import annotations
@@ -11,16 +13,25 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
-from typing import Self
+from typing import TYPE_CHECKING, Any, Self
 
 from dualpath.errors import DualpathError, SpecError
 from dualpath.protocol import Resource, Step
 from dualpath.runtime.engine import ENGINE_STEP_NAMES, EngineOptions, build_decoder
+from dualpath.runtime.engines.blockstore import BlockCorruptError, BlockStore
+from dualpath.runtime.engines.messages import ControlMessage, Hello, Lead, Shutdown, Stats, Trace, decode_message
 from dualpath.runtime.transports.auth import check_secret
-from dualpath.runtime.transports.control import Channel, ControlServer
+from dualpath.runtime.transports.control import Channel, ControlServer, Reply
+
+if TYPE_CHECKING:
+    from dualpath.runtime.scheduling.group_leader import GroupLeader
 
 LOG = logging.getLogger("dualpath.runtime.engine")
+# Per message class, what answers it; each handler takes (channel, message of that class, payload).
+Handlers = dict[type[ControlMessage], Callable[[Channel, Any, bytes], Reply]]
 
 
 class FifoLock:
@@ -57,7 +68,6 @@ class EngineBase:
     role = ""
 
     def __init__(self, options: EngineOptions, secret: bytes | str) -> None:
-        from dualpath.runtime.engines.blockstore import BlockStore
         from dualpath.runtime.engines.buffers import BufferPool
         from dualpath.runtime.engines.kvcodec import KVCodec
         from dualpath.runtime.transports.ratelimit import cnic_limiter, snic_limiter
@@ -73,6 +83,7 @@ class EngineBase:
         self.layout = self.codec.layout
         self.snic_read = snic_limiter(self.node, options.snic_bytes_per_s)
         self.snic_write = snic_limiter(self.node + ".w", options.snic_bytes_per_s)
+        self.store: BlockStore
         if options.corrupt_block_rate > 0:
             from dualpath.runtime.engines.faults import CorruptingStore
 
@@ -85,12 +96,16 @@ class EngineBase:
         self.transport = create_transport(options.transport, self.name, self.secret, host=options.host,
                                           port=options.data_port, limiter=self.cnic,
                                           cnic_centric=options.cnic_centric)
-        self.control = ControlServer(self.name, self.secret, self.handle, options.host, options.port)
+        self.reader = ThreadPoolExecutor(options.read_threads, thread_name_prefix=f"{self.name}-read")
+        self.read_queue_bytes = 0  # Full Blocks queued or being read from storage by this engine
+        self._lock = threading.Lock()
+        self._handlers = self.handlers()
+        self.control = ControlServer(self.name, self.secret, self.handle, decode_message, options.host, options.port)
         self.steps: deque[dict] = deque(maxlen=options.trace_steps)
         self._steps_lock = threading.Lock()
         self.stopped = threading.Event()
         self.started_at = time.monotonic()
-        self.leader = None  # a GroupLeader once the engine knows its scheduler
+        self.leader: GroupLeader | None = None  # once the engine knows its scheduler
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> tuple[str, int]:
@@ -110,19 +125,13 @@ class EngineBase:
         if self.leader is not None:
             self.leader.point(scheduler)
 
-    def op_lead(self, channel: Channel, msg: dict, payload: bytes):
-        address = msg.get("scheduler")
-        if address is not None and (not isinstance(address, list) or len(address) != 2):
-            raise SpecError(self.name, "scheduler", address, "[host, port] of the scheduler, or null")
-        self.lead(address)
-        return {"ok": True}
-
     def close(self) -> None:
         self.stopped.set()
         if self.leader is not None:
             self.leader.stop()
         self.control.close()
         self.transport.close()
+        self.reader.shutdown(wait=False, cancel_futures=True)
 
     # -- step trace --------------------------------------------------------------------------------
     def record(self, request: str, step: str, **where) -> None:
@@ -139,28 +148,59 @@ class EngineBase:
         self.record(request, step.name, **where)
         return leases
 
+    # -- storage reads -----------------------------------------------------------------------------
+    def read_blocks(self, block_ids: Sequence[str], outs: Sequence[Any]) -> list[Future[None]]:
+        """Read each block into its `outs` buffer on the reader threads; queued bytes count in
+        `read_queue_bytes` (what the scheduler and `auto` compare) until each read ends."""
+        with self._lock:
+            self.read_queue_bytes += len(block_ids) * self.layout.full_block_bytes
+        return [self.reader.submit(self._read_block, block_id, out) for block_id, out in zip(block_ids, outs)]
+
+    def _read_block(self, block_id: str, out: Any) -> None:
+        try:
+            self.store.read_into(block_id, out)
+        except BlockCorruptError:
+            self.store.delete(block_id)  # never served again; the request recomputes it and its DE persists it
+            raise
+        finally:
+            with self._lock:
+                self.read_queue_bytes -= self.layout.full_block_bytes
+
     # -- control messages --------------------------------------------------------------------------
-    def handle(self, channel: Channel, msg: dict, payload: bytes):
-        op = msg.get("op")
-        if op == "hello":
-            return {"name": self.name, "role": self.role, "node": self.node, "data": list(self.data_address),
-                    "model_id": self.options.model_id(), "block_tokens": self.layout.block_tokens}
-        if op == "trace":
-            with self._steps_lock:
-                steps = [s for s in self.steps if msg.get("request") in (None, s["request"])]
-            return {"steps": steps}
-        if op == "stats":
-            return self.stats()
-        if op == "shutdown":
-            threading.Timer(0.05, self.stopped.set).start()
-            return {"ok": True}
-        method = getattr(self, "op_" + str(op), None)
-        if method is None:
-            raise SpecError(self.name, "op", op, "a known control operation")
-        return method(channel, msg, payload)
+    def handlers(self) -> Handlers:
+        """What this engine answers; a role extends it with its own messages."""
+        return {Hello: self.on_hello, Trace: self.on_trace, Stats: self.on_stats, Shutdown: self.on_shutdown,
+                Lead: self.on_lead}
+
+    def handle(self, channel: Channel, message: ControlMessage, payload: bytes) -> Reply:
+        handler = self._handlers.get(type(message))
+        if handler is None:
+            raise SpecError(self.name, "op", message.op, "one of " + ", ".join(m.op for m in self._handlers))
+        return handler(channel, message, payload)
+
+    def on_hello(self, channel: Channel, msg: Hello, payload: bytes) -> dict:
+        return {"name": self.name, "role": self.role, "node": self.node, "data": list(self.data_address),
+                "model_id": self.options.model_id(), "block_tokens": self.layout.block_tokens}
+
+    def on_trace(self, channel: Channel, msg: Trace, payload: bytes) -> dict:
+        with self._steps_lock:
+            steps = [s for s in self.steps if msg.request in (None, s["request"])]
+        return {"steps": steps}
+
+    def on_stats(self, channel: Channel, msg: Stats, payload: bytes) -> dict:
+        return self.stats()
+
+    def on_shutdown(self, channel: Channel, msg: Shutdown, payload: bytes) -> dict:
+        threading.Timer(0.05, self.stopped.set).start()  # after the reply has gone out
+        return {"ok": True}
+
+    def on_lead(self, channel: Channel, msg: Lead, payload: bytes) -> dict:
+        self.lead(msg.scheduler)
+        return {"ok": True}
 
     def stats(self) -> dict:
         used = {f"{r.value}/{o}": self.pool.used(r, o) for (r, o) in self.pool.ledger.capacity}
         return {"used": used, "refused": self.control.num_refused + getattr(self.transport, "num_refused", 0),
+                "read_queue_bytes": self.read_queue_bytes,
                 "snic_read_bytes": sum(s.granted_bytes for s in self.snic_read.stats.values()),
                 "snic_write_bytes": sum(s.granted_bytes for s in self.snic_write.stats.values())}

@@ -219,8 +219,8 @@ def runtime_trace(logs: Sequence[TurnLog], cluster: ClusterSpec, engines: Mappin
             for node, nbytes in ((pe_node, result.read_bytes), (de_node, into_de)):
                 spans.append(Span(f"{node}.cnic_in", "transfer", t["prefill_start"], t["first_token"], log.request,
                                   nbytes))
-    node = cluster.node
-    rates = {"read": node.snic_bytes_per_s, "transfer": node.cnic_bytes_per_s * node.num_gpus}
+    spec = cluster.node
+    rates = {"read": spec.snic_bytes_per_s, "transfer": spec.cnic_bytes_per_s * spec.num_gpus}
     return Trace("runtime", policy, records, spans, utilisation_of(spans, cluster.all_nodes(), rates, num_buckets))
 
 

@@ -10,30 +10,12 @@ import itertools
 import os
 import secrets
 import threading
-from dataclasses import dataclass, field
-from typing import Self
+from typing import Any, Self
 
+from dualpath.runtime.engines.messages import Hello, ReadChoice, Shutdown, Stats, Submit, Trace, TurnResult
 from dualpath.runtime.transports.control import Channel, connect
 
 Address = tuple[str, int]
-
-
-@dataclass(frozen=True)
-class TurnResult:
-    """What one submitted turn produced. `logits` [num_tokens, vocab] float32 when asked for."""
-
-    request: str
-    tokens: list[int]
-    hit_tokens: int
-    path: str
-    pe: str
-    de: str
-    read_bytes: int
-    times: dict = field(default_factory=dict)
-    logits: object = None
-    pe_read_bytes: int = 0
-    de_read_bytes: int = 0
-    lost_blocks: int = 0  # hit blocks that failed to read and were recomputed
 
 
 def turn_record(result: TurnResult, agent: int, turn: int, prompt_tokens: int, origin_s: float = 0.0,
@@ -74,20 +56,20 @@ class ClusterClient:
                 self._channels[key] = channel
             return channel
 
-    def submit(self, pe: Address, de: Address, tokens: list[int], max_new_tokens: int, path: str = "auto",
-               chunk_tokens: int | None = None, return_logits: bool = False, request: str | None = None,
-               timeout_s: float | None = None, pe_blocks: int | None = None, layerwise: bool = True
-               ) -> TurnResult:
+    def submit(self, pe: Address, de: Address, tokens: list[int], max_new_tokens: int,
+               path: ReadChoice | str = ReadChoice.AUTO, chunk_tokens: int | None = None, return_logits: bool = False,
+               request: str | None = None, timeout_s: float | None = None, pe_blocks: int | None = None,
+               layerwise: bool = True) -> TurnResult:
         """Run one turn to completion (prefill on `pe`, decode on `de`) and return its tokens.
 
         `path`: "pe", "de", "auto" (the PE picks the shorter read queue) or "split" (`pe_blocks` of the
         hit blocks through the PE node, the rest through the DE node). `layerwise=False` loads every
         layer before computing (the paper's Basic)."""
         request = request or f"{self._prefix}-{next(self._ids)}"
-        reply, payload = self.channel(pe).call(
-            "submit", timeout_s=timeout_s, request=request, tokens=[int(t) for t in tokens],
-            max_new_tokens=max_new_tokens, path=path, chunk_tokens=chunk_tokens, de=list(de),
-            return_logits=return_logits, pe_blocks=pe_blocks, layerwise=layerwise)
+        message = Submit(request, tuple(int(t) for t in tokens), max_new_tokens, (str(de[0]), int(de[1])),
+                         path=ReadChoice.parse(path, f"request {request}"), pe_blocks=pe_blocks,
+                         chunk_tokens=chunk_tokens, layerwise=layerwise, return_logits=return_logits)
+        reply, payload = self.channel(pe).call(message, timeout_s=timeout_s)
         logits = None
         if return_logits:
             import torch
@@ -97,17 +79,17 @@ class ClusterClient:
                           reply["de"], reply["read_bytes"], reply["times"], logits, reply.get("pe_read_bytes", 0),
                           reply.get("de_read_bytes", 0), reply.get("lost_blocks", 0))
 
-    def hello(self, address: Address) -> dict:
-        return self.channel(address).call("hello")[0]
+    def hello(self, address: Address) -> dict[str, Any]:
+        return self.channel(address).call(Hello())[0]
 
-    def trace(self, address: Address, request: str | None = None) -> list[dict]:
-        return self.channel(address).call("trace", request=request)[0]["steps"]
+    def trace(self, address: Address, request: str | None = None) -> list[dict[str, Any]]:
+        return self.channel(address).call(Trace(request))[0]["steps"]
 
-    def stats(self, address: Address) -> dict:
-        return self.channel(address).call("stats")[0]
+    def stats(self, address: Address) -> dict[str, Any]:
+        return self.channel(address).call(Stats())[0]
 
     def shutdown(self, address: Address) -> None:
-        self.channel(address).call("shutdown", timeout_s=10)
+        self.channel(address).call(Shutdown(), timeout_s=10)
 
     def close(self) -> None:
         with self._lock:

@@ -1,21 +1,26 @@
 """The group leader: a thread inside an engine that fetches its group's work from the scheduler.
 
-Every engine runs one once it knows the scheduler's address (`--scheduler HOST:PORT`, or the `lead`
-control call); the scheduler answers as leader only the group's first engine that still answers,
+Every engine runs one once it knows the scheduler's address (`--scheduler HOST:PORT`, or the `Lead`
+control message); the scheduler answers as leader only the group's first engine that still answers,
 and tells the others to ask again later, so a group whose leader dies is led by its next engine.
-The leader's loop: gather the members' reports (its own in-process, the others' with `stats`), call
-`fetch` with them (the scheduler holds the call up to a tick until there is work for the group), run
-each fetched turn on its PE and DE as any client does, and report it `done` or `failed`.
+The leader's loop: gather the members' reports (its own in-process, the others' with `Stats`), send
+them in a `Fetch` (the scheduler holds the call up to a tick until there is work for the group), run
+each fetched turn on its PE and DE as any client does, and report it `Done` or `Failed`.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import asdict
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
+from dualpath.runtime.engines.messages import Done, Failed, FailureKind, Fetch, Stats
 from dualpath.runtime.scheduling.client import ClusterClient
 from dualpath.runtime.transports.control import Channel, ControlError, connect
+
+if TYPE_CHECKING:
+    from dualpath.runtime.engines.worker import EngineBase
 
 LOG = logging.getLogger("dualpath.runtime.scheduling.group_leader")
 RETRY_S = 0.05  # after a failed fetch (the scheduler not up yet, or gone)
@@ -24,7 +29,7 @@ RETRY_S = 0.05  # after a failed fetch (the scheduler not up yet, or gone)
 class GroupLeader:
     """Fetches and runs the work of `engine`'s group while the scheduler names `engine` its leader."""
 
-    def __init__(self, engine) -> None:
+    def __init__(self, engine: EngineBase) -> None:
         self.engine = engine
         self.name = engine.name
         self.client = ClusterClient(engine.secret, f"{engine.name}-leader")
@@ -38,7 +43,7 @@ class GroupLeader:
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
 
-    def point(self, address) -> None:
+    def point(self, address: tuple[str, int] | None) -> None:
         """Serve the scheduler at `address` from now on (None: stop asking)."""
         target = (str(address[0]), int(address[1])) if address else None
         old = None
@@ -71,6 +76,8 @@ class GroupLeader:
                 if self._stopped:
                     return
                 target, channel = self._target, self._channel
+            if target is None:  # never: the wait above ends with a target or a stop
+                continue
             try:
                 if channel is None or not channel.alive:
                     channel = connect(target, self.engine.secret, f"{self.name}-leader")
@@ -79,8 +86,7 @@ class GroupLeader:
                             channel.close()
                             continue
                         self._channel = channel
-                reply, _ = channel.call("fetch", timeout_s=self.health_timeout_s + 5.0, engine=self.name,
-                                        reports=self._reports())
+                reply, _ = channel.call(Fetch(self.name, self._reports()), timeout_s=self.health_timeout_s + 5.0)
             except ControlError as exc:
                 LOG.debug("%s: no fetch from the scheduler at %s: %s", self.name, target, exc)
                 if channel is not None and channel.alive:  # unanswered: start over (the scheduler requeues)
@@ -110,33 +116,35 @@ class GroupLeader:
             if not self._stopped:
                 self._cond.wait(seconds)
 
-    def _reports(self) -> dict:
+    def _reports(self) -> dict[str, dict[str, Any] | None]:
         """Each member's stats; None for one that does not answer (the scheduler takes it as dead)."""
-        reports: dict = {self.name: self.engine.stats()}
+        reports: dict[str, dict[str, Any] | None] = {self.name: self.engine.stats()}
         for name, address in self.members.items():
             if name != self.name:
                 try:
-                    reports[name] = self.client.channel(address).call("stats", timeout_s=self.health_timeout_s)[0]
+                    reports[name] = self.client.channel(address).call(Stats(), timeout_s=self.health_timeout_s)[0]
                 except ControlError as exc:
                     LOG.warning("%s: member %s does not answer: %s", self.name, name, exc)
                     reports[name] = None
         return reports
 
-    def _run(self, channel: Channel, a: dict) -> None:
+    def _run(self, channel: Channel, a: dict[str, Any]) -> None:
         """One fetched turn, exactly as a client runs it; the outcome goes back on the fetch's channel."""
+        attempt = a["attempt"]
+        outcome: Done | Failed
         try:
             result = self.client.submit(
-                tuple(a["pe_address"]), tuple(a["de_address"]), a["tokens"], a["max_new_tokens"], path="split",
-                pe_blocks=a["pe_blocks"], request=a["attempt"], chunk_tokens=a["chunk_tokens"],
-                layerwise=a["layerwise"], timeout_s=None)
+                (a["pe_address"][0], a["pe_address"][1]), (a["de_address"][0], a["de_address"][1]), a["tokens"],
+                a["max_new_tokens"], path="split", pe_blocks=a["pe_blocks"], request=attempt,
+                chunk_tokens=a["chunk_tokens"], layerwise=a["layerwise"], timeout_s=None)
         except ControlError as exc:  # an engine gone, or the engine refused the turn: the scheduler probes
-            op, fields = "failed", {"kind": "engines", "error": str(exc)}
+            outcome = Failed(attempt, str(exc), FailureKind.ENGINES)
         except Exception as exc:
-            LOG.exception("%s: turn %s failed", self.name, a["attempt"])
-            op, fields = "failed", {"kind": "turn", "error": f"{type(exc).__name__}: {exc}"}
+            LOG.exception("%s: turn %s failed", self.name, attempt)
+            outcome = Failed(attempt, f"{type(exc).__name__}: {exc}", FailureKind.TURN)
         else:
-            op, fields = "done", {"result": {k: v for k, v in asdict(result).items() if k != "logits"}}
+            outcome = Done(attempt, replace(result, logits=None))  # logits never asked for: none to send
         try:
-            channel.call(op, timeout_s=self.health_timeout_s, attempt=a["attempt"], **fields)
+            channel.call(outcome, timeout_s=self.health_timeout_s)
         except ControlError as exc:  # the scheduler requeues what a lost leader fetched
-            LOG.warning("%s: could not report %s of %s: %s", self.name, op, a["attempt"], exc)
+            LOG.warning("%s: could not report %s of %s: %s", self.name, outcome.op, attempt, exc)

@@ -98,8 +98,9 @@ def spawn_engine(role: str, name: str, store_dir: Path, log_dir: Path, secret: b
 def wait_ready(role: str, name: str, process: subprocess.Popen, log_path: Path) -> EngineProcess:
     """Wait for an engine's `READY host port` line; a failed start raises with its log's tail."""
     deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
+    stdout = process.stdout  # a pipe: `spawn_engine` asks for one
+    while stdout is not None and time.monotonic() < deadline:
+        line = stdout.readline()
         if line.startswith("READY "):
             _, host, port = line.split()
             return EngineProcess(name, role, process, (host, int(port)), log_path)

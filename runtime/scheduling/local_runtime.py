@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from dualpath.cluster import ClusterSpec, Engine, Role
 from dualpath.errors import DualpathError, SpecError
@@ -24,7 +25,13 @@ from dualpath.kvlayout import chain_block_ids
 from dualpath.llm import AttentionKind, LLMSpec
 from dualpath.policy import Policy
 from dualpath.runtime.engines.faults import FaultPlan
+from dualpath.runtime.engines.messages import Lead
+from dualpath.runtime.scheduling.client import ClusterClient
 from dualpath.runtime.scheduling.scheduler import EngineHandle, Scheduler
+
+if TYPE_CHECKING:
+    from dualpath.runtime.engine import EngineOptions
+    from dualpath.runtime.engines.worker import EngineBase
 
 HBM_RESERVE = 0.1  # as the simulator's default calibration keeps back
 
@@ -58,6 +65,7 @@ class LocalRuntime:
                  max_prompt_blocks: int = 0, work_dir: str | Path | None = None, seed: int = 0, device: str = "cpu",
                  faults: FaultPlan | None = None, in_process: bool = False, log_level: str = "WARNING",
                  engine_overrides: dict | None = None) -> None:
+        from dualpath.runtime.engines.blockstore import BlockStore
         from dualpath.runtime.engines.decoder import DecoderConfig
         from dualpath.runtime.engines.kvcodec import KVCodec
         from dualpath.runtime.transports.auth import generate_secret
@@ -88,12 +96,19 @@ class LocalRuntime:
         self.buffer_blocks = max(1, min(node_buffer_blocks, max_prompt_blocks or node_buffer_blocks))
         self.specs = {e.name: e for e in engines}
         self.handles: dict[str, EngineHandle] = {}
-        self._running: dict[str, object] = {}  # name -> Popen or in-process engine
-        self.client = None
-        self._store = None
+        self._running: dict[str, EngineBase | subprocess.Popen] = {}  # an OS process, or in-process: the engine
+        self._client: ClusterClient | None = None  # once started
+        self._store = BlockStore(self.store_dir, self.layout, scan=False)
+
+    @property
+    def client(self) -> ClusterClient:
+        """The client the runtime drives its engines with (the scheduler's too)."""
+        if self._client is None:
+            raise DualpathError("LocalRuntime: not started (call start(), or use it as a context manager)")
+        return self._client
 
     # -- engines ---------------------------------------------------------------------------------
-    def options(self, engine: Engine):
+    def options(self, engine: Engine) -> EngineOptions:
         from dataclasses import replace
 
         from dualpath.runtime.engine import EngineOptions
@@ -111,12 +126,8 @@ class LocalRuntime:
             corrupt_block_rate=self.faults.corrupt_block_rate, fault_seed=self.faults.seed)
         return replace(options, **self.engine_overrides)
 
-    def start(self) -> LocalRuntime:
-        from dualpath.runtime.engines.blockstore import BlockStore
-        from dualpath.runtime.scheduling.client import ClusterClient
-
-        self.client = ClusterClient(self.secret, "scheduler")
-        self._store = BlockStore(self.store_dir, self.layout, scan=False)
+    def start(self) -> Self:
+        self._client = ClusterClient(self.secret, "scheduler")
         try:
             self._start(list(self.specs))
         except BaseException:
@@ -145,23 +156,22 @@ class LocalRuntime:
         for name, process, log_path in spawned:
             self._handle(name, wait_ready(self.specs[name].role.value, name, process, log_path).address)
 
-    def _handle(self, name: str, address) -> None:
+    def _handle(self, name: str, address: tuple[str, int]) -> None:
         spec = self.specs[name]
         self.handles[name] = EngineHandle(name, spec.role, spec.node, spec.group, (str(address[0]), int(address[1])))
 
     def kill(self, name: str) -> None:
         """Stop engine `name` abruptly (SIGKILL; in-process: its servers closed)."""
         running = self._running.get(name)
-        if running is None:
-            return
-        if self.in_process:
-            running.close()
-        else:
+        if isinstance(running, subprocess.Popen):
             running.kill()
             running.wait()
+        elif running is not None:
+            running.close()
 
     def dead(self) -> list[str]:
-        return [n for n, r in self._running.items() if (r.stopped.is_set() if self.in_process else r.poll() is not None)]
+        return [n for n, r in self._running.items()
+                if (r.poll() is not None if isinstance(r, subprocess.Popen) else r.stopped.is_set())]
 
     def respawn_dead(self) -> list[str]:
         names = self.dead()
@@ -173,12 +183,9 @@ class LocalRuntime:
         """Point every running engine's group leader at `scheduler` (None: stop fetching)."""
         dead = set(self.dead())
         for name, handle in self.handles.items():
-            if name not in dead:
-                try:
-                    self.client.channel(handle.address).call(
-                        "lead", scheduler=list(scheduler) if scheduler else None, timeout_s=10)
-                except DualpathError:
-                    pass  # an engine that does not answer gets no work: the scheduler sees no report
+            if name not in dead:  # one that does not answer gets no work: the scheduler sees no report from it
+                with suppress(DualpathError):
+                    self.client.channel(handle.address).call(Lead(scheduler), timeout_s=10)
 
     @contextmanager
     def scheduling(self, policy: Policy, **kwargs) -> Iterator[Scheduler]:
@@ -218,8 +225,8 @@ class LocalRuntime:
             if name not in self.dead():
                 with suppress(DualpathError, KeyError, AttributeError):
                     self.client.shutdown(self.handles[name].address)
-        for name, running in self._running.items():
-            if self.in_process:
+        for running in self._running.values():
+            if not isinstance(running, subprocess.Popen):
                 running.close()
                 continue
             try:
@@ -228,13 +235,13 @@ class LocalRuntime:
                 running.kill()
                 running.wait()
         self._running.clear()
-        if self.client is not None:
-            self.client.close()
+        if self._client is not None:
+            self._client.close()
         if self.own_dir:
             shutil.rmtree(self.work, ignore_errors=True)
 
     def __enter__(self) -> Self:
-        return self.start() if self.client is None else self
+        return self.start() if self._client is None else self
 
     def __exit__(self, *exc) -> None:
         self.close()

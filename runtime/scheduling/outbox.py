@@ -6,17 +6,19 @@ scheduler can drop a leader that stopped fetching. Not thread-safe: the schedule
 
 from __future__ import annotations
 
-from dualpath.runtime.scheduling.scheduler_state import Ticket
+from dualpath.runtime.scheduling.scheduler_state import TurnTicket
 from dualpath.runtime.transports.control import Channel
 
 
 class Outbox:
+    """Filed `TurnTicket`s by group, and each group's leader channel and last fetch."""
+
     def __init__(self) -> None:
-        self.filed: dict[str, list[Ticket]] = {}  # group key -> tickets, in filing order
+        self.filed: dict[str, list[TurnTicket]] = {}  # group key -> tickets, in filing order
         self.leaders: dict[str, Channel] = {}  # group key -> the channel its leader fetches on
         self.fetch_at: dict[str, float] = {}  # group key -> its leader's last fetch (time.monotonic())
 
-    def file(self, group: str, ticket: Ticket) -> None:
+    def file(self, group: str, ticket: TurnTicket) -> None:
         ticket.leader = None
         self.filed.setdefault(group, []).append(ticket)
 
@@ -26,19 +28,19 @@ class Outbox:
     def fetched(self, group: str, channel: Channel, now: float) -> None:
         self.leaders[group], self.fetch_at[group] = channel, now
 
-    def take(self, group: str, channel: Channel) -> list[Ticket]:
+    def take(self, group: str, channel: Channel) -> list[TurnTicket]:
         """Everything filed for `group`, now the responsibility of the leader on `channel`."""
         batch = self.filed.pop(group, [])
         for ticket in batch:
             ticket.leader = channel
         return batch
 
-    def recall(self, engine: str) -> list[Ticket]:
+    def recall(self, engine: str) -> list[TurnTicket]:
         """Take back the tickets filed for `engine` (as their PE or DE): they never reached it."""
         out = []
         for group, tickets in self.filed.items():
-            out += [t for t in tickets if engine in (t.assignment.pe, t.assignment.de)]
-            self.filed[group] = [t for t in tickets if engine not in (t.assignment.pe, t.assignment.de)]
+            out += [t for t in tickets if engine in (t.placed.pe, t.placed.de)]
+            self.filed[group] = [t for t in tickets if engine not in (t.placed.pe, t.placed.de)]
         return out
 
     def stale_leaders(self, now: float, timeout_s: float) -> list[Channel]:

@@ -16,12 +16,14 @@ from dualpath.plan import Plan
 from dualpath.policy import Policy
 from dualpath.request import Workload
 from dualpath.runtime.engines.faults import FaultInjector, FaultPlan
+from dualpath.runtime.engines.messages import Stats
 from dualpath.runtime.scheduling.agents import run_agents, runtime_trace, verify_turns
 from dualpath.runtime.scheduling.local_runtime import LocalRuntime, decoder_fields
 from dualpath.runtime.scheduling.plan_replay import PlanReplay
 from dualpath.trace import Trace
 
 __all__ = ["LocalRuntime", "decoder_fields", "run_real", "runtime_for"]
+
 
 def runtime_for(cluster: ClusterSpec, llm: LLMSpec, workload: Workload, block_tokens: int, **kwargs) -> LocalRuntime:
     """A `LocalRuntime` sized for `workload`: longest context, and buffers for every agent at once."""
@@ -100,7 +102,7 @@ def _nic_bytes(runtime: LocalRuntime, last: dict | None = None) -> dict[str, tup
     out: dict[str, tuple[int, int]] = {}
     for name, handle in runtime.handles.items():
         try:
-            stats = runtime.client.channel(handle.address).call("stats", timeout_s=10)[0]
+            stats = runtime.client.channel(handle.address).call(Stats(), timeout_s=10)[0]
         except DualpathError:
             stats = (last or {}).get(name, {})
         read, write = out.get(handle.node, (0, 0))

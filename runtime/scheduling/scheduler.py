@@ -1,10 +1,10 @@
 """The global scheduler of a real run: a `Policy` (or a replayed `Plan`) deciding for live engines.
 
 It runs in the driving process behind an authenticated control server, and the engines come to it:
-each group's leader (a `GroupLeader` thread in the group's first live engine) calls `fetch` every
+each group's leader (a `GroupLeader` thread in the group's first live engine) sends `Fetch` every
 tick with its members' reports (per engine `seq_e`, `tok_e`, the node's read queue, free DE HBM),
-gets the assignments filed for its group since its last fetch, runs them and reports each `done` or
-`failed`. Turns wait FIFO; each tick (at most every `interval_s`) the policy gets the waiting
+gets the assignments filed for its group since its last fetch, runs them and reports each `Done` or
+`Failed`. Turns wait FIFO; each tick (at most every `interval_s`) the policy gets the waiting
 requests and a `ClusterState` of the fresh reports plus the work handed out that they do not show
 yet, and each `Assignment` (PE, DE, hit blocks read through each side) is filed in its PE group's
 outbox. Faults: an engine whose leader's connection drops or stops fetching, or that stops answering
@@ -28,14 +28,15 @@ from dualpath.errors import DualpathError, InputError, SpecError
 from dualpath.plan import Assignment
 from dualpath.policy import Policy
 from dualpath.request import Request
-from dualpath.runtime.scheduling.client import ClusterClient, TurnResult
+from dualpath.runtime.engines.messages import ControlMessage, Done, Failed, FailureKind, Fetch, Stats, decode_message
+from dualpath.runtime.scheduling.client import ClusterClient
 from dualpath.runtime.scheduling.outbox import Outbox
 from dualpath.runtime.scheduling.plan_replay import PlanReplay
-from dualpath.runtime.scheduling.scheduler_state import EngineHandle, Ticket, TurnOutcome, snapshot
+from dualpath.runtime.scheduling.scheduler_state import EngineHandle, TurnOutcome, TurnTicket, snapshot
 from dualpath.runtime.transports.auth import DEFAULT_BIND_HOST
-from dualpath.runtime.transports.control import Channel, ControlError, ControlServer
+from dualpath.runtime.transports.control import Channel, ControlError, ControlServer, Reply
 
-__all__ = ["EngineHandle", "PlanReplay", "Scheduler", "Ticket", "TurnOutcome"]
+__all__ = ["EngineHandle", "PlanReplay", "Scheduler", "TurnOutcome", "TurnTicket"]
 LOG = logging.getLogger("dualpath.runtime.scheduling.scheduler")
 STANDBY_RETRY_S = 0.25  # how soon a member that does not lead asks again
 
@@ -57,14 +58,15 @@ class Scheduler:
         self.secret = secret if secret is not None else getattr(client, "secret", None)
         self.host, self.port = host, port
         self.origin, self.started_at = time.time(), time.monotonic()
-        self.pending: dict[str, Ticket] = {}
-        self.in_flight: dict[str, Ticket] = {}  # by attempt id: filed in an outbox, or fetched
+        self.pending: dict[str, TurnTicket] = {}
+        self.in_flight: dict[str, TurnTicket] = {}  # by attempt id: filed in an outbox, or fetched
         self.outbox = Outbox()  # per group, until its leader fetches
         self.num_ticks = 0
         self.last_reports: dict[str, dict] = {}  # each engine's latest report
         self.report_at: dict[str, float] = {}  # when it came (time.monotonic())
         self.retried: list[tuple[str, str]] = []  # (request, reason)
-        self.address, self._server = None, None  # (host, port) and ControlServer once started
+        self.address: tuple[str, int] | None = None  # once started
+        self._server: ControlServer | None = None
         self._seq = itertools.count(1)
         self._cond, self._closed = threading.Condition(), False
         self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
@@ -75,7 +77,7 @@ class Scheduler:
         if self.secret is None:
             raise SpecError("scheduler", "secret", None, "the cluster secret (or a client that holds it)")
         self.origin, self.started_at = time.time() if origin is None else origin, time.monotonic()
-        self._server = ControlServer("scheduler", self.secret, self._handle, self.host, self.port)
+        self._server = ControlServer("scheduler", self.secret, self._handle, decode_message, self.host, self.port)
         self.address = self._server.listen()
         self._thread.start()
         return self
@@ -99,7 +101,7 @@ class Scheduler:
         now = time.time()
         request = Request(request_id, agent, turn, hit, len(tokens) - hit, max_new_tokens, now - self.origin)
         with self._cond:
-            ticket = Ticket(request, list(tokens), now, next(self._seq))
+            ticket = TurnTicket(request, list(tokens), now, next(self._seq))
             self.pending[request_id] = ticket
             self._cond.notify_all()
         return ticket.future
@@ -188,40 +190,37 @@ class Scheduler:
                             a.request)
                 return
             del self.pending[a.request]
-            hit_blocks = ticket.request.hit_tokens // self.block_tokens
-            total = a.pe_read_bytes + a.de_read_bytes
-            ticket.pe_blocks = round(hit_blocks * a.pe_read_bytes / total) if total else hit_blocks
-            ticket.assignment = a
-            ticket.attempt_id = a.request if not ticket.attempts else f"{a.request}~{ticket.attempts}"
+            ticket.place(a, self.block_tokens)
             self.in_flight[ticket.attempt_id] = ticket
             self.outbox.file(pe.group_key, ticket)
             self._cond.notify_all()
 
     # -- what the group leaders call ------------------------------------------------------------
-    def _handle(self, channel: Channel, msg: dict, payload: bytes):
-        op = msg.get("op")
-        if op == "fetch":
-            return self._fetch(channel, msg)
-        if op in ("done", "failed"):
-            with self._cond:
-                ticket = self.in_flight.get(str(msg.get("attempt")))
-                if ticket is None or ticket.leader is not channel:
-                    return {"ok": False}  # requeued meanwhile: this attempt no longer counts
-                del self.in_flight[ticket.attempt_id]
-                self._cond.notify_all()
-            if op == "done":
-                result = TurnResult(**msg["result"])
-                ticket.future.set_result(TurnOutcome(ticket.request.id, result, ticket.arrived_at,
-                                                     ticket.attempts + 1, ticket.assignment))
-            else:
-                self._failed(ticket, str(msg.get("error")), msg.get("kind") == "engines")
-            return {"ok": True}
-        raise SpecError("scheduler", "op", op, "fetch, done or failed")
+    def _handle(self, channel: Channel, message: ControlMessage, payload: bytes) -> Reply:
+        if isinstance(message, Fetch):
+            return self._fetch(channel, message)
+        if isinstance(message, Done | Failed):
+            return self._settle(channel, message)
+        raise SpecError("scheduler", "op", message.op, "fetch, done or failed")
 
-    def _fetch(self, channel: Channel, msg: dict) -> dict:
-        handle = self.engines.get(str(msg.get("engine")))
+    def _settle(self, channel: Channel, msg: Done | Failed) -> dict:
+        """The outcome of an attempt, from the leader that fetched it (any other's no longer counts)."""
+        with self._cond:
+            ticket = self.in_flight.get(msg.attempt)
+            if ticket is None or ticket.leader is not channel:
+                return {"ok": False}  # requeued meanwhile: this attempt no longer counts
+            del self.in_flight[ticket.attempt_id]
+            self._cond.notify_all()
+        if isinstance(msg, Done):
+            ticket.future.set_result(ticket.outcome(msg.result))
+        else:
+            self._failed(ticket, msg.error, msg.kind is FailureKind.ENGINES)
+        return {"ok": True}
+
+    def _fetch(self, channel: Channel, msg: Fetch) -> dict:
+        handle = self.engines.get(msg.engine)
         if handle is None:
-            raise SpecError("scheduler", "engine", msg.get("engine"), "an engine of this cluster")
+            raise SpecError("scheduler", "engine", msg.engine, "an engine of this cluster")
         if "engine" not in channel.info:
             channel.info["engine"] = handle.name
             channel.on_close(self._channel_closed)
@@ -230,24 +229,22 @@ class Scheduler:
             if self._closed or self.leader(group) != handle.name:
                 return {"leader": False, "retry_s": STANDBY_RETRY_S}
             self.outbox.fetched(group, channel, now)
-            down = []
-            for name, report in (msg.get("reports") or {}).items():
-                member = self.engines.get(name)
-                if member is not None and member.group_key == group and report is None:
-                    down.append(member)
-                elif member is not None and member.group_key == group:
+            mine = {n: r for n, r in msg.reports.items() if n in self.engines and self.engines[n].group_key == group}
+            down = [self.engines[n] for n, r in mine.items() if r is None]
+            for name, report in mine.items():
+                if report is not None:
                     self.last_reports[name], self.report_at[name] = report, now
             self._cond.notify_all()
         for member in down:
             self._mark_dead(member, f"it does not answer its group leader {handle.name}")
-        deadline = now + (self.interval_s if msg.get("wait", True) else 0.0)
+        until = now + (self.interval_s if msg.wait else 0.0)
         with self._cond:  # hold the fetch (up to a tick) until there is work for the group
-            while not self._closed and channel.alive and not self.outbox.has_work(group) and time.monotonic() < deadline:
-                self._cond.wait(max(0.0, deadline - time.monotonic()))
+            while not self._closed and channel.alive and not self.outbox.has_work(group) and time.monotonic() < until:
+                self._cond.wait(max(0.0, until - time.monotonic()))
             batch = self.outbox.take(group, channel) if channel.alive else []
-            assignments = [t.wire(self.engines, self.chunk_tokens, self.policy.execution.layerwise) for t in batch]
+            work = [t.wire(self.engines, self.chunk_tokens, self.policy.execution.layerwise) for t in batch]
             members = {n: list(h.address) for n, h in self.engines.items() if h.group_key == group and h.alive}
-        return {"leader": True, "assignments": assignments, "members": members, "health_timeout_s": self.health_timeout_s}
+        return {"leader": True, "assignments": work, "members": members, "health_timeout_s": self.health_timeout_s}
 
     # -- faults ------------------------------------------------------------------------------------
     def _channel_closed(self, channel: Channel) -> None:
@@ -273,12 +270,13 @@ class Scheduler:
                 self.pending[ticket.request.id] = ticket
             self._cond.notify_all()
 
-    def _failed(self, ticket: Ticket, error: str, engines_failed: bool) -> None:
+    def _failed(self, ticket: TurnTicket, error: str, engines_failed: bool) -> None:
         """Requeue the turn if one of its engines is gone; otherwise the error is the turn's own."""
-        pe, de = self.engines[ticket.assignment.pe], self.engines[ticket.assignment.de]
-        for handle in (pe, de) if engines_failed and self.client is not None else ():
+        pe, de = self.engines[ticket.placed.pe], self.engines[ticket.placed.de]
+        for handle in (pe, de) if engines_failed else ():
             try:
-                self.client.channel(handle.address).call("stats", timeout_s=self.health_timeout_s)
+                if self.client is not None:
+                    self.client.channel(handle.address).call(Stats(), timeout_s=self.health_timeout_s)
             except ControlError as probe:
                 self._mark_dead(handle, str(probe))
         if engines_failed and not (pe.alive and de.alive):
@@ -288,7 +286,7 @@ class Scheduler:
         else:
             ticket.future.set_exception(ControlError(f"{ticket.attempt_id}: {error}"))
 
-    def _requeue(self, ticket: Ticket, reason: str) -> None:
+    def _requeue(self, ticket: TurnTicket, reason: str) -> None:
         """Back to the queue, in its FIFO place, for a fresh attempt (caller holds the lock; out of `in_flight`)."""
         ticket.attempts += 1
         if ticket.attempts >= self.max_attempts or self._closed:

@@ -1,4 +1,4 @@
-"""What the real-run scheduler keeps: engines, turns (tickets) and the `ClusterState` it gives a policy.
+"""What the real-run scheduler keeps: engines, turns (`TurnTicket`s) and the `ClusterState` it gives a policy.
 
 The state is the group leaders' latest reports (per engine the unfinished requests `seq_e` and
 tokens `tok_e`, the node's storage read queue, free DE HBM) plus the work the scheduler has handed
@@ -14,11 +14,15 @@ from dataclasses import dataclass, field
 from dualpath.cluster import Role
 from dualpath.plan import Assignment
 from dualpath.policy import ClusterState, EngineState
+from dualpath.protocol import Phase
 from dualpath.request import Request
-from dualpath.runtime.scheduling.client import TurnResult
+from dualpath.runtime.engines.messages import TurnResult
+from dualpath.runtime.transports.control import Channel
 
-BEFORE_READ = (None, "waiting", "admitted")  # PE phases whose reads are not yet in a node's queue
-BEFORE_DECODE = (*BEFORE_READ, "reading", "prefilling")
+# PE phases (as reported: None before the PE has the request) whose reads are not yet in a node's
+# queue, and those not yet prefilled. A report's phases arrive as JSON strings, equal to `Phase` values.
+BEFORE_READ: tuple[Phase | None, ...] = (None, Phase.WAITING, Phase.ADMITTED)
+BEFORE_DECODE: tuple[Phase | None, ...] = (*BEFORE_READ, Phase.READING, Phase.PREFILLING)
 
 
 @dataclass
@@ -47,7 +51,7 @@ class TurnOutcome:
 
 
 @dataclass
-class Ticket:
+class TurnTicket:
     """One turn from `submit` to its outcome; `attempt_id` names its current attempt at the engines."""
 
     request: Request
@@ -59,7 +63,25 @@ class Ticket:
     attempt_id: str = ""
     assignment: Assignment | None = None
     pe_blocks: int = 0
-    leader: object = None  # the leader's control channel once fetched, else None
+    leader: Channel | None = None  # the leader's control channel once fetched
+
+    @property
+    def placed(self) -> Assignment:
+        """The current attempt's assignment (a ticket has one from its dispatch on)."""
+        if self.assignment is None:
+            raise RuntimeError(f"turn {self.request.id} was not dispatched")  # a scheduler bug
+        return self.assignment
+
+    def place(self, a: Assignment, block_tokens: int) -> None:
+        """Send this attempt to `a`'s engines, the PE reading `a`'s share of the hit (in whole blocks)."""
+        hit_blocks = self.request.hit_tokens // block_tokens
+        total = a.pe_read_bytes + a.de_read_bytes
+        self.pe_blocks = round(hit_blocks * a.pe_read_bytes / total) if total else hit_blocks
+        self.assignment = a
+        self.attempt_id = a.request if not self.attempts else f"{a.request}~{self.attempts}"
+
+    def outcome(self, result: TurnResult) -> TurnOutcome:
+        return TurnOutcome(self.request.id, result, self.arrived_at, self.attempts + 1, self.placed)
 
     def refresh(self, hit_tokens: int) -> None:
         """Ready for another attempt, with the prompt's hit as storage holds it now."""
@@ -70,14 +92,14 @@ class Ticket:
 
     def wire(self, engines: Mapping[str, EngineHandle], chunk_tokens: int | None, layerwise: bool) -> dict:
         """The assignment as its group leader fetches it: everything needed to run the turn."""
-        a = self.assignment
+        a = self.placed
         return {"attempt": self.attempt_id, "request": self.request.id, "tokens": self.tokens,
                 "max_new_tokens": self.request.output_tokens, "pe": a.pe, "de": a.de,
                 "pe_address": list(engines[a.pe].address), "de_address": list(engines[a.de].address),
                 "pe_blocks": self.pe_blocks, "chunk_tokens": chunk_tokens, "layerwise": layerwise}
 
 
-def snapshot(engines: Mapping[str, EngineHandle], in_flight: Mapping[str, Ticket], reports: Mapping[str, dict],
+def snapshot(engines: Mapping[str, EngineHandle], in_flight: Mapping[str, TurnTicket], reports: Mapping[str, dict],
              usable: Callable[[EngineHandle], bool], kv_bytes_per_token: int, pe_free_hbm_bytes: int,
              now_s: float) -> ClusterState:
     """The engines' `reports` plus the handed-out work they have not reported yet. An engine is alive
@@ -91,13 +113,13 @@ def snapshot(engines: Mapping[str, EngineHandle], in_flight: Mapping[str, Ticket
         report = reports.get(handle.name, {})
         known = report.get("requests", {})
         mine = [t for t in in_flight.values()
-                if (t.assignment.pe if handle.role is Role.PREFILL else t.assignment.de) == handle.name]
+                if (t.placed.pe if handle.role is Role.PREFILL else t.placed.de) == handle.name]
         if handle.role is Role.PREFILL:
             active = [t for t in mine if known.get(t.attempt_id) in BEFORE_DECODE]
             tokens, free = sum(t.request.new_tokens for t in active), pe_free_hbm_bytes
             for t in mine:
                 if known.get(t.attempt_id) in BEFORE_READ:
-                    a, de_node = t.assignment, engines[t.assignment.de].node
+                    a, de_node = t.placed, engines[t.placed.de].node
                     queues[handle.node] = queues.get(handle.node, 0.0) + a.pe_read_bytes
                     queues[de_node] = queues.get(de_node, 0.0) + a.de_read_bytes
         else:

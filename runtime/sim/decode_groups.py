@@ -14,105 +14,113 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Callable
 
 from dualpath.runtime.sim import events as ev
+from dualpath.runtime.sim.context import SimContext
+from dualpath.runtime.sim.hardware import Hardware
 from dualpath.runtime.sim.nic import UsageMeter
+from dualpath.runtime.sim.state import DEEngine, ReqState
 
 
 class DecodeGroup:
     __slots__ = (
         "_seq",
-        "anchor_at",
+        "anchor_s",
         "anchor_step",
         "busy_meter",
+        "ctx",
         "engines",
+        "hw",
         "index",
         "joins",
-        "next_at",
+        "next_s",
+        "on_done",
         "running",
-        "sim",
         "step_s",
         "version",
     )
 
-    def __init__(self, sim, index: int, engines: list):
-        self.sim = sim
+    def __init__(self, ctx: SimContext, hw: Hardware, index: int, engines: list[DEEngine],
+                 on_done: Callable[[ReqState, float], None]) -> None:
+        self.ctx = ctx
+        self.hw = hw
         self.index = index
         self.engines = engines
-        self.running: list = []  # heap of (finish_step, seq, state)
-        self.joins: list = []
-        self.anchor_at = 0.0  # a step boundary
-        self.anchor_step = 0  # steps completed at anchor_at
+        self.on_done = on_done  # (request, now): its last token is out
+        self.running: list[tuple[int, int, ReqState]] = []  # heap of (finish_step, seq, state)
+        self.joins: list[ReqState] = []
+        self.anchor_s = 0.0  # a step boundary
+        self.anchor_step = 0  # steps completed at anchor_s
         self.step_s = 0.0  # 0 while idle
         self.version = 0
-        self.next_at = -1.0  # when the pending boundary event fires (-1: none)
+        self.next_s = -1.0  # when the pending boundary event fires (-1: none)
         self.busy_meter = UsageMeter()
         self._seq = 0
 
-    def join(self, state, now: float) -> None:
+    def join(self, state: ReqState, now: float) -> None:
         """`state`'s prompt KV is in its DE's HBM: it decodes from the next step boundary on."""
         self.joins.append(state)
         if self.step_s <= 0.0:
             boundary = now
         else:
-            steps = math.ceil((now - self.anchor_at) / self.step_s - 1e-9)
-            boundary = self.anchor_at + max(0, steps) * self.step_s
-        if self.next_at < 0 or boundary < self.next_at - 1e-12:
+            steps = math.ceil((now - self.anchor_s) / self.step_s - 1e-9)
+            boundary = self.anchor_s + max(0, steps) * self.step_s
+        if self.next_s < 0 or boundary < self.next_s - 1e-12:
             self._post(boundary)
 
     def _post(self, at: float) -> None:
         self.version += 1
-        self.next_at = at
-        self.sim.events.push(at, ev.DECODE_BOUNDARY, self.on_boundary, self.version)
+        self.next_s = at
+        self.ctx.events.push(at, ev.DECODE_BOUNDARY, self.on_boundary, self.version)
 
     def on_boundary(self, version: int) -> None:
         if version != self.version:
             return  # superseded by an earlier boundary
-        self.next_at = -1.0
-        sim = self.sim
-        now = sim.events.now_s
+        self.next_s = -1.0
+        now = self.ctx.events.now_s
         if self.step_s > 0.0:
-            step = self.anchor_step + round((now - self.anchor_at) / self.step_s)
-            self.busy_meter.add(self.anchor_at, now, now - self.anchor_at)
+            step = self.anchor_step + round((now - self.anchor_s) / self.step_s)
+            self.busy_meter.add(self.anchor_s, now, now - self.anchor_s)
         else:
             step = self.anchor_step
-        des = sim.des
+        des = self.hw.des
         running = self.running
-        done = []
-        touched = set()
+        done: list[ReqState] = []
+        touched: set[DEEngine] = set()
         while running and running[0][0] <= step:
             state = heapq.heappop(running)[2]
             engine = des[state.de]
-            engine.decode_seqs -= 1
-            engine.decode_ctx -= state.req.prompt_tokens + state.req.output_tokens // 2
+            engine.num_decode_seqs -= 1
+            engine.decode_ctx_tokens -= state.req.prompt_tokens + state.req.output_tokens // 2
             touched.add(engine)
             done.append(state)
         joined = self.joins
         self.joins = []
         for state in joined:
             engine = des[state.de]
-            engine.decode_seqs += 1
-            engine.decode_ctx += state.req.prompt_tokens + state.req.output_tokens // 2
+            engine.num_decode_seqs += 1
+            engine.decode_ctx_tokens += state.req.prompt_tokens + state.req.output_tokens // 2
             touched.add(engine)
             self._seq += 1
             heapq.heappush(running, (step + state.req.output_tokens - 1, self._seq, state))
-        decode_step, weights = sim.llm.decode_step_s, sim.de_weight_bytes
+        decode_step, weights = self.ctx.llm.decode_step_s, self.hw.de_weight_bytes
         slowest, rescan = self.step_s, False
         for engine in touched:
             old = engine.step_s
-            engine.step_s = new = decode_step(engine.decode_seqs, engine.decode_ctx, weights)
+            engine.step_s = new = decode_step(engine.num_decode_seqs, engine.decode_ctx_tokens, weights)
             if new >= slowest:
                 slowest = new
             elif old >= self.step_s:
                 rescan = True  # the slowest engine got faster: look at them all
         if rescan:
             slowest = max(e.step_s for e in self.engines)
-        self.anchor_at = now
+        self.anchor_s = now
         self.anchor_step = step
         self.step_s = slowest if running else 0.0
         for state in joined:
-            state.second_token = now + self.step_s
+            state.second_token_s = now + self.step_s
         if running:
             self._post(now + (running[0][0] - step) * self.step_s)
         for state in done:
-            sim.decode_done(state, now)
+            self.on_done(state, now)

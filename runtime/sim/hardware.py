@@ -1,5 +1,5 @@
 """The simulated hardware: per node its storage path, per GPU its CNIC channels and engine, and the
-PE/DE groups; plus the up-front check that every request fits where it must go.
+PE/DE groups' members; plus the up-front check that every request fits where it must go.
 
 An MoE model runs expert parallel with data-parallel attention, so its PE and DE groups move in
 lockstep (a group per `pe_group_gpus` / `de_group_gpus`); a dense model's engines run on their own.
@@ -8,81 +8,114 @@ Free HBM per GPU is HBM less the reserve and the GPU's share of the weights.
 
 from __future__ import annotations
 
-from dualpath.cluster import ClusterSpec, Role
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from dualpath.cluster import ClusterSpec, Engine, Role
 from dualpath.errors import InfeasibleError, SpecError
-from dualpath.runtime.sim.decode_groups import DecodeGroup
-from dualpath.runtime.sim.nic import Channel, UsageMeter
+from dualpath.llm import LLMSpec
+from dualpath.request import Request
+from dualpath.runtime.sim.calibration import Calibration
+from dualpath.runtime.sim.nic import NicChannel, SpanSink, UsageMeter
 from dualpath.runtime.sim.parallelism import weight_bytes_per_gpu
-from dualpath.runtime.sim.prefill_groups import PrefillGroup
 from dualpath.runtime.sim.state import DEEngine, PEEngine
 from dualpath.runtime.sim.storage import NodeStorage
 
 
-def build_hardware(sim, cluster: ClusterSpec, sink) -> None:
-    """Attach storages, channels, engines and groups to `sim`."""
-    node, cal, llm = cluster.node, sim.calibration, sim.llm
-    sim.node_index = {name: i for i, name in enumerate(cluster.all_nodes())}
+@dataclass(frozen=True, slots=True)
+class Hardware:
+    """One run's resources. Per-node lists follow `node_index`; per-engine lists the engines' `index`."""
+
+    node_index: dict[str, int]  # node name -> its position in the per-node lists
+    storages: list[NodeStorage]  # per node
+    # "in" / "out" -> per node. One meter per node and direction: utilisation is reported per node,
+    # and thousands of per-GPU meters would cost more than the channels they measure.
+    cnic_meters: dict[str, list[UsageMeter]]
+    gpu_meters: list[UsageMeter]  # per node: PE busy GPU-seconds
+    pe_in: list[NicChannel]  # per PE: its CNIC's KV lane, into and out of the GPU
+    pe_out: list[NicChannel]
+    pe_pcie: list[NicChannel]  # per PE: host -> HBM copies when prefill is not layerwise
+    de_in: list[NicChannel]  # per DE
+    de_out: list[NicChannel]
+    pes: list[PEEngine]
+    des: list[DEEngine]
+    pe_groups: list[list[PEEngine]]  # the engines of each PE group
+    de_groups: list[list[DEEngine]]
+    pe_free_hbm_bytes: int  # per GPU, for KV
+    de_free_hbm_bytes: int
+    de_weight_bytes: float  # per DE GPU: what each decode step reads besides the KV
+
+
+def _free_hbm_bytes(cluster: ClusterSpec, llm: LLMSpec, calibration: Calibration, field_name: str
+                    ) -> tuple[int, float]:
+    """(free HBM, weight bytes) per GPU of a group of `cluster.<field_name>` GPUs."""
+    usable = cluster.node.hbm_bytes_per_gpu * (1 - calibration.hbm_reserve_fraction)
+    group_gpus = getattr(cluster, field_name)
+    weights = weight_bytes_per_gpu(llm, group_gpus, calibration)
+    free = int(usable - weights)
+    if free <= 0:
+        raise SpecError(f"cluster {cluster.name or cluster.shorthand}", field_name, group_gpus,
+                        f"a group holding {llm.name}'s weights ({weights * group_gpus / 1e9:,.0f} GB) "
+                        f"with HBM left for KV (see dualpath.runtime.sim.parallelism.expert_groups)")
+    return free, weights
+
+
+def build_hardware(cluster: ClusterSpec, llm: LLMSpec, calibration: Calibration, lockstep: bool,
+                   sink: SpanSink | None) -> Hardware:
+    """Storages, channels, meters and engines of `cluster`; `lockstep` groups engines as the cluster does."""
+    node, cal = cluster.node, calibration
+    node_index = {name: i for i, name in enumerate(cluster.all_nodes())}
     snic = node.snic_bytes_per_s
-    sim.storages = [NodeStorage(name, snic * cal.snic_read_efficiency, snic * cal.snic_write_efficiency,
-                                snic, node.dram_buffer_bytes, sink) for name in sim.node_index]
+    storages = [NodeStorage(name, snic * cal.snic_read_efficiency, snic * cal.snic_write_efficiency,
+                            snic, node.dram_buffer_bytes, sink) for name in node_index]
     cnic_kv = node.cnic_bytes_per_s * node.cnic_kv_share
     pcie = node.pcie_gbps * 1e9 / 8
-    pes, des = cluster.engines(Role.PREFILL), cluster.engines(Role.DECODE)
-    # One meter per node and direction: utilisation is reported per node, and thousands of per-GPU
-    # meters would cost more than the channels they measure.
-    sim.cnic_meters = {d: [UsageMeter() for _ in sim.node_index] for d in ("in", "out")}
+    pe_specs, de_specs = cluster.engines(Role.PREFILL), cluster.engines(Role.DECODE)
+    cnic_meters = {d: [UsageMeter() for _ in node_index] for d in ("in", "out")}
 
-    def chans(engines, direction, rate):
-        return [Channel(f"{e.name}.cnic_{direction}", "transfer", rate, node.cnic_bytes_per_s, sink,
-                        sim.cnic_meters[direction][sim.node_index[e.node]]) for e in engines]
+    def chans(engines: list[Engine], direction: str) -> list[NicChannel]:
+        return [NicChannel(f"{e.name}.cnic_{direction}", "transfer", cnic_kv, node.cnic_bytes_per_s, sink,
+                           cnic_meters[direction][node_index[e.node]]) for e in engines]
 
-    sim.pe_in, sim.pe_out = chans(pes, "in", cnic_kv), chans(pes, "out", cnic_kv)
-    sim.pe_pcie = [Channel(f"{e.name}.pcie", "transfer", pcie, pcie, sink) for e in pes]
-    sim.de_in, sim.de_out = chans(des, "in", cnic_kv), chans(des, "out", cnic_kv)
-    usable = node.hbm_bytes_per_gpu * (1 - cal.hbm_reserve_fraction)
-    free = {}
-    for field_name in ("pe_group_gpus", "de_group_gpus"):
-        group_gpus = getattr(cluster, field_name)
-        weights = weight_bytes_per_gpu(llm, group_gpus, cal)
-        free[field_name] = int(usable - weights)
-        if free[field_name] <= 0:
-            raise SpecError(f"cluster {cluster.name or cluster.shorthand}", field_name, group_gpus,
-                            f"a group holding {llm.name}'s weights ({weights * group_gpus / 1e9:,.0f} GB) "
-                            f"with HBM left for KV (see dualpath.runtime.sim.parallelism.expert_groups)")
-        if field_name == "de_group_gpus":
-            sim.de_weight_bytes = weights
-    sim.pe_free_hbm, sim.de_free_hbm = free["pe_group_gpus"], free["de_group_gpus"]
-    sim.gpu_meters = [UsageMeter() for _ in sim.node_index]  # PE busy GPU-seconds per node
-    sim.pe_groups, sim.pes = [], []
-    for spec in pes:
-        if not sim.lockstep or spec.group >= len(sim.pe_groups):
-            sim.pe_groups.append(PrefillGroup(sim, len(sim.pe_groups), []))
-        engine = PEEngine(spec, sim.node_index[spec.node], len(sim.pe_groups) - 1)
-        sim.pe_groups[-1].engines.append(engine)
-        sim.pes.append(engine)
-    sim.decode_groups, sim.des = [], []
-    for spec in des:
-        if not sim.lockstep or spec.group >= len(sim.decode_groups):
-            sim.decode_groups.append(DecodeGroup(sim, len(sim.decode_groups), []))
-        engine = DEEngine(spec, sim.node_index[spec.node], len(sim.decode_groups) - 1, sim.de_free_hbm)
-        sim.decode_groups[-1].engines.append(engine)
-        sim.des.append(engine)
+    pe_in, pe_out = chans(pe_specs, "in"), chans(pe_specs, "out")
+    pe_pcie = [NicChannel(f"{e.name}.pcie", "transfer", pcie, pcie, sink) for e in pe_specs]
+    de_in, de_out = chans(de_specs, "in"), chans(de_specs, "out")
+    pe_free, _ = _free_hbm_bytes(cluster, llm, cal, "pe_group_gpus")
+    de_free, de_weights = _free_hbm_bytes(cluster, llm, cal, "de_group_gpus")
+    pe_groups: list[list[PEEngine]] = []
+    pes: list[PEEngine] = []
+    for spec in pe_specs:
+        if not lockstep or spec.group >= len(pe_groups):
+            pe_groups.append([])
+        pe = PEEngine(spec, node_index[spec.node], len(pe_groups) - 1)
+        pe_groups[-1].append(pe)
+        pes.append(pe)
+    de_groups: list[list[DEEngine]] = []
+    des: list[DEEngine] = []
+    for spec in de_specs:
+        if not lockstep or spec.group >= len(de_groups):
+            de_groups.append([])
+        de = DEEngine(spec, node_index[spec.node], len(de_groups) - 1, de_free)
+        de_groups[-1].append(de)
+        des.append(de)
+    return Hardware(node_index, storages, cnic_meters, [UsageMeter() for _ in node_index], pe_in, pe_out, pe_pcie,
+                    de_in, de_out, pes, des, pe_groups, de_groups, pe_free, de_free, de_weights)
 
 
-def check_fits(sim) -> None:
+def check_fits(requests: Sequence[Request], kv_bytes_per_token: int, hw: Hardware, dram_buffer_bytes: int,
+               layerwise: bool) -> None:
     """Every request's context fits a DE's free HBM and its prompt a DRAM buffer (and, without
     layerwise prefill, a PE's free HBM); otherwise no schedule can serve it."""
-    requests = sim.workload.requests
     if not requests:
         return
-    kv, buffer = sim.kv, sim.cluster.node.dram_buffer_bytes
+    kv, buffer = kv_bytes_per_token, dram_buffer_bytes
     longest = max(requests, key=lambda r: r.context_tokens)
-    if longest.context_tokens * kv > sim.de_free_hbm:
+    if longest.context_tokens * kv > hw.de_free_hbm_bytes:
         raise InfeasibleError(longest.id, "DE HBM", f"context KV {longest.context_tokens * kv:,} B > free HBM "
-                                                    f"{sim.de_free_hbm:,} B per DE")
+                                                    f"{hw.de_free_hbm_bytes:,} B per DE")
     widest = max(requests, key=lambda r: r.prompt_tokens)
     if widest.prompt_tokens * kv > buffer:
         raise InfeasibleError(widest.id, "DE DRAM buffer", f"prompt KV {widest.prompt_tokens * kv:,} B > {buffer:,} B")
-    if not sim.options.layerwise and widest.prompt_tokens * kv > sim.pe_free_hbm:
+    if not layerwise and widest.prompt_tokens * kv > hw.pe_free_hbm_bytes:
         raise InfeasibleError(widest.id, "PE HBM", f"prompt KV {widest.prompt_tokens * kv:,} B > free HBM "
-                                                   f"{sim.pe_free_hbm:,} B (prefill without layerwise)")
+                                                   f"{hw.pe_free_hbm_bytes:,} B (prefill without layerwise)")

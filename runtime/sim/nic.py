@@ -1,6 +1,6 @@
 """NIC channels and usage meters of the simulator.
 
-A `Channel` is one direction of one NIC (or a GPU's copy engine) served first-come first-served: a
+A `NicChannel` is one direction of one NIC (or a GPU's copy engine) served first-come first-served: a
 transfer of B bytes ready at t occupies it from max(t, free_at) for max(B / rate, submission time).
 Serving one transfer at a time at the full rate finishes every transfer no later than fluid sharing
 would finish the last of them and never carries more than the rate, which is what the aggregate
@@ -22,7 +22,7 @@ class UsageMeter:
 
     __slots__ = ("_limit_s", "bucket_s", "buckets", "max_buckets", "total")
 
-    def __init__(self, bucket_s: float = 0.01, max_buckets: int = 2048):
+    def __init__(self, bucket_s: float = 0.01, max_buckets: int = 2048) -> None:
         self.bucket_s = bucket_s
         self.buckets: list[float] = []
         self.max_buckets = max_buckets
@@ -70,7 +70,7 @@ class UsageMeter:
         return [(i * width, v * scale) for i, v in enumerate(values)]
 
 
-class Channel:
+class NicChannel:
     """One direction of a NIC (or a copy path), FIFO at `rate_bytes_per_s`."""
 
     __slots__ = (
@@ -85,7 +85,7 @@ class Channel:
     )
 
     def __init__(self, name: str, kind: str, rate_bytes_per_s: float, line_bytes_per_s: float | None = None,
-                 sink: SpanSink | None = None, meter: UsageMeter | None = None):
+                 sink: SpanSink | None = None, meter: UsageMeter | None = None) -> None:
         self.name = name
         self.kind = kind
         self.rate_bytes_per_s = rate_bytes_per_s

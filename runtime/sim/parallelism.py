@@ -11,6 +11,7 @@ and 48P96D is 24 of each. Dense models run one engine per GPU: groups are left a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 from dualpath.cluster import ClusterSpec
@@ -37,7 +38,7 @@ def weight_bytes_per_gpu(llm: LLMSpec, group_gpus: int, calibration: Calibration
     return llm.total_params * calibration.weight_bytes_per_param_of(llm) / shards
 
 
-def _fewest_nodes(num_nodes: int, gpus_per_node: int, fits) -> int:
+def _fewest_nodes(num_nodes: int, gpus_per_node: int, fits: Callable[[int], bool]) -> int:
     """GPUs of the smallest power-of-two node count dividing `num_nodes` that `fits` (0: none)."""
     nodes = 1
     while nodes <= num_nodes:

@@ -4,6 +4,10 @@ A plan is computed offline, so it does not look at the cluster state: a request 
 moment it arrives; if the plan over-commits a DE's HBM, the simulator makes the request wait for
 room before its decode. Forward batches follow the plan's `batch` hints when given (requests of the
 same hint go together), else everything ready goes, in the plan's order.
+
+The real runtime replays plans with its own `dualpath.runtime.scheduling.plan_replay.PlanReplay`:
+the simulator and the real runtime share nothing but the core (tests/test_layering.py), so each has
+one, and this one is named apart so that a search or an import finds the one it means.
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ from dualpath.policy import BatchItem, ClusterState, ExecutionOptions, Policy
 from dualpath.request import Request
 
 
-class PlanReplay(Policy):
+class SimPlanReplay(Policy):
+    """A `Plan` as a policy: each request to its planned engines and reads, batches by the plan's hints."""
+
     name = "plan"
 
     def __init__(self, cluster: ClusterSpec, llm: LLMSpec, plan: Plan, execution: ExecutionOptions,
-                 block_tokens: int = 64):
+                 block_tokens: int = 64) -> None:
         super().__init__(cluster, llm, block_tokens)
         self.plan = plan
         self.name = f"plan:{plan.solver}"
@@ -30,7 +36,7 @@ class PlanReplay(Policy):
         self._by_request = plan.by_request()
 
     def schedule(self, pending: Sequence[Request], state: ClusterState) -> list[Assignment]:
-        out = []
+        out: list[Assignment] = []
         for r in pending:
             a = self._by_request.get(r.id)
             if a is None:

@@ -17,9 +17,19 @@ calibration's optional per-step token budget (`max_batch_new_tokens`, chunking t
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from dualpath.errors import InputError
 from dualpath.policy import BatchItem
 from dualpath.runtime.sim import events as ev
+from dualpath.runtime.sim.board import EngineBoard
+from dualpath.runtime.sim.context import SimContext
+from dualpath.runtime.sim.hardware import Hardware
+from dualpath.runtime.sim.state import PEEngine, ReqState
+
+Chunk = tuple[ReqState, int, bool]  # (request, new tokens computed this step, its first chunk)
+# Per engine of a step: (engine, its chunks, bytes it loads locally, blocks it loads, bytes it sends, blocks it sends)
+EngineIO = tuple[PEEngine, list[Chunk], int, int, int, int]
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -27,30 +37,38 @@ def _ceil_div(a: int, b: int) -> int:
 
 
 class PrefillGroup:
-    __slots__ = ("busy", "engines", "index", "running", "sim", "start_posted")
+    __slots__ = ("board", "busy", "ctx", "engines", "hw", "index", "on_prefill_done", "on_step_end", "running",
+                 "start_posted")
 
-    def __init__(self, sim, index: int, engines: list):
-        self.sim = sim
+    def __init__(self, ctx: SimContext, hw: Hardware, board: EngineBoard, index: int, engines: list[PEEngine],
+                 on_prefill_done: Callable[[ReqState, float, float], None], on_step_end: Callable[[], None]) -> None:
+        self.ctx = ctx
+        self.hw = hw
+        self.board = board
         self.index = index
         self.engines = engines
+        self.on_prefill_done = on_prefill_done  # (request, now, when its KV has reached its DE)
+        self.on_step_end = on_step_end  # a step's end frees PE tokens: the scheduler may assign more
         self.busy = False
         self.start_posted = False
-        self.running: list = []  # [(engine, [(state, new_tokens, first_chunk)])]
+        self.running: list[tuple[PEEngine, list[Chunk]]] = []
 
     def kick(self) -> None:
         if not self.busy and not self.start_posted:
             self.start_posted = True
-            self.sim.events.push(self.sim.events.now_s, ev.GROUP_START, self.on_start)
+            events = self.ctx.events
+            events.push(events.now_s, ev.GROUP_START, self.on_start)
 
-    def on_start(self, _=None) -> None:
+    def on_start(self, _: object = None) -> None:
         self.start_posted = False
         if self.busy:
             return
-        now = self.sim.events.now_s
-        batches = []
+        ctx = self.ctx
+        now = ctx.events.now_s
+        batches: list[tuple[PEEngine, list[Chunk]]] = []
         for engine in self.engines:
             if engine.ready:
-                batch = self._form(engine, now)
+                batch = self._form(engine)
                 if batch:
                     batches.append((engine, batch))
         if not batches:
@@ -58,60 +76,64 @@ class PrefillGroup:
         for _, batch in batches:
             for state, _, first in batch:
                 if first:
-                    state.prefill_start = now
+                    state.prefill_start_s = now
         duration = self._duration(batches, now)
         self.busy = True
         self.running = batches
         busy: dict[int, int] = {}
         for engine, _ in batches:
             busy[engine.node] = busy.get(engine.node, 0) + 1
+        gpu_meters = self.hw.gpu_meters
         for node, count in busy.items():
-            self.sim.gpu_meters[node].add(now, now + duration, duration * count)
-        if self.sim.recorder.wants_spans:
+            gpu_meters[node].add(now, now + duration, duration * count)
+        recorder = ctx.recorder
+        if recorder.wants_spans:
             for engine, batch in batches:
-                self.sim.span(engine.spec.name, "prefill", now, now + duration,
+                recorder.span(engine.spec.name, "prefill", now, now + duration,
                               ",".join(s.req.id for s, _, _ in batch), 0.0)
-        self.sim.events.push(now + duration, ev.STEP_END, self.on_end)
+        ctx.events.push(now + duration, ev.STEP_END, self.on_end)
 
     # ---- batch formation ---------------------------------------------------------------------
-    def _form(self, engine, now: float) -> list:
-        sim = self.sim
+    def _form(self, engine: PEEngine) -> list[Chunk]:
+        ctx = self.ctx
+        policy = ctx.policy
         states = sorted(engine.ready.values(), key=lambda s: s.assign_seq)
-        chosen = sim.policy.form_batch([s.item for s in states])
+        chosen = policy.form_batch([s.item for s in states if s.item is not None])
         by_id = {s.req.id: s for s in states}
-        batch, seen = [], set()
-        hbm_left = sim.pe_free_hbm
-        tokens_left = sim.calibration.max_batch_new_tokens or 1 << 62
+        batch: list[Chunk] = []
+        seen: set[str] = set()
+        hbm_left = self.hw.pe_free_hbm_bytes
+        tokens_left = ctx.calibration.max_batch_new_tokens or 1 << 62
         for item in chosen:
             s = by_id.get(item.request)
-            if s is None or item.request in seen or not 1 <= item.new_tokens <= s.remaining:
-                raise InputError(f"policy {sim.policy.name}",
+            if s is None or item.request in seen or not 1 <= item.new_tokens <= s.remaining_tokens:
+                raise InputError(f"policy {policy.name}",
                                  f"form_batch returned {item!r}, not a queued item or a chunk of one")
             new = min(item.new_tokens, tokens_left)  # the engine's own chunked-prefill budget
             if new <= 0:
                 break
-            if not sim.options.layerwise:
-                need = (s.cached + new) * sim.kv
+            if not ctx.options.layerwise:
+                need = (s.cached_tokens + new) * ctx.kv_bytes_per_token
                 if batch and need > hbm_left:
                     break  # all KV resident: HBM bounds the batch
                 hbm_left -= need
             seen.add(item.request)
             tokens_left -= new
-            batch.append((s, new, s.prefill_start < 0))
+            batch.append((s, new, s.prefill_start_s < 0))
         return batch
 
     # ---- timing --------------------------------------------------------------------------------
-    def _duration(self, batches: list, now: float) -> float:
-        sim = self.sim
-        llm = sim.llm
-        kv, bt = sim.kv, sim.block_tokens
-        zero_io, layerwise = sim.options.zero_io, sim.options.layerwise
+    def _duration(self, batches: list[tuple[PEEngine, list[Chunk]]], now: float) -> float:
+        ctx = self.ctx
+        llm = ctx.llm
+        kv, bt = ctx.kv_bytes_per_token, ctx.block_tokens
+        zero_io, layerwise = ctx.options.zero_io, ctx.options.layerwise
         overhead = llm.cost.prefill_overhead_s
         max_attn, other_sum, max_full = 0.0, 0.0, 0.0
-        per_engine = []
+        per_engine: list[EngineIO] = []
         de_src: dict[int, float] = {}
         for engine, batch in batches:
-            pairs = [(s.cached, n) for s, n, _ in batch]
+            pairs = [(s.cached_tokens, n) for s, n, _ in batch]
             attn = llm.attention_time_s(pairs)
             full = llm.prefill_time_s(pairs)
             max_attn = max(max_attn, attn)
@@ -119,14 +141,14 @@ class PrefillGroup:
             other_sum += full - attn - overhead
             local_bytes = in_blocks = out_bytes = out_blocks = 0
             for s, n, first in batch:
-                local_bytes += s.cached * kv - s.de_read
-                in_blocks += _ceil_div(s.cached, bt)
-                if s.de_read:
-                    de_src[s.de] = de_src.get(s.de, 0.0) + s.de_read
-                out_bytes += n * kv + (s.pe_read if first else 0)
-                out_blocks += _ceil_div(n, bt) + (_ceil_div(s.pe_read // kv, bt) if first else 0)
+                local_bytes += s.cached_tokens * kv - s.de_read_bytes
+                in_blocks += _ceil_div(s.cached_tokens, bt)
+                if s.de_read_bytes:
+                    de_src[s.de] = de_src.get(s.de, 0.0) + s.de_read_bytes
+                out_bytes += n * kv + (s.pe_read_bytes if first else 0)
+                out_blocks += _ceil_div(n, bt) + (_ceil_div(s.pe_read_bytes // kv, bt) if first else 0)
             per_engine.append((engine, batch, local_bytes, in_blocks, out_bytes, out_blocks))
-        if sim.lockstep:
+        if ctx.lockstep:
             compute = overhead + max_attn + other_sum / len(self.engines)
         else:
             compute = max_full
@@ -134,71 +156,73 @@ class PrefillGroup:
             return compute
         # KV the DEs' CNICs push to this step's PEs (DE-read path), first come first served per DE.
         de_ready = now
+        de_out = self.hw.de_out
         for d, num_bytes in de_src.items():
-            de_ready = max(de_ready, sim.de_out[d].reserve(now, num_bytes, request=None))
+            de_ready = max(de_ready, de_out[d].reserve(now, num_bytes, request=None))
         if layerwise:
             return self._layerwise(per_engine, compute, de_ready, now)
         return self._resident(per_engine, compute, de_ready, now)
 
-    def _layerwise(self, per_engine: list, compute: float, de_ready: float, now: float) -> float:
-        sim = self.sim
-        num_layers, kv = sim.num_layers, sim.kv
-        submit = sim.calibration.rdma_submit_s
+    def _layerwise(self, per_engine: list[EngineIO], compute: float, de_ready: float, now: float) -> float:
+        ctx, hw = self.ctx, self.hw
+        num_layers, kv = ctx.num_layers, ctx.kv_bytes_per_token
+        submit = ctx.calibration.rdma_submit_s
         t = o = 0.0
         de_landed = now
         for engine, batch, _, in_blocks, out_bytes, out_blocks in per_engine:
-            in_bytes = sum(s.cached for s, _, _ in batch) * kv
-            in_end = sim.pe_in[engine.index].reserve(now, in_bytes, in_blocks * num_layers * submit)
-            out_end = sim.pe_out[engine.index].reserve(now, out_bytes, out_blocks * num_layers * submit)
+            in_bytes = sum(s.cached_tokens for s, _, _ in batch) * kv
+            in_end = hw.pe_in[engine.index].reserve(now, in_bytes, in_blocks * num_layers * submit)
+            out_end = hw.pe_out[engine.index].reserve(now, out_bytes, out_blocks * num_layers * submit)
             t = max(t, (in_end - now) / num_layers)
             o = max(o, (out_end - now) / num_layers)
             for s, n, first in batch:
-                sent = n * kv + (s.pe_read if first else 0)
-                de_landed = max(de_landed, sim.de_in[s.de].reserve(now, sent))
+                sent = n * kv + (s.pe_read_bytes if first else 0)
+                de_landed = max(de_landed, hw.de_in[s.de].reserve(now, sent))
         c = compute / num_layers
         duration = t + c + o + (num_layers - 1) * max(t, c, o)
         # The last layer cannot run before the slowest DE CNIC has delivered its share.
         return max(duration, de_ready - now + c + o, de_landed - now)
 
-    def _resident(self, per_engine: list, compute: float, de_ready: float, now: float) -> float:
-        sim = self.sim
-        num_layers, cal = sim.num_layers, sim.calibration
+    def _resident(self, per_engine: list[EngineIO], compute: float, de_ready: float, now: float) -> float:
+        ctx = self.ctx
+        num_layers, copy_submit_s = ctx.num_layers, ctx.calibration.cuda_copy_submit_s
+        pe_pcie = self.hw.pe_pcie
         h2d = de_ready - now
         for engine, _, local_bytes, in_blocks, _, _ in per_engine:
             # Every Full Block is scattered into L per-layer KV pages by separate copies.
-            end = sim.pe_pcie[engine.index].reserve(now, local_bytes, in_blocks * num_layers * cal.cuda_copy_submit_s)
+            end = pe_pcie[engine.index].reserve(now, local_bytes, in_blocks * num_layers * copy_submit_s)
             h2d = max(h2d, end - now)
         return h2d + compute
 
-    def _send_to_des(self, engine, s, now: float) -> float:
+    def _send_to_des(self, engine: PEEngine, s: ReqState, now: float) -> float:
         """Not layerwise: a finished request's KV goes PE HBM -> DE after the step; when it lands."""
-        sim = self.sim
-        sent = s.prompt_bytes - s.de_read
-        blocks = _ceil_div(sent // sim.kv, sim.block_tokens) * sim.num_layers
-        out_end = sim.pe_out[engine.index].reserve(now, sent, blocks * sim.calibration.rdma_submit_s, s.req.id)
-        return max(out_end, sim.de_in[s.de].reserve(now, sent, 0.0, s.req.id))
+        ctx, hw = self.ctx, self.hw
+        sent = s.prompt_bytes - s.de_read_bytes
+        blocks = _ceil_div(sent // ctx.kv_bytes_per_token, ctx.block_tokens) * ctx.num_layers
+        out_end = hw.pe_out[engine.index].reserve(now, sent, blocks * ctx.calibration.rdma_submit_s, s.req.id)
+        return max(out_end, hw.de_in[s.de].reserve(now, sent, 0.0, s.req.id))
 
     # ---- step end ------------------------------------------------------------------------------
-    def on_end(self, _=None) -> None:
-        sim = self.sim
-        now = sim.events.now_s
-        board = sim.board
-        layerwise = sim.options.layerwise or sim.options.zero_io
+    def on_end(self, _: object = None) -> None:
+        ctx = self.ctx
+        now = ctx.events.now_s
+        dirty_pe = self.board.dirty_pe
+        layerwise = ctx.options.layerwise or ctx.options.zero_io
         for engine, batch in self.running:
             for s, n, _ in batch:
-                s.cached += n
-                s.remaining -= n
+                s.cached_tokens += n
+                s.remaining_tokens -= n
                 engine.num_tokens -= n
-                if s.remaining == 0:
+                if s.remaining_tokens == 0:
                     del engine.ready[s.req.id]
                     engine.num_seqs -= 1
                     s.item = None
                     kv_at = now if layerwise else self._send_to_des(engine, s, now)
-                    sim.prefill_done(s, now, kv_at)
+                    self.on_prefill_done(s, now, kv_at)
                 else:
-                    s.item = BatchItem(s.req.id, s.cached, s.remaining, s.ready_at)
-            board.dirty_pe.add(engine.index)
+                    s.item = BatchItem(s.req.id, s.cached_tokens, s.remaining_tokens, s.ready_s)
+            dirty_pe.add(engine.index)
         self.running = []
         self.busy = False
-        sim.request_schedule()
+        self.on_step_end()
         self.kick()

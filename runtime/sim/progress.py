@@ -14,7 +14,7 @@ class ProgressBar:
     """Redraws at most every `interval_s` wall seconds and only after `delay_s` (short runs stay quiet)."""
 
     def __init__(self, label: str = "simulate", stream: TextIO | None = None, delay_s: float = 2.0,
-                 interval_s: float = 0.25, force: bool = False):
+                 interval_s: float = 0.25, force: bool = False) -> None:
         self.label = label
         self.stream = stream or sys.stderr
         self.enabled = force or bool(getattr(self.stream, "isatty", lambda: False)())

@@ -7,15 +7,19 @@ by default), and utilisation as bucketed series whose width grows with the run (
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
+from dualpath.cluster import NodeSpec
+from dualpath.runtime.sim.hardware import Hardware
 from dualpath.runtime.sim.nic import UsageMeter
+from dualpath.runtime.sim.state import ReqState
 from dualpath.trace import RequestRecord, Span
 
 
 class TraceRecorder:
     __slots__ = ("records", "spans", "window")
 
-    def __init__(self, window: tuple[float, float] | None = None):
+    def __init__(self, window: tuple[float, float] | None = None) -> None:
         self.window = window
         self.spans: list[Span] = []
         self.records: list[RequestRecord] = []
@@ -31,11 +35,11 @@ class TraceRecorder:
             return
         self.spans.append(Span(resource, kind, start_s, end_s, request, num_bytes))
 
-    def record(self, state, pe: str, de: str) -> None:
+    def record(self, state: ReqState, pe: str, de: str) -> None:
         r = state.req
         self.records.append(RequestRecord(
-            r.id, r.agent, r.turn, state.ready_at, pe, de, state.pe_read, state.de_read,
-            state.prefill_start, state.first_token, state.second_token, state.finish, r.output_tokens,
+            r.id, r.agent, r.turn, state.ready_s, pe, de, state.pe_read_bytes, state.de_read_bytes,
+            state.prefill_start_s, state.first_token_s, state.second_token_s, state.finish_s, r.output_tokens,
             r.prompt_tokens))
 
 
@@ -56,17 +60,19 @@ def as_series(values: list[float], capacity_per_s: float, bucket_s: float) -> li
     return [(round(i * bucket_s, 9), v * scale) for i, v in enumerate(values)]
 
 
-def utilisation(sim) -> tuple[dict[str, list[tuple[float, float]]], float]:
-    """Per-node NIC, buffer and GPU utilisation series and the SNIC max/avg balance over time."""
-    every = [s.read_meter for s in sim.storages] + [s.write.meter for s in sim.storages]
-    every += [s.buffer_meter for s in sim.storages] + [g.busy_meter for g in sim.decode_groups]
-    every += sim.cnic_meters["in"] + sim.cnic_meters["out"]
-    every += sim.gpu_meters
+def utilisation(hw: Hardware, node: NodeSpec, decode_busy_meters: Sequence[UsageMeter]
+                ) -> tuple[dict[str, list[tuple[float, float]]], float]:
+    """Per-node NIC, buffer and GPU utilisation series, each decode group's busy series (in group
+    order), and the SNIC max/avg balance over time."""
+    storages = hw.storages
+    every = [s.read_meter for s in storages] + [s.write.meter for s in storages]
+    every += [s.buffer_meter for s in storages] + list(decode_busy_meters)
+    every += hw.cnic_meters["in"] + hw.cnic_meters["out"]
+    every += hw.gpu_meters
     bucket_s = max(m.bucket_s for m in every)
-    node = sim.cluster.node
     out: dict[str, list[tuple[float, float]]] = {}
     snic_rows = []
-    for storage in sim.storages:
+    for storage in storages:
         values = merged([storage.read_meter], bucket_s)
         snic_rows.append(values)
         out[f"{storage.name}.snic"] = as_series(values, storage.line_bytes_per_s, bucket_s)
@@ -75,15 +81,15 @@ def utilisation(sim) -> tuple[dict[str, list[tuple[float, float]]], float]:
         out[f"{storage.name}.dram"] = as_series(merged([storage.buffer_meter], bucket_s),
                                                 storage.buffer_bytes, bucket_s)
     cnic_line = node.cnic_bytes_per_s * node.num_gpus
-    for name, index in sim.node_index.items():
+    for name, index in hw.node_index.items():
         for direction in ("in", "out"):
-            values = merged([sim.cnic_meters[direction][index]], bucket_s)
+            values = merged([hw.cnic_meters[direction][index]], bucket_s)
             out[f"{name}.cnic_{direction}"] = as_series(values, cnic_line, bucket_s)
-        num_pes = sum(1 for e in sim.pes if e.node == index)
+        num_pes = sum(1 for e in hw.pes if e.node == index)
         if num_pes:
-            out[f"{name}.gpu"] = as_series(merged([sim.gpu_meters[index]], bucket_s), num_pes, bucket_s)
-    for group in sim.decode_groups:
-        out[f"decode{group.index}.busy"] = as_series(merged([group.busy_meter], bucket_s), 1.0, bucket_s)
+            out[f"{name}.gpu"] = as_series(merged([hw.gpu_meters[index]], bucket_s), num_pes, bucket_s)
+    for index, meter in enumerate(decode_busy_meters):
+        out[f"decode{index}.busy"] = as_series(merged([meter], bucket_s), 1.0, bucket_s)
     return out, snic_balance(snic_rows)
 
 

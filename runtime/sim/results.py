@@ -9,16 +9,19 @@ the steady-state TTFT/TTST/TPOT statistics ("ttft_p50_s", "ttft_p99_s", "tpot_me
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from dualpath.runtime.capacity import PAPER_SLO, SLO, CapacityResult, online_summary
 from dualpath.trace import Trace
 
 
-def _clean(value):
+def _clean(value: object) -> object:
+    # JSON has no NaN (json.dumps would write a bare NaN most parsers reject): a missing statistic is null.
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
-def offline_row(trace: Trace) -> dict:
+def offline_row(trace: Trace) -> dict[str, Any]:
+    """The offline columns; `mean_agent_jct_s` averages each agent's last finish (its JCT when all start at 0)."""
     m = trace.metrics()
     done_at: dict[int, float] = {}
     for r in trace.records:
@@ -35,13 +38,14 @@ def offline_row(trace: Trace) -> dict:
     return {k: _clean(v) for k, v in row.items()}
 
 
-def online_row(trace: Trace, aps: float, slo: SLO = PAPER_SLO) -> dict:
+def online_row(trace: Trace, aps: float, slo: SLO = PAPER_SLO) -> dict[str, Any]:
+    """The offline columns plus the arrival rate and the steady state's latencies against `slo`."""
     row = offline_row(trace)
     row["aps"] = aps
     row.update(online_summary(trace, slo))
     return {k: _clean(v) for k, v in row.items()}
 
 
-def capacity_row(result: CapacityResult, policy: str) -> dict:
+def capacity_row(result: CapacityResult, policy: str) -> dict[str, Any]:
     return {"policy": policy, "capacity_aps": result.capacity_aps,
             "probes": [{k: _clean(v) for k, v in p.items()} for p in result.probes]}

@@ -2,8 +2,8 @@
 
 A request's life: it waits at the global scheduler until the policy assigns a PE, a DE and the
 bytes to read on each side; each side's read waits in its node's FIFO storage queue (buffer first,
-then the SNIC); once read, it queues at its PE for a forward batch (`sim_prefill`); its KV lands in
-its DE's buffer, is copied into DE HBM and decodes (`sim_decode`); completed blocks are persisted
+then the SNIC); once read, it queues at its PE for a forward batch (`prefill_groups`); its KV lands in
+its DE's buffer, is copied into DE HBM and decodes (`decode_groups`); completed blocks are persisted
 (DE CNIC, then SNIC writes); the agent's next turn arrives when it finishes (offline: all agents
 start at 0; online: at their arrival times). Constants come from `calibration`.
 """
@@ -11,21 +11,25 @@ start at 0; online: at their arrival times). Constants come from `calibration`.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from dualpath.cluster import ClusterSpec
 from dualpath.errors import InfeasibleError, InputError
 from dualpath.llm import LLMSpec
 from dualpath.plan import Assignment, Plan
 from dualpath.policy import BatchItem, ExecutionOptions, Policy
-from dualpath.request import Workload, by_agent
+from dualpath.request import Request, Workload, by_agent
 from dualpath.runtime.sim import events as ev
+from dualpath.runtime.sim.board import EngineBoard
 from dualpath.runtime.sim.calibration import PAPER_CALIBRATION, Calibration
-from dualpath.runtime.sim.events import EventQueue
+from dualpath.runtime.sim.context import make_context
+from dualpath.runtime.sim.decode_groups import DecodeGroup
 from dualpath.runtime.sim.hardware import build_hardware, check_fits
-from dualpath.runtime.sim.parallelism import expert_groups, is_expert_parallel
+from dualpath.runtime.sim.parallelism import expert_groups
+from dualpath.runtime.sim.prefill_groups import PrefillGroup
 from dualpath.runtime.sim.progress import ProgressFn, make_progress
-from dualpath.runtime.sim.recorder import TraceRecorder, utilisation
-from dualpath.runtime.sim.state import EngineBoard, PendingView, ReqState
+from dualpath.runtime.sim.recorder import utilisation
+from dualpath.runtime.sim.state import PendingView, ReqState
 from dualpath.runtime.sim.storage import ReadOp
 from dualpath.trace import Trace
 
@@ -37,36 +41,30 @@ def _ceil_div(a: int, b: int) -> int:
 class Simulator:
     def __init__(self, cluster: ClusterSpec, llm: LLMSpec, workload: Workload, policy: Policy, *,
                  online: bool = False, calibration: Calibration = PAPER_CALIBRATION,
-                 chrome_window: tuple[float, float] | None = None, seed: int = 0):
-        self.cluster, self.workload, self.policy, self.online, self.seed = cluster, workload, policy, online, seed
-        self.calibration = calibration
-        self.llm = calibration.apply(llm)
-        self.options: ExecutionOptions = policy.execution
-        self.kv = llm.kv_bytes_per_token
-        self.num_layers = llm.num_layers
-        self.block_tokens = policy.block_tokens
-        # An MoE model runs expert parallel with data-parallel attention: its groups move in lockstep.
-        self.lockstep = is_expert_parallel(llm)
-        self.events = EventQueue()
-        self.recorder = TraceRecorder(chrome_window)
-        sink = self.recorder.span if self.recorder.wants_spans else None
-        self.span = self.recorder.span
-        build_hardware(self, cluster, sink)
-        self.board = EngineBoard(self.pes, self.des, list(self.node_index), self.pe_free_hbm)
+                 chrome_window: tuple[float, float] | None = None, seed: int = 0) -> None:
+        self.cluster, self.workload, self.online, self.seed = cluster, workload, online, seed
+        self.ctx = ctx = make_context(llm, policy, calibration, chrome_window)
+        recorder = ctx.recorder
+        self.hw = hw = build_hardware(cluster, ctx.llm, calibration, ctx.lockstep,
+                                      recorder.span if recorder.wants_spans else None)
+        self.board = EngineBoard(hw.pes, hw.des, list(hw.node_index), hw.pe_free_hbm_bytes)
+        self.pe_groups = [PrefillGroup(ctx, hw, self.board, i, engines, self.prefill_done, self.request_schedule)
+                          for i, engines in enumerate(hw.pe_groups)]
+        self.decode_groups = [DecodeGroup(ctx, hw, i, engines, self.finish) for i, engines in enumerate(hw.de_groups)]
         self.pending: dict[str, ReqState] = {}
         self.pending_view = PendingView(self.pending)
         self.schedule_posted = False
-        self.last_schedule_at = -1e30
+        self.last_schedule_s = -1e30
         self.assign_seq = 0
-        self.done = 0
-        self.total = len(workload.requests)
-        self.pe_by_name = {e.spec.name: e for e in self.pes}
-        self.de_by_name = {e.spec.name: e for e in self.des}
+        self.num_done = 0
+        self.num_requests = len(workload.requests)
+        self.pe_by_name = {e.spec.name: e for e in hw.pes}
+        self.de_by_name = {e.spec.name: e for e in hw.des}
 
     # ---- scheduling ----------------------------------------------------------------------------
-    def on_arrival(self, payload) -> None:
+    def on_arrival(self, payload: tuple[Sequence[Request], int]) -> None:
         chain, index = payload
-        state = ReqState(chain[index], self.events.now_s, self.kv, chain, index)
+        state = ReqState(chain[index], self.ctx.events.now_s, self.ctx.kv_bytes_per_token, chain, index)
         self.pending[state.req.id] = state
         self.request_schedule()
 
@@ -74,197 +72,204 @@ class Simulator:
         if self.schedule_posted or not self.pending:
             return
         self.schedule_posted = True
-        at = max(self.events.now_s, self.last_schedule_at + self.calibration.schedule_interval_s)
-        self.events.push(at, ev.SCHEDULE, self.on_schedule)
+        events = self.ctx.events
+        at = max(events.now_s, self.last_schedule_s + self.ctx.calibration.schedule_interval_s)
+        events.push(at, ev.SCHEDULE, self.on_schedule)
 
-    def on_schedule(self, _=None) -> None:
+    def on_schedule(self, _: object = None) -> None:
         self.schedule_posted = False
         if not self.pending:
             return
-        now = self.events.now_s
-        assignments = self.policy.schedule(self.pending_view, self.board.snapshot(now, self.storages))
-        self.last_schedule_at = now
+        now = self.ctx.events.now_s
+        assignments = self.ctx.policy.schedule(self.pending_view, self.board.snapshot(now, self.hw.storages))
+        self.last_schedule_s = now
         for a in assignments:
             self.assign(a, now)
 
     def assign(self, a: Assignment, now: float) -> None:
-        name = f"policy {self.policy.name}"
+        name = f"policy {self.ctx.policy.name}"
+        kv = self.ctx.kv_bytes_per_token
         s = self.pending.pop(a.request, None)
         pe, de = self.pe_by_name.get(a.pe), self.de_by_name.get(a.de)
         if s is None or pe is None or de is None:
             raise InputError(name, f"assignment {a!r} names a request not waiting or an unknown engine")
         r = s.req
-        if a.pe_read_bytes < 0 or a.de_read_bytes < 0 or a.pe_read_bytes + a.de_read_bytes != r.hit_tokens * self.kv:
+        if a.pe_read_bytes < 0 or a.de_read_bytes < 0 or a.pe_read_bytes + a.de_read_bytes != r.hit_tokens * kv:
             raise InputError(name, f"{r.id}: reads {a.pe_read_bytes} + {a.de_read_bytes} B, expected the "
-                                   f"{r.hit_tokens * self.kv} hit bytes in all")
+                                   f"{r.hit_tokens * kv} hit bytes in all")
         if a.pe_read_bytes > self.cluster.node.dram_buffer_bytes:
             raise InfeasibleError(r.id, "PE DRAM buffer", f"PE-side read of {a.pe_read_bytes:,} B")
-        s.pe, s.de, s.pe_read, s.de_read = pe.index, de.index, a.pe_read_bytes, a.de_read_bytes
+        s.pe, s.de, s.pe_read_bytes, s.de_read_bytes = pe.index, de.index, a.pe_read_bytes, a.de_read_bytes
         self.assign_seq += 1
         s.assign_seq = self.assign_seq
         pe.num_seqs += 1
-        pe.num_tokens += s.remaining
+        pe.num_tokens += s.remaining_tokens
         de.num_seqs += 1
         de.num_tokens += r.context_tokens
-        if de.free_hbm >= s.context_bytes:
-            de.free_hbm -= s.context_bytes
-            s.hbm = True
+        if de.free_hbm_bytes >= s.context_bytes:
+            de.free_hbm_bytes -= s.context_bytes
+            s.hbm_reserved = True
         self.board.dirty_pe.add(pe.index)
         self.board.dirty_de.add(de.index)
         reads = []
         if a.pe_read_bytes:
-            reads.append((pe.node, ReadOp(s, a.pe_read_bytes, a.pe_read_bytes // self.kv, a.pe_read_bytes)))
+            reads.append((pe.node, ReadOp(s, a.pe_read_bytes, a.pe_read_bytes // kv, a.pe_read_bytes)))
         if a.de_read_bytes:
-            reads.append((de.node, ReadOp(s, a.de_read_bytes, a.de_read_bytes // self.kv, s.prompt_bytes)))
-        if self.options.zero_io:
+            reads.append((de.node, ReadOp(s, a.de_read_bytes, a.de_read_bytes // kv, s.prompt_bytes)))
+        storages = self.hw.storages
+        if self.ctx.options.zero_io:
             for node, op in reads:
-                self.storages[node].read_bytes_total += op.num_bytes
+                storages[node].read_bytes_total += op.num_bytes
             reads = []
-        s.reads_left = len(reads)
+        s.num_reads_left = len(reads)
         for node, op in reads:
-            self.storages[node].enqueue(op)
+            storages[node].enqueue(op)
             self.pump(node)
         if not reads:
             self.became_ready(s)
 
     # ---- storage -------------------------------------------------------------------------------
     def pump(self, node: int) -> None:
-        op = self.storages[node].start_next(self.events.now_s)
+        events = self.ctx.events
+        op = self.hw.storages[node].start_next(events.now_s)
         if op is not None:
-            if node == self.des[op.state.de].node:
-                op.state.de_buf = op.reserve_bytes
-            self.events.push(op.end_s, ev.READ_DONE, self.on_read_done, (node, op))
+            if node == self.hw.des[op.state.de].node:
+                op.state.de_buf_bytes = op.reserve_bytes
+            events.push(op.end_s, ev.READ_DONE, self.on_read_done, (node, op))
 
-    def on_read_done(self, payload) -> None:
+    def on_read_done(self, payload: tuple[int, ReadOp]) -> None:
         node, op = payload
-        self.storages[node].finish(op)
+        self.hw.storages[node].finish(op)
         s = op.state
-        s.reads_left -= 1
-        if s.reads_left == 0:
+        s.num_reads_left -= 1
+        if s.num_reads_left == 0:
             self.became_ready(s)
         self.pump(node)
 
     def became_ready(self, s: ReqState) -> None:
-        s.item = BatchItem(s.req.id, s.cached, s.remaining, s.ready_at)
-        pe = self.pes[s.pe]
+        s.item = BatchItem(s.req.id, s.cached_tokens, s.remaining_tokens, s.ready_s)
+        pe = self.hw.pes[s.pe]
         pe.ready[s.req.id] = s
         self.pe_groups[pe.group].kick()
 
     # ---- prefill -> decode -> finish -----------------------------------------------------------
     def prefill_done(self, s: ReqState, now: float, kv_at: float) -> None:
-        s.first_token = now
-        if s.pe_read and not self.options.zero_io:
-            node = self.pes[s.pe].node
-            self.storages[node].release(s.pe_read, now)
+        s.first_token_s = now
+        if s.pe_read_bytes and not self.ctx.options.zero_io:
+            node = self.hw.pes[s.pe].node
+            self.hw.storages[node].release(s.pe_read_bytes, now)
             self.pump(node)
         if s.req.output_tokens <= 1:
-            s.second_token = now
+            s.second_token_s = now
             self.release_de_buffer(s, now)
             self.finish(s, now)
         elif kv_at > now:
-            self.events.push(kv_at, ev.DE_READY, self.kv_landed, s)
+            self.ctx.events.push(kv_at, ev.DE_READY, self.kv_landed, s)
         else:
             self.kv_landed(s)
 
     def kv_landed(self, s: ReqState) -> None:
-        de = self.des[s.de]
-        if not s.hbm:
-            if de.free_hbm < s.context_bytes:
+        de = self.hw.des[s.de]
+        if not s.hbm_reserved:
+            if de.free_hbm_bytes < s.context_bytes:
                 de.hbm_waiting.append(s)  # the policy over-committed this DE: wait for a decode to end
                 return
-            de.free_hbm -= s.context_bytes
-            s.hbm = True
+            de.free_hbm_bytes -= s.context_bytes
+            s.hbm_reserved = True
             self.board.dirty_de.add(s.de)
-        self.start_h2d(s, self.events.now_s)
+        self.start_h2d(s, self.ctx.events.now_s)
 
     def start_h2d(self, s: ReqState, now: float) -> None:
+        ctx = self.ctx
         end = now
-        if not self.options.zero_io:
-            blocks = _ceil_div(s.req.prompt_tokens, self.block_tokens) * self.num_layers
-            cal = self.calibration
-            submit = cal.rdma_submit_s if self.options.layerwise else cal.cuda_copy_submit_s
-            end = self.de_in[s.de].reserve(now, s.prompt_bytes, blocks * submit, s.req.id)
+        if not ctx.options.zero_io:
+            blocks = _ceil_div(s.req.prompt_tokens, ctx.block_tokens) * ctx.num_layers
+            cal = ctx.calibration
+            submit = cal.rdma_submit_s if ctx.options.layerwise else cal.cuda_copy_submit_s
+            end = self.hw.de_in[s.de].reserve(now, s.prompt_bytes, blocks * submit, s.req.id)
         if end > now:
-            self.events.push(end, ev.DE_READY, self.decode_start, s)
+            ctx.events.push(end, ev.DE_READY, self.decode_start, s)
         else:
             self.decode_start(s)
 
     def decode_start(self, s: ReqState) -> None:
-        now = self.events.now_s
+        now = self.ctx.events.now_s
         self.release_de_buffer(s, now)
-        self.decode_groups[self.des[s.de].group].join(s, now)
+        self.decode_groups[self.hw.des[s.de].group].join(s, now)
 
     def release_de_buffer(self, s: ReqState, now: float) -> None:
-        if s.de_buf:
-            node = self.des[s.de].node
-            self.storages[node].release(s.de_buf, now)
-            s.de_buf = 0
+        if s.de_buf_bytes:
+            node = self.hw.des[s.de].node
+            self.hw.storages[node].release(s.de_buf_bytes, now)
+            s.de_buf_bytes = 0
             self.pump(node)
 
-    def decode_done(self, s: ReqState, now: float) -> None:
-        self.finish(s, now)
-
     def finish(self, s: ReqState, now: float) -> None:
+        ctx, hw = self.ctx, self.hw
         r = s.req
-        s.finish = now
-        de = self.des[s.de]
+        s.finish_s = now
+        de = hw.des[s.de]
         de.num_seqs -= 1
         de.num_tokens -= r.context_tokens
-        if s.hbm:
-            de.free_hbm += s.context_bytes
-            s.hbm = False
+        if s.hbm_reserved:
+            de.free_hbm_bytes += s.context_bytes
+            s.hbm_reserved = False
         self.board.dirty_de.add(s.de)
-        while de.hbm_waiting and de.free_hbm >= de.hbm_waiting[0].context_bytes:
+        while de.hbm_waiting and de.free_hbm_bytes >= de.hbm_waiting[0].context_bytes:
             waiting = de.hbm_waiting.pop(0)
-            de.free_hbm -= waiting.context_bytes
-            waiting.hbm = True
+            de.free_hbm_bytes -= waiting.context_bytes
+            waiting.hbm_reserved = True
             self.start_h2d(waiting, now)
-        bt = self.block_tokens
+        bt = ctx.block_tokens
         persist_tokens = (r.context_tokens // bt) * bt - r.hit_tokens
-        if persist_tokens > 0 and not self.options.zero_io:
-            num_bytes = persist_tokens * self.kv
-            blocks = _ceil_div(persist_tokens, bt) * self.num_layers
-            self.de_out[s.de].reserve(now, num_bytes, blocks * self.calibration.rdma_submit_s, r.id)
-            self.storages[de.node].write.reserve(now, num_bytes, 0.0, r.id)
-        self.recorder.record(s, self.pes[s.pe].spec.name, de.spec.name)
-        self.done += 1
+        if persist_tokens > 0 and not ctx.options.zero_io:
+            num_bytes = persist_tokens * ctx.kv_bytes_per_token
+            blocks = _ceil_div(persist_tokens, bt) * ctx.num_layers
+            hw.de_out[s.de].reserve(now, num_bytes, blocks * ctx.calibration.rdma_submit_s, r.id)
+            hw.storages[de.node].write.reserve(now, num_bytes, 0.0, r.id)
+        ctx.recorder.record(s, hw.pes[s.pe].spec.name, de.spec.name)
+        self.num_done += 1
         if s.index + 1 < len(s.chain):
             nxt = s.chain[s.index + 1]
             at = max(now, nxt.arrival_s) if self.online else now
-            self.events.push(at, ev.ARRIVAL, self.on_arrival, (s.chain, s.index + 1))
+            ctx.events.push(at, ev.ARRIVAL, self.on_arrival, (s.chain, s.index + 1))
         self.request_schedule()
 
     # ---- run -----------------------------------------------------------------------------------
     def run(self, progress: ProgressFn | None = None) -> Trace:
-        check_fits(self)
+        ctx, events = self.ctx, self.ctx.events
+        check_fits(self.workload.requests, ctx.kv_bytes_per_token, self.hw, self.cluster.node.dram_buffer_bytes,
+                   ctx.options.layerwise)
         for chain in by_agent(self.workload.requests).values():
-            self.events.push(chain[0].arrival_s if self.online else 0.0, ev.ARRIVAL, self.on_arrival, (chain, 0))
+            events.push(chain[0].arrival_s if self.online else 0.0, ev.ARRIVAL, self.on_arrival, (chain, 0))
         started = time.perf_counter()
-        tick = (lambda: progress(self.done, self.total, self.events.now_s)) if progress else None
-        self.events.run(tick)
+        tick = (lambda: progress(self.num_done, self.num_requests, events.now_s)) if progress else None
+        events.run(tick)
         wall_s = time.perf_counter() - started
-        if self.done != self.total:
+        if self.num_done != self.num_requests:
             stuck = next(iter(self.pending), None) or "?"
-            raise InfeasibleError(stuck, "scheduling", f"policy {self.policy.name} left "
-                                                      f"{self.total - self.done} of {self.total} requests unfinished")
+            left = self.num_requests - self.num_done
+            raise InfeasibleError(stuck, "scheduling", f"policy {ctx.policy.name} left {left} of "
+                                                      f"{self.num_requests} requests unfinished")
         if progress:
-            progress(self.done, self.total, self.events.now_s)
+            progress(self.num_done, self.num_requests, events.now_s)
         return self._trace(wall_s)
 
     def _trace(self, wall_s: float) -> Trace:
-        util, balance = utilisation(self)
+        ctx, hw = self.ctx, self.hw
+        util, balance = utilisation(hw, self.cluster.node, [g.busy_meter for g in self.decode_groups])
         meta = {
-            "cluster": self.cluster.name or self.cluster.shorthand, "model": self.llm.name,
+            "cluster": self.cluster.name or self.cluster.shorthand, "model": ctx.llm.name,
             "workload": self.workload.name, "agents": len({r.agent for r in self.workload.requests}),
-            "online": self.online, "seed": self.seed, "layerwise": self.options.layerwise,
+            "online": self.online, "seed": self.seed, "layerwise": ctx.options.layerwise,
             "pe_group_gpus": self.cluster.pe_group_gpus, "de_group_gpus": self.cluster.de_group_gpus,
-            "zero_io": self.options.zero_io, "wall_s": wall_s, "events": self.events.num_events,
-            "sim_requests_per_wall_s": self.total / wall_s if wall_s > 0 else 0.0,
-            "snic_read_bytes": {s.name: s.read_bytes_total for s in self.storages},
+            "zero_io": ctx.options.zero_io, "wall_s": wall_s, "events": ctx.events.num_events,
+            "sim_requests_per_wall_s": self.num_requests / wall_s if wall_s > 0 else 0.0,
+            "snic_read_bytes": {s.name: s.read_bytes_total for s in hw.storages},
             "snic_balance_max_over_avg": balance,
-            "hit_bytes": sum(r.hit_tokens for r in self.workload.requests) * self.kv,
+            "hit_bytes": sum(r.hit_tokens for r in self.workload.requests) * ctx.kv_bytes_per_token,
         }
-        return Trace("simulator", self.policy.name, self.recorder.records, self.recorder.spans, util, meta)
+        return Trace("simulator", ctx.policy.name, ctx.recorder.records, ctx.recorder.spans, util, meta)
 
 
 def simulate(cluster: ClusterSpec, llm: LLMSpec, workload: Workload, policy: Policy | Plan, *,
@@ -281,9 +286,9 @@ def simulate(cluster: ClusterSpec, llm: LLMSpec, workload: Workload, policy: Pol
     """
     cluster = expert_groups(cluster, calibration.apply(llm), calibration)
     if isinstance(policy, Plan):
-        from dualpath.runtime.sim.plan_replay import PlanReplay
+        from dualpath.runtime.sim.plan_replay import SimPlanReplay
 
-        policy = PlanReplay(cluster, llm, policy, execution or ExecutionOptions())
+        policy = SimPlanReplay(cluster, llm, policy, execution or ExecutionOptions())
     sim = Simulator(cluster, llm, workload, policy, online=online, calibration=calibration,
                     chrome_window=chrome_window, seed=seed)
     report, close = make_progress(progress, f"{policy.name}")

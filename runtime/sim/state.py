@@ -1,18 +1,17 @@
-"""Mutable state of the simulator: per request, per engine, and the snapshot policies see.
+"""Mutable state of the simulator: per request, per engine, and the waiting requests policies see.
 
-What engines report (the paper's group-leader view): a PE's `num_seqs` are its assigned requests
-not yet fully prefilled and `num_tokens` their new tokens still to compute; a DE's `num_seqs` are
-its requests until they finish and `num_tokens` their context tokens (prompt + output, what their
-KV occupies in HBM), with `free_hbm_bytes` the KV capacity not yet reserved.
+Counters are plain slotted attributes, changed in place by the simulator's handlers: a run touches
+them millions of times, and what policies read of them goes through `board.EngineBoard`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from itertools import islice
+from typing import overload
 
-from dualpath.cluster import Engine, Role
-from dualpath.policy import BatchItem, ClusterState, EngineState
+from dualpath.cluster import Engine
+from dualpath.policy import BatchItem
 from dualpath.request import Request
 
 
@@ -21,49 +20,49 @@ class ReqState:
 
     __slots__ = (
         "assign_seq",
-        "cached",
+        "cached_tokens",
         "chain",
         "context_bytes",
         "de",
-        "de_buf",
-        "de_read",
-        "finish",
-        "first_token",
-        "hbm",
+        "de_buf_bytes",
+        "de_read_bytes",
+        "finish_s",
+        "first_token_s",
+        "hbm_reserved",
         "index",
         "item",
+        "num_reads_left",
         "pe",
-        "pe_read",
-        "prefill_start",
+        "pe_read_bytes",
+        "prefill_start_s",
         "prompt_bytes",
-        "reads_left",
-        "ready_at",
-        "remaining",
+        "ready_s",
+        "remaining_tokens",
         "req",
-        "second_token",
+        "second_token_s",
     )
 
-    def __init__(self, req: Request, ready_at: float, kv_bytes_per_token: int,
-                 chain: Sequence[Request] = (), index: int = 0):
+    def __init__(self, req: Request, ready_s: float, kv_bytes_per_token: int,
+                 chain: Sequence[Request] = (), index: int = 0) -> None:
         self.req = req
         self.chain = chain  # the agent's turns: the next one arrives when this one finishes
         self.index = index
-        self.ready_at = ready_at
-        self.pe = -1
+        self.ready_s = ready_s
+        self.pe = -1  # engine indices, -1 until assigned
         self.de = -1
-        self.pe_read = 0
-        self.de_read = 0
-        self.reads_left = 0
-        self.remaining = req.new_tokens
-        self.cached = req.hit_tokens
+        self.pe_read_bytes = 0
+        self.de_read_bytes = 0
+        self.num_reads_left = 0
+        self.remaining_tokens = req.new_tokens
+        self.cached_tokens = req.hit_tokens
         self.assign_seq = 0
         self.item: BatchItem | None = None
-        self.de_buf = 0  # bytes held in the DE node's DRAM buffer
-        self.hbm = False  # DE HBM reserved
-        self.prefill_start = -1.0
-        self.first_token = -1.0
-        self.second_token = -1.0
-        self.finish = -1.0
+        self.de_buf_bytes = 0  # held in the DE node's DRAM buffer
+        self.hbm_reserved = False  # DE HBM for the whole context
+        self.prefill_start_s = -1.0
+        self.first_token_s = -1.0
+        self.second_token_s = -1.0
+        self.finish_s = -1.0
         self.prompt_bytes = req.prompt_tokens * kv_bytes_per_token
         self.context_bytes = req.context_tokens * kv_bytes_per_token
 
@@ -71,7 +70,7 @@ class ReqState:
 class PendingView(Sequence[Request]):
     """The waiting requests in arrival order, as a read-only sequence over the simulator's dict."""
 
-    def __init__(self, states: Mapping[str, ReqState]):
+    def __init__(self, states: Mapping[str, ReqState]) -> None:
         self._states = states
 
     def __iter__(self) -> Iterator[Request]:
@@ -81,7 +80,13 @@ class PendingView(Sequence[Request]):
     def __len__(self) -> int:
         return len(self._states)
 
-    def __getitem__(self, index):  # type: ignore[override]
+    @overload
+    def __getitem__(self, index: int) -> Request: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Request]: ...
+
+    def __getitem__(self, index: int | slice) -> Request | list[Request]:
         if isinstance(index, slice):
             return [s.req for s in list(self._states.values())[index]]
         if index < 0:
@@ -94,7 +99,7 @@ class PendingView(Sequence[Request]):
 class PEEngine:
     __slots__ = ("group", "index", "node", "num_seqs", "num_tokens", "ready", "spec")
 
-    def __init__(self, spec: Engine, node: int, group: int):
+    def __init__(self, spec: Engine, node: int, group: int) -> None:
         self.spec = spec
         self.index = spec.index
         self.node = node
@@ -106,58 +111,28 @@ class PEEngine:
 
 class DEEngine:
     __slots__ = (
-        "decode_ctx",
-        "decode_seqs",
-        "free_hbm",
+        "decode_ctx_tokens",
+        "free_hbm_bytes",
         "group",
         "hbm_waiting",
         "index",
         "node",
+        "num_decode_seqs",
         "num_seqs",
         "num_tokens",
         "spec",
         "step_s",
     )
 
-    def __init__(self, spec: Engine, node: int, group: int, free_hbm: int):
+    def __init__(self, spec: Engine, node: int, group: int, free_hbm_bytes: int) -> None:
         self.spec = spec
         self.index = spec.index
         self.node = node
         self.group = group
         self.num_seqs = 0
         self.num_tokens = 0
-        self.free_hbm = free_hbm
+        self.free_hbm_bytes = free_hbm_bytes
         self.hbm_waiting: list[ReqState] = []  # KV landed but the policy over-committed this DE's HBM
-        self.decode_seqs = 0
-        self.decode_ctx = 0
+        self.num_decode_seqs = 0
+        self.decode_ctx_tokens = 0
         self.step_s = 0.0  # this engine's decode step for its current batch (0 when idle)
-
-
-class EngineBoard:
-    """Keeps one `EngineState` per engine, rebuilt only for engines that changed since the last look."""
-
-    def __init__(self, pes: list[PEEngine], des: list[DEEngine], node_names: list[str], pe_free_hbm: int):
-        self.pes = pes
-        self.des = des
-        self.node_names = node_names
-        self.pe_free_hbm = pe_free_hbm
-        self.states: dict[str, EngineState] = {}
-        self.dirty_pe: set[int] = set(range(len(pes)))
-        self.dirty_de: set[int] = set(range(len(des)))
-
-    def snapshot(self, now_s: float, storages) -> ClusterState:
-        names = self.node_names
-        states = self.states
-        for i in self.dirty_pe:
-            e = self.pes[i]
-            states[e.spec.name] = EngineState(e.spec.name, Role.PREFILL, names[e.node], e.spec.group,
-                                              e.num_seqs, e.num_tokens, self.pe_free_hbm)
-        for i in self.dirty_de:
-            e = self.des[i]
-            states[e.spec.name] = EngineState(e.spec.name, Role.DECODE, names[e.node], e.spec.group,
-                                              e.num_seqs, e.num_tokens, e.free_hbm)
-        self.dirty_pe.clear()
-        self.dirty_de.clear()
-        return ClusterState(now_s, dict(states),
-                            {s.name: s.queued_tokens for s in storages},
-                            {s.name: float(s.queued_bytes) for s in storages})

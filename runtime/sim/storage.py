@@ -12,9 +12,9 @@ not modelled.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
 
-from dualpath.runtime.sim.nic import Channel, SpanSink, UsageMeter
+from dualpath.runtime.sim.nic import NicChannel, SpanSink, UsageMeter
+from dualpath.runtime.sim.state import ReqState
 
 
 class ReadOp:
@@ -22,7 +22,7 @@ class ReadOp:
 
     __slots__ = ("end_s", "num_bytes", "num_tokens", "reserve_bytes", "state")
 
-    def __init__(self, state: Any, num_bytes: int, num_tokens: int, reserve_bytes: int):
+    def __init__(self, state: ReqState, num_bytes: int, num_tokens: int, reserve_bytes: int) -> None:
         self.state = state
         self.num_bytes = num_bytes
         self.num_tokens = num_tokens
@@ -37,7 +37,7 @@ class NodeStorage:
         "_buffer_changed_at",
         "buffer_bytes",
         "buffer_meter",
-        "buffer_used",
+        "buffer_used_bytes",
         "line_bytes_per_s",
         "name",
         "queue",
@@ -52,19 +52,19 @@ class NodeStorage:
     )
 
     def __init__(self, name: str, read_bytes_per_s: float, write_bytes_per_s: float, line_bytes_per_s: float,
-                 buffer_bytes: int, sink: SpanSink | None = None):
+                 buffer_bytes: int, sink: SpanSink | None = None) -> None:
         self.name = name
         self.read_bytes_per_s = read_bytes_per_s
         self.line_bytes_per_s = line_bytes_per_s
         self.buffer_bytes = buffer_bytes
-        self.buffer_used = 0
+        self.buffer_used_bytes = 0
         self.queue: deque[ReadOp] = deque()
         self.reading: ReadOp | None = None
         self.queued_tokens = 0  # waiting or in progress: what the scheduler sees as read_q
         self.queued_bytes = 0
         self.read_meter = UsageMeter()
         self.read_bytes_total = 0
-        self.write = Channel(f"{name}.snic_write", "persist", write_bytes_per_s, line_bytes_per_s, sink)
+        self.write = NicChannel(f"{name}.snic_write", "persist", write_bytes_per_s, line_bytes_per_s, sink)
         self.buffer_meter = UsageMeter()  # byte-seconds of buffer held
         self._buffer_changed_at = 0.0
         self.sink = sink
@@ -72,21 +72,21 @@ class NodeStorage:
     # ---- DRAM buffer ---------------------------------------------------------------------------
     def _account(self, now_s: float) -> None:
         if now_s > self._buffer_changed_at:
-            if self.buffer_used:
+            if self.buffer_used_bytes:
                 self.buffer_meter.add(self._buffer_changed_at, now_s,
-                                      self.buffer_used * (now_s - self._buffer_changed_at))
+                                      self.buffer_used_bytes * (now_s - self._buffer_changed_at))
             self._buffer_changed_at = now_s
 
     def try_reserve(self, num_bytes: int, now_s: float) -> bool:
-        if self.buffer_used + num_bytes > self.buffer_bytes:
+        if self.buffer_used_bytes + num_bytes > self.buffer_bytes:
             return False
         self._account(now_s)
-        self.buffer_used += num_bytes
+        self.buffer_used_bytes += num_bytes
         return True
 
     def release(self, num_bytes: int, now_s: float) -> None:
         self._account(now_s)
-        self.buffer_used -= num_bytes
+        self.buffer_used_bytes -= num_bytes
 
     # ---- reads ---------------------------------------------------------------------------------
     def enqueue(self, op: ReadOp) -> None:

@@ -4,8 +4,11 @@ KV bytes move over a `Transport` (one-sided writes); everything else (submit, ad
 trace, shutdown) is a small JSON message with an optional binary payload on a control connection.
 Every connection runs the cluster-secret handshake of `dualpath.runtime.transports.auth` first; a peer without
 the secret is refused, counted and logged. Frames: 4-byte JSON length, 8-byte payload length, JSON,
-payload. A message with `"re"` answers the call with that id; any other is handled on its own thread
-so a handler that waits (admission, decoding) never blocks the connection.
+payload. A message with `"re"` answers the call with that id; any other is a call: the owner's `decode`
+turns it into a typed `Message` (or refuses it, the error going back as the reply) and its handler
+runs on its own thread, so a handler that waits (admission, decoding) never blocks the connection.
+The messages themselves are the owners' (`dualpath.runtime.engines.messages`); this module only
+frames, authenticates and matches replies to calls.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import socket
 import struct
 import threading
 from collections.abc import Callable
+from typing import Any, ClassVar, Protocol
 
 from dualpath.errors import DualpathError
 from dualpath.runtime.transports.auth import (
@@ -34,26 +38,50 @@ LOG = logging.getLogger("dualpath.runtime.transports.control")
 FRAME = struct.Struct("<IQ")
 MAX_JSON_BYTES = 64 << 20
 
-Handler = Callable[["Channel", dict, bytes], "tuple[dict, bytes] | dict | None"]
+Payload = bytes | bytearray | memoryview
+Reply = dict[str, Any] | tuple[dict[str, Any], bytes] | None
+
+
+class Message(Protocol):
+    """What a call carries: the operation's name and its fields as JSON values."""
+
+    op: ClassVar[str]
+
+    def to_wire(self) -> dict[str, Any]: ...
+
+
+# The handler gets what `decode` made of the call (the owner's message classes), hence Any here.
+Handler = Callable[["Channel", Any, bytes], Reply]
+Decode = Callable[[dict[str, Any]], Message]
 
 
 class ControlError(DualpathError):
     """A control call failed: the peer is gone, timed out, or its handler raised (message relayed)."""
 
 
+class _Waiter:
+    """A call waiting for its reply."""
+
+    def __init__(self) -> None:
+        self.answered = threading.Event()
+        self.reply: dict[str, Any] | None = None  # still None when woken: the connection was lost
+        self.payload = b""
+
+
 class Channel:
     """One authenticated control connection. `call` sends and waits for the reply; thread-safe."""
 
-    def __init__(self, sock: socket.socket, peer: str, handler: Handler | None, name: str = "") -> None:
+    def __init__(self, sock: socket.socket, peer: str, name: str = "", handler: Handler | None = None,
+                 decode: Decode | None = None) -> None:
         self.sock = sock
         self.peer = peer
         self.name = name
-        self.handler = handler
+        self.handler, self.decode = handler, decode
         self.alive = True
-        self.info: dict = {}  # what the owner learns about the peer (e.g. its data address)
+        self.info: dict[str, str] = {}  # what the owner learns about the peer (e.g. its engine's name)
         self._ids = itertools.count(1)
         self._send_lock = threading.Lock()
-        self._pending: dict[int, list] = {}
+        self._pending: dict[int, _Waiter] = {}
         self._lock = threading.Lock()
         self._closed_handlers: list[Callable[[Channel], None]] = []
         self._reader = threading.Thread(target=self._read_loop, name=f"ctl-rx:{name}<-{peer}", daemon=True)
@@ -65,7 +93,7 @@ class Channel:
     def on_close(self, handler: Callable[[Channel], None]) -> None:
         self._closed_handlers.append(handler)
 
-    def _send(self, header: dict, payload=b"") -> None:
+    def _send(self, header: dict[str, Any], payload: Payload = b"") -> None:
         raw = json.dumps(header, separators=(",", ":")).encode()
         body = memoryview(payload).cast("B") if payload else memoryview(b"")
         with self._send_lock:
@@ -79,25 +107,25 @@ class Channel:
                 self._fail(f"send failed: {exc}")
                 raise ControlError(f"{self.name}: control connection to {self.peer} lost: {exc}") from exc
 
-    def call(self, op: str, payload=b"", timeout_s: float | None = 60.0, **fields) -> tuple[dict, bytes]:
-        """Send `op` with `fields` and wait for the reply; raises `ControlError` on a remote error."""
-        msg_id = next(self._ids)
-        waiter = [threading.Event(), None, b""]
+    def call(self, message: Message, payload: Payload = b"", timeout_s: float | None = 60.0
+             ) -> tuple[dict[str, Any], bytes]:
+        """Send `message` and wait for the reply; raises `ControlError` on a remote error."""
+        op, msg_id, waiter = message.op, next(self._ids), _Waiter()
         with self._lock:
             self._pending[msg_id] = waiter
         try:
-            self._send({"op": op, "id": msg_id, **fields}, payload)
-            if not waiter[0].wait(timeout_s):
+            self._send({"op": op, "id": msg_id, **message.to_wire()}, payload)
+            if not waiter.answered.wait(timeout_s):
                 raise ControlError(f"{self.name}: {op} to {self.peer} not answered within {timeout_s} s")
         finally:
             with self._lock:
                 self._pending.pop(msg_id, None)
-        reply = waiter[1]
+        reply = waiter.reply
         if reply is None:
             raise ControlError(f"{self.name}: control connection to {self.peer} lost during {op}")
         if "error" in reply:
             raise ControlError(f"{self.peer} failed {op}: {reply['error']}")
-        return {k: v for k, v in reply.items() if k != "re"}, waiter[2]
+        return {k: v for k, v in reply.items() if k != "re"}, waiter.payload
 
     def _read_loop(self) -> None:
         try:
@@ -111,20 +139,22 @@ class Channel:
                     with self._lock:
                         waiter = self._pending.get(header["re"])
                     if waiter is not None:
-                        waiter[1], waiter[2] = header, payload
-                        waiter[0].set()
+                        waiter.reply, waiter.payload = header, payload
+                        waiter.answered.set()
                 else:
                     threading.Thread(target=self._dispatch, args=(header, payload), daemon=True,
                                      name=f"ctl-{header.get('op')}:{self.name}").start()
         except (OSError, ConnectionError, ValueError) as exc:
             self._fail(str(exc))
 
-    def _dispatch(self, header: dict, payload: bytes) -> None:
+    def _dispatch(self, header: dict[str, Any], payload: bytes) -> None:
         msg_id = header.get("id")
+        reply: dict[str, Any]
+        reply_payload: Payload
         try:
-            if self.handler is None:
+            if self.handler is None or self.decode is None:
                 raise ControlError(f"{self.name} accepts no calls")
-            result = self.handler(self, header, payload)
+            result = self.handler(self, self.decode(header), payload)  # decode raises on a bad message
             reply, reply_payload = result if isinstance(result, tuple) else (result or {}, b"")
             reply = {**reply, "re": msg_id}
         except DualpathError as exc:
@@ -147,7 +177,7 @@ class Channel:
             self.alive = False
             pending = list(self._pending.values())
         for waiter in pending:
-            waiter[0].set()
+            waiter.answered.set()
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
@@ -162,11 +192,11 @@ class Channel:
 class ControlServer:
     """Listens on host:port (loopback by default) and runs the handshake on every connection."""
 
-    def __init__(self, name: str, secret: bytes | str, handler: Handler, host: str = DEFAULT_BIND_HOST,
-                 port: int = 0) -> None:
+    def __init__(self, name: str, secret: bytes | str, handler: Handler, decode: Decode,
+                 host: str = DEFAULT_BIND_HOST, port: int = 0) -> None:
         self.name = name
         self.secret = check_secret(secret)
-        self.handler = handler
+        self.handler, self.decode = handler, decode
         self.host, self.port = host, port
         self.num_refused = 0
         self.channels: list[Channel] = []
@@ -181,7 +211,6 @@ class ControlServer:
         serve_accepts(self._listener, self._closed.is_set, self._admit, f"ctl-accept:{self.name}")
         return self.host, self.port
 
-
     def _admit(self, sock: socket.socket) -> None:
         try:
             peer = server_handshake(sock, self.secret, self.name)  # logs the refusal with the address
@@ -190,7 +219,7 @@ class ControlServer:
             sock.close()
             return
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        channel = Channel(sock, peer, self.handler, self.name)
+        channel = Channel(sock, peer, self.name, self.handler, self.decode)
         self.channels.append(channel)
         channel.start()
 
@@ -203,8 +232,9 @@ class ControlServer:
 
 
 def connect(address: tuple[str, int], secret: bytes | str, name: str, handler: Handler | None = None,
-            timeout_s: float = 10.0) -> Channel:
-    """Open an authenticated control connection to an engine at `address`."""
+            decode: Decode | None = None, timeout_s: float = 10.0) -> Channel:
+    """Open an authenticated control connection to an engine at `address` (calls from the peer too,
+    with `handler` and `decode`)."""
     host, port = address
     try:
         sock = socket.create_connection((host, int(port)), timeout=timeout_s)
@@ -217,4 +247,4 @@ def connect(address: tuple[str, int], secret: bytes | str, name: str, handler: H
         raise ControlError(f"{name}: {exc}") from exc
     sock.settimeout(None)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return Channel(sock, peer, handler, name).start()
+    return Channel(sock, peer, name, handler, decode).start()

@@ -27,7 +27,9 @@ GRANT_HORIZON_S = 0.002  # grant this far ahead so a late-waking thread does not
 
 
 @dataclass
-class _Ticket:
+class _GrantRequest:
+    """A caller waiting on a lane; `start_at` is set when the link grants it."""
+
     nbytes: int
     lane: str
     start_at: float | None = None
@@ -68,7 +70,7 @@ class NicLimiter:
         self.burst_bytes = burst_bytes
         self.stats = {lane: LaneStats() for lane in lanes}
         self._cond = threading.Condition()
-        self._queues: dict[str, deque[_Ticket]] = {lane: deque() for lane in lanes}
+        self._queues: dict[str, deque[_GrantRequest]] = {lane: deque() for lane in lanes}
         self._lane_vtime = dict.fromkeys(lanes, 0.0)
         self._vclock = 0.0
         self._free_at = time.monotonic()
@@ -93,26 +95,26 @@ class NicLimiter:
                 self.stats[lane].granted_bytes += nbytes
                 self.stats[lane].num_grants += 1
             return 0.0
-        ticket = _Ticket(nbytes, lane)
+        request = _GrantRequest(nbytes, lane)
         with self._cond:
             queue = self._queues[lane]
             if not queue:
                 # A lane that was idle restarts at the current virtual time: no banked share.
                 self._lane_vtime[lane] = max(self._lane_vtime[lane], self._vclock)
-            queue.append(ticket)
-            while ticket.start_at is None:
+            queue.append(request)
+            while request.start_at is None:
                 now = time.monotonic()
                 self._dispatch(now)
-                if ticket.start_at is not None:
+                if request.start_at is not None:
                     break
                 self._cond.wait(timeout=max(self._free_at - GRANT_HORIZON_S - now, 0.0005))
-        delay = ticket.start_at - time.monotonic()
+        delay = request.start_at - time.monotonic()
         if delay > 0:
             time.sleep(delay)
         return time.monotonic() - began
 
     def _dispatch(self, now: float) -> None:
-        """Grant queued tickets, lane by weighted-fair order, while the link is (nearly) free."""
+        """Grant queued requests, lane by weighted-fair order, while the link is (nearly) free."""
         assert self.rate_bytes_per_s is not None
         granted = False
         while self._free_at <= now + GRANT_HORIZON_S:
@@ -121,14 +123,14 @@ class NicLimiter:
                 break
             # Smallest virtual finish time wins; ties break by lane name for determinism.
             lane = min(busy, key=lambda ln: (self._lane_vtime[ln] + self._queues[ln][0].nbytes / self.weights[ln], ln))
-            ticket = self._queues[lane].popleft()
+            request = self._queues[lane].popleft()
             self._vclock = self._lane_vtime[lane]
-            self._lane_vtime[lane] += ticket.nbytes / self.weights[lane]
+            self._lane_vtime[lane] += request.nbytes / self.weights[lane]
             credit_s = self.burst_bytes / self.rate_bytes_per_s
             start = max(self._free_at, now - credit_s)
-            self._free_at = start + ticket.nbytes / self.rate_bytes_per_s
-            ticket.start_at = start
-            self.stats[lane].granted_bytes += ticket.nbytes
+            self._free_at = start + request.nbytes / self.rate_bytes_per_s
+            request.start_at = start
+            self.stats[lane].granted_bytes += request.nbytes
             self.stats[lane].num_grants += 1
             granted = True
         if granted:

@@ -1,7 +1,8 @@
 """TCP peer connection: one authenticated socket with its sender and reader threads.
 
 Acks are queued to the sender (or sent at once when that cannot block), so two peers writing to each
-other at full speed cannot deadlock on full socket buffers. Receiving: `dualpath.runtime.transports.tcp_receiver`.
+other at full speed cannot deadlock on full socket buffers. The reader thread runs a `FrameReader`
+(`dualpath.runtime.transports.tcp_receiver`), which resolves the replies this side files.
 """
 
 from __future__ import annotations
@@ -11,51 +12,56 @@ import itertools
 import socket
 import threading
 from collections import deque
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
 
 from dualpath.runtime.engines.memory import Memory
+from dualpath.runtime.transports.ratelimit import NicLimiter
 from dualpath.runtime.transports.tcp_frames import (
     BOUNCE_BYTES,
     F_ACK,
     F_IMM,
     GATHER_BYTES,
     HEADER,
+    LOOKUP,
     MAX_IOV,
     WRITE,
     send_buffers,
 )
-from dualpath.runtime.transports.tcp_receiver import ConnectionReceiver
-from dualpath.runtime.transports.transport_types import LocalRegion, Ticket, TransportError, WriteOp
-
-if TYPE_CHECKING:
-    from dualpath.runtime.transports.tcp_transport import TcpTransport
+from dualpath.runtime.transports.tcp_receiver import FoundRegion, FrameReader, LocalRegions, PendingReplies
+from dualpath.runtime.transports.transport_types import Completion, LocalRegion, Ticket, TransportError, WriteOp
 
 
-class _Connection(ConnectionReceiver):
-    """One authenticated socket to a peer, with its reader and sender threads."""
+class TcpConnection:
+    """One authenticated socket to `peer`, with its reader and sender threads.
 
-    def __init__(self, transport: TcpTransport, peer: str, sock: socket.socket) -> None:
-        self.transport = transport
+    `local` is the owning transport (its name, and the regions peers write into); `limiter` paces
+    sends; `deliver` takes the completions of writes with an immediate; `on_lost(connection, error)`
+    is called once when the connection fails or is closed.
+    """
+
+    def __init__(self, local: LocalRegions, peer: str, sock: socket.socket, limiter: NicLimiter | None,
+                 deliver: Callable[[Completion], None],
+                 on_lost: Callable[[TcpConnection, TransportError], None]) -> None:
+        self.local = local
         self.peer = peer
         self.sock = sock
+        self.limiter = limiter
+        self._on_lost = on_lost
         self.alive = True
         self._seq = itertools.count(1)
         self._cond = threading.Condition()
         self._control: deque[bytes] = deque()
         self._posts: deque[tuple[Ticket, int, Sequence[WriteOp]]] = deque()
-        self.tickets: dict[int, Ticket] = {}
-        self.lookups: dict[int, list] = {}
+        self._replies = PendingReplies()
         self._bounce: dict[str, Memory] = {}
         self._send_lock = threading.Lock()  # held while a frame is on its way into the socket
         self._partial: memoryview | None = None  # rest of a control frame cut short; sent first
         self._busy = False  # a post is being sent (by the sender thread or inline)
         self.closing = False
         self.closing_by_us = False
-        self._reader = threading.Thread(target=self._read_loop, name=f"tcp-rx:{transport.name}<-{peer}",
-                                        daemon=True)
-        self._sender = threading.Thread(target=self._send_loop, name=f"tcp-tx:{transport.name}->{peer}",
-                                        daemon=True)
+        self._frames = FrameReader(sock, peer, local, self._replies, deliver, self.send_control_now, self.bounce)
+        self._reader = threading.Thread(target=self._read_loop, name=f"tcp-rx:{local.name}<-{peer}", daemon=True)
+        self._sender = threading.Thread(target=self._send_loop, name=f"tcp-tx:{local.name}->{peer}", daemon=True)
 
     def start(self) -> None:
         self._reader.start()
@@ -96,8 +102,8 @@ class _Connection(ConnectionReceiver):
         and the post is small (saves a thread hand-off)."""
         with self._cond:
             if not self.alive:
-                raise TransportError(f"{self.transport.name}: connection to {self.peer} is closed")
-            self.tickets[seq] = ticket
+                raise TransportError(f"{self.local.name}: connection to {self.peer} is closed")
+            self._replies.add_post(seq, ticket)
             inline = inline_ok and not (self._busy or self._posts or self._control)
             if not inline:
                 self._posts.append((ticket, seq, ops))
@@ -114,10 +120,33 @@ class _Connection(ConnectionReceiver):
                 self._busy = False
                 self._cond.notify()
 
+    def lookup_region(self, name: str, timeout_s: float) -> FoundRegion:
+        """Ask the peer for its region `name`; returns (region id, nbytes) or raises `TransportError`."""
+        seq = self.next_seq()
+        lookup = self._replies.add_lookup(seq)
+        raw = name.encode()
+        self.enqueue_control(HEADER.pack(LOOKUP, 0, 0, 0, 0, len(raw), 0, seq) + raw)
+        if not lookup.wait(timeout_s):
+            raise TransportError(f"{self.local.name}: peer {self.peer} did not answer a lookup of region {name!r}")
+        if not self.alive:
+            raise TransportError(f"{self.local.name}: connection to peer {self.peer} lost during a region lookup")
+        if lookup.found is None:
+            raise TransportError(f"{self.local.name}: peer {self.peer} has no region {name!r}")
+        return lookup.found
+
     def bounce(self, direction: str) -> Memory:
         if direction not in self._bounce:
             self._bounce[direction] = Memory.allocate(BOUNCE_BYTES, "cuda", host=True)
         return self._bounce[direction]
+
+    def _read_loop(self) -> None:
+        try:
+            self._frames.run()
+        except (OSError, ConnectionError) as exc:
+            if not self.closing:
+                self.fail(TransportError(f"{self.local.name}: connection to peer {self.peer} lost: {exc}"))
+        except TransportError as exc:
+            self.fail(exc)
 
     # -- sending -------------------------------------------------------------------------------------
     def _send_loop(self) -> None:
@@ -150,7 +179,7 @@ class _Connection(ConnectionReceiver):
                         self._busy = False
 
     def _send_failed(self, exc: OSError) -> None:
-        self.fail(TransportError(f"{self.transport.name}: peer {self.peer} disconnected during a write "
+        self.fail(TransportError(f"{self.local.name}: peer {self.peer} disconnected during a write "
                                  f"({exc.__class__.__name__}: {exc})"))
 
     def _flush_partial(self) -> None:
@@ -161,7 +190,7 @@ class _Connection(ConnectionReceiver):
     def _send_post(self, ticket: Ticket, seq: int, ops: Sequence[WriteOp]) -> None:
         """Send a post's frames; the caller holds `_send_lock`."""
         self._flush_partial()
-        limiter = self.transport.limiter
+        limiter = self.limiter
         buffers: list[memoryview] = []
         pending = 0
         lane_bytes: dict[str, int] = {}  # bytes gathered in `buffers`, paced per lane just before sending
@@ -179,13 +208,15 @@ class _Connection(ConnectionReceiver):
             header = HEADER.pack(WRITE, flags, 0, op.remote.region_id, op.remote_offset, nbytes, op.imm or 0,
                                  seq)
             lane_bytes[op.lane] = lane_bytes.get(op.lane, 0) + nbytes
-            local = op.local.memory if isinstance(op.local, LocalRegion) else None
-            if local is not None and local.on_device:
+            if not isinstance(op.local, LocalRegion):
+                view = memoryview(op.local).cast("B")
+            elif op.local.memory.view is not None:
+                view = op.local.memory.view
+            else:  # GPU memory (`on_device`): through the pinned bounce buffer, never gathered
                 send([memoryview(header)])
                 buffers, pending = [], 0
-                self._send_from_device(local, op.local_offset, nbytes)
+                self._send_from_device(op.local.memory, op.local_offset, nbytes)
                 continue
-            view = local.view if local is not None else memoryview(op.local).cast("B")
             buffers += [memoryview(header), view[op.local_offset : op.local_offset + nbytes]]
             pending += nbytes
             if len(buffers) >= MAX_IOV or pending >= GATHER_BYTES:
@@ -196,10 +227,11 @@ class _Connection(ConnectionReceiver):
 
     def _send_from_device(self, memory: Memory, offset: int, nbytes: int) -> None:
         bounce = self.bounce("tx")
+        staging = bounce.host_view
         for start in range(0, nbytes, BOUNCE_BYTES):
             size = min(BOUNCE_BYTES, nbytes - start)
             bounce.tensor[:size].copy_(memory.tensor[offset + start : offset + start + size])
-            send_buffers(self.sock, [bounce.view[:size]])
+            send_buffers(self.sock, [staging[:size]])
 
     # -- teardown ------------------------------------------------------------------------------------
     def fail(self, error: TransportError) -> None:
@@ -209,20 +241,19 @@ class _Connection(ConnectionReceiver):
                 return
             self.alive = False
             self.closing = True
-            tickets, self.tickets = list(self.tickets.values()), {}
-            lookups, self.lookups = list(self.lookups.values()), {}
+            tickets, lookups = self._replies.take_all()
             self._posts.clear()
             self._cond.notify_all()
         for ticket in tickets:
-            ticket._finish(error)
-        for waiter in lookups:
-            waiter[0].set()
+            ticket.finish(error)
+        for lookup in lookups:
+            lookup.cancel()
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
         self._bounce.clear()
-        self.transport._connection_lost(self, error)
+        self._on_lost(self, error)
 
     def close(self) -> None:
         self.closing = True
-        self.fail(TransportError(f"{self.transport.name}: transport closed"))
+        self.fail(TransportError(f"{self.local.name}: transport closed"))

@@ -13,19 +13,17 @@ the sender, so two peers writing to each other at full speed cannot deadlock on 
 
 from __future__ import annotations
 
-import itertools
 import logging
 import socket
-import threading
 from collections.abc import Sequence
 
 from dualpath.errors import SpecError
 from dualpath.runtime.transports.auth import AuthError, client_handshake, serve_accepts, server_handshake
-from dualpath.runtime.transports.tcp_connection import _Connection
-from dualpath.runtime.transports.tcp_frames import HEADER, INLINE_BYTES, LOOKUP, SOCKET_BUFFER_BYTES
+from dualpath.runtime.transports.peers import PeerRegistry
+from dualpath.runtime.transports.tcp_connection import TcpConnection
+from dualpath.runtime.transports.tcp_frames import INLINE_BYTES, SOCKET_BUFFER_BYTES
 from dualpath.runtime.transports.transport import Transport
 from dualpath.runtime.transports.transport_types import (
-    Completion,
     LocalRegion,
     RemoteRegion,
     Ticket,
@@ -44,7 +42,7 @@ class TcpTransport(Transport):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._conns: dict[str, _Connection] = {}
+        self._conns: PeerRegistry[TcpConnection] = PeerRegistry(self.name)
         self._listener: socket.socket | None = None
         self._remote_cache: dict[tuple[str, str], RemoteRegion] = {}
 
@@ -58,7 +56,6 @@ class TcpTransport(Transport):
             serve_accepts(listener, lambda: self.closed, self._admit, f"tcp-accept:{self.name}")
         return self.host, self.port
 
-
     def _admit(self, sock: socket.socket) -> None:
         try:
             peer = server_handshake(sock, self.secret, self.name)
@@ -69,8 +66,9 @@ class TcpTransport(Transport):
         self._add_connection(peer, sock)
 
     def connect(self, address: tuple[str, int], timeout_s: float = 10.0) -> str:
+        host, port = address  # a list too: addresses decoded from JSON are lists
         try:
-            sock = socket.create_connection(tuple(address), timeout=timeout_s)
+            sock = socket.create_connection((host, port), timeout=timeout_s)
         except OSError as exc:
             raise TransportError(f"{self.name}: cannot connect to {address[0]}:{address[1]}: {exc}") from exc
         try:
@@ -85,33 +83,18 @@ class TcpTransport(Transport):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
             sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_BYTES)
-        with self._lock:
-            unique = peer
-            for n in itertools.count(2):
-                if unique not in self._conns:
-                    break
-                unique = f"{peer}#{n}"
-            conn = _Connection(self, unique, sock)
-            self._conns[unique] = conn
+        conn = self._conns.add(peer, lambda unique: TcpConnection(self, unique, sock, self.limiter, self._deliver,
+                                                                  self._connection_lost))
         conn.start()
-        LOG.info("%s: connected to %s", self.name, unique)
-        return unique
+        LOG.info("%s: connected to %s", self.name, conn.peer)
+        return conn.peer
 
     def peers(self) -> list[str]:
-        with self._lock:
-            return sorted(self._conns)
+        return self._conns.names()
 
-    def _conn(self, peer: str) -> _Connection:
+    def _connection_lost(self, conn: TcpConnection, error: TransportError) -> None:
+        self._conns.remove(conn.peer, conn)
         with self._lock:
-            conn = self._conns.get(peer)
-        if conn is None or not conn.alive:
-            raise TransportError(f"{self.name}: not connected to peer {peer!r} (connected: {self.peers()})")
-        return conn
-
-    def _connection_lost(self, conn: _Connection, error: TransportError) -> None:
-        with self._lock:
-            if self._conns.get(conn.peer) is conn:
-                del self._conns[conn.peer]
             for key in [key for key in self._remote_cache if key[0] == conn.peer]:
                 del self._remote_cache[key]
         if not self.closed and not conn.closing_by_us:
@@ -121,20 +104,7 @@ class TcpTransport(Transport):
         cached = self._remote_cache.get((peer, name))
         if cached is not None:
             return cached
-        conn = self._conn(peer)
-        seq = conn.next_seq()
-        waiter = [threading.Event(), None]
-        with conn._cond:
-            conn.lookups[seq] = waiter
-        raw = name.encode()
-        conn.enqueue_control(HEADER.pack(LOOKUP, 0, 0, 0, 0, len(raw), 0, seq) + raw)
-        if not waiter[0].wait(timeout_s):
-            raise TransportError(f"{self.name}: peer {peer} did not answer a lookup of region {name!r}")
-        if not conn.alive:
-            raise TransportError(f"{self.name}: connection to peer {peer} lost during a region lookup")
-        if waiter[1] is None:
-            raise TransportError(f"{self.name}: peer {peer} has no region {name!r}")
-        region_id, nbytes = waiter[1]
+        region_id, nbytes = self._conns.get(peer).lookup_region(name, timeout_s)
         remote = RemoteRegion(peer, name, region_id, nbytes)
         self._remote_cache[(peer, name)] = remote
         return remote
@@ -153,15 +123,12 @@ class TcpTransport(Transport):
                 raise SpecError(f"transport {self.name}", "lane", op.lane,
                                 "one of " + ", ".join(self.limiter.weights))
             total += check_write(op)
-        conn = self._conn(peer)
+        conn = self._conns.get(peer)
         ticket = Ticket(peer, len(ops), total)
         inline_ok = total <= INLINE_BYTES and (self.limiter is None or self.limiter.unlimited) and not any(
             isinstance(op.local, LocalRegion) and op.local.memory.on_device for op in ops)
         conn.enqueue_post(ticket, conn.next_seq(), list(ops), inline_ok)
         return ticket
-
-    def _deliver_from(self, peer: str, region: str, offset: int, nbytes: int, imm: int) -> None:
-        self._deliver(Completion(peer, region, offset, nbytes, imm))
 
     def close(self) -> None:
         if self.closed:
@@ -169,8 +136,6 @@ class TcpTransport(Transport):
         self.closed = True
         if self._listener is not None:
             self._listener.close()
-        with self._lock:
-            conns = list(self._conns.values())
-        for conn in conns:
+        for conn in self._conns.connections():
             conn.closing_by_us = True
             conn.close()

@@ -10,8 +10,9 @@ completes when the receiver has every byte of the post; do not modify the source
 Host<->GPU copies inside one process go through `copy_local` so that, with `cnic_centric=True`, they
 are paced by the engine's CNIC limiter (and on verbs become loopback RDMA writes), as in the paper.
 
-Backends: "tcp" (`dualpath.runtime.transports.tcp_transport`) and "verbs" (`dualpath.runtime.transports.verbs_transport`);
-build one with `create_transport(kind, ...)`.
+Backends: "tcp" (`dualpath.runtime.transports.tcp_transport`) and "verbs"
+(`dualpath.runtime.transports.verbs_transport`); build one with `create_transport(kind, ...)`. Both keep
+their connected peers in a `dualpath.runtime.transports.peers.PeerRegistry`.
 """
 
 from __future__ import annotations
@@ -105,7 +106,8 @@ class Transport(ABC):
             except KeyError:
                 raise UnknownNameError("region", name, list(self._regions)) from None
 
-    def _region_by_id(self, region_id: int) -> LocalRegion | None:
+    def region_by_id(self, region_id: int) -> LocalRegion | None:
+        """The region a peer's write names by id (None once deregistered: the write is refused)."""
         with self._lock:
             for region in self._regions.values():
                 if region.region_id == region_id:

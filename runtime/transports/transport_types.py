@@ -1,18 +1,22 @@
-"""Transport value types: regions, write and copy ops, completions, tickets, and the write check.
+"""Transport value types: regions, write and copy ops, completions, tickets, lookups, and the write check.
 
 Shared by `dualpath.runtime.transports.transport` (the interface) and every backend; see that module for the model.
+`Ticket` is a post's sender-side completion; the scheduler's per-turn `TurnTicket`
+(`dualpath.runtime.scheduling.scheduler_state`) is unrelated.
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from dualpath.errors import DualpathError
 from dualpath.runtime.engines.memory import Memory
 from dualpath.runtime.transports.ratelimit import KV_LANE
 
 MAX_IMM = 2**32 - 1
+T = TypeVar("T")
 
 
 class TransportError(DualpathError):
@@ -26,7 +30,7 @@ class LocalRegion:
     name: str
     region_id: int
     memory: Memory
-    backend: object = None
+    backend: Any = None  # each backend keeps its own kind of handle here (verbs: an untyped pyverbs MR)
 
     @property
     def nbytes(self) -> int:
@@ -109,7 +113,8 @@ class Ticket:
     def done(self) -> bool:
         return self._event.is_set()
 
-    def _finish(self, error: TransportError | None = None) -> None:
+    def finish(self, error: TransportError | None = None) -> None:
+        """Called by the backend once: acknowledged (no error) or failed; later calls are ignored."""
         if not self._event.is_set():
             self.error = error
             self._event.set()
@@ -120,6 +125,26 @@ class Ticket:
                                  f"in {timeout_s} s")
         if self.error is not None:
             raise self.error
+
+
+class RegionLookup(Generic[T]):
+    """A region lookup sent to a peer and not yet answered. `found` is what the peer answered (None: it
+    has no such region); `cancel` wakes the waiter without an answer when the connection fails."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.found: T | None = None
+
+    def answer(self, found: T | None) -> None:
+        self.found = found
+        self._event.set()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    def wait(self, timeout_s: float | None) -> bool:
+        """True once answered or cancelled, False if `timeout_s` passed first."""
+        return self._event.wait(timeout_s)
 
 
 def check_write(op: WriteOp) -> int:

@@ -1,4 +1,5 @@
-"""Verbs side channel: the QP-exchange and region-descriptor encodings and the framed messages.
+"""Verbs side channel: the QP-exchange and region-descriptor encodings, the framed messages, and the
+connected peer (`VerbsPeer`: its QP, side-channel socket and pending lookups).
 
 Queue-pair information (qp_num, lid, gid, psn, mtu) and region descriptors (addr, rkey) travel over
 a TCP side channel after the cluster-secret handshake. Pure Python: testable without pyverbs.
@@ -8,10 +9,12 @@ from __future__ import annotations
 
 import socket
 import struct
+import threading
 from dataclasses import dataclass
+from typing import Any
 
 from dualpath.runtime.transports.auth import recv_exact
-from dualpath.runtime.transports.transport_types import TransportError
+from dualpath.runtime.transports.transport_types import RegionLookup, TransportError
 
 _QP_INFO = struct.Struct("!4sBIH16sIB")  # magic, version, qp_num, lid, gid, psn, mtu enum
 _REGION = struct.Struct("!4sIQQIH")  # magic, region id, nbytes, addr, rkey, name length
@@ -85,3 +88,15 @@ def recv_msg(sock: socket.socket) -> tuple[int, bytes]:
     kind, length = MSG.unpack(recv_exact(sock, MSG.size))
     return kind, recv_exact(sock, length)
 
+
+class VerbsPeer:
+    """A connected peer: its RC QP (a pyverbs `QP`, untyped), its side-channel socket, on which
+    messages are sent under `lock`, and its region lookups awaiting an answer, by region name."""
+
+    def __init__(self, name: str, sock: socket.socket, qp: Any) -> None:
+        self.name = name
+        self.sock = sock
+        self.qp = qp
+        self.alive = True
+        self.lock = threading.Lock()
+        self.lookups: dict[str, RegionLookup[RegionInfo]] = {}

@@ -15,7 +15,8 @@ def run(capsys, *argv):
 
 
 def test_info_prints_the_derived_numbers(capsys, tmp_path):
-    code, out, _ = run(capsys, "info", "--cluster", "2P4D", "--model", "deepseek-v3.2", "--json", str(tmp_path / "i.json"))
+    code, out, _ = run(capsys, "info", "--cluster", "2P4D", "--model", "deepseek-v3.2",
+                       "--json", str(tmp_path / "i.json"))
     assert code == 0
     assert "48,068 B" in out and "3,076,352 B" in out  # KV bytes per token and Full Block
     assert "1/7" in out and "7/2" in out and "inside the range" in out
@@ -76,6 +77,7 @@ def test_verify_paper_config_holds_and_broken_ones_fail(capsys, tmp_path):
     assert code == 1 and "violated" in out
 
 
+@pytest.mark.slow
 def test_demo_runs_quickly(capsys, tmp_path):
     code, out, _ = run(capsys, "demo", "--quick", "--out", str(tmp_path))
     assert code == 0 and "17 proved" in out

@@ -1,3 +1,5 @@
+from itertools import pairwise
+
 import pytest
 
 from dualpath.protocol import (
@@ -18,7 +20,7 @@ def test_steps_are_a_path_from_waiting_to_done():
         for admission in (True, False):
             steps = transfer_steps(path, admission)
             assert steps[0].source is Phase.WAITING and steps[-1].target is Phase.DONE
-            for a, b in zip(steps, steps[1:]):
+            for a, b in pairwise(steps):
                 assert a.target is b.source
             assert tuple(s.name for s in steps) == ALL_STEP_NAMES
 

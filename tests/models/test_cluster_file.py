@@ -1,6 +1,5 @@
 """Cluster TOML files: example files load; every kind of mistake names the file, the line and the value."""
 
-from pathlib import Path
 
 import pytest
 
@@ -8,11 +7,12 @@ from dualpath.cluster import PAPER_NODE, Role, bottleneck_free_pd_range
 from dualpath.errors import InputError, SpecError
 from dualpath.models.cluster_file import cluster_from_text, load_cluster
 from dualpath.models.nodes import NODE_PRESETS, node_preset
+from tests.paths import EXAMPLES
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "clusters"
+CLUSTERS = EXAMPLES / "clusters"
 
 
-@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.toml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(CLUSTERS.glob("*.toml")), ids=lambda p: p.name)
 def test_example_clusters_load_and_are_bottleneck_free(path):
     cluster = load_cluster(path)
     assert cluster.name == path.stem
@@ -20,13 +20,13 @@ def test_example_clusters_load_and_are_bottleneck_free(path):
 
 
 def test_paper_example_equals_the_shorthand():
-    cluster = load_cluster(EXAMPLES / "paper-2p4d.toml")
+    cluster = load_cluster(CLUSTERS / "paper-2p4d.toml")
     assert cluster.node == PAPER_NODE
     assert (cluster.num_pe, cluster.num_de) == (16, 32)
 
 
 def test_local_example_matches_its_preset():
-    cluster = load_cluster(EXAMPLES / "local-1p1d.toml")
+    cluster = load_cluster(CLUSTERS / "local-1p1d.toml")
     assert cluster.node == NODE_PRESETS["local-emulated"]
     assert cluster.num_pe == cluster.num_de == 1
 

@@ -1,7 +1,6 @@
 """Our JSONL workload format: round trips for both record kinds, and errors at their line."""
 
 import json
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -12,8 +11,9 @@ from dualpath.models.jsonl import read_jsonl, write_jsonl
 from dualpath.models.mooncake import load_mooncake
 from dualpath.models.workloads import from_trajectories
 from dualpath.request import Trajectory, Turn
+from tests.paths import MOONCAKE_TRACE
 
-TRACE = Path(__file__).resolve().parents[2] / "examples" / "traces" / "mooncake_synthetic_trace.jsonl"
+TRACE = MOONCAKE_TRACE
 
 turns = st.lists(st.tuples(st.integers(1, 5000), st.integers(1, 500)), min_size=1, max_size=8)
 trajectories = st.lists(st.tuples(turns, st.floats(0, 1e4, allow_nan=False)), min_size=1, max_size=6)

@@ -1,7 +1,6 @@
 """LLM TOML files and profile tables: loading, calibration, and errors at their line."""
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 
@@ -10,19 +9,20 @@ from dualpath.llm import AttentionKind, CostModel
 from dualpath.models.llm_file import llm_from_text, load_llm
 from dualpath.models.llms import llm_preset
 from dualpath.models.profile import calibrate, load_profile
+from tests.paths import EXAMPLES
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "models"
+MODELS = EXAMPLES / "models"
 
 
 def test_example_model_without_preset():
-    llm = load_llm(EXAMPLES / "qwen2.5-72b.toml")
+    llm = load_llm(MODELS / "qwen2.5-72b.toml")
     assert llm.attention is AttentionKind.GQA
     assert llm.kv_bytes_per_token == 80 * 2 * 8 * 128 * 2  # = 327,680 B
     assert llm.gpus_per_engine == 2
 
 
 def test_example_preset_with_other_hardware():
-    llm = load_llm(EXAMPLES / "ds-27b-h20.toml")
+    llm = load_llm(MODELS / "ds-27b-h20.toml")
     base = llm_preset("ds-27b")
     assert llm.name == "ds-27b-h20"
     assert llm.cost.peak_tflops == 148.0 and llm.cost.prefill_mfu == base.cost.prefill_mfu

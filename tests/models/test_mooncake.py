@@ -1,14 +1,14 @@
 """Mooncake trace importer: the bundled trace's hit rate, prefix hits, malformed lines."""
 
 import json
-from pathlib import Path
 
 import pytest
 
 from dualpath.errors import InputError
 from dualpath.models.mooncake import load_mooncake
+from tests.paths import MOONCAKE_TRACE
 
-TRACE = Path(__file__).resolve().parents[2] / "examples" / "traces" / "mooncake_synthetic_trace.jsonl"
+TRACE = MOONCAKE_TRACE
 
 
 def test_bundled_trace_hit_rate_and_means():

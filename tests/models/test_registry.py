@@ -1,6 +1,5 @@
 """Names the CLI accepts: presets, files, and errors that list what is valid."""
 
-from pathlib import Path
 
 import pytest
 
@@ -18,9 +17,9 @@ from dualpath.models.registry import (
     resolve_model,
     resolve_workload,
 )
+from tests.paths import EXAMPLES, MOONCAKE_TRACE
 
-ROOT = Path(__file__).resolve().parents[2]
-TRACE = ROOT / "examples" / "traces" / "mooncake_synthetic_trace.jsonl"
+TRACE = MOONCAKE_TRACE
 
 
 def test_cluster_shorthand_node_preset_and_file():
@@ -29,7 +28,7 @@ def test_cluster_shorthand_node_preset_and_file():
     assert big.num_pe + big.num_de == 1152
     qwen = resolve_cluster("1P2D@paper-hopper-320g")
     assert qwen.node.dram_buffer_bytes == 320 * 10**9 and qwen.num_decode_nodes == 2
-    assert resolve_cluster(str(ROOT / "examples" / "clusters" / "local-1p1d.toml")).node.num_gpus == 1
+    assert resolve_cluster(str(EXAMPLES / "clusters" / "local-1p1d.toml")).node.num_gpus == 1
     for text in list_clusters() + list(PAPER_CLUSTERS.values()):
         resolve_cluster(text)
 
@@ -47,7 +46,7 @@ def test_cluster_errors():
 
 def test_models():
     assert resolve_model("Qwen2.5-32B").kv_bytes_per_token == 262_144
-    assert resolve_model(str(ROOT / "examples" / "models" / "qwen2.5-72b.toml")).num_layers == 80
+    assert resolve_model(str(EXAMPLES / "models" / "qwen2.5-72b.toml")).num_layers == 80
     with pytest.raises(UnknownNameError) as info:
         resolve_model("mixtral")
     assert all(name in str(info.value) for name in list_models())

@@ -1,7 +1,6 @@
 """Resampling past 500 agents, Poisson arrivals and optimizer batches."""
 
 import statistics
-from pathlib import Path
 
 import pytest
 
@@ -11,8 +10,9 @@ from dualpath.models.mooncake import load_mooncake
 from dualpath.models.sampling import poisson_arrivals, resample, sample_batch
 from dualpath.models.workloads import from_trajectories
 from dualpath.request import Trajectory, Turn, by_agent
+from tests.paths import MOONCAKE_TRACE
 
-TRACE = Path(__file__).resolve().parents[2] / "examples" / "traces" / "mooncake_synthetic_trace.jsonl"
+TRACE = MOONCAKE_TRACE
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """VL arbitration properties and the arbiter model behind them."""
 
 from fractions import Fraction
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -30,7 +31,7 @@ def load(paths):
 
 
 def paper_qos(**changes) -> PortQoS:
-    base = {"max_vls": 4, "oper_vls_code": 3, "high_limit": 240,
+    base: dict[str, Any] = {"max_vls": 4, "oper_vls_code": 3, "high_limit": 240,
             "vlarb_high": ((0, 192), (1, 192), (2, 0), (3, 192)),
             "vlarb_low": ((0, 192), (1, 192), (2, 64), (3, 192)), "sl2vl": (0, 1, 2, 3) * 4}
     return PortQoS(**(base | changes))

@@ -2,9 +2,10 @@
 benchmarks/verify_scale.py; here a smaller fabric keeps the suite fast)."""
 
 import importlib.util
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "verify_scale.py"
+from tests.paths import BENCHMARKS
+
+BENCH = BENCHMARKS / "verify_scale.py"
 
 
 def test_planted_bad_port_is_the_only_one_reported():

@@ -5,8 +5,8 @@ import pytest
 from dualpath.errors import InputError, SpecError
 from dualpath.proofs.envfile import load_env
 from dualpath.proofs.example_files import example, variant
-from dualpath.proofs.tomldoc import TomlDoc
 from dualpath.proofs.traffic import load_traffic
+from dualpath.tomldoc import TomlDoc
 
 
 def test_paper_plan():

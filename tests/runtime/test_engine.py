@@ -135,7 +135,7 @@ def test_peers_without_the_secret_are_refused_and_logged(cluster, caplog):
     pe, de, pe_address, _de_address, client = cluster
     refused_before = pe.control.num_refused
     with caplog.at_level(logging.WARNING, logger="dualpath.runtime.transports.auth"):
-        with pytest.raises(ControlError, match="secret|refused"):
+        with pytest.raises(ControlError, match=r"secret|refused"):
             connect(pe_address, WRONG, "intruder")
         with create_transport("tcp", "intruder", WRONG) as rogue, pytest.raises(TransportError):
             rogue.connect(de.data_address)

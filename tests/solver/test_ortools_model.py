@@ -49,6 +49,7 @@ def test_cpsat_and_pulp_reach_the_same_optimum_on_small_instances():
             assert cp.bound_s <= ref * (1 + 1e-12)
 
 
+@pytest.mark.slow
 def test_hint_is_accepted_and_time_limit_returns_something():
     pb = build_problem(tiny_cluster(1, 1, 4), DS27B, agentic_requests(20, seed=4))
     res = ortools_model.solve_cpsat(pb, False, 0.2)

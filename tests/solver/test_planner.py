@@ -168,6 +168,7 @@ def test_resplit_halves_a_single_read_bound_request():
     assert resplit(pb, better) is None  # already the best split: nothing to improve
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("split", [False, True])
 def test_compute_bound_plans_spread_reads_over_both_paths(split):
     """Slow compute: any read side gives the same makespan; the plan evens out the SNICs anyway."""

@@ -197,6 +197,7 @@ WRITER = textwrap.dedent(
 def _kill_writer_mid_write(root: Path) -> int:
     """Start a writer, SIGKILL it while a temp file exists; returns how many torn temp files remain."""
     proc = subprocess.Popen([sys.executable, "-c", WRITER, str(root)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
     try:
         assert proc.stdout.readline().strip() == "0"  # the first block is complete
         deadline = time.monotonic() + 20

@@ -84,6 +84,7 @@ def test_a_killed_prefill_engine_loses_no_turn():
     assert all(r.pe == "PE1" for r in trace.records if r.prefill_start_s > killed_at + 0.5)
 
 
+@pytest.mark.slow
 def test_a_killed_decode_engine_process_loses_no_turn():
     pytest.importorskip("torch")
     from dualpath.runtime.scheduling.realrun import run_real

@@ -117,8 +117,8 @@ def test_the_recompute_matches_the_uncached_reference_and_catches_a_wrong_turn()
     torch = pytest.importorskip("torch")
     from dualpath.plan import Assignment
     from dualpath.runtime.engines.decoder import Decoder, DecoderConfig
+    from dualpath.runtime.engines.messages import TurnResult
     from dualpath.runtime.scheduling.agents import TurnLog, recompute, verify_turns
-    from dualpath.runtime.scheduling.client import TurnResult
     from dualpath.runtime.scheduling.scheduler import TurnOutcome
 
     torch.set_num_threads(1)
@@ -129,7 +129,8 @@ def test_the_recompute_matches_the_uncached_reference_and_catches_a_wrong_turn()
 
     def log(tokens):
         result = TurnResult("a0t0", tokens, 0, "pe", "PE0", "DE0", 0)
-        return TurnLog("a0t0", 0, 0, tuple(prompt), TurnOutcome("a0t0", result, 0.0, 1, Assignment("a0t0", "PE0", "DE0", 0, 0)))
+        outcome = TurnOutcome("a0t0", result, 0.0, 1, Assignment("a0t0", "PE0", "DE0", 0, 0))
+        return TurnLog("a0t0", 0, 0, tuple(prompt), outcome)
 
     assert verify_turns([log(expected)], decoder) == []
     wrong = [*expected[:-1], (expected[-1] + 1) % 256]

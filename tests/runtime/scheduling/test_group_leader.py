@@ -12,6 +12,7 @@ from dualpath.errors import DualpathError
 from dualpath.models.llms import llm_preset
 from dualpath.plan import Assignment
 from dualpath.policy import Policy
+from dualpath.runtime.engines.messages import Done, Fetch, TurnResult, decode_message
 from dualpath.runtime.scheduling.scheduler import EngineHandle, Scheduler
 from dualpath.runtime.transports.auth import generate_secret
 from dualpath.runtime.transports.control import connect
@@ -72,12 +73,11 @@ def sched():
 
 
 def fetch(channel, engine, reports, wait=False):
-    return channel.call("fetch", timeout_s=TIMEOUT_S, engine=engine, reports=reports, wait=wait)[0]
+    return channel.call(Fetch(engine, reports, wait), timeout_s=TIMEOUT_S)[0]
 
 
 def result_of(a):
-    return {"request": a["attempt"], "tokens": [7, 8], "hit_tokens": 32, "path": "pe", "pe": a["pe"], "de": a["de"],
-            "read_bytes": 1, "times": {"arrival": 0.0}}
+    return TurnResult(a["attempt"], [7, 8], 32, "pe", a["pe"], a["de"], 1, {"arrival": 0.0})
 
 
 def test_the_outbox_holds_a_groups_work_until_its_leader_fetches_it(sched):
@@ -95,10 +95,11 @@ def test_the_outbox_holds_a_groups_work_until_its_leader_fetches_it(sched):
     time.sleep(0.1)  # several ticks: it stays filed, nothing is pushed to an engine
     assert [t.attempt_id for t in scheduler.outbox.filed["prefill/0"]] == ["a0t1"] and not future.done()
     (a,) = fetch(pe0, "PE0", {"PE0": PE_REPORT, "PE1": PE_REPORT})["assignments"]
-    assert (a["attempt"], a["tokens"], a["max_new_tokens"], a["pe"], a["de"]) == ("a0t1", list(range(40)), 2, "PE0", "DE0")
+    got = (a["attempt"], a["tokens"], a["max_new_tokens"], a["pe"], a["de"])
+    assert got == ("a0t1", list(range(40)), 2, "PE0", "DE0")
     assert a["pe_blocks"] == 2 and a["de_address"] == ["127.0.0.1", 11] and not scheduler.outbox.filed.get("prefill/0")
-    assert de0.call("done", attempt="a0t1", result=result_of(a))[0] == {"ok": False}  # only its fetcher reports it
-    assert pe0.call("done", attempt="a0t1", result=result_of(a))[0] == {"ok": True}
+    assert de0.call(Done("a0t1", result_of(a)))[0] == {"ok": False}  # only its fetcher reports it
+    assert pe0.call(Done("a0t1", result_of(a)))[0] == {"ok": True}
     outcome = future.result(TIMEOUT_S)
     assert outcome.result.tokens == [7, 8] and outcome.attempts == 1 and not scheduler.in_flight
 
@@ -174,16 +175,16 @@ def test_an_engine_started_with_a_scheduler_leads_and_reports_its_members(tmp_pa
         return {"leader": True, "assignments": [], "health_timeout_s": 1.0,
                 "members": {"PE0": ["127.0.0.1", 1], "PE9": ["127.0.0.1", gone]}}
 
-    server = ControlServer("scheduler", secret, scheduler)
+    server = ControlServer("scheduler", secret, scheduler, decode_message)
     host, port = server.listen()
     engine = create_engine(EngineOptions(role="prefill", name="PE0", store_dir=str(tmp_path), max_context_tokens=256,
                                          scheduler=f"{host}:{port}"), secret)
     try:
         engine.start()
         first = fetches.get(timeout=TIMEOUT_S)
-        assert first["op"] == "fetch" and first["engine"] == "PE0" and first["reports"]["PE0"]["requests"] == {}
+        assert isinstance(first, Fetch) and first.engine == "PE0" and first.reports["PE0"]["requests"] == {}
         second = fetches.get(timeout=TIMEOUT_S)
-        assert set(second["reports"]) == {"PE0", "PE9"} and second["reports"]["PE9"] is None
+        assert set(second.reports) == {"PE0", "PE9"} and second.reports["PE9"] is None
     finally:
         engine.close()
         server.close()

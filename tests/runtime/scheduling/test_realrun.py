@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -16,9 +15,8 @@ from dualpath.plan import Assignment, Plan
 from dualpath.runtime.scheduling.realrun import decoder_fields, run_real, runtime_for
 from dualpath.solver.policies import make_policy
 from dualpath.trace import Trace
+from tests.paths import EXAMPLES
 from tests.runtime.cases import BT, LLM, NODE, cluster, workload
-
-ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture
@@ -69,9 +67,10 @@ def test_the_oracle_cannot_run_for_real():
         run_real(spec, LLM, workload(1, 1), make_policy("oracle", spec, LLM, BT), in_process=True)
 
 
+@pytest.mark.slow
 def test_dualpath_run_writes_results_and_traces(commands, tmp_path, capsys):
     out_json, out_dir = tmp_path / "run.json", tmp_path / "plots"
-    code = cli.main(["run", "--cluster", str(ROOT / "examples" / "clusters" / "local-1p1d.toml"), "--model", "tiny",
+    code = cli.main(["run", "--cluster", str(EXAMPLES / "clusters" / "local-1p1d.toml"), "--model", "tiny",
                      "--workload", "agentic-64k", "--agents", "2", "--turns", "3", "--scale", "64",
                      "--policy", "layerwise,dualpath", "--verify", "--json", str(out_json), "--out", str(out_dir),
                      "--in-process"])
@@ -140,7 +139,7 @@ def test_dualpath_engine_takes_the_engine_flags(commands, capsys):
     (["--model", "deepseek-v3.2"], "dense"),
 ])
 def test_dualpath_run_refuses_bad_input_in_one_line(commands, capsys, argv, needle):
-    code = cli.main(["run", "--cluster", str(ROOT / "examples" / "clusters" / "local-1p1d.toml"), "--agents", "2",
+    code = cli.main(["run", "--cluster", str(EXAMPLES / "clusters" / "local-1p1d.toml"), "--agents", "2",
                      *argv])
     err = capsys.readouterr().err
     assert code == 2 and needle in err and err.count("\n") == 1, err

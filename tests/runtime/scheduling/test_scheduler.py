@@ -16,7 +16,7 @@ from dualpath.runtime.scheduling.agents import run_agents, verify_turns
 from dualpath.runtime.scheduling.plan_replay import PlanReplay
 from dualpath.runtime.scheduling.realrun import runtime_for
 from dualpath.runtime.scheduling.scheduler import EngineHandle, Scheduler
-from dualpath.runtime.scheduling.scheduler_state import Ticket, snapshot
+from dualpath.runtime.scheduling.scheduler_state import TurnTicket, snapshot
 from tests.runtime.cases import BT, LLM, cluster, workload
 
 
@@ -35,7 +35,8 @@ class Recorder(Policy):
         out = []
         for r in pending:
             hit = r.hit_tokens * self.llm.kv_bytes_per_token
-            pe_bytes = round(hit * self.pe_share / (BT * self.llm.kv_bytes_per_token)) * BT * self.llm.kv_bytes_per_token
+            block_bytes = BT * self.llm.kv_bytes_per_token
+            pe_bytes = round(hit * self.pe_share / block_bytes) * block_bytes
             pe, de = pes[self.turn % len(pes)], des[self.turn % len(des)]
             self.turn += 1
             out.append(Assignment(r.id, pe.name, de.name, pe_bytes, hit - pe_bytes))
@@ -93,7 +94,7 @@ def test_an_assignment_to_an_engine_that_does_not_answer_is_held_back():
                EngineHandle("DE0", Role.DECODE, "D0", 0, ("127.0.0.1", 2), alive=False)]
     scheduler = Scheduler(handles, Recorder(cluster(1, 1), LLM), client=None, block_tokens=BT, hit_blocks=lambda t: 0)
     scheduler.report_at.update({"PE0": time.monotonic(), "DE0": time.monotonic()})
-    scheduler.pending["a0t0"] = Ticket(Request("a0t0", 0, 0, 0, 20, 2), [1] * 20, 0.0, 1)
+    scheduler.pending["a0t0"] = TurnTicket(Request("a0t0", 0, 0, 0, 20, 2), [1] * 20, 0.0, 1)
     scheduler._dispatch(Assignment("a0t0", "PE0", "DE0", 0, 0))  # DE0 is dead
     assert "a0t0" in scheduler.pending and not scheduler.in_flight and not scheduler.outbox.filed
     scheduler.engines["DE0"].alive = True
@@ -111,8 +112,8 @@ def test_the_snapshot_adds_dispatched_work_the_engines_have_not_reported():
     kv = LLM.kv_bytes_per_token
     in_flight = {}
     for i, (pe_bytes, de_bytes) in enumerate(((32 * kv, 0), (0, 64 * kv))):
-        in_flight[f"r{i}"] = Ticket(Request(f"r{i}", i, 1, 32 * (i + 1), 10, 5), [], 0.0, i, attempt_id=f"r{i}",
-                                    assignment=Assignment(f"r{i}", "PE0", "DE0", pe_bytes, de_bytes))
+        in_flight[f"r{i}"] = TurnTicket(Request(f"r{i}", i, 1, 32 * (i + 1), 10, 5), [], 0.0, i, attempt_id=f"r{i}",
+                                        assignment=Assignment(f"r{i}", "PE0", "DE0", pe_bytes, de_bytes))
     reports = {"PE0": {"read_queue_bytes": 100, "requests": {"r1": "reading"}},
                "DE0": {"read_queue_bytes": 0, "requests": {"r1": 1}, "free_hbm_bytes": 10**6}}
     state = snapshot(handles, in_flight, reports, lambda h: True, kv, 1 << 40, 0.0)

@@ -44,7 +44,8 @@ def test_tiny_buffers_and_many_agents_complete_without_a_hang():
     spec, w = cluster(2, 2), workload(24, 3, first=120, append=11)
     prompt_blocks = -(-max(r.prompt_tokens for r in w.requests) // BT)
     # Each node's DRAM buffer holds one prompt; one send credit; two HBM layer slots per PE.
-    runtime = LocalRuntime(spec, LLM, block_tokens=BT, max_context_tokens=max(r.context_tokens for r in w.requests) + BT,
+    longest = max(r.context_tokens for r in w.requests)
+    runtime = LocalRuntime(spec, LLM, block_tokens=BT, max_context_tokens=longest + BT,
                            max_prompt_blocks=prompt_blocks, in_process=True,
                            engine_overrides={"send_credits": 1, "num_slots": 2})
     with runtime.start():

@@ -9,7 +9,7 @@ from dualpath.plan import Assignment, Plan
 from dualpath.runtime.sim.simulator import simulate
 from tests.runtime.sim.cases import EXACT, TOY_LLM, FixedPolicy, one_request, toy_cluster
 
-# Request r0: 6,400 hit tokens (6.4 MB of KV), 100 new, 5 output tokens. Toy specs (sim_cases):
+# Request r0: 6,400 hit tokens (6.4 MB of KV), 100 new, 5 output tokens. Toy specs (cases.py):
 READ_S = 6.4e6 / 1e9  # SNIC at 1 GB/s
 # Prefill FLOPs: dense 2 x 1e9 x 100, attention 2 layers x 100 queries x 2 x 250 x 6,450 (mid context).
 PREFILL_S = (2 * 1e9 * 100 + 2 * 100 * 2 * 250 * 6450) / 1e12  # 0.200645 s at 1 TFLOPS

@@ -68,7 +68,8 @@ def test_batch_of_small_scattered_writes(pair):
     assert ticket.done and ticket.nbytes == 64_000
     b.wait(7, timeout_s=10)
     for i in (0, 500, 999):
-        assert bytes(dst.memory.view[(999 - i) * 1024 : (999 - i) * 1024 + 64]) == bytes(src.memory.view[i * 64 : (i + 1) * 64])
+        landed = dst.memory.view[(999 - i) * 1024 : (999 - i) * 1024 + 64]
+        assert bytes(landed) == bytes(src.memory.view[i * 64 : (i + 1) * 64])
 
 
 def test_large_writes_both_directions_at_once(pair):
@@ -102,7 +103,7 @@ def test_peer_without_the_secret_is_refused_and_logged(pair, caplog):
     _, b, _ = pair
     intruder = create_transport(b.kind, "intruder", b"not-the-cluster-secret-at-all")
     with caplog.at_level(logging.WARNING, logger="dualpath.runtime"):
-        with pytest.raises(TransportError, match="refused|secret"):
+        with pytest.raises(TransportError, match=r"refused|secret"):
             intruder.connect((b.host, b.port), timeout_s=5)
         deadline = time.monotonic() + 5
         while not any("refused" in r.getMessage() for r in caplog.records) and time.monotonic() < deadline:
@@ -145,7 +146,7 @@ def test_tcp_receiver_refuses_a_write_to_a_deregistered_region(tcp_pair):
     b.register("kv", bytearray(256))
     remote = a.remote_region(peer, "kv")
     b.deregister("kv")
-    with pytest.raises(TransportError, match="refused a write: .*no such region"):
+    with pytest.raises(TransportError, match=r"refused a write: .*no such region"):
         a.write(remote, 0, b"x" * 10, timeout_s=5)
     assert b.peers() == ["a"]  # the connection survives a refused write
 
