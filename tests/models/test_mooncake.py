@@ -11,8 +11,8 @@ from tests.paths import MOONCAKE_TRACE
 TRACE = MOONCAKE_TRACE
 
 
-def test_bundled_trace_hit_rate_and_means():
-    workload = load_mooncake(TRACE)
+def test_bundled_trace_hit_rate_and_means(mooncake_trace):
+    workload = mooncake_trace
     stats = workload.stats()
     assert stats.num_requests == 3993 and stats.num_agents == 3993
     assert stats.hit_rate == pytest.approx(0.651, abs=0.005)  # measured: 65.12% of input tokens

@@ -6,7 +6,6 @@ import pytest
 
 from dualpath.errors import SpecError
 from dualpath.models.generators import agentic_trajectories, agentic_workload
-from dualpath.models.mooncake import load_mooncake
 from dualpath.models.sampling import poisson_arrivals, resample, sample_batch
 from dualpath.models.workloads import from_trajectories
 from dualpath.request import Trajectory, Turn, by_agent
@@ -97,8 +96,8 @@ def test_batch_past_the_trace_resamples():
     assert len({r.agent for r in batch.requests}) == 800
 
 
-def test_batch_of_a_trace_takes_its_first_requests():
-    trace = load_mooncake(TRACE)
+def test_batch_of_a_trace_takes_its_first_requests(mooncake_trace):
+    trace = mooncake_trace
     batch = sample_batch(trace, 100)
     assert [r.id for r in batch.requests] == [r.id for r in trace.requests[:100]]
     with pytest.raises(SpecError):
