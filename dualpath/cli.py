@@ -35,6 +35,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
+    assert __doc__ is not None  # this module's docstring (python -OO drops it, and this assert with it)
     parser = _Parser(prog="dualpath", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"dualpath {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)

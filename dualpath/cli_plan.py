@@ -72,10 +72,10 @@ def run(name: str, args: argparse.Namespace) -> int:
 
 def _sweep(args: argparse.Namespace, cluster, llm, batch) -> int:
     from dualpath.jsonio import write_json_atomic, write_text_atomic
-    from dualpath.solver.sweep import sweep_pd
+    from dualpath.solver.sweep import Simulate, sweep_pd
 
     budget = args.gpus or (cluster.num_pe + cluster.num_de)
-    simulate = None
+    simulate: Simulate | None = None
     if args.simulate_agents > 0:
         from dualpath.models.registry import resolve_workload
         from dualpath.runtime.sim.simulator import simulate as run_sim
@@ -83,8 +83,10 @@ def _sweep(args: argparse.Namespace, cluster, llm, batch) -> int:
 
         workload = resolve_workload(args.workload, agents=args.simulate_agents, seed=args.seed)
 
-        def simulate(c):
+        def simulated_jct_s(c):
             return run_sim(c, llm, workload, make_policy("dualpath", c, llm), seed=args.seed).metrics().jct_s
+
+        simulate = simulated_jct_s
 
     result = sweep_pd(llm, list(batch.requests), budget, node=cluster.node, simulate=simulate)
     print(result.to_markdown())

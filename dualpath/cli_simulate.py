@@ -69,6 +69,7 @@ def run(name: str, args: argparse.Namespace) -> int:
 
     results, traces = [], []
     base = workload_at(args.aps) if not args.find_capacity else None
+    plan = None
     if args.plan:
         from dualpath.plan import Plan
 
@@ -82,7 +83,7 @@ def run(name: str, args: argparse.Namespace) -> int:
             results.append(capacity_row(found, policy_name))
             continue
         assert base is not None  # built above whenever no capacity search runs
-        policy = plan if args.plan else make_policy(policy_name, cluster, llm)
+        policy = plan if plan is not None else make_policy(policy_name, cluster, llm)
         trace = simulate(cluster, llm, base, policy, online=online, progress=progress,
                          chrome_window=window, seed=args.seed)
         traces.append(trace)

@@ -11,6 +11,7 @@ import dataclasses
 import re
 from collections.abc import Mapping
 from enum import Enum
+from typing import Any, Literal, overload
 
 from dualpath.errors import SpecError
 from dualpath.tomldoc import TomlDoc
@@ -21,8 +22,23 @@ def spec_types(cls: type) -> dict[str, str]:
     return {f.name: f.type if isinstance(f.type, str) else f.type.__name__ for f in dataclasses.fields(cls)}
 
 
+@overload
+def convert(doc: TomlDoc, path: tuple[str, ...], value: object, kind: Literal["bool"],
+            enums: Mapping[str, type[Enum]] | None = None) -> bool: ...
+@overload
+def convert(doc: TomlDoc, path: tuple[str, ...], value: object, kind: Literal["int"],
+            enums: Mapping[str, type[Enum]] | None = None) -> int: ...
+@overload
+def convert(doc: TomlDoc, path: tuple[str, ...], value: object, kind: Literal["float"],
+            enums: Mapping[str, type[Enum]] | None = None) -> float: ...
+@overload
+def convert(doc: TomlDoc, path: tuple[str, ...], value: object, kind: Literal["str"],
+            enums: Mapping[str, type[Enum]] | None = None) -> str: ...
+@overload
 def convert(doc: TomlDoc, path: tuple[str, ...], value: object, kind: str,
-            enums: Mapping[str, type[Enum]] | None = None):
+            enums: Mapping[str, type[Enum]] | None = None) -> Any: ...
+def convert(doc: TomlDoc, path: tuple[str, ...], value: object, kind: str,
+            enums: Mapping[str, type[Enum]] | None = None) -> Any:
     """Check one TOML value against a field's annotation; ints given as integral floats are accepted."""
     if kind == "bool":
         if not isinstance(value, bool):

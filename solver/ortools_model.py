@@ -10,6 +10,7 @@ makespan. Coefficients come from `coefficients.coefficients` (seconds per unit).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from dualpath.cluster import Role
@@ -189,7 +190,7 @@ def solve_relaxation(relax: Relaxation, time_limit_s: float) -> RelaxationSoluti
     b = {(r, j): solver.NumVar(0, inf, "") for r in R for j in DC}
     T = solver.NumVar(relax.constant_s, inf, "T")
 
-    def row(lb: float, ub: float, terms: list[tuple[Any, float]]) -> Any:
+    def row(lb: float, ub: float, terms: Sequence[tuple[Any, float]]) -> Any:
         c = solver.Constraint(lb, ub)
         for var, coef in terms:
             c.SetCoefficient(var, coef)

@@ -175,6 +175,7 @@ class Decoder:
         v_new = self._linear(x, p + "self_attn.v_proj").view(num_new, c.num_kv_heads, c.head_dim)
         q, k_new = self._rope(q, positions), self._rope(k_new, positions)
         if past_k is not None and past_k.shape[0]:
+            assert past_v is not None  # the cache comes as a pair: every caller passes both or neither
             keys = torch.cat((past_k.to(k_new.dtype), k_new), 0)
             values = torch.cat((past_v.to(v_new.dtype), v_new), 0)
         else:

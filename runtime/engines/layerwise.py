@@ -36,6 +36,7 @@ class LayerHandle:
 class LayerLoader(Protocol):
     def load(self, chunk: int, layer: int) -> LayerHandle:
         """Take a slot and block until layer `layer`'s hit KV is in it (runs on the loader thread)."""
+        ...
 
     def release(self, handle: LayerHandle) -> None:
         """Free the handle's slot (after its layer was sent)."""

@@ -83,35 +83,35 @@ class ControlMessage:
 # -- what every engine answers ----------------------------------------------------------------------
 @dataclass(frozen=True)
 class Hello(ControlMessage):
-    op = "hello"
+    op: ClassVar[str] = "hello"
 
 
 @dataclass(frozen=True)
 class Trace(ControlMessage):
-    op = "trace"
+    op: ClassVar[str] = "trace"
     request: str | None = None  # None: every recorded step
 
 
 @dataclass(frozen=True)
 class Stats(ControlMessage):
-    op = "stats"
+    op: ClassVar[str] = "stats"
 
 
 @dataclass(frozen=True)
 class Shutdown(ControlMessage):
-    op = "shutdown"
+    op: ClassVar[str] = "shutdown"
 
 
 @dataclass(frozen=True)
 class Lead(ControlMessage):
-    op = "lead"
+    op: ClassVar[str] = "lead"
     scheduler: Address | None = None  # None: stop fetching
 
 
 # -- what a PE answers ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Submit(ControlMessage):
-    op = "submit"
+    op: ClassVar[str] = "submit"
     request: str
     tokens: tuple[int, ...]
     max_new_tokens: int
@@ -126,7 +126,7 @@ class Submit(ControlMessage):
 # -- what a DE answers (its PEs call) ---------------------------------------------------------------
 @dataclass(frozen=True)
 class Admit(ControlMessage):
-    op = "admit"
+    op: ClassVar[str] = "admit"
     request: str
     sizes: RequestSizes
     wait_s: float = 0.05
@@ -134,13 +134,13 @@ class Admit(ControlMessage):
 
 @dataclass(frozen=True)
 class Release(ControlMessage):
-    op = "release"
+    op: ClassVar[str] = "release"
     request: str
 
 
 @dataclass(frozen=True)
 class Read(ControlMessage):
-    op = "read"
+    op: ClassVar[str] = "read"
     request: str
     blocks: tuple[str, ...]
     first: int = 0  # the request's buffer page of blocks[0]
@@ -148,7 +148,7 @@ class Read(ControlMessage):
 
 @dataclass(frozen=True)
 class LoadLayer(ControlMessage):
-    op = "load_layer"
+    op: ClassVar[str] = "load_layer"
     request: str
     layer: int
     slot_offset: int
@@ -159,7 +159,7 @@ class LoadLayer(ControlMessage):
 
 @dataclass(frozen=True)
 class Handoff(ControlMessage):
-    op = "handoff"
+    op: ClassVar[str] = "handoff"
     request: str
     tokens: tuple[int, ...]
     first_token: int
@@ -171,7 +171,7 @@ class Handoff(ControlMessage):
 # -- what the scheduler answers (group leaders call) ------------------------------------------------
 @dataclass(frozen=True)
 class Fetch(ControlMessage):
-    op = "fetch"
+    op: ClassVar[str] = "fetch"
     engine: str
     reports: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # None: the member does not answer
     wait: bool = True
@@ -179,14 +179,14 @@ class Fetch(ControlMessage):
 
 @dataclass(frozen=True)
 class Done(ControlMessage):
-    op = "done"
+    op: ClassVar[str] = "done"
     attempt: str
     result: TurnResult
 
 
 @dataclass(frozen=True)
 class Failed(ControlMessage):
-    op = "failed"
+    op: ClassVar[str] = "failed"
     attempt: str
     error: str
     kind: FailureKind = FailureKind.TURN
