@@ -39,7 +39,7 @@ wheel-check: $(STAMP)
 	$(BIN)/python -m build -q --wheel --no-isolation --outdir build/wheel-check . >/dev/null
 	$(PYTHON) -m venv build/wheel-check/venv
 	build/wheel-check/venv/bin/pip install -q --no-deps build/wheel-check/*.whl
-	cd build/wheel-check && venv/bin/python -c "import dualpath, dualpath.models, dualpath.solver, dualpath.runtime, dualpath.proofs, dualpath.cli; import importlib.util as u; assert u.find_spec('models') is None, 'top-level models leaked'; print('wheel ok:', dualpath.__version__)"
+	cd build/wheel-check && venv/bin/python -c "import dualpath, dualpath.models, dualpath.solver, dualpath.runtime, dualpath.proofs, dualpath.cli; import dualpath.runtime.sim.simulator, dualpath.runtime.engines, dualpath.runtime.transports, dualpath.runtime.scheduling, dualpath.proofs.example_files as e; assert e.examples_dir().is_dir(), 'proof examples missing'; import importlib.util as u; assert u.find_spec('models') is None, 'top-level models leaked'; print('wheel ok:', dualpath.__version__)"
 
 # pyverbs is a source build of rdma-core: needs libnl and pkg-config from Debian and Cython < 3.2.
 $(RDMA_STAMP): $(STAMP)
