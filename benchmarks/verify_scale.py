@@ -1,11 +1,13 @@
-"""Scale check of `dualpath verify`: a fabric of N switches x P ports, every port with its own tables.
+"""Scale check of `dualpath verify`: a fabric of N switches x P ports, one [[port]] entry per port.
 
-Writes an overrides file with one [[port]] entry per switch port (a few valid table variants, as a
-real fabric with leaf and spine generations has), plants one bad port (its SL2VL puts the KV SL on a
-collective VL), runs the full verification and reports the time and whether exactly the planted port
-was found. Target (issue 3): 1,000 x 36 in <= 60 s.
+Writes an overrides file with one [[port]] entry per switch port, plants one bad port (its SL2VL puts
+the KV SL on a collective VL), runs the full verification and reports parse and proof time and whether
+exactly the planted port was found. Without --distinct the ports share a few valid table variants (as
+a fabric with leaf and spine generations has): target (issue 3) 1,000 x 36 in <= 60 s. With
+--distinct every port has its own table (its own high_limit draw and an SL2VL that differs in the SLs no
+class uses), so no two of the 36,000 tables are equal: target (issue 17) <= 30 s.
 
-    .venv/bin/python benchmarks/verify_scale.py [--switches 1000] [--ports 36] [--seed 0]
+    .venv/bin/python benchmarks/verify_scale.py [--switches 1000] [--ports 36] [--seed 0] [--distinct]
 """
 
 from __future__ import annotations
@@ -30,7 +32,17 @@ GOOD_SL2VL = "0,1,2,3,0,1,2,3,0,1,2,3,0,1,2,3"
 BAD_SL2VL = "0,1,1,3,0,1,2,3,0,1,2,3,0,1,2,3"  # SL 2 (KV) on VL 1 (NCCL collectives)
 
 
-def write_fabric(folder: Path, switches: int, ports: int, seed: int) -> str:
+LIMITS = range(120, 241)  # every high_limit here keeps collectives >= 99% and KV >= 0.04% on each variant
+
+
+def distinct_sl2vl(n: int, bad: bool) -> str:
+    """SL0-3 as the plan needs (SL2 on VL1 for the planted port); SL4-15, which no class uses, spell n in
+    base 4, so no two ports share a table."""
+    used = [0, 1, 1, 3] if bad else [0, 1, 2, 3]
+    return ",".join(map(str, used + [(n >> (2 * i)) & 3 for i in range(12)]))
+
+
+def write_fabric(folder: Path, switches: int, ports: int, seed: int, distinct: bool = False) -> str:
     """Write the overrides file; returns the planted bad port's name."""
     rng = random.Random(seed)
     bad = (rng.randrange(switches), rng.randrange(1, ports + 1))
@@ -39,6 +51,8 @@ def write_fabric(folder: Path, switches: int, ports: int, seed: int) -> str:
         for p in range(1, ports + 1):
             vl_cap, limit, high, low = VARIANTS[rng.randrange(len(VARIANTS))]
             sl2vl = BAD_SL2VL if (s, p) == bad else GOOD_SL2VL
+            if distinct:
+                limit, sl2vl = rng.choice(LIMITS), distinct_sl2vl(s * ports + p, (s, p) == bad)
             lines += ["[[port]]", f'node = "sw{s:04d}"', f"ports = {p}", 'type = "swe"', f"vl_cap = {vl_cap}",
                       "vlarb_high_cap = 8", "vlarb_low_cap = 8", "max_vls = 4", f"high_limit = {limit}",
                       f'vlarb_high = "{high}"', f'vlarb_low = "{low}"', f'sl2vl = "{sl2vl}"', ""]
@@ -46,12 +60,12 @@ def write_fabric(folder: Path, switches: int, ports: int, seed: int) -> str:
     return f"sw{bad[0]:04d}/{bad[1]}"
 
 
-def run(switches: int, ports: int, seed: int) -> dict:
+def run(switches: int, ports: int, seed: int, distinct: bool = False) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="dualpath-scale-"))
     try:
         for name in ("opensm.conf", "traffic.toml", "paper.env"):
             shutil.copy(PAPER / name, folder / name)
-        planted = write_fabric(folder, switches, ports, seed)
+        planted = write_fabric(folder, switches, ports, seed, distinct)
         start = time.perf_counter()
         report = verify(folder / "opensm.conf", folder / "traffic.toml", overrides_path=folder / "overrides.toml")
         elapsed = time.perf_counter() - start
@@ -60,7 +74,9 @@ def run(switches: int, ports: int, seed: int) -> dict:
                  and f"{planted}:" in isolation.witness)
         only = "[1 of " in (isolation.witness or "")
         return {"ports": report.inputs["ports_checked"], "distinct_tables": report.inputs["distinct_port_tables"],
-                "seconds": elapsed, "planted": planted, "found": found, "only_that_port": only,
+                "seconds": elapsed, "parse_s": report.inputs["parse_time_s"],
+                "proof_s": elapsed - report.inputs["parse_time_s"], "planted": planted, "found": found,
+                "only_that_port": only,
                 "summary": report.summary, "witness": isolation.witness, "fix": isolation.fix}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -71,16 +87,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--switches", type=int, default=1000)
     parser.add_argument("--ports", type=int, default=36)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--distinct", action="store_true", help="every port gets its own table")
     args = parser.parse_args(argv)
-    result = run(args.switches, args.ports, args.seed)
+    result = run(args.switches, args.ports, args.seed, args.distinct)
+    target = 30 if args.distinct else 60
     print(f"fabric: {args.switches} switches x {args.ports} ports = {result['ports']} ports checked, "
           f"{result['distinct_tables']} distinct tables")
-    print(f"verify time: {result['seconds']:.2f} s (target <= 60 s)")
+    print(f"verify time: {result['seconds']:.2f} s = parse {result['parse_s']:.2f} s + proof "
+          f"{result['proof_s']:.2f} s (target <= {target} s)")
     print(f"planted bad port {result['planted']}: found={result['found']} only_that_port={result['only_that_port']}")
     print(f"witness: {result['witness']}")
     print(f"fix: {result['fix']}")
     print(result["summary"])
-    return 0 if result["found"] and result["only_that_port"] and result["seconds"] <= 60 else 1
+    return 0 if result["found"] and result["only_that_port"] and result["seconds"] <= target else 1
 
 
 if __name__ == "__main__":

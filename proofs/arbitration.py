@@ -10,6 +10,7 @@ from fractions import Fraction
 from dualpath.proofs import smt
 from dualpath.proofs.fabric import Fabric, Port, PortQoS
 from dualpath.proofs.groups import Finding, Holds, Undecided, over_groups, ports_label
+from dualpath.proofs.qos_lanes import lanes_key
 from dualpath.proofs.traffic import TrafficPlan
 from dualpath.proofs.vlarb_model import WEIGHT_UNIT_BYTES, Arbiter, worst_backlog
 
@@ -183,37 +184,56 @@ def _wait_bound(plan: TrafficPlan):
     return check
 
 
+def arbitration_key(plan: TrafficPlan):
+    """What the share and wait checks decide on: where each class lands, the high limit, and each used
+    VL's packets per table round (Arbiter.of). Raw weights only shape the witness text and the fix,
+    which come from the first table of a class."""
+    lanes = lanes_key(plan)
+
+    def key(qos: PortQoS):
+        vls = _lanes(qos, plan)[0]
+        arb = Arbiter.of(qos, plan.fabric.mtu_bytes, vls)
+        return lanes(qos), qos.high_limit, tuple(arb.high.items()), tuple(arb.low.items())
+
+    return key
+
+
+def _weights_key(qos: PortQoS):
+    return qos.vlarb_high, qos.vlarb_low  # the weights check reads every entry of both tables
+
+
 def check_weights(fabric: Fabric, plan: TrafficPlan):
     unit = plan.fabric.mtu_bytes // WEIGHT_UNIT_BYTES
     return over_groups(fabric, _weights(plan), "weights_mtu_multiple", FAMILY,
                        f"Is every VLArb weight a multiple of MTU/64 = {unit} (whole packets)?",
-                       "every weight is a whole number of packets")
+                       "every weight is a whole number of packets", key=_weights_key)
 
 
 def check_kv_no_starvation(fabric: Fabric, plan: TrafficPlan):
     return over_groups(fabric, _kv_share(plan, Fraction(0), starvation=True), "kv_no_starvation", FAMILY,
                        "Does every KV VL get a non-zero share whatever else is busy (low weight > 0, "
-                       "high_limit < 255)?", "every KV VL keeps a non-zero share in every backlog")
+                       "high_limit < 255)?", "every KV VL keeps a non-zero share in every backlog",
+                       key=arbitration_key(plan))
 
 
 def check_kv_min_share(fabric: Fabric, plan: TrafficPlan):
     bound = Fraction(str(plan.fabric.kv_share_min))
     return over_groups(fabric, _kv_share(plan, bound, starvation=False), "kv_min_share", FAMILY,
                        f"Does every KV VL keep at least {_pct(bound)} of the link whatever else is busy?",
-                       f"every KV VL keeps >= {_pct(bound)}")
+                       f"every KV VL keeps >= {_pct(bound)}", key=arbitration_key(plan))
 
 
 def check_collective_share(fabric: Fabric, plan: TrafficPlan):
     bound = Fraction(str(plan.fabric.collective_share_min))
     return over_groups(fabric, _collective_share(plan), "collective_share", FAMILY,
                        f"Do collective VLs keep at least {_pct(bound)} of the link when KV traffic competes?",
-                       f"collectives keep >= {_pct(bound)} against KV in every backlog")
+                       f"collectives keep >= {_pct(bound)} against KV in every backlog", key=arbitration_key(plan))
 
 
 def check_model_wait(fabric: Fabric, plan: TrafficPlan):
     return over_groups(fabric, _wait_bound(plan), "model_wait_bound", FAMILY,
                        f"Can a model (collective) packet wait at most {plan.fabric.model_wait_max_ns:g} ns behind "
-                       "KV packets?", "model packets wait within the bound")
+                       "KV packets?", "model packets wait within the bound", key=arbitration_key(plan))
 
 
 def check_all(fabric: Fabric, plan: TrafficPlan) -> list:

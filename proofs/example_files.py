@@ -10,7 +10,9 @@ from pathlib import Path
 
 from dualpath.errors import UnknownNameError
 
-FILES = {"opensm": "opensm.conf", "traffic": "traffic.toml", "roce": "roce.toml", "env": "paper.env"}
+FILES = {"opensm": "opensm.conf", "traffic": "traffic.toml", "roce": "roce.toml", "env": "paper.env",
+         # The fabric's own state (issue 17), in the examples that read it (paper-real-state and its breakages).
+         "policy": "qos-policy.conf", "pods": "pods.yaml", "mlnx_qos": "nic.mlnx_qos", "sonic": "config_db.json"}
 
 
 def examples_dir() -> Path:
@@ -18,7 +20,7 @@ def examples_dir() -> Path:
 
 
 def example(name: str = "paper") -> dict[str, Path]:
-    """Paths of one example's files, keyed opensm, traffic, roce, env."""
+    """Paths of one example's files, keyed as FILES (a file an example lacks does not exist)."""
     folder = examples_dir() / name
     if not folder.is_dir():
         names = [p.name for p in examples_dir().iterdir() if p.is_dir()]

@@ -2,8 +2,9 @@
 
 Without overrides there is one representative port per port type (OpenSM programs every port of a
 type alike); overrides add one port per named node/port. OpenSM masks SL2VL entries with the port's
-operational VLs (sl2vl_update_table: vl &= (1 << (OperVLs - 1)) - 1, VL15 kept), and programs only
-as many VLArb entries as the port holds.
+operational VLs (sl2vl_update_table: vl &= (1 << (OperVLs - 1)) - 1, VL15 kept), programs only as many
+VLArb entries as the port holds, and masks their VLs the same way (vlarb_update_table_block:
+block.vl_entry[i].vl &= vl_mask), so a VLArb entry for VL 5 on a 4-VL port weighs VL 1.
 """
 
 from __future__ import annotations
@@ -73,10 +74,13 @@ class Fabric:
         return list(grouped.items())
 
 
-def _programmed(entries: tuple, cap: int | None) -> tuple[tuple, int]:
-    if cap is None or len(entries) <= cap:
-        return entries, 0
-    return entries[:cap], len(entries) - cap
+def _programmed(entries: tuple, cap: int | None, oper_code: int) -> tuple[tuple, int]:
+    mask = (1 << (oper_code - 1)) - 1
+    dropped = 0 if cap is None or len(entries) <= cap else len(entries) - cap
+    kept = entries if not dropped else entries[:cap]
+    if any(vl & mask != vl for vl, _ in kept):
+        kept = tuple((vl & mask, weight) for vl, weight in kept)
+    return kept, dropped
 
 
 def build_fabric(opensm: OpenSMOptions, overrides: Overrides | None = None) -> Fabric:
@@ -85,17 +89,20 @@ def build_fabric(opensm: OpenSMOptions, overrides: Overrides | None = None) -> F
         tables, sources = opensm.resolve(port_type)
         type_tables[port_type] = tables
         type_sources[port_type] = dict(sources, oper_vls=opensm.max_op_vls_where)
+    code = opensm.max_op_vls
     ports = [
-        Port(f"every {t} port", t, PortQoS(tables.max_vls, opensm.max_op_vls, tables.high_limit,
-                                           tables.vlarb_high, tables.vlarb_low, tables.sl2vl), type_sources[t])
+        Port(f"every {t} port", t, PortQoS(tables.max_vls, code, tables.high_limit, _programmed(tables.vlarb_high,
+                                                                                                None, code)[0],
+                                           _programmed(tables.vlarb_low, None, code)[0], tables.sl2vl),
+             type_sources[t])
         for t, tables in type_tables.items()
     ]
     memo: dict[tuple, PortQoS] = {}
     for entry in overrides.entries if overrides else ():
         base, values = type_tables[entry.port_type], entry.values
         oper = min(_ENCODE[values.get("vl_cap", 15)], opensm.max_op_vls)
-        high, high_dropped = _programmed(values.get("vlarb_high", base.vlarb_high), values.get("vlarb_high_cap"))
-        low, low_dropped = _programmed(values.get("vlarb_low", base.vlarb_low), values.get("vlarb_low_cap"))
+        high, high_dropped = _programmed(values.get("vlarb_high", base.vlarb_high), values.get("vlarb_high_cap"), oper)
+        low, low_dropped = _programmed(values.get("vlarb_low", base.vlarb_low), values.get("vlarb_low_cap"), oper)
         key = (values.get("max_vls", base.max_vls), oper, values.get("high_limit", base.high_limit),
                high, low, values.get("sl2vl", base.sl2vl), high_dropped, low_dropped)
         qos = memo.get(key)

@@ -1,9 +1,12 @@
-"""OpenSM options file (opensm.conf): the QoS keys, parsed in OpenSM's own syntax and fallback rules.
+"""OpenSM options file (opensm.conf): the QoS keys, read the way OpenSM reads them.
 
-One `key value` per line, `#` comments; OpenSM reads only the first token after the key. Per port type
-(`ca`, `sw0`, `swe`, `rtr`) OpenSM takes `qos_<type>_<field>`, else the generic `qos_<field>`, else its
-built-in default (qos_build_config in osm_qos.c): a max_vls of 0, a high_limit of -1 and a table of
-`(null)` mean "not set". Keys that are not QoS options are ignored.
+Per port type (`ca`, `sw0`, `swe`, `rtr`) OpenSM takes `qos_<type>_<field>`, else the generic
+`qos_<field>`, else its built-in default (osm_qos.c qos_build_config; osm_subnet.c
+subn_verify_qos_set): a max_vls of 0, a negative high_limit and a table of `(null)` mean "not set", and
+so does a value OpenSM rejects with "Invalid Cached Option ... Using Default". Values are read with
+OpenSM's C parsers (proofs/opensm_rules.py), so a short SL2VL list, a VLArb VL of 15 or a weight of
+300 become the table OpenSM programs, with OpenSM's warning in the report (file:line). Only what
+OpenSM cannot use at all is refused (exit 2): an unreadable file, or a file that is no options file.
 """
 
 from __future__ import annotations
@@ -12,6 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dualpath.errors import InputError, SpecError
+from dualpath.proofs.opensm_file import FGETS_CHARS, KNOWN_OPTIONS, OLD_OPTIONS, refuse_if_foreign, split_line
+from dualpath.proofs.opensm_rules import (
+    build_sl2vl,
+    build_vlarb,
+    c_strtol,
+    c_strtoul,
+    number_note,
+    read_int32,
+    read_uint32,
+    sl2vl_notes,
+    vlarb_notes,
+)
 
 PORT_TYPES = ("ca", "sw0", "swe", "rtr")
 FIELDS = ("max_vls", "high_limit", "vlarb_high", "vlarb_low", "sl2vl")
@@ -69,25 +84,23 @@ class QosTables:
 
 
 def parse_int(text: str, where: Where, low: int, high: int) -> int:
-    try:
-        number = int(text, 0)
-    except ValueError:
-        raise InputError(where.file, f"{where.key}: {text!r} is not an integer", where.line) from None
+    """A strict integer for our own formats (overrides): C syntax only, no `_`, no non-ASCII digits."""
+    number, end, ok = c_strtol(text.strip())
+    if not ok or end != len(text.strip()):
+        raise InputError(where.file, f"{where.key}: {text!r} is not an integer", where.line)
     if not low <= number <= high:
         raise SpecError(where.file, where.key, number, f"an integer in {low}..{high}", where.line)
     return number
 
 
 def parse_vlarb(text: str, where: Where) -> tuple[tuple[int, int], ...]:
-    """`VL:weight` pairs, comma-separated; VL 0..14 (VL15 is never arbitrated), weight 0..255."""
+    """Strict `VL:weight` list (overrides files): VL 0..14, weight 0..255, at most 64 entries."""
     entries = []
     for token in (t for t in text.split(",") if t.strip()):
         vl_text, sep, weight_text = token.partition(":")
         if not sep:
             raise InputError(where.file, f"{where.key}: entry {token!r} is not VL:weight", where.line)
-        vl = parse_int(vl_text.strip(), where, 0, 14)
-        weight = parse_int(weight_text.strip(), where, 0, 255)
-        entries.append((vl, weight))
+        entries.append((parse_int(vl_text.strip(), where, 0, 14), parse_int(weight_text.strip(), where, 0, 255)))
     if len(entries) > MAX_VLARB_ENTRIES:
         raise SpecError(where.file, where.key, len(entries), f"at most {MAX_VLARB_ENTRIES} VL:weight entries",
                         where.line)
@@ -95,7 +108,7 @@ def parse_vlarb(text: str, where: Where) -> tuple[tuple[int, int], ...]:
 
 
 def parse_sl2vl(text: str, where: Where) -> tuple[int, ...]:
-    """Exactly 16 VLs, one per SL (OpenSM maps missing SLs to VL0 with only a warning)."""
+    """Strict 16-entry SL2VL list (overrides files, which are ours; opensm.conf follows OpenSM)."""
     tokens = [t for t in text.split(",") if t.strip()]
     if len(tokens) != NUM_SLS:
         raise SpecError(where.file, where.key, len(tokens), f"{NUM_SLS} comma-separated VLs (one per SL)",
@@ -103,21 +116,54 @@ def parse_sl2vl(text: str, where: Where) -> tuple[int, ...]:
     return tuple(parse_int(t.strip(), where, 0, VL15) for t in tokens)
 
 
-def _parse_field(name: str, text: str, where: Where):
-    if name == "max_vls":
-        return parse_int(text, where, 0, 15) or None  # 0 = not set
-    if name == "high_limit":
-        value = parse_int(text, where, -1, 255)
-        return None if value < 0 else value
+@dataclass(frozen=True)
+class OpenSMWarning:
+    """What OpenSM would print (or silently do) about one line; `source` is the rule's origin."""
+
+    where: Where
+    message: str
+    source: str
+
+    def __str__(self) -> str:
+        at = f"{self.where.file}:{self.where.line}" if self.where.line is not None else self.where.file
+        return f"{at}: {self.where.key}: {self.message} [{self.source}]"
+
+
+def _builtin(name: str):
+    text = BUILTIN[name]
+    if name in ("max_vls", "high_limit"):
+        return int(text)
+    return build_vlarb(text) if name.startswith("vlarb") else build_sl2vl(text)
+
+
+def _read_field(name: str, where: Where, warn) -> object | None:
+    """The value OpenSM keeps for one qos_* line after subn_verify_*, or None (falls back)."""
+    text, prefix = where.text, where.key.rsplit("_" + name, 1)[0]
+    if name in ("max_vls", "high_limit"):
+        number = read_uint32(text) if name == "max_vls" else read_int32(text)
+        note = number_note(text, number, "opts_parse_uint32" if name == "max_vls" else "opts_parse_int32")
+        if note:
+            warn(where, note.message, note.source)
+        if name == "max_vls" and number > 15:
+            warn(where, f"Invalid Cached Option: {prefix}_max_vls={number}: Using Default",
+                 "osm_subnet.c subn_verify_max_vls")
+        if name == "high_limit" and number > 255:
+            warn(where, f"Invalid Cached Option: {prefix}_high_limit={number}: Using Default",
+                 "osm_subnet.c subn_verify_high_limit")
+        ok = 0 < number <= 15 if name == "max_vls" else 0 <= number <= 255
+        return number if ok else None  # 0 / negative: "not set", silently, as OpenSM
     if text == "(null)":
-        return None
-    return parse_vlarb(text, where) if name.startswith("vlarb") else parse_sl2vl(text, where)
-
-
-def _parse_bool(text: str, where: Where) -> bool:
-    if text.upper() in ("TRUE", "FALSE"):
-        return text.upper() == "TRUE"
-    raise InputError(where.file, f"{where.key}: {text!r} is not TRUE or FALSE", where.line)
+        return None  # opts_parse_charp: the "(null)" string unsets
+    if name == "sl2vl":
+        sl2vl = build_sl2vl(text)
+        notes = sl2vl_notes(text, sl2vl)
+        value: object = sl2vl
+    else:
+        vlarb = build_vlarb(text)
+        notes, value = vlarb_notes(text, vlarb), vlarb
+    for note in notes:
+        warn(where, note.message, note.source)
+    return value
 
 
 @dataclass(frozen=True)
@@ -127,8 +173,9 @@ class OpenSMOptions:
     qos_where: Where
     max_op_vls: int
     max_op_vls_where: Where
-    # "qos_ca_max_vls" -> (parsed value, where); only keys present in the file and set.
+    # "qos_ca_max_vls" -> (value OpenSM keeps, where); only keys present in the file and set.
     settings: dict = field(default_factory=dict)
+    warnings: tuple[OpenSMWarning, ...] = ()
 
     def resolve(self, port_type: str) -> tuple[QosTables, dict[str, Where]]:
         """The values OpenSM programs on ports of `port_type`, and where each one came from."""
@@ -141,43 +188,78 @@ class OpenSMOptions:
                     values[name], sources[name] = self.settings[key]
                     break
             else:
-                where = Where(self.path, None, f"qos_{name}", BUILTIN[name])
-                values[name], sources[name] = _parse_field(name, BUILTIN[name], where), where
+                values[name] = _builtin(name)
+                sources[name] = Where(self.path, None, f"qos_{name}", BUILTIN[name])
         return QosTables(**values), sources
+
+
+QOS_KEYS = frozenset(f"qos_{t}_{f}" for t in PORT_TYPES for f in FIELDS) | {f"qos_{f}" for f in FIELDS}
+
+
+def _unknown_key_warning(key: str, where: Where, warn) -> None:
+    """OpenSM skips a key that is no option without a word; for QoS-looking keys we say so."""
+    name = key.split("=", 1)[0]
+    if key in OLD_OPTIONS:
+        meant = "QoS on" if where.text == "FALSE" else "QoS off"
+        warn(where, f"no_qos is an OpenSM 3.0 option (`no_qos {where.text}` meant {meant}); current OpenSM ignores "
+                    "the line: QoS is on only with `qos TRUE`", "osm_subnet.c opt_tbl has `qos`, no `no_qos`")
+    elif "=" in key and (name in QOS_KEYS or name in KNOWN_OPTIONS):
+        warn(where, f"OpenSM reads the key {key!r}, which is no option, and ignores the line: write "
+                    f"`{name} {key.split('=', 1)[1] or where.text}`", "osm_subn_parse_conf_file: key ends at a blank")
+    elif key.startswith("qos") and key not in KNOWN_OPTIONS:
+        warn(where, "not an OpenSM option: OpenSM ignores this line", "osm_subnet.c opt_tbl")
 
 
 def load_opensm(path: str | Path) -> OpenSMOptions:
     path = str(path)
     try:
         text = Path(path).read_text()
-    except OSError as exc:
-        raise InputError(path, f"cannot read: {exc.strerror}") from exc
-    qos, qos_where = False, Where(path, None, "qos", "FALSE")
-    max_op_vls, op_where = DEFAULT_MAX_OP_VLS, Where(path, None, "max_op_vls", str(DEFAULT_MAX_OP_VLS))
-    known = {f"qos_{t}_{f}" for t in PORT_TYPES for f in FIELDS} | {f"qos_{f}" for f in FIELDS}
-    settings: dict = {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"cannot read: {getattr(exc, 'strerror', None) or exc}") from exc
+    refuse_if_foreign(path, text)
+    warnings: list[OpenSMWarning] = []
+
+    def warn(where: Where, message: str, source: str) -> None:
+        warnings.append(OpenSMWarning(where, message, source))
+
+    raw: dict[str, Where] = {}  # last line per key wins, as each opts_parse_* overwrites the field
     for number, line in enumerate(text.splitlines(), start=1):
-        tokens = line.split()
-        if not tokens or tokens[0].startswith("#"):
+        parsed = split_line(line)
+        if parsed is None or parsed[0].startswith("#"):
             continue
-        key = tokens[0]
-        if key not in known and key not in ("qos", "max_op_vls"):
-            continue  # not a QoS option: OpenSM's other keys are none of our business
-        if len(tokens) < 2 or tokens[1].startswith("#"):
-            raise InputError(path, f"{key} has no value", number)
-        if len(tokens) > 2 and not tokens[2].startswith("#"):
-            raise InputError(path, f"{key}: OpenSM reads only the first token, {' '.join(tokens[1:])!r} has "
-                                   "spaces (write the value without spaces)", number)
-        where = Where(path, number, key, tokens[1])
-        if key == "qos":
-            qos, qos_where = _parse_bool(tokens[1], where), where
-        elif key == "max_op_vls":
-            max_op_vls, op_where = parse_int(tokens[1], where, 1, 5), where
+        key, value = parsed
+        where = Where(path, number, key, value)
+        if len(line) > FGETS_CHARS:
+            warn(where, f"line longer than {FGETS_CHARS} characters: OpenSM's fgets reads the rest as a new line",
+                 "osm_subn_parse_conf_file fgets(line, 1023)")
+        if key in QOS_KEYS or key in ("qos", "max_op_vls"):
+            if key in raw and raw[key].text != value:
+                warn(raw[key], f"set again at line {number}: OpenSM keeps the last value", "opts_parse_*")
+            raw[key] = where
         else:
+            _unknown_key_warning(key, where, warn)
+    qos, qos_where = False, raw.get("qos", Where(path, None, "qos", "FALSE"))
+    if "qos" in raw:
+        qos = qos_where.text == "TRUE"  # opts_parse_boolean: strcmp("TRUE", value)
+        if qos_where.text not in ("TRUE", "FALSE"):
+            warn(qos_where, f"{qos_where.text!r} is not TRUE: OpenSM reads FALSE and QoS stays off",
+                 "osm_subnet.c opts_parse_boolean (exact, case-sensitive TRUE)")
+    max_op_vls, op_where = DEFAULT_MAX_OP_VLS, Where(path, None, "max_op_vls", str(DEFAULT_MAX_OP_VLS))
+    if "max_op_vls" in raw:
+        op_where = raw["max_op_vls"]
+        max_op_vls = c_strtoul(op_where.text)[0] & 0xFF  # opts_parse_uint8
+        note = number_note(op_where.text, max_op_vls, "opts_parse_uint8")
+        if note:
+            warn(op_where, note.message, note.source)
+        if not 1 <= max_op_vls <= 5:
+            raise SpecError(path, "max_op_vls", max_op_vls, "1..5 (PortInfo:OperVLs code; dualpath does not model "
+                                                            "what OpenSM programs for other values)", op_where.line)
+    settings: dict = {}
+    for key, where in raw.items():
+        if key in QOS_KEYS:
             name = next(f for f in FIELDS if key.endswith("_" + f))
-            parsed = _parse_field(name, tokens[1], where)
-            if parsed is None:
-                settings.pop(key, None)  # a later "(null)" or 0 line unsets an earlier one, as in OpenSM
-            else:
-                settings[key] = (parsed, where)
-    return OpenSMOptions(path, qos, qos_where, max_op_vls, op_where, settings)
+            kept = _read_field(name, where, warn)
+            if kept is not None:
+                settings[key] = (kept, where)
+    warnings.sort(key=lambda w: w.where.line or 0)
+    return OpenSMOptions(path, qos, qos_where, max_op_vls, op_where, settings, tuple(warnings))

@@ -66,10 +66,21 @@ def _class_reaches(plan: TrafficPlan):
     return check
 
 
+def lanes_key(plan: TrafficPlan):
+    """What the lane checks read of a table: the SL2VL entries of the SLs in use and the VL counts
+    (the other SLs' entries only appear in the suggested fix, taken from the first table of a class)."""
+    used = sorted({k.sl for k in plan.classes})
+
+    def key(qos: PortQoS):
+        return tuple(qos.sl2vl[s] for s in used), qos.max_vls, qos.oper_vls_code
+
+    return key
+
+
 def check_class_reaches_vl(fabric: Fabric, plan: TrafficPlan) -> PropertyResult:
     return over_groups(fabric, _class_reaches(plan), "class_reaches_vl", FAMILY,
                        "Does every traffic class reach the VL it was meant for, on every port type and port?",
-                       f"all {len(plan.classes)} classes land on their VL")
+                       f"all {len(plan.classes)} classes land on their VL", key=lanes_key(plan))
 
 
 def _isolation(plan: TrafficPlan):
@@ -105,7 +116,7 @@ def check_kv_collective_isolation(fabric: Fabric, plan: TrafficPlan) -> Property
     if not plan.of_kind("kv") or not plan.of_kind("collective"):
         return proved("kv_collective_isolation", FAMILY, question, "the plan has no KV/collective pair to separate")
     return over_groups(fabric, _isolation(plan), "kv_collective_isolation", FAMILY, question,
-                       "KV and collective classes never share a VL")
+                       "KV and collective classes never share a VL", key=lanes_key(plan))
 
 
 def _sl_range(plan: TrafficPlan):
@@ -140,7 +151,7 @@ def _sl_range(plan: TrafficPlan):
 def check_sl_vl_range(fabric: Fabric, plan: TrafficPlan) -> PropertyResult:
     return over_groups(fabric, _sl_range(plan), "sl_vl_range", FAMILY,
                        "Does every SL in use map to a data VL below the operational VL count (never VL15)?",
-                       "every SL in use maps to an operational data VL")
+                       "every SL in use maps to an operational data VL", key=lanes_key(plan))
 
 
 def check_all(opensm: OpenSMOptions, fabric: Fabric, plan: TrafficPlan) -> list:

@@ -6,6 +6,8 @@ the DSCP / intended TC / losslessness of each traffic class.
     pfc_priorities = [1, 3]                       # PFC enabled (mlnx_qos --pfc)
     strict_tcs = [6]                              # strict-priority TCs (mlnx_qos --tsa strict)
     ets_percent = [1, 4, 0, 95, 0, 0, 0, 0]       # index = TC (mlnx_qos --tcbw)
+    mlnx_qos = "nic.mlnx_qos"                     # or: the NIC's real state instead of the lines above
+    sonic_config_db = "config_db.json"            # optional: the switches' real state, one hop per port
     [dscp_to_priority]                            # unlisted DSCPs keep the default dscp >> 3
     "26" = 3
     [classes.alltoall]
@@ -20,11 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dualpath.proofs.opensm import Where
+from dualpath.proofs.roce_hop import NUM_DSCP, NUM_PRIORITIES, RoceHop
 from dualpath.tomldoc import TomlDoc
 
-NUM_PRIORITIES = 8
-NUM_DSCP = 64
-TOP_KEYS = {"trust", "priority_to_tc", "pfc_priorities", "strict_tcs", "ets_percent", "dscp_to_priority", "classes"}
+STATE_KEYS = {"trust", "priority_to_tc", "pfc_priorities", "strict_tcs", "ets_percent", "dscp_to_priority"}
+TOP_KEYS = STATE_KEYS | {"classes", "mlnx_qos", "sonic_config_db"}
+__all__ = ["NUM_DSCP", "NUM_PRIORITIES", "RoceClass", "RoceConfig", "RoceHop", "load_roce"]
 
 
 @dataclass(frozen=True)
@@ -38,18 +41,18 @@ class RoceClass:
 
 @dataclass(frozen=True)
 class RoceConfig:
+    """The intent (`classes`: DSCP, TC, losslessness per traffic class) and the state of every hop."""
+
     path: str
-    trust: str
-    dscp_to_priority: tuple[int, ...]
-    priority_to_tc: tuple[int, ...]
-    pfc_priorities: frozenset[int]
-    strict_tcs: frozenset[int]
-    ets_percent: tuple[int, ...]
     classes: dict
-    where: dict  # key -> Where (dscp_to_priority entries keyed "dscp:<n>")
+    hops: tuple[RoceHop, ...]
+
+    @property
+    def nic(self) -> RoceHop:
+        return self.hops[0]
 
     def tc_of_dscp(self, dscp: int) -> int:
-        return self.priority_to_tc[self.dscp_to_priority[dscp]]
+        return self.nic.tc_of_dscp(dscp)
 
 
 def _int_list(doc: TomlDoc, key: str, length: int | None, low: int, high: int, default) -> tuple[int, ...]:
@@ -62,13 +65,39 @@ def _int_list(doc: TomlDoc, key: str, length: int | None, low: int, high: int, d
     return tuple(value)
 
 
-def load_roce(path: str | Path) -> RoceConfig:
+def load_roce(path: str | Path, mlnx_qos_path=None, sonic_path=None) -> RoceConfig:
+    """Read roce.toml; the NIC state comes from `mlnx_qos_path` (or the file's `mlnx_qos`) when given,
+    else from the TOML; `sonic_path` (or `sonic_config_db`) adds one hop per switch port."""
     doc = TomlDoc.read(path)
     doc.check_keys(doc.data, TOP_KEYS)
 
     def where(*key) -> Where:
         return Where(doc.source, doc.line_of(*key), ".".join(map(str, key)))
 
+    folder = Path(doc.source).parent
+    if mlnx_qos_path is None and "mlnx_qos" in doc.data:
+        mlnx_qos_path = folder / doc.string(doc.data, "mlnx_qos", ())
+    if sonic_path is None and "sonic_config_db" in doc.data:
+        sonic_path = folder / doc.string(doc.data, "sonic_config_db", ())
+    hops: list[RoceHop] = []
+    if mlnx_qos_path is not None:
+        from dualpath.proofs.mlnx_qos import load_mlnx_qos
+
+        written = sorted(STATE_KEYS & set(doc.data))
+        if written and "mlnx_qos" in doc.data:
+            raise doc.error((written[0],), doc.data[written[0]],
+                            "no transcribed NIC state next to mlnx_qos (the real state replaces it)")
+        hops.append(load_mlnx_qos(mlnx_qos_path))
+    else:
+        hops.append(_toml_hop(doc, where))
+    if sonic_path is not None:
+        from dualpath.proofs.sonic import load_sonic
+
+        hops.extend(load_sonic(sonic_path))
+    return RoceConfig(doc.source, _classes(doc, where), tuple(hops))
+
+
+def _toml_hop(doc: TomlDoc, where) -> RoceHop:
     trust = doc.string(doc.data, "trust", (), ("dscp", "pcp"), default="pcp")
     prio_tc = _int_list(doc, "priority_to_tc", NUM_PRIORITIES, 0, 7, list(range(NUM_PRIORITIES)))
     pfc = _int_list(doc, "pfc_priorities", None, 0, 7, [])
@@ -81,6 +110,11 @@ def load_roce(path: str | Path) -> RoceConfig:
             raise doc.error(("dscp_to_priority", key), key, "a DSCP 0..63 as the key")
         dscp_map[int(key)] = doc.integer({key: prio}, key, ("dscp_to_priority",), 0, 7)
         wheres[f"dscp:{int(key)}"] = where("dscp_to_priority", key)
+    return RoceHop(f"NIC ({doc.source})", "toml", trust, tuple(dscp_map), prio_tc, frozenset(pfc), frozenset(strict),
+                   ets, wheres)
+
+
+def _classes(doc: TomlDoc, where) -> dict:
     classes = {}
     for name, data in doc.table("classes").items():
         p = ("classes", name)
@@ -92,5 +126,4 @@ def load_roce(path: str | Path) -> RoceConfig:
             raise doc.error((*p, "lossless"), lossless, "true or false")
         classes[name] = RoceClass(name, doc.integer(data, "dscp", p, 0, 63), doc.integer(data, "tc", p, 0, 7),
                                   lossless, where(*p))
-    return RoceConfig(doc.source, trust, tuple(dscp_map), prio_tc, frozenset(pfc), frozenset(strict), ets, classes,
-                      wheres)
+    return classes

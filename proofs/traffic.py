@@ -1,5 +1,9 @@
 """Traffic plan (TOML): the traffic classes with their SL and intended VL, the fabric's QoS targets,
-the per-library SL settings that must agree, and optionally the node numbers for the P:D range.
+the per-library SL (InfiniBand) and traffic-class (RoCE) settings that must agree, where the processes'
+environments come from (`env_file`, `pod_specs`), and optionally the node numbers for the P:D range.
+
+A library may instead take its SL from the subnet manager: `path_query = {service_id, pkey, qos_class,
+source, destination}` says it resolves paths through the SA, so OpenSM's QoS policy picks its SL.
 """
 
 from __future__ import annotations
@@ -8,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dualpath.errors import SpecError
-from dualpath.proofs.envfile import EnvValue, load_env
+from dualpath.proofs.envfile import EnvSource, EnvValue, env_source
 from dualpath.proofs.opensm import Where
 from dualpath.tomldoc import TomlDoc
 
@@ -23,6 +27,16 @@ KNOWN_SETTINGS = {
     "threefs": "ibsocket.sl",  # 3FS IBSocket config item `sl`
 }
 LIBRARY_DEFAULT_SL = 0
+# Library -> the setting that picks the IB traffic class byte (RoCE: DSCP << 2 | ECN); unset means 0.
+KNOWN_TC_SETTINGS = {
+    "nccl": "NCCL_IB_TC",
+    "ucx": "UCX_IB_TRAFFIC_CLASS",
+    "mooncake": "MC_IB_TC",
+    "deepep": "NVSHMEM_IB_TRAFFIC_CLASS",
+    "threefs": "ibsocket.traffic_class",
+}
+LIBRARY_DEFAULT_TC = 0
+PATH_QUERY_KEYS = ("service_id", "pkey", "qos_class", "source", "destination")
 
 
 @dataclass(frozen=True)
@@ -45,6 +59,9 @@ class LibrarySetting:
     plan_where: Where
     env_value: int | None = None
     env_where: EnvValue | None = None
+    tc_setting: str | None = None
+    tc_value: int | None = None  # the plan's traffic-class byte, for knobs not set by environment
+    path_query: dict | None = None  # field -> int or str: the SA path query, when the library makes one
 
 
 @dataclass(frozen=True)
@@ -76,6 +93,7 @@ class TrafficPlan:
     libraries: tuple[LibrarySetting, ...]
     cluster: ClusterNumbers | None
     env_path: str | None
+    envs: tuple[EnvSource, ...] = ()
 
     def of_kind(self, kind: str) -> list[TrafficClass]:
         return [c for c in self.classes if c.kind == kind]
@@ -129,23 +147,58 @@ def _libraries(doc: TomlDoc, classes: tuple[TrafficClass, ...], env: dict[str, E
         path = ("libraries", name)
         if not isinstance(data, dict):
             raise doc.error(path, data, "a table with setting, carries and optionally value")
-        doc.check_keys(data, {"setting", "carries", "value"}, path)
+        doc.check_keys(data, {"setting", "carries", "value", "tc_setting", "tc_value", "path_query"}, path)
         setting = doc.string(data, "setting", path, default=KNOWN_SETTINGS.get(name))
+        tc_setting = doc.string(data, "tc_setting", path, default=KNOWN_TC_SETTINGS.get(name)) \
+            if "tc_setting" in data or name in KNOWN_TC_SETTINGS else None
+        tc_value = doc.integer(data, "tc_value", path, 0, 255) if "tc_value" in data else None
         carries = data.get("carries")
         if not isinstance(carries, list) or not carries or any(c not in names for c in carries):
             raise doc.error((*path, "carries"), carries, "a list of class names from [classes]: "
                             + ", ".join(sorted(names)))
         value = doc.integer(data, "value", path, 0, 15) if "value" in data else None
+        query = _path_query(doc, data, path) if "path_query" in data else None
         env_value = env_where = None
         if setting in env:
             env_where = env[setting]
-            text = env_where.value
-            if not text.isdigit() or not 0 <= int(text) <= 15:
-                raise SpecError(env_where.file, setting, text, "an SL in 0..15", env_where.line)
-            env_value = int(text)
+            env_value = env_int(env_where, setting, 15)
         libraries.append(LibrarySetting(name, setting, tuple(carries), value, _where(doc, *path, "value")
-                                        if value is not None else _where(doc, *path), env_value, env_where))
+                                        if value is not None else _where(doc, *path), env_value, env_where,
+                                        tc_setting, tc_value, query))
     return tuple(libraries)
+
+
+def env_int(entry: EnvValue, setting: str, high: int) -> int | None:
+    """An SL (high 15) or traffic-class byte (high 255) from an environment; None when not knowable here."""
+    text = entry.value
+    if text is None:
+        return None
+    if text == "auto" and high == 255:
+        return LIBRARY_DEFAULT_TC  # UCX_IB_TRAFFIC_CLASS=auto: UCX's own default, taken as 0 here
+    if not text.isdigit() or not 0 <= int(text) <= high:
+        raise SpecError(entry.file, setting, text, f"an integer in 0..{high}", entry.line)
+    return int(text)
+
+
+def _path_query(doc: TomlDoc, data: dict, path: tuple) -> dict:
+    query = data["path_query"]
+    p = (*path, "path_query")
+    if not isinstance(query, dict):
+        raise doc.error(p, query, "an inline table with " + ", ".join(PATH_QUERY_KEYS))
+    doc.check_keys(query, set(PATH_QUERY_KEYS), p)
+    out: dict = {}
+    for key, value in query.items():
+        if key in ("service_id", "pkey", "qos_class"):
+            try:
+                number = value if isinstance(value, int) and not isinstance(value, bool) else int(str(value), 0)
+            except ValueError:
+                raise doc.error((*p, key), value, "an integer (decimal or 0x hex)") from None
+            out[key] = number
+        elif isinstance(value, str) and value:
+            out[key] = value  # a port GUID (0x...) or port name "node description/P<n>"
+        else:
+            raise doc.error((*p, key), value, "a port GUID or port name")
+    return out
 
 
 def _cluster(doc: TomlDoc) -> ClusterNumbers | None:
@@ -166,12 +219,60 @@ def _cluster(doc: TomlDoc) -> ClusterNumbers | None:
 
 def load_traffic(path: str | Path) -> TrafficPlan:
     doc = TomlDoc.read(path)
-    doc.check_keys(doc.data, {"env_file", "fabric", "classes", "libraries", "cluster"})
-    env_path = None
-    env: dict[str, EnvValue] = {}
-    if "env_file" in doc.data:
-        name = doc.string(doc.data, "env_file", ())
-        env_path = str(Path(doc.source).parent / name)
-        env = load_env(env_path)
+    doc.check_keys(doc.data, {"env_file", "pod_specs", "fabric", "classes", "libraries", "cluster"})
+    folder = Path(doc.source).parent
+    envs = [env_source(folder / name) for name in _names(doc, "env_file")]
+    if "pod_specs" in doc.data:
+        from dualpath.proofs.pod_env import load_pod_envs
+
+        envs += [s for name in _names(doc, "pod_specs") for s in load_pod_envs(folder / name)]
+    env_path = envs[0].file if envs else None
+    env = envs[0].values if envs else {}
     classes = _classes(doc)
-    return TrafficPlan(doc.source, classes, _fabric(doc), _libraries(doc, classes, env), _cluster(doc), env_path)
+    plan = TrafficPlan(doc.source, classes, _fabric(doc), _libraries(doc, classes, env), _cluster(doc), env_path,
+                       tuple(envs))
+    for source in envs:  # parse every source now, so a bad value is an input error before any proof
+        _check_values(plan, source)
+    return plan
+
+
+def _names(doc: TomlDoc, key: str) -> list[str]:
+    value = doc.data.get(key, [])
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise doc.error((key,), value, "a file name or a list of file names (relative to the plan)")
+    return names
+
+
+def _check_values(plan: TrafficPlan, source: EnvSource) -> None:
+    for lib in plan.libraries:
+        if lib.setting in source.values:
+            env_int(source.values[lib.setting], lib.setting, 15)
+        if lib.tc_setting and lib.tc_setting in source.values:
+            env_int(source.values[lib.tc_setting], lib.tc_setting, 255)
+
+
+def with_sources(plan: TrafficPlan, env_paths=(), pod_paths=()) -> TrafficPlan:
+    """`--env`/`--pod` files replace the plan's env_file/pod_specs: the processes that really run."""
+    if not env_paths and not pod_paths:
+        return plan
+    sources: list[EnvSource] = [env_source(p) for p in env_paths]
+    if pod_paths:
+        from dualpath.proofs.pod_env import load_pod_envs
+
+        sources += [s for p in pod_paths for s in load_pod_envs(p)]
+    return with_envs(plan, sources)
+
+
+def with_envs(plan: TrafficPlan, sources: list[EnvSource]) -> TrafficPlan:
+    """The plan with its environments replaced (`dualpath verify --env/--pod`); values are checked here."""
+    from dataclasses import replace
+
+    first = sources[0].values if sources else {}
+    libraries = tuple(replace(lib, env_where=first.get(lib.setting),
+                              env_value=env_int(first[lib.setting], lib.setting, 15) if lib.setting in first else None)
+                      for lib in plan.libraries)
+    out = replace(plan, libraries=libraries, envs=tuple(sources), env_path=sources[0].file if sources else None)
+    for source in sources:
+        _check_values(out, source)
+    return out

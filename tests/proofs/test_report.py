@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from dualpath.errors import InputError, SpecError, UnknownNameError
+from dualpath.errors import SpecError, UnknownNameError
 from dualpath.proofs import protocol_check
 from dualpath.proofs.example_files import broken_examples, example, examples_dir, variant
 from dualpath.proofs.report import VerificationReport, verify
@@ -23,9 +23,9 @@ def test_paper_configuration_proves_every_property_within_five_seconds():
     report = run(example())
     elapsed = time.perf_counter() - start
     assert [p.name for p in report.properties if p.status is not Status.PROVED] == []
-    assert len(report.properties) == 17 and report.exit_code() == 0
+    assert len(report.properties) == 18 and report.exit_code() == 0  # 18: roce_library_tc (issue 17)
     assert elapsed <= 5.0, elapsed
-    assert report.summary.startswith("verify: all hold; 17 properties: 17 proved")
+    assert report.summary.startswith("verify: all hold; 18 properties: 18 proved")
 
 
 def test_at_least_five_broken_examples_each_failing_for_a_different_reason():
@@ -82,7 +82,7 @@ def test_without_roce_file_the_roce_properties_are_not_asked():
 
 
 @pytest.mark.parametrize("key, edit, error, needle", [
-    ("opensm", ("qos_max_vls 4", "qos_max_vls"), InputError, "qos_max_vls"),
+    ("opensm", ("max_op_vls 3", "max_op_vls 9"), SpecError, "max_op_vls"),  # OpenSM reads an empty value as 0
     ("traffic", ("[cluster]", "[cluster]\nracks = 2"), SpecError, "racks = 2"),
     ("traffic", ("sl = 3", "sl = 17"), SpecError, "sl = 17"),
     ("roce", ('trust = "dscp"', 'trust = "dscp"\nmode = 1'), SpecError, "mode = 1"),
@@ -110,7 +110,7 @@ def test_cli_verify_writes_reports_and_exits_by_status(tmp_path, capsys):
     assert "all hold" in capsys.readouterr().out
     bad = example("broken-high-limit-unlimited")
     assert main(["verify", "--opensm", str(bad["opensm"]), "--traffic", str(bad["traffic"])]) == 1
-    broken = variant(tmp_path / "b", {"opensm": [("qos_high_limit 240", "qos_high_limit")]})
+    broken = variant(tmp_path / "b", {"opensm": [("qos_high_limit 240", "max_op_vls 9")]})
     assert main(["verify", "--opensm", str(broken["opensm"]), "--traffic", str(broken["traffic"])]) == 2
     assert "opensm.conf:17" in capsys.readouterr().err
 
@@ -136,6 +136,7 @@ BROKEN_FIXTURES = {
     "roce_pfc": ({"roce": [("pfc_priorities = [1, 3]", "pfc_priorities = [0, 1, 3]")]}, "default"),
     "roce_ets": ({"roce": [("[1, 4, 0, 95,", "[1, 4, 5, 95,")]}, "default"),
     "roce_strict_kv": ({"roce": [("strict_tcs = [6]", "strict_tcs = [1, 6]")]}, "default"),
+    "roce_library_tc": ({"env": [("export NCCL_IB_TC=104", "export NCCL_IB_TC=40")]}, "default"),
     "deadlock_free": ({}, "no-admission"),
     "channel_dependency_acyclic": ({}, "no-admission"),
     "pd_bottleneck_free": ({"traffic": [("decode_nodes = 4", "decode_nodes = 20")]}, "default"),

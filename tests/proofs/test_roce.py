@@ -10,6 +10,10 @@ from dualpath.proofs.roce_spec import load_roce
 from dualpath.proofs.traffic import load_traffic
 
 CHECKS = (check_class_tc, check_pfc, check_ets, check_strict_kv)
+from dualpath.errors import InputError
+from dualpath.proofs.mlnx_qos import load_mlnx_qos
+from dualpath.proofs.roce import check_library_tc
+from dualpath.proofs.sonic import load_sonic
 
 
 def run(paths, check):
@@ -55,3 +59,97 @@ def test_bad_roce_values_name_the_line(tmp_path, edit, fragment):
     with pytest.raises(SpecError) as info:
         load_roce(paths["roce"])
     assert fragment in str(info.value) and info.value.line is not None and str(paths["roce"]) in str(info.value)
+
+
+# Issue 17 item 3: the real state (mlnx_qos output, SONiC config_db.json) and the libraries' TC knobs.
+
+
+def real_state(name="paper-real-state"):
+    paths = example(name)
+    return load_roce(paths["roce"]), load_traffic(paths["traffic"])
+
+
+def test_mlnx_qos_output_is_the_nic_state():
+    hop = load_mlnx_qos(example("paper-real-state")["roce"].parent / "nic.mlnx_qos")
+    assert hop.trust == "dscp" and hop.device == "ens1f0np0" and hop.tc_of_dscp(26) == 3 and hop.tc_of_dscp(10) == 1
+    assert hop.pfc_priorities == {1, 3} and hop.strict_tcs == {6} and hop.ets_percent[3] == 95
+    assert hop.where["pfc_priorities"].line == 18 and hop.where["dscp:26"].line == 8
+
+
+def test_sonic_config_db_gives_one_hop_per_port():
+    hops = load_sonic(example("paper-real-state")["roce"].parent / "config_db.json")
+    assert [h.device for h in hops] == ["Ethernet0", "Ethernet8"] and hops[0].ets_relative
+    assert hops[0].tc_of_dscp(26) == 3 and hops[0].pfc_priorities == {1, 3} and hops[0].strict_tcs == {6}
+    assert hops[1].where["pfc_priorities"].line == 37 and hops[0].where["dscp:10"].line == 4
+
+
+def test_real_state_example_holds_on_every_hop():
+    roce, plan = real_state()
+    assert len(roce.hops) == 3
+    for check in (*CHECKS, check_library_tc):
+        result = check(roce, plan)
+        assert result.status is Status.PROVED, (check, result.witness)
+
+
+@pytest.mark.parametrize("name, check, needles", [
+    ("broken-mlnx-qos-trust", check_class_tc,
+     ("NIC ens1f0np0", "trust is 'pcp'", "mlnx_qos -i ens1f0np0 --trust dscp")),
+    ("broken-sonic-pfc", check_pfc, ("switch port Ethernet8", "priority 1 without PFC", '"1,3"')),
+    ("broken-pod-nccl-tc", check_library_tc, ("NCCL_IB_TC=40", "pods.yaml:53", 'value: "104"')),
+])
+def test_real_state_fixtures_fail_with_the_source_line_and_its_fix(name, check, needles):
+    result = check(*real_state(name))
+    assert result.status is Status.VIOLATED
+    text = result.witness + " " + result.fix
+    assert all(n in text for n in needles), text
+
+
+def test_unset_tc_knob_means_dscp_zero(tmp_path):
+    paths = variant(tmp_path, {"env": [("export NCCL_IB_TC=104\n", "")]})
+    result = check_library_tc(load_roce(paths["roce"]), load_traffic(paths["traffic"]))
+    assert result.status is Status.VIOLATED and "NCCL_IB_TC is not set (library default 0)" in result.witness
+    assert "NCCL_IB_TC=104" in result.fix
+
+
+def test_transcribed_state_next_to_mlnx_qos_is_refused(tmp_path):
+    paths = variant(tmp_path, {"roce": [("", "")]}, base="paper-real-state")
+    paths["roce"].write_text('trust = "dscp"\n' + paths["roce"].read_text())
+    with pytest.raises(SpecError) as info:
+        load_roce(paths["roce"])
+    assert "real state replaces it" in str(info.value) and info.value.line == 1
+
+
+@pytest.mark.parametrize("file, text, fragment", [
+    ("nic.mlnx_qos", "DCBX mode: OS controlled\n", "Priority trust state"),
+    ("nic.mlnx_qos", "Priority trust state: dscp\ntc: 9 ratelimit: unlimited, tsa: ets, bw: 5%\n", "0..7"),
+    ("config_db.json", '{"PORT_QOS_MAP": {"Ethernet0": {"dscp_to_tc_map": "NOPE"}}}', "DSCP_TO_TC_MAP|NOPE"),
+    ("config_db.json", '{"DEVICE_METADATA": {}}', "PORT_QOS_MAP"),
+    ("config_db.json", '{"PORT_QOS_MAP": ', "invalid JSON"),
+])
+def test_bad_state_files_name_the_file(tmp_path, file, text, fragment):
+    path = tmp_path / file
+    path.write_text(text)
+    with pytest.raises((InputError, SpecError)) as info:
+        load_mlnx_qos(path) if file.endswith("mlnx_qos") else load_sonic(path)
+    assert fragment in str(info.value) and str(path) in str(info.value)
+
+
+def test_cli_reads_the_real_state_from_flags(tmp_path, capsys):
+    from dualpath.cli import main
+
+    paper, real = example(), example("paper-real-state")
+    out = tmp_path / "r.json"
+    # paper-real-state's plan (UCX's SL from the SA) with paper's roce.toml: the flags bring the real state.
+    code = main(["verify", "--opensm", str(real["opensm"]), "--traffic", str(real["traffic"]), "--roce",
+                 str(paper["roce"]), "--mlnx-qos", str(real["mlnx_qos"]), "--sonic", str(real["sonic"]),
+                 "--pod", str(real["pods"]), "--qos-policy", str(real["policy"]), "--json", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().out
+    import json
+
+    inputs = json.loads(out.read_text())["inputs"]
+    assert len(inputs["roce_hops"]) == 3 and len(inputs["environments"]) == 2 and inputs["qos_policy"]
+    bad = tmp_path / "bad.mlnx_qos"
+    bad.write_text(real["mlnx_qos"].read_text().replace("enabled     0   1   0   1", "enabled     0   0   0   1"))
+    assert main(["verify", "--opensm", str(paper["opensm"]), "--traffic", str(paper["traffic"]), "--roce",
+                 str(paper["roce"]), "--mlnx-qos", str(bad), "--quiet"]) == 1
+    assert "VIOLATED: roce_pfc" in capsys.readouterr().out
