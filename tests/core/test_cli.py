@@ -80,7 +80,7 @@ def test_verify_paper_config_holds_and_broken_ones_fail(capsys, tmp_path):
 @pytest.mark.slow
 def test_demo_runs_quickly(capsys, tmp_path):
     code, out, _ = run(capsys, "demo", "--quick", "--out", str(tmp_path))
-    assert code == 0 and "17 proved" in out
+    assert code == 0 and "18 proved" in out
 
 
 def test_simulate_writes_results_and_plots(capsys, tmp_path):
