@@ -15,12 +15,13 @@ fetch (FIFO) when no DE has room. Forward batches take everything ready (no atte
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from operator import attrgetter
 
 from dualpath.cluster import ClusterSpec, Role
 from dualpath.llm import LLMSpec
 from dualpath.plan import Assignment
-from dualpath.policy import ClusterState, ExecutionOptions, Policy
+from dualpath.policy import ClusterState, EngineState, ExecutionOptions, Policy
 from dualpath.request import Request
 from dualpath.solver.paper_rules import DualPathPolicy
 
@@ -43,25 +44,25 @@ class RoundRobinPolicy(Policy):
 
     def schedule(self, pending: Sequence[Request], state: ClusterState) -> list[Assignment]:
         engines = state.engines
-        pes = [n for n in self._pe_names if n in engines and engines[n].alive]
-        des = [n for n in self._de_names if n in engines and engines[n].alive]
+        pes, des = _live(self._pe_names, engines), _live(self._de_names, engines)
         if not pes or not des:
             return []
-        free = {n: engines[n].free_hbm_bytes for n in des}
+        free: dict[str, int] = {}  # the DEs' free HBM as this call books it, read from `engines` on first use
         queues = dict(state.read_queue_tokens)
         out = []
         for r in pending:
             need = r.context_tokens * self.kv
             for step in range(len(des)):
                 de = des[(self._next_de + step) % len(des)]
-                if free[de] >= need:
+                room = free[de] if de in free else engines[de].free_hbm_bytes
+                if room >= need:
                     self._next_de = (self._next_de + step + 1) % len(des)
                     break
             else:
                 break  # no DE has room: the head waits
             pe = pes[self._next_pe % len(pes)]
             self._next_pe = (self._next_pe + 1) % len(pes)
-            free[de] -= need
+            free[de] = room - need
             on_pe = self._reads_on_pe(queues, engines[pe].node, engines[de].node)
             node = engines[pe].node if on_pe else engines[de].node
             queues[node] = queues.get(node, 0) + r.hit_tokens
@@ -76,6 +77,17 @@ class RoundRobinPolicy(Policy):
             return queues.get(pe_node, 0) <= queues.get(de_node, 0)
         self._next_side ^= 1
         return bool(self._next_side)
+
+
+def _live(names: list[str], engines: Mapping[str, EngineState]) -> list[str]:
+    """`names` that are in `engines` and alive; checked in C first (usually all of them are: thousands
+    of engines per scheduling call), then filtered in Python only when some are not."""
+    if all(map(engines.__contains__, names)) and all(map(_alive, map(engines.__getitem__, names))):
+        return names
+    return [n for n in names if n in engines and engines[n].alive]
+
+
+_alive = attrgetter("alive")
 
 
 class BasicPolicy(RoundRobinPolicy):

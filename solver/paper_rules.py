@@ -132,54 +132,81 @@ class DualPathPolicy(Policy):
         then the least tok_e; ties go to the shorter read queue, then the lowest index."""
         alpha, beta, queues = self.alpha_tokens, self.beta_tokens, view.read_queue_tokens
         tokens, nodes = view.pe_tokens, view.pe_node
-        best, best_key = None, None
+        # The least key (read_q > alpha, tok_e, read_q, index), compared field by field rather than
+        # as tuples: this runs for every PE of every assignment.
+        best = -1
+        best_far, best_t, best_q = True, 0.0, 0
         for p in (range(len(tokens)) if members is None else members):
             t = tokens[p]
             if t > beta:
                 continue
             q = queues.get(nodes[p], 0)
-            key = (q > alpha, t, q, p)
-            if best_key is None or key < best_key:
-                best, best_key = p, key
-        return best
+            far = q > alpha
+            if best < 0 or (far < best_far or (far == best_far and (
+                    t < best_t or (t == best_t and (q < best_q or (q == best_q and p < best)))))):
+                best, best_far, best_t, best_q = p, far, t, q
+        return best if best >= 0 else None
 
     def choose_de(self, view: SchedulerView, r: Request, pending: Sequence[Request] = ()) -> int | None:
         length = r.context_tokens
         need = length * self.kv
         free, tokens, seqs = view.de_free_hbm, view.de_tokens, view.de_seqs
         load = view.group_tokens
-        least = min(view.groups, key=lambda g: (load[g], g), default=None)
-        if least is None:
+        groups = view.groups
+        if len(groups) == 1:  # the common shape (one expert-parallel DE group): no ranking to do
+            least = next(iter(groups))
+        elif groups:  # the least (load, group) pair, compared in C (ties: the lower group)
+            least = min(zip(map(load.__getitem__, groups), groups))[1]
+        else:
             return None
+
         def ranked():  # usually the least-loaded group has room; only otherwise are the others sorted
             yield least
-            yield from sorted((g for g in view.groups if g != least), key=lambda g: (load[g], g))
+            yield from sorted((g for g in groups if g != least), key=lambda g: (load[g], g))
 
+        z_limit = view.z_limit
         for group in ranked():
-            members = view.groups[group]
-            roomy = [d for d in members if free[d] >= need]
-            if not roomy:
-                continue
-            z = view.z_limit.get(group)
-            if z is None:
-                z = view.z_limit[group] = self._z(view, members, pending)
-            under = [d for d in roomy if tokens[d] + length <= z]
-            if under:
-                return min(under, key=lambda d: (seqs[d], tokens[d], d))
-            return min(roomy, key=lambda d: (tokens[d], d))
+            members = groups[group]
+            # One pass for both answers: the least (seq_e, tok_e, index) under Z, else the least
+            # (tok_e, index) with room; Z is fixed on the first engine with room, as before.
+            z = None
+            under, under_s, under_t = -1, 0, 0
+            roomy, roomy_t = -1, 0
+            for d in members:
+                if free[d] < need:
+                    continue
+                if z is None:
+                    z = z_limit.get(group)
+                    if z is None:
+                        z = z_limit[group] = self._z(view, members, pending)
+                t = tokens[d]
+                if t + length <= z:
+                    sq = seqs[d]
+                    if under < 0 or sq < under_s or (sq == under_s and (t < under_t or (t == under_t and d < under))):
+                        under, under_s, under_t = d, sq, t
+                elif under < 0 and (roomy < 0 or t < roomy_t or (t == roomy_t and d < roomy)):
+                    roomy, roomy_t = d, t
+            if under >= 0:
+                return under
+            if z is not None:
+                return roomy
         return None
 
     def _z(self, view: SchedulerView, members: list[int], pending: Sequence[Request]) -> float:
         """1.05 x (tokens of this fetch's requests that fit in the group's free HBM + sum tok_e) / #engines."""
-        room = sum(max(0, view.de_free_hbm[d]) for d in members)
+        free = view.de_free_hbm
+        room = sum([free[d] for d in members if free[d] > 0])  # the sum of max(0, free) without the calls
         fit = 0
+        kv = self.kv
         for r in pending:
-            need = r.context_tokens * self.kv
+            context = r.hit_tokens + r.new_tokens + r.output_tokens  # r.context_tokens, inlined
+            need = context * kv
             if need > room:
                 break
             room -= need
-            fit += r.context_tokens
-        return self.z_factor * (fit + sum(view.de_tokens[d] for d in members)) / len(members)
+            fit += context
+        tokens = view.de_tokens
+        return self.z_factor * (fit + sum([tokens[d] for d in members])) / len(members)
 
     def choose_read_side(self, view: SchedulerView, p: int, d: int) -> str:
         queues = view.read_queue_tokens
@@ -197,12 +224,22 @@ class DualPathPolicy(Policy):
                 batch.append(item)
                 left -= cost
                 continue
-            fit = largest_fit(lambda n, c=item.cached_tokens: attention([(c, n)]), left, item.new_tokens - 1,
-                              int(item.new_tokens * left / cost))
+            def chunk_cost(n: int, c: int = item.cached_tokens) -> float:
+                return attention([(c, n)])
+
+            # The search's start: the linear guess, then one secant step towards the full request (the
+            # cost is slightly convex in n). Any start gives the same answer; a close one saves probes.
+            guess = int(item.new_tokens * left / cost)
+            if 0 < guess < item.new_tokens - 1:
+                at_guess = chunk_cost(guess)
+                if at_guess <= left < cost:
+                    guess += int((item.new_tokens - guess) * (left - at_guess) / (cost - at_guess))
+            fit = largest_fit(chunk_cost, left, item.new_tokens - 1, guess)
             if fit == 0 and not batch:
                 fit = 1  # a batch always makes progress
-            if fit:
-                batch.append(replace(item, new_tokens=fit))
+            if fit:  # the chunk; built directly when it is a plain BatchItem (replace() is slow)
+                batch.append(BatchItem(item.request, item.cached_tokens, fit, item.arrived_s)
+                             if type(item) is BatchItem else replace(item, new_tokens=fit))
             break
         return batch
 

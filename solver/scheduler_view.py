@@ -101,8 +101,7 @@ class ViewCache:
             view = view.copy()
             view.read_queue_tokens = dict(state.read_queue_tokens)
             return view
-        view = view.copy()
-        view.read_queue_tokens = dict(state.read_queue_tokens)
+        # The cached view is never handed out (callers get copies), so it is updated in place.
         for pos in changed:
             e = values[pos]
             if not e.alive:
@@ -114,8 +113,9 @@ class ViewCache:
                 view.group_tokens[e.group] += e.num_tokens - view.de_tokens[i]
                 view.de_tokens[i], view.de_seqs[i], view.de_free_hbm[i] = e.num_tokens, e.num_seqs, e.free_hbm_bytes
             self.states[pos] = e
-        self.view = view
-        return view.copy()
+        view = view.copy()
+        view.read_queue_tokens = dict(state.read_queue_tokens)
+        return view
 
     def _rebuild(self, state: ClusterState) -> SchedulerView:
         view = SchedulerView.of(state)

@@ -49,6 +49,8 @@ class SplitLP:
             row.SetCoefficient(self.T, -rate_gb_per_s[n])
         for s in range(len(self.placed)):
             old = self.placed[s]
+            if old is None and s >= len(rows):
+                continue  # still empty: its bounds are 0 already, and OR-Tools ignores unchanged bounds
             if old is not None:
                 self.node_row[old[0]].SetCoefficient(self.pe_var[s], 0)
                 self.node_row[old[1]].SetCoefficient(self.de_var[s], 0)

@@ -37,12 +37,21 @@ class EngineBoard:
     def snapshot(self, now_s: float, storages: Sequence[NodeStorage]) -> ClusterState:
         names = self.node_names
         states = self.states
+        # An engine marked dirty whose counters are back where they were keeps its state object: a
+        # policy's view cache then skips it too (identity means unchanged).
         for i in self.dirty_pe:
             pe = self.pes[i]
+            old = states.get(pe.spec.name)
+            if old is not None and old.num_seqs == pe.num_seqs and old.num_tokens == pe.num_tokens:
+                continue
             states[pe.spec.name] = EngineState(pe.spec.name, Role.PREFILL, names[pe.node], pe.spec.group,
                                                pe.num_seqs, pe.num_tokens, self.pe_free_hbm_bytes)
         for i in self.dirty_de:
             de = self.des[i]
+            old = states.get(de.spec.name)
+            if (old is not None and old.num_seqs == de.num_seqs and old.num_tokens == de.num_tokens
+                    and old.free_hbm_bytes == de.free_hbm_bytes):
+                continue
             states[de.spec.name] = EngineState(de.spec.name, Role.DECODE, names[de.node], de.spec.group,
                                                de.num_seqs, de.num_tokens, de.free_hbm_bytes)
         self.dirty_pe.clear()

@@ -15,12 +15,15 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Callable
+from operator import attrgetter
 
 from dualpath.runtime.sim import events as ev
 from dualpath.runtime.sim.context import SimContext
 from dualpath.runtime.sim.hardware import Hardware
 from dualpath.runtime.sim.nic import UsageMeter
 from dualpath.runtime.sim.state import DEEngine, ReqState
+
+_step_s_of = attrgetter("step_s")
 
 
 class DecodeGroup:
@@ -88,22 +91,25 @@ class DecodeGroup:
         running = self.running
         done: list[ReqState] = []
         touched: set[DEEngine] = set()
+        heappop, heappush = heapq.heappop, heapq.heappush
         while running and running[0][0] <= step:
-            state = heapq.heappop(running)[2]
+            state = heappop(running)[2]
             engine = des[state.de]
             engine.num_decode_seqs -= 1
-            engine.decode_ctx_tokens -= state.req.prompt_tokens + state.req.output_tokens // 2
+            engine.decode_ctx_tokens -= state.decode_ctx_tokens
             touched.add(engine)
             done.append(state)
         joined = self.joins
         self.joins = []
+        seq = self._seq
         for state in joined:
             engine = des[state.de]
             engine.num_decode_seqs += 1
-            engine.decode_ctx_tokens += state.req.prompt_tokens + state.req.output_tokens // 2
+            engine.decode_ctx_tokens += state.decode_ctx_tokens
             touched.add(engine)
-            self._seq += 1
-            heapq.heappush(running, (step + state.req.output_tokens - 1, self._seq, state))
+            seq += 1
+            heappush(running, (step + state.req.output_tokens - 1, seq, state))
+        self._seq = seq
         decode_step, weights = self.ctx.llm.decode_step_s, self.hw.de_weight_bytes
         slowest, rescan = self.step_s, False
         for engine in touched:
@@ -114,7 +120,7 @@ class DecodeGroup:
             elif old >= self.step_s:
                 rescan = True  # the slowest engine got faster: look at them all
         if rescan:
-            slowest = max(e.step_s for e in self.engines)
+            slowest = max(map(_step_s_of, self.engines))
         self.anchor_s = now
         self.anchor_step = step
         self.step_s = slowest if running else 0.0

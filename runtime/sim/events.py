@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
+from heapq import heappush
 from typing import Any
 
 # Same-instant order. A step end frees PE tokens before the scheduler looks; reads land before a
@@ -34,9 +35,10 @@ class EventQueue:
         self.num_events = 0
 
     def push(self, at_s: float, priority: int, handler: Callable[[Any], None], arg: Any = None) -> None:
-        at_s = max(at_s, self.now_s)  # float round-off must never move time backwards
-        self._seq += 1
-        heapq.heappush(self._heap, (at_s, priority, self._seq, handler, arg))
+        if self.now_s > at_s:  # float round-off must never move time backwards (max() without the call)
+            at_s = self.now_s
+        self._seq = seq = self._seq + 1
+        heappush(self._heap, (at_s, priority, seq, handler, arg))
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -45,6 +47,14 @@ class EventQueue:
         """Pop and dispatch until empty; `on_tick` runs every `tick_every` events (progress)."""
         heap, pop = self._heap, heapq.heappop
         count = self.num_events
+        if on_tick is None:  # the usual case: the loop without the progress test
+            while heap:
+                at_s, _, _, handler, arg = pop(heap)
+                self.now_s = at_s
+                handler(arg)
+                count += 1
+            self.num_events = count
+            return
         while heap:
             at_s, _, _, handler, arg = pop(heap)
             self.now_s = at_s

@@ -18,6 +18,7 @@ calibration's optional per-step token budget (`max_batch_new_tokens`, chunking t
 from __future__ import annotations
 
 from collections.abc import Callable
+from operator import attrgetter
 
 from dualpath.errors import InputError
 from dualpath.policy import BatchItem
@@ -30,6 +31,9 @@ from dualpath.runtime.sim.state import PEEngine, ReqState
 Chunk = tuple[ReqState, int, bool]  # (request, new tokens computed this step, its first chunk)
 # Per engine of a step: (engine, its chunks, bytes it loads locally, blocks it loads, bytes it sends, blocks it sends)
 EngineIO = tuple[PEEngine, list[Chunk], int, int, int, int]
+
+
+_by_assign_seq = attrgetter("assign_seq")  # a PE's queue order: the order its requests were assigned
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -97,22 +101,23 @@ class PrefillGroup:
     def _form(self, engine: PEEngine) -> list[Chunk]:
         ctx = self.ctx
         policy = ctx.policy
-        states = sorted(engine.ready.values(), key=lambda s: s.assign_seq)
+        ready = engine.ready  # request id -> state: the lookup `form_batch`'s items are checked against
+        states = sorted(ready.values(), key=_by_assign_seq) if len(ready) > 1 else list(ready.values())
         chosen = policy.form_batch([s.item for s in states if s.item is not None])
-        by_id = {s.req.id: s for s in states}
         batch: list[Chunk] = []
         seen: set[str] = set()
         hbm_left = self.hw.pe_free_hbm_bytes
         tokens_left = ctx.calibration.max_batch_new_tokens or 1 << 62
+        layerwise = ctx.options.layerwise
         for item in chosen:
-            s = by_id.get(item.request)
+            s = ready.get(item.request)
             if s is None or item.request in seen or not 1 <= item.new_tokens <= s.remaining_tokens:
                 raise InputError(f"policy {policy.name}",
                                  f"form_batch returned {item!r}, not a queued item or a chunk of one")
-            new = min(item.new_tokens, tokens_left)  # the engine's own chunked-prefill budget
+            new = item.new_tokens if item.new_tokens < tokens_left else tokens_left  # chunked-prefill budget
             if new <= 0:
                 break
-            if not ctx.options.layerwise:
+            if not layerwise:
                 need = (s.cached_tokens + new) * ctx.kv_bytes_per_token
                 if batch and need > hbm_left:
                     break  # all KV resident: HBM bounds the batch

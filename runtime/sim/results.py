@@ -1,9 +1,10 @@
 """One result row per simulation, as `dualpath simulate --json` reports it.
 
 Offline: {"policy", "agents", "requests", "jct_s", "mean_agent_jct_s", "tokens_per_s",
-"snic_balance_max_over_avg", "read_bytes_pe", "read_bytes_de", "wall_s", ...}; online rows add "aps",
-the steady-state TTFT/TTST/TPOT statistics ("ttft_p50_s", "ttft_p99_s", "tpot_mean_s", ...),
-"slo_attainment" and "slo_met"; a capacity search adds "capacity_aps".
+"snic_balance_max_over_avg", "read_bytes_pe", "read_bytes_de", "wall_s", ...} and, as `dualpath run`
+reports them, mean/p50/p90/p99 TTFT/TTST/TPOT over all requests ("ttft_p50_s", "tpot_p99_s", ...),
+"slo_attainment" and "goodput_requests_per_s"; online rows add "aps", replace the latency statistics
+and "slo_attainment" with the steady state's, and add "slo_met"; a capacity search adds "capacity_aps".
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from dualpath.runtime.capacity import PAPER_SLO, SLO, CapacityResult, online_summary
+from dualpath.runtime.capacity import PAPER_SLO, SLO, CapacityResult, latency_summary, online_summary
 from dualpath.trace import Trace
 
 
@@ -20,7 +21,7 @@ def _clean(value: object) -> object:
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
-def offline_row(trace: Trace) -> dict[str, Any]:
+def offline_row(trace: Trace, slo: SLO = PAPER_SLO) -> dict[str, Any]:
     """The offline columns; `mean_agent_jct_s` averages each agent's last finish (its JCT when all start at 0)."""
     m = trace.metrics()
     done_at: dict[int, float] = {}
@@ -35,12 +36,13 @@ def offline_row(trace: Trace) -> dict[str, Any]:
         "read_bytes_pe": pe_bytes, "read_bytes_de": de_bytes,
         "wall_s": trace.meta.get("wall_s"), "sim_requests_per_wall_s": trace.meta.get("sim_requests_per_wall_s"),
     }
+    row.update(latency_summary(trace, slo))  # the same latency and goodput fields as `dualpath run`
     return {k: _clean(v) for k, v in row.items()}
 
 
 def online_row(trace: Trace, aps: float, slo: SLO = PAPER_SLO) -> dict[str, Any]:
     """The offline columns plus the arrival rate and the steady state's latencies against `slo`."""
-    row = offline_row(trace)
+    row = offline_row(trace, slo)
     row["aps"] = aps
     row.update(online_summary(trace, slo))
     return {k: _clean(v) for k, v in row.items()}

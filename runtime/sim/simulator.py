@@ -34,10 +34,6 @@ from dualpath.runtime.sim.storage import ReadOp
 from dualpath.trace import Trace
 
 
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 class Simulator:
     def __init__(self, cluster: ClusterSpec, llm: LLMSpec, workload: Workload, policy: Policy, *,
                  online: bool = False, calibration: Calibration = PAPER_CALIBRATION,
@@ -60,6 +56,9 @@ class Simulator:
         self.num_requests = len(workload.requests)
         self.pe_by_name = {e.spec.name: e for e in hw.pes}
         self.de_by_name = {e.spec.name: e for e in hw.des}
+        # Looked up once: `assign` runs per request, and the lookups were a visible share.
+        self.dram_buffer_bytes, self.zero_io = cluster.node.dram_buffer_bytes, ctx.options.zero_io
+        self.dirty_pe_add, self.dirty_de_add = self.board.dirty_pe.add, self.board.dirty_de.add
 
     # ---- scheduling ----------------------------------------------------------------------------
     def on_arrival(self, payload: tuple[Sequence[Request], int]) -> None:
@@ -87,37 +86,38 @@ class Simulator:
             self.assign(a, now)
 
     def assign(self, a: Assignment, now: float) -> None:
-        name = f"policy {self.ctx.policy.name}"
         kv = self.ctx.kv_bytes_per_token
         s = self.pending.pop(a.request, None)
         pe, de = self.pe_by_name.get(a.pe), self.de_by_name.get(a.de)
+        pe_read, de_read = a.pe_read_bytes, a.de_read_bytes
         if s is None or pe is None or de is None:
-            raise InputError(name, f"assignment {a!r} names a request not waiting or an unknown engine")
+            raise InputError(f"policy {self.ctx.policy.name}",
+                             f"assignment {a!r} names a request not waiting or an unknown engine")
         r = s.req
-        if a.pe_read_bytes < 0 or a.de_read_bytes < 0 or a.pe_read_bytes + a.de_read_bytes != r.hit_tokens * kv:
-            raise InputError(name, f"{r.id}: reads {a.pe_read_bytes} + {a.de_read_bytes} B, expected the "
-                                   f"{r.hit_tokens * kv} hit bytes in all")
-        if a.pe_read_bytes > self.cluster.node.dram_buffer_bytes:
-            raise InfeasibleError(r.id, "PE DRAM buffer", f"PE-side read of {a.pe_read_bytes:,} B")
-        s.pe, s.de, s.pe_read_bytes, s.de_read_bytes = pe.index, de.index, a.pe_read_bytes, a.de_read_bytes
+        if pe_read < 0 or de_read < 0 or pe_read + de_read != r.hit_tokens * kv:
+            raise InputError("policy " + self.ctx.policy.name, f"{r.id}: reads {pe_read} + {de_read} B, "
+                             f"expected the {r.hit_tokens * kv} hit bytes in all")
+        if pe_read > self.dram_buffer_bytes:
+            raise InfeasibleError(r.id, "PE DRAM buffer", f"PE-side read of {pe_read:,} B")
+        s.pe, s.de, s.pe_read_bytes, s.de_read_bytes = pe.index, de.index, pe_read, de_read
         self.assign_seq += 1
         s.assign_seq = self.assign_seq
         pe.num_seqs += 1
         pe.num_tokens += s.remaining_tokens
         de.num_seqs += 1
-        de.num_tokens += r.context_tokens
+        de.num_tokens += s.context_tokens
         if de.free_hbm_bytes >= s.context_bytes:
             de.free_hbm_bytes -= s.context_bytes
             s.hbm_reserved = True
-        self.board.dirty_pe.add(pe.index)
-        self.board.dirty_de.add(de.index)
+        self.dirty_pe_add(pe.index)
+        self.dirty_de_add(de.index)
         reads = []
-        if a.pe_read_bytes:
-            reads.append((pe.node, ReadOp(s, a.pe_read_bytes, a.pe_read_bytes // kv, a.pe_read_bytes)))
-        if a.de_read_bytes:
-            reads.append((de.node, ReadOp(s, a.de_read_bytes, a.de_read_bytes // kv, s.prompt_bytes)))
+        if pe_read:
+            reads.append((pe.node, ReadOp(s, pe_read, pe_read // kv, pe_read)))
+        if de_read:
+            reads.append((de.node, ReadOp(s, de_read, de_read // kv, s.prompt_bytes)))
         storages = self.hw.storages
-        if self.ctx.options.zero_io:
+        if self.zero_io:
             for node, op in reads:
                 storages[node].read_bytes_total += op.num_bytes
             reads = []
@@ -130,12 +130,14 @@ class Simulator:
 
     # ---- storage -------------------------------------------------------------------------------
     def pump(self, node: int) -> None:
-        events = self.ctx.events
-        op = self.hw.storages[node].start_next(events.now_s)
+        storage = self.hw.storages[node]
+        if storage.reading is not None or not storage.queue:
+            return  # the SNIC is busy or nothing waits (most calls): `start_next` would say None
+        op = storage.start_next(self.ctx.events.now_s)
         if op is not None:
             if node == self.hw.des[op.state.de].node:
                 op.state.de_buf_bytes = op.reserve_bytes
-            events.push(op.end_s, ev.READ_DONE, self.on_read_done, (node, op))
+            self.ctx.events.push(op.end_s, ev.READ_DONE, self.on_read_done, (node, op))
 
     def on_read_done(self, payload: tuple[int, ReadOp]) -> None:
         node, op = payload
@@ -183,7 +185,7 @@ class Simulator:
         ctx = self.ctx
         end = now
         if not ctx.options.zero_io:
-            blocks = _ceil_div(s.req.prompt_tokens, ctx.block_tokens) * ctx.num_layers
+            blocks = -(-s.req.prompt_tokens // ctx.block_tokens) * ctx.num_layers  # whole blocks, per layer
             cal = ctx.calibration
             submit = cal.rdma_submit_s if ctx.options.layerwise else cal.cuda_copy_submit_s
             end = self.hw.de_in[s.de].reserve(now, s.prompt_bytes, blocks * submit, s.req.id)
@@ -210,7 +212,7 @@ class Simulator:
         s.finish_s = now
         de = hw.des[s.de]
         de.num_seqs -= 1
-        de.num_tokens -= r.context_tokens
+        de.num_tokens -= s.context_tokens
         if s.hbm_reserved:
             de.free_hbm_bytes += s.context_bytes
             s.hbm_reserved = False
@@ -221,10 +223,10 @@ class Simulator:
             waiting.hbm_reserved = True
             self.start_h2d(waiting, now)
         bt = ctx.block_tokens
-        persist_tokens = (r.context_tokens // bt) * bt - r.hit_tokens
+        persist_tokens = (s.context_tokens // bt) * bt - r.hit_tokens
         if persist_tokens > 0 and not ctx.options.zero_io:
             num_bytes = persist_tokens * ctx.kv_bytes_per_token
-            blocks = _ceil_div(persist_tokens, bt) * ctx.num_layers
+            blocks = -(-persist_tokens // bt) * ctx.num_layers
             hw.de_out[s.de].reserve(now, num_bytes, blocks * ctx.calibration.rdma_submit_s, r.id)
             hw.storages[de.node].write.reserve(now, num_bytes, 0.0, r.id)
         ctx.recorder.record(s, hw.pes[s.pe].spec.name, de.spec.name)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from itertools import islice
+from operator import attrgetter
 from typing import overload
 
 from dualpath.cluster import Engine
@@ -23,9 +24,11 @@ class ReqState:
         "cached_tokens",
         "chain",
         "context_bytes",
+        "context_tokens",
         "de",
         "de_buf_bytes",
         "de_read_bytes",
+        "decode_ctx_tokens",
         "finish_s",
         "first_token_s",
         "hbm_reserved",
@@ -64,7 +67,12 @@ class ReqState:
         self.second_token_s = -1.0
         self.finish_s = -1.0
         self.prompt_bytes = req.prompt_tokens * kv_bytes_per_token
-        self.context_bytes = req.context_tokens * kv_bytes_per_token
+        self.context_tokens = req.context_tokens  # read per event: a slot, not the property's sum
+        self.context_bytes = self.context_tokens * kv_bytes_per_token
+        self.decode_ctx_tokens = req.prompt_tokens + req.output_tokens // 2  # the mean context it decodes at
+
+
+_req_of = attrgetter("req")
 
 
 class PendingView(Sequence[Request]):
@@ -74,8 +82,7 @@ class PendingView(Sequence[Request]):
         self._states = states
 
     def __iter__(self) -> Iterator[Request]:
-        for s in self._states.values():
-            yield s.req
+        return map(_req_of, self._states.values())  # a C-level loop: policies scan thousands per call
 
     def __len__(self) -> int:
         return len(self._states)
@@ -88,6 +95,9 @@ class PendingView(Sequence[Request]):
 
     def __getitem__(self, index: int | slice) -> Request | list[Request]:
         if isinstance(index, slice):
+            start, stop, step = index.start, index.stop, index.step
+            if (start is None or start >= 0) and stop is not None and stop >= 0 and step is None:
+                return list(islice(self, start, stop))  # a head: without copying every waiting request
             return [s.req for s in list(self._states.values())[index]]
         if index < 0:
             index += len(self._states)
