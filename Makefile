@@ -7,7 +7,7 @@ DEPS_STAMP := $(VENV)/.installed-deps
 RDMA_STAMP := $(VENV)/.installed-rdma
 # Strict editable install: a tree of links under build/ that mypy and pyright follow like any installed
 # package. A link exists per file, so adding or removing a module (a folder's mtime) relinks.
-SRC_DIRS := dualpath models solver proofs runtime $(wildcard runtime/*/)
+SRC_DIRS := dualpath dualpath/serve models solver proofs runtime $(filter-out %__pycache__/,$(wildcard runtime/*/))
 
 .PHONY: demo test test-rdma wheel-check lint clean
 
@@ -18,7 +18,7 @@ $(BIN)/python:
 # torch is pinned here (not in pyproject) so pip takes the local CPU wheel, not CUDA builds.
 $(DEPS_STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q --config-settings editable_mode=strict -e '.[solver,proofs,runtime,plots,dev]'
+	$(BIN)/pip install -q --config-settings editable_mode=strict -e '.[solver,proofs,runtime,plots,serve,dev]'
 	touch $(DEPS_STAMP)
 
 $(STAMP): $(DEPS_STAMP) $(SRC_DIRS)

@@ -20,7 +20,7 @@ from typing import Any
 
 from reproduce_paper import POLICIES, checks, run_one
 
-from dualpath.jsonio import write_json_atomic
+from dualpath.jsonio import versioned, write_json_atomic
 
 # Fields a policy's run does not depend on (so one run serves every value).
 IRRELEVANT = {
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {'ok ' if ok else 'MISS'} {name}: paper {paper}, ours {ours}")
         print("  JCT:", r["jct_s"])
     if args.json:
-        write_json_atomic(args.json, report)
+        write_json_atomic(args.json, versioned("benchmark.calibrate_sim", {"runs": report}))
     return 0
 
 

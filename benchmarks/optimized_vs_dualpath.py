@@ -23,7 +23,7 @@ import multiprocessing
 import sys
 import time
 
-from dualpath.jsonio import write_json_atomic
+from dualpath.jsonio import versioned, write_json_atomic
 from dualpath.models.llms import llm_preset
 from dualpath.models.registry import resolve_cluster, resolve_workload
 from dualpath.runtime.sim.calibration import PAPER_CALIBRATION, calibrated_llm
@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
             if caps.get((c, "optimized"), 0.0) < caps.get((c, "dualpath"), 0.0):
                 failed.append(f"{c}: optimized SLO capacity below dualpath")
     if args.json:
-        write_json_atomic(args.json, {"offline": rows, "capacity": capacity, "failed": failed})
+        payload = {"offline": rows, "capacity": capacity, "failed": failed}
+        write_json_atomic(args.json, versioned("benchmark.optimized_vs_dualpath", payload))
     print("\nall checks passed" if not failed else f"\nFAILED: {failed}")
     return 1 if failed else 0
 

@@ -23,7 +23,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from dualpath.jsonio import write_json_atomic
+from dualpath.jsonio import versioned, write_json_atomic
 from dualpath.models.llms import llm_preset
 from dualpath.models.registry import resolve_cluster, resolve_workload
 from dualpath.runtime.sim.calibration import PAPER_CALIBRATION, Calibration, calibrated_llm
@@ -156,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.markdown, "w") as f:
             f.write(table)
     if args.json:
-        write_json_atomic(args.json, {"results": results, "overrides": args.set,
-                                      "checks": [dict(zip(("figure", "paper", "ours", "ok"), r)) for r in rows]})
+        write_json_atomic(args.json, versioned("benchmark.reproduce_paper", {"results": results, "overrides": args.set,
+                                      "checks": [dict(zip(("figure", "paper", "ours", "ok"), r)) for r in rows]}))
     return 0 if all(ok for *_, ok in rows) else 1
 
 

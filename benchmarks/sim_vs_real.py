@@ -21,7 +21,7 @@ import itertools
 from pathlib import Path
 
 from dualpath.cli_run import _policy, profile_engines
-from dualpath.jsonio import write_json_atomic
+from dualpath.jsonio import versioned, write_json_atomic
 from dualpath.models.cluster_file import load_cluster
 from dualpath.models.llms import llm_preset
 from dualpath.request import Trajectory, Turn, Workload, requests_of
@@ -120,10 +120,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{' (ties, runs overlap: ' + ', '.join(ties) + ')' if ties else ''}; "
           f"worst error {worst:.1%} (target <= 15%)")
     if args.json:
-        write_json_atomic(args.json, {"rows": rows, "real_order": real_order, "sim_order": sim_order,
-                                               "ties": ties, "flipped": flipped,
-                                               "profile": {"rows": profile.rows, "rdma_submit_s": profile.rdma_submit_s,
-                                                           "cost": dataclasses.asdict(profile.cost)}})
+        payload = {"rows": rows, "real_order": real_order, "sim_order": sim_order, "ties": ties, "flipped": flipped,
+                   "profile": {"rows": profile.rows, "rdma_submit_s": profile.rdma_submit_s,
+                               "cost": dataclasses.asdict(profile.cost)}}
+        write_json_atomic(args.json, versioned("benchmark.sim_vs_real", payload))
     return 0 if worst <= 0.15 and not flipped else 1
 
 

@@ -17,7 +17,7 @@ import sys
 import time
 from collections import deque
 
-from dualpath.jsonio import write_json_atomic
+from dualpath.jsonio import versioned, write_json_atomic
 from dualpath.runtime.engines.buffers import Memory
 from dualpath.runtime.transports.transport import WriteOp, create_transport
 
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         if key != "write_bytes":
             print(f"    {key:<26} {value:8.2f} us")
     if args.json:
-        write_json_atomic(args.json, results)
+        write_json_atomic(args.json, versioned("benchmark.transport", results))
     return 0
 
 

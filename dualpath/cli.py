@@ -7,6 +7,7 @@ traceback); 3 a verification could not decide.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import NoReturn
 
@@ -21,6 +22,7 @@ COMMANDS = {
     "run": ("dualpath.cli_run", "run a workload on real engines, one run per policy"),
     "engine": ("dualpath.cli_run", "start one prefill or decode engine process"),
     "verify": ("dualpath.cli_verify", "prove QoS lane and deadlock-freedom properties of a configuration"),
+    "serve": ("dualpath.cli_serve", "the online scheduler as an HTTP service (engines, reports, KV events, routes)"),
     "demo": ("dualpath.demo", "the bundled tour: model, workload, simulation, verification, real run"),
 }
 
@@ -35,13 +37,15 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
-    assert __doc__ is not None  # this module's docstring (python -OO drops it, and this assert with it)
-    parser = _Parser(prog="dualpath", description=__doc__.splitlines()[0])
+    from dualpath.cli_help import DESCRIPTION, EPILOG, HelpFormatter, decorate
+
+    parser = _Parser(prog="dualpath", description=DESCRIPTION, epilog=EPILOG, formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"dualpath {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (module, help_text) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
         importlib.import_module(module).add_arguments(name, command)
+        decorate(name, command)
     return parser
 
 
@@ -68,7 +72,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def main_entry() -> None:
-    sys.exit(main())
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `dualpath ... | head` closed the pipe: not an error of ours. Point stdout at /dev/null so the
+        # interpreter's own flush at exit does not raise again, and exit as a shell does on SIGPIPE.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 141
+    sys.exit(code)
 
 
 if __name__ == "__main__":

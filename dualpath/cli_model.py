@@ -20,17 +20,24 @@ PAPER_TRACE_TABLE = {
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     if name == "info":
         parser.add_argument("--cluster", default="2P4D", help="xPyD shorthand or a cluster .toml (default 2P4D)")
-        parser.add_argument("--model", default="deepseek-v3.2", help="model preset or .toml (default deepseek-v3.2)")
+        parser.add_argument("--model", default="deepseek-v3.2",
+                            help="model preset, .toml, or a Hugging Face config.json or its folder "
+                                 "(default deepseek-v3.2)")
         parser.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
     else:
         parser.add_argument("--workload", default="agentic-64k",
-                            help="agentic-32k|agentic-48k|agentic-64k, a .jsonl file, or mooncake:FILE")
+                            help="agentic-32k|agentic-48k|agentic-64k, a .jsonl file (ours or Mooncake's), "
+                                 "or mooncake:FILE")
         parser.add_argument("--agents", type=int, help="number of agents (default: 500 for generators, all for files)")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--aps", type=float, help="Poisson agent arrivals per second (online runs)")
         parser.add_argument("--block-tokens", type=int, default=64, help="tokens per Full Block (hits)")
         parser.add_argument("--stats", action="store_true", help="print per-turn statistics")
         parser.add_argument("--jsonl", metavar="FILE", help="write the workload in dualpath JSONL format")
+        parser.add_argument("--mooncake", metavar="FILE",
+                            help="write the workload as a Mooncake trace with Dynamo's session fields")
+        parser.add_argument("--mooncake-block-tokens", type=int, metavar="N",
+                            help="tokens per hash_ids entry of Mooncake traces read or written (default 512)")
 
 
 def run(name: str, args: argparse.Namespace) -> int:
@@ -105,11 +112,12 @@ def info(args: argparse.Namespace) -> int:
         ("this cluster's P/D", f"{_ratio(n['pd_ratio'])}: "
          + ("inside the range" if n["pd_ratio_bottleneck_free"] else "OUTSIDE the range, a link saturates")),
     ]
-    print(format_table(("quantity", "value"), rows))
-    if args.json:
-        from dualpath.jsonio import write_json_atomic
+    from dualpath.jsonio import json_owns_stdout, versioned, write_json_atomic
 
-        write_json_atomic(args.json, n)
+    with json_owns_stdout(args.json):
+        print(format_table(("quantity", "value"), rows))
+    if args.json:
+        write_json_atomic(args.json, versioned("info", n))
     return 0
 
 
@@ -120,8 +128,11 @@ def workload(args: argparse.Namespace) -> int:
 
     if args.agents is not None and args.agents <= 0:
         raise SpecError("--agents", "agents", args.agents, "a positive integer")
+    if args.mooncake_block_tokens is not None and args.mooncake_block_tokens <= 0:
+        raise SpecError("--mooncake-block-tokens", "mooncake_block_tokens", args.mooncake_block_tokens,
+                        "a positive integer")
     wl = resolve_workload(args.workload, agents=args.agents, seed=args.seed, aps=args.aps,
-                          block_tokens=args.block_tokens)
+                          block_tokens=args.block_tokens, mooncake_block_tokens=args.mooncake_block_tokens)
     stats = trace_table_stats(wl)
     print(f"workload {wl.name}: {stats.num_agents:,} agents, {stats.num_requests:,} requests")
     if args.stats:
@@ -140,6 +151,12 @@ def workload(args: argparse.Namespace) -> int:
 
         write_jsonl(wl, args.jsonl, block_tokens=args.block_tokens)
         print(f"wrote {args.jsonl}")
-    if not args.stats and not args.jsonl:
+    if args.mooncake:
+        from dualpath.models.mooncake import MOONCAKE_BLOCK_TOKENS
+        from dualpath.models.mooncake_export import write_mooncake
+
+        lines = write_mooncake(wl, args.mooncake, block_tokens=args.mooncake_block_tokens or MOONCAKE_BLOCK_TOKENS)
+        print(f"wrote {args.mooncake} ({lines:,} requests, Mooncake JSONL with session fields)")
+    if not args.stats and not args.jsonl and not args.mooncake:
         print(json.dumps({"hit_rate": round(stats.hit_rate, 4), "mean_context": round(stats.context_mean, 1)}))
     return 0

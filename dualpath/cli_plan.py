@@ -14,11 +14,11 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workload", default="agentic-64k", help="generator name, .jsonl file or mooncake:FILE")
     parser.add_argument("--batch", type=int, default=1000,
                         help="requests released together: one turn per agent at a random turn (default 1000)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the workload and the batch sample")
     parser.add_argument("--solver", default="ortools", help="ortools, pulp or greedy (default ortools)")
     parser.add_argument("--split-reads", action="store_true", help="allow one request's read on both sides")
-    parser.add_argument("--time-limit", type=float, default=10.0, metavar="S", help="solver time limit (10 s)")
-    parser.add_argument("--json", metavar="FILE", help="write the plan as JSON")
+    parser.add_argument("--time-limit", type=float, default=10.0, metavar="S", help="solver time limit, s")
+    parser.add_argument("--json", metavar="FILE", help="write the plan (or the sweep) as JSON; - is stdout")
     parser.add_argument("--out", metavar="DIR", help="write the load chart and explanations here")
     parser.add_argument("--sweep", choices=["pd"], help="capacity planning: rank P:D splits of a GPU budget")
     parser.add_argument("--gpus", type=int, help="GPU budget for --sweep (default: the cluster's GPUs)")
@@ -27,6 +27,13 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
 
 
 def run(name: str, args: argparse.Namespace) -> int:
+    from dualpath.jsonio import json_owns_stdout
+
+    with json_owns_stdout(args.json):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from dualpath.models.registry import resolve_cluster, resolve_model, resolve_workload
     from dualpath.models.sampling import sample_batch
 
@@ -63,7 +70,8 @@ def run(name: str, args: argparse.Namespace) -> int:
     print(format_table(("plan", "value"), rows))
     if args.json:
         plan.save(args.json)
-        print(f"wrote {args.json}")
+        if args.json != "-":
+            print(f"wrote {args.json}")
     if args.out:
         for path in write_plan_outputs(args.out, problem, plan):
             print(f"wrote {path}")

@@ -28,7 +28,7 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--synthesize", metavar="OUT", help="write an opensm.conf for the plan to OUT (and OUT's "
                                                             ".env sibling), then verify it")
     parser.add_argument("--protocol", default="default", help="transfer protocol variant to prove (default)")
-    parser.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    parser.add_argument("--json", metavar="FILE", help="write the report as JSON; - is stdout")
     parser.add_argument("--html", metavar="FILE", help="write the report as HTML")
     parser.add_argument("--quiet", action="store_true", help="print only the summary line")
 
@@ -62,6 +62,13 @@ def _synthesize(args: argparse.Namespace) -> int | None:
 
 
 def run(name: str, args: argparse.Namespace) -> int:
+    from dualpath.jsonio import json_owns_stdout
+
+    with json_owns_stdout(args.json):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from dualpath.jsonio import write_json_atomic, write_text_atomic
     from dualpath.proofs.report import verify
 

@@ -14,6 +14,7 @@ from dualpath.errors import InputError
 from dualpath.jsonio import check_versioned, read_versioned, write_json_atomic
 
 TRACE_SCHEMA_VERSION = 1
+CHROME_SCHEMA_VERSION = 1  # of the Chrome trace-event files (`kind` "chrome_trace"; viewers ignore both keys)
 
 
 @dataclass(frozen=True)
@@ -118,19 +119,27 @@ class Trace:
         return (sum(r.pe_read_bytes for r in self.records), sum(r.de_read_bytes for r in self.records))
 
     def to_chrome(self, start_s: float = 0.0, end_s: float = math.inf) -> dict:
-        """Chrome trace-event JSON of the spans overlapping [start_s, end_s]."""
+        """Chrome trace-event JSON of the spans overlapping [start_s, end_s]: one process per node or
+        engine, one numbered thread per resource, named by `process_name`/`thread_name` metadata."""
         events: list[dict] = []
         pids: dict[str, int] = {}
+        tids: dict[str, tuple[int, int]] = {}  # resource -> (pid, tid); viewers want integer tids
         for span in self.spans:
             if span.end_s < start_s or span.start_s > end_s:
                 continue
-            group = span.resource.split(".")[0]
-            pid = pids.setdefault(group, len(pids) + 1)
+            if span.resource not in tids:
+                pid = pids.setdefault(span.resource.split(".")[0], len(pids) + 1)
+                tids[span.resource] = (pid, sum(1 for p, _ in tids.values() if p == pid) + 1)
+            pid, tid = tids[span.resource]
             events.append({"name": span.kind + (f" {span.request}" if span.request else ""), "cat": span.kind,
                            "ph": "X", "ts": span.start_s * 1e6, "dur": max(0.0, span.end_s - span.start_s) * 1e6,
-                           "pid": pid, "tid": span.resource, "args": {"bytes": span.num_bytes}})
-        meta = [{"name": "process_name", "ph": "M", "pid": pid, "args": {"name": name}} for name, pid in pids.items()]
-        return {"traceEvents": meta + events, "displayTimeUnit": "ms"}
+                           "pid": pid, "tid": tid, "args": {"bytes": span.num_bytes}})
+        meta = [{"name": "process_name", "ph": "M", "pid": pid, "tid": 0, "args": {"name": name}}
+                for name, pid in pids.items()]
+        meta += [{"name": "thread_name", "ph": "M", "pid": pid, "tid": tid, "args": {"name": resource}}
+                 for resource, (pid, tid) in tids.items()]
+        return {"kind": "chrome_trace", "schema_version": CHROME_SCHEMA_VERSION, "traceEvents": meta + events,
+                "displayTimeUnit": "ms", "otherData": {"policy": self.policy, "executor": self.executor}}
 
     def to_json(self) -> dict:
         return {

@@ -7,6 +7,10 @@
     pe_group_gpus = 8              # optional, default 8; a group may span nodes
     de_group_gpus = 8
 
+    [prefill]                      # optional: group sizes in vLLM or SGLang names (models/cluster_parallel.py)
+    tensor_parallel_size = 1       # group = tensor_parallel_size x data_parallel_size (SGLang: tp_size)
+    data_parallel_size = 16
+
     [node]                         # optional NodeSpec fields overriding the preset
     snic_gbps = 400.0
     dram_buffer_bytes = 320_000_000_000
@@ -21,6 +25,7 @@ from pathlib import Path
 
 from dualpath.cluster import ClusterSpec, NodeSpec
 from dualpath.errors import SpecError, UnknownNameError
+from dualpath.models.cluster_parallel import ROLE_TABLES, group_sizes
 from dualpath.models.nodes import DEFAULT_NODE, NODE_PRESETS
 from dualpath.models.spec_table import build_spec, convert
 from dualpath.tomldoc import TomlDoc
@@ -33,6 +38,8 @@ _TOP_KEYS = {
     "pe_group_gpus": "int",
     "de_group_gpus": "int",
     "node": "table",
+    "prefill": "table",
+    "decode": "table",
 }
 # File keys -> ClusterSpec fields (the file speaks of nodes; the spec counts them).
 _FIELDS = {"prefill_nodes": "num_prefill_nodes", "decode_nodes": "num_decode_nodes",
@@ -53,6 +60,13 @@ def cluster_from_doc(doc: TomlDoc) -> ClusterSpec:
     values = {key: convert(doc, (key,), data[key], kind) for key, kind in _TOP_KEYS.items()
               if key in data and kind != "table"}
     node = _node(doc, values.pop("preset", None))
+    where: dict[str, tuple[str, ...]] = {}  # a group size set by a [prefill]/[decode] table: its errors point there
+    for key, size in group_sizes(doc).items():
+        role = next(r for r, k in ROLE_TABLES.items() if k == key)
+        if values.get(key, size) != size:
+            raise doc.error((key,), values[key], f"{size}, the GPUs of one [{role}] instance, or no {key}")
+        values[key] = size
+        where[key] = (role, next(iter(doc.table(role))))
     for key in ("prefill_nodes", "decode_nodes"):
         if key not in values:
             raise SpecError(doc.source, key, None, "a positive integer (required)")
@@ -62,6 +76,9 @@ def cluster_from_doc(doc: TomlDoc) -> ClusterSpec:
         return ClusterSpec(node=node, **kwargs)
     except SpecError as exc:
         key = next((k for k, f in _FIELDS.items() if f == exc.field), exc.field)
+        if key in where:
+            raise SpecError(doc.source, key, exc.value, f"{exc.expected} (set by [{where[key][0]}])",
+                            doc.line_of(*where[key])) from exc
         raise doc.error((key,), exc.value, exc.expected) from exc
 
 

@@ -1,6 +1,7 @@
 """LLM TOML files: a model the presets do not cover, or a preset with other numbers.
 
     preset = "qwen2.5-32b"         # optional: start from a preset (dualpath.models.llms)
+    hf_config = "hf/config.json"   # or from a Hugging Face config.json (relative to this file; a folder works)
     name = "qwen2.5-32b-h20"       # optional; default: the file's stem
     num_layers = 64                # any LLMSpec field; without a preset the architecture is required
     attention = "gqa"              # "mha", "gqa" or "mla"
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from dualpath.errors import SpecError
 from dualpath.llm import AttentionKind, CostModel, LLMSpec
+from dualpath.models.hf_config import load_hf_config
 from dualpath.models.llms import LLM_PRESETS
 from dualpath.models.profile import calibrate, load_profile
 from dualpath.models.spec_table import build_spec, convert
@@ -43,17 +45,21 @@ def llm_from_doc(doc: TomlDoc) -> LLMSpec:
         if preset not in LLM_PRESETS:
             raise doc.error(("preset",), preset, "one of " + ", ".join(sorted(LLM_PRESETS)))
         base = LLM_PRESETS[preset]
+    if "hf_config" in data:
+        if base is not None:
+            raise doc.error(("hf_config",), data["hf_config"], "either preset or hf_config, not both")
+        base = load_hf_config(_relative(doc, convert(doc, ("hf_config",), data["hf_config"], "str")))
     cost_table = doc.table("cost")
     cost = build_spec(doc, ("cost",), CostModel, cost_table, base=base.cost if base else CostModel())
     values = {"cost": cost}
     if "name" not in data:
         values["name"] = Path(doc.source).stem
     llm = build_spec(doc, (), LLMSpec, data, base=base, skip=("cost",), enums=_ENUMS,
-                     handled=("preset", "profile", "cost"), values=values)
+                     handled=("preset", "hf_config", "profile", "cost"), values=values)
     if "profile" not in data:
         return llm
     profile = convert(doc, ("profile",), data["profile"], "str")
-    path = Path(profile) if Path(profile).is_absolute() else Path(doc.source).parent / profile
+    path = _relative(doc, profile)
     if not path.is_file():
         raise doc.error(("profile",), profile, f"an existing profile table (looked at {path})")
     try:
@@ -62,3 +68,7 @@ def llm_from_doc(doc: TomlDoc) -> LLMSpec:
         if exc.source == "profile":  # the fit itself failed: name the file that holds the rows
             raise SpecError(str(path), exc.field, exc.value, exc.expected) from exc
         raise
+
+
+def _relative(doc: TomlDoc, name: str) -> Path:
+    return Path(name) if Path(name).is_absolute() else Path(doc.source).parent / name

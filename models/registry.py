@@ -1,7 +1,7 @@
 """Names the CLI accepts for clusters, models and workloads, resolved to specs.
 
 - cluster: `xPyD` (the paper's node), `xPyD@NODE` (a node preset), or a cluster `.toml` file;
-- model: a preset name or an LLM `.toml` file;
+- model: a preset name, an LLM `.toml` file, or a Hugging Face `config.json` (or the folder holding one);
 - workload: a generator name (`agentic-32k`, `agentic-48k`, `agentic-64k`), a `.jsonl` file in our
   format or in Mooncake's (told apart by their first record), or `mooncake:FILE`.
 """
@@ -17,6 +17,7 @@ from dualpath.kvlayout import PAPER_BLOCK_TOKENS
 from dualpath.llm import LLMSpec
 from dualpath.models.cluster_file import load_cluster
 from dualpath.models.generators import AGENTIC_SHAPES, agentic_workload
+from dualpath.models.hf_config import is_hf_config_ref, load_hf_config
 from dualpath.models.jsonl import read_jsonl
 from dualpath.models.llm_file import load_llm
 from dualpath.models.llms import list_models, llm_preset
@@ -49,16 +50,21 @@ def resolve_cluster(text: str) -> ClusterSpec:
 
 def resolve_model(text: str) -> LLMSpec:
     text = text.strip()
+    # Checked before TOML: a config.json under any name would otherwise be read as invalid TOML.
+    if is_hf_config_ref(text):
+        return load_hf_config(text)
     if _is_file_ref(text, ".toml"):
         return load_llm(text)
     return llm_preset(text)
 
 
 def resolve_workload(text: str, agents: int | None = None, seed: int = 0, *,
-                     block_tokens: int = PAPER_BLOCK_TOKENS, aps: float | None = None) -> Workload:
+                     block_tokens: int = PAPER_BLOCK_TOKENS, aps: float | None = None,
+                     mooncake_block_tokens: int | None = None) -> Workload:
     """A workload by name or file. `agents`: how many agents (generators default to the paper's 500;
     files past their size are resampled, traces cut to their first agents); `aps`: Poisson
-    arrivals in agents per second for online runs (not for traces, which carry their own arrival times)."""
+    arrivals in agents per second for online runs (not for traces, which carry their own arrival times);
+    `mooncake_block_tokens`: tokens per `hash_ids` entry of a Mooncake trace (default 512 or its header's)."""
     text = text.strip()
     if agents is not None and (isinstance(agents, bool) or not isinstance(agents, int) or agents < 1):
         raise SpecError("workload", "agents", agents, "a positive integer")
@@ -72,7 +78,7 @@ def resolve_workload(text: str, agents: int | None = None, seed: int = 0, *,
     if not Path(path).is_file():
         raise InputError(path, "no such file")
     if mooncake or looks_like_mooncake(_first_record(path)):
-        workload = load_mooncake(path)
+        workload = load_mooncake(path, block_tokens=mooncake_block_tokens, workload_block_tokens=block_tokens)
     else:
         workload = read_jsonl(path)
     return _shape(workload, agents, seed, block_tokens, aps)

@@ -86,6 +86,21 @@ def online_summary(trace: Trace, slo: SLO = PAPER_SLO) -> dict[str, Any]:
     return out
 
 
+def latency_summary(trace: Trace, slo: SLO = PAPER_SLO) -> dict[str, Any]:
+    """Mean/p50/p90/p99 TTFT, TTST and TPOT over every finished request, the fraction within `slo` and
+    the goodput (requests within `slo` per second of the run): the same fields for `simulate` and `run`."""
+    m = trace.metrics()
+    out: dict[str, Any] = {}
+    for name in ("ttft", "ttst", "tpot"):
+        for statistic in STATISTICS:
+            out[f"{name}_{statistic}_s"] = getattr(m, f"{name}_{statistic}_s")
+    done = [r for r in trace.records if r.status != "failed"]
+    ok = sum(1 for r in done if r.first_token_s - r.arrival_s <= slo.ttft_s and (_tpot(r) or 0.0) <= slo.tpot_s)
+    out["slo_attainment"] = ok / len(done) if done else 0.0
+    out["goodput_requests_per_s"] = ok / m.jct_s if done and m.jct_s > 0 else 0.0
+    return out
+
+
 @dataclass
 class CapacityResult:
     capacity_aps: float  # highest rate probed that met the SLO (0 when none did)

@@ -1,34 +1,36 @@
-"""Online solver-in-the-loop: `OnlineScheduler` (embeddable) and the `optimized` simulator policy.
+"""Online solver-in-the-loop: `OnlineScheduler`, embeddable (the `optimized` policy wraps it: `optimized.py`).
 
-Why the paper's rules stay above Oracle (agentic-64k; past 500 agents most first turns are cold
-prompts of the whole history, tens of thousands of tokens): while the PEs crunch those, beta keeps
-every later turn unassigned (FIFO: nobody overtakes the head), so no read starts and the SNICs idle
-for minutes; the storage work then runs after the compute instead of under it. Each tick here:
-1. scans the waiting requests in FIFO order and skips, rather than stops at, one that cannot go:
-   a long request (over `short_compute_s` of compute) waits for a PE with at most `pe_horizon_s` of
-   compute queued (an early assignment would hold DE HBM and buffer for the whole wait); a short
-   turn goes at once, so its read overlaps the cold prefills;
+Why the paper's rules stay above Oracle (agentic-64k; past 500 agents most first turns are cold prompts of the whole
+history, tens of thousands of tokens): while the PEs crunch those, beta keeps every later turn unassigned (FIFO:
+nobody overtakes the head), so no read starts and the SNICs idle for minutes; the storage work then runs after the
+compute instead of under it. Each tick here:
+1. scans the waiting requests in FIFO order and skips, rather than stops at, one that cannot go: a long request
+   (over `short_compute_s` of compute) waits for a PE with at most `pe_horizon_s` of compute queued (an early
+   assignment would hold DE HBM and buffer for the whole wait); a short turn goes at once, so its read overlaps the
+   cold prefills;
 2. the DE by the paper's rule (`DualPathPolicy.choose_de`, the same code: decode balance and HBM);
 3. the PE with the least queued compute in seconds (ties: the node whose SNIC drains first);
-4. the read side, or the split of the hit bytes, from predicted SNIC finish times in *bytes* of both
-   nodes (the paper compares token queues of two nodes);
-5. an incremental LP (GLOP, one model kept across ticks: only bounds and coefficients change) that
-   re-balances the window's splits so every SNIC finishes the window as early as possible.
-A hard time budget guards the tick (embedding); past it the LP is skipped and the rest of the window
-is decided by the paper's rules. Inside a PE, forward batches take the least compute first, aged by
-waiting time (`srpt`), so short turns whose successors' reads wait on them overtake cold prefills.
+4. the read side, or the split of the hit bytes, from predicted SNIC finish times in *bytes* of both nodes (the
+   paper compares token queues of two nodes);
+5. an incremental LP (GLOP, one model kept across ticks: only bounds and coefficients change) that re-balances the
+   window's splits so every SNIC finishes the window as early as possible.
+A hard time budget guards the tick (embedding); past it the LP is skipped and the rest of the window is decided by
+the paper's rules. Inside a PE, forward batches take the least compute first, aged by waiting time (`srpt`), so
+short turns whose successors' reads wait on them overtake cold prefills.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dualpath.cluster import ClusterSpec, Role
+from dualpath.errors import SpecError
 from dualpath.llm import LLMSpec
 from dualpath.plan import Assignment
-from dualpath.policy import BatchItem, ClusterState, ExecutionOptions, Policy
+from dualpath.policy import ClusterState
 from dualpath.request import Request
 from dualpath.solver.paper_rules import DualPathPolicy, SchedulerView
 from dualpath.solver.problem import request_compute_s
@@ -63,7 +65,8 @@ class OnlineScheduler:
     """What a serving stack embeds: submit requests, report state, tick, and let groups fetch.
 
     `tick()` decides a window and files each assignment under its PE's group, which `fetch(group)`
-    hands out, as the paper's group leaders fetch their work.
+    hands out, as the paper's group leaders fetch their work. The public methods hold one re-entrant
+    lock, so request handlers, a ticker thread and group leaders' fetches may call from any thread.
     """
 
     def __init__(self, cluster: ClusterSpec, llm: LLMSpec, block_tokens: int = 64,
@@ -85,6 +88,9 @@ class OnlineScheduler:
         self.tick_latencies_s: list[float] = []
         self.num_fallbacks = 0
         self._compute_cache: dict[str, float] = {}
+        self._lock = threading.RLock()
+        self._engines = {e.name: (e.role, e.node) for role in Role for e in cluster.engines(role)}
+        self._checked_names: frozenset[str] = frozenset()  # the engine names of the last report checked
         self._views = ViewCache()
         self._keys = WaitingKeys(self._compute_s, self.kv, self.options.short_compute_s)
         # Built here, not in the first tick: importing OR-Tools and building the LP take ~0.1-0.3 s,
@@ -94,26 +100,59 @@ class OnlineScheduler:
 
     # ---- the embedding interface ------------------------------------------------------------------
     def submit(self, requests: Sequence[Request]) -> None:
-        self.pending.extend(requests)
+        """Queue requests behind those waiting (FIFO); the next ticks decide them."""
+        with self._lock:
+            self.pending.extend(requests)
 
     def update(self, state: ClusterState) -> None:
-        self.state = state
+        """Take the group leaders' latest report; an engine the cluster lacks, or one on another node, is a
+        `SpecError` (checked when the set of engine names changes: per report it would cost the simulator)."""
+        with self._lock:
+            if state.engines.keys() != self._checked_names:  # a new set of engines: check it once
+                for name, e in state.engines.items():
+                    if self._engines.get(name) != (e.role, e.node):
+                        raise SpecError("OnlineScheduler.update", "engine", name,
+                                        f"an engine of cluster {self.cluster.name or self.cluster.shorthand} "
+                                        f"(PE0..PE{self.cluster.num_pe - 1}, DE0..DE{self.cluster.num_de - 1}) "
+                                        "on its own node")
+                self._checked_names = frozenset(state.engines)
+            self.state = state
 
     def tick(self) -> list[Assignment]:
-        if self.state is None or not self.pending:
-            return []
-        out = self.decide(self.pending, self.state)
-        done = {a.request for a in out}
-        self.pending = [r for r in self.pending if r.id not in done]
-        for a in out:
-            self.outbox.setdefault(self.pe_group[a.pe], []).append(a)
-        return out
+        """Decide up to a window of the waiting requests on the last report, each also to its PE group's outbox."""
+        with self._lock:
+            if self.state is None or not self.pending:
+                return []
+            out = self.decide(self.pending, self.state)
+            done = {a.request for a in out}
+            self.pending = [r for r in self.pending if r.id not in done]
+            for a in out:
+                self.outbox.setdefault(self.pe_group[a.pe], []).append(a)
+            return out
 
     def fetch(self, group: int) -> list[Assignment]:
-        return self.outbox.pop(group, [])
+        """A PE group leader's fetch: its group's decisions since its last fetch, each handed out once."""
+        with self._lock:
+            return self.outbox.pop(group, [])
+
+    def cancel(self, request_id: str) -> bool:
+        """Withdraw a waiting request; False when none waits under that id (unknown, or already decided)."""
+        with self._lock:
+            kept = [r for r in self.pending if r.id != request_id]
+            if len(kept) == len(self.pending):
+                return False
+            self.pending = kept
+            self._compute_cache.pop(request_id, None)
+            self._keys.drop(request_id)
+            return True
 
     # ---- one tick ------------------------------------------------------------------------------
     def decide(self, pending: Sequence[Request], state: ClusterState) -> list[Assignment]:
+        """Decide up to a window of `pending` on `state`, under the lock (`tick` and the simulator call it)."""
+        with self._lock:
+            return self._decide(pending, state)
+
+    def _decide(self, pending: Sequence[Request], state: ClusterState) -> list[Assignment]:
         started = time.perf_counter()
         deadline = started + (self.options.budget_s if self.options.budget_s is not None else float("inf"))
         opts = self.options
@@ -241,50 +280,3 @@ class OnlineScheduler:
             pe = int(min(max(round(v / gb / unit) * unit, 0), min(hit, self.buffer_bytes)))
             fixed.append(Assignment(a.request, a.pe, a.de, pe, hit - pe))
         return fixed
-
-    # ---- inside a PE ----------------------------------------------------------------------------
-    def order_queue(self, queue: Sequence[BatchItem], now_s: float | None = None) -> list[BatchItem]:
-        """Highest response ratio next: (wait + compute) / compute, so short requests (whose next
-        turn's reads are waiting on them) go first while long cold prefills age into the batch."""
-        if self.options.batch_order == "fifo" or len(queue) < 2:
-            return list(queue)
-        now = now_s if now_s is not None else (self.state.now_s if self.state else 0.0)
-        llm = self.llm
-
-        def ratio(item: BatchItem) -> float:
-            service = request_compute_s(llm, item.cached_tokens, item.new_tokens) + 1e-3
-            return (max(0.0, now - item.arrived_s) + service) / service
-
-        def remaining(item: BatchItem) -> float:
-            service = request_compute_s(llm, item.cached_tokens, item.new_tokens)
-            return service - self.options.aging * max(0.0, now - item.arrived_s)
-
-        key = remaining if self.options.batch_order == "srpt" else (lambda item: -ratio(item))
-        order = sorted(range(len(queue)), key=lambda i: (key(queue[i]), i))
-        return [queue[i] for i in order]
-
-
-class OptimizedPolicy(Policy):
-    """The `optimized` simulator policy: `OnlineScheduler` ticks through the `Policy` interface.
-
-    In the simulator the tick has no wall-clock budget by default, so that a run's decisions do not
-    depend on how busy the machine is (policies are deterministic); the latencies are still recorded.
-    """
-
-    name = "optimized"
-    execution = ExecutionOptions(layerwise=True, zero_io=False)
-
-    def __init__(self, cluster: ClusterSpec, llm: LLMSpec, block_tokens: int = 64,
-                 options: OnlineOptions | None = None):
-        super().__init__(cluster, llm, block_tokens)
-        self.scheduler = OnlineScheduler(cluster, llm, block_tokens, options or OnlineOptions(budget_s=None))
-
-    def schedule(self, pending: Sequence[Request], state: ClusterState) -> list[Assignment]:
-        self.scheduler.update(state)
-        return self.scheduler.decide(pending, state)
-
-    def observe(self, state: ClusterState) -> None:
-        self.scheduler.update(state)
-
-    def form_batch(self, queue: Sequence[BatchItem]) -> list[BatchItem]:
-        return self.scheduler.rules.form_batch(self.scheduler.order_queue(queue))

@@ -26,7 +26,7 @@ PolicyFactory = Callable[[ClusterSpec, LLMSpec, int], Policy]
 
 def _optimized(cluster: ClusterSpec, llm: LLMSpec, block_tokens: int = 64) -> Policy:
     # Imported on use: the online scheduler pulls in OR-Tools (the `solver` extra) for its LP.
-    from dualpath.solver.online import OptimizedPolicy
+    from dualpath.solver.optimized import OptimizedPolicy
 
     return OptimizedPolicy(cluster, llm, block_tokens)
 

@@ -22,6 +22,7 @@ from dualpath.solver.problem import build_problem
 
 ClusterFactory = Callable[[int, int, NodeSpec], ClusterSpec]
 Simulate = Callable[[ClusterSpec], float]  # cluster -> simulated JCT in seconds
+SWEEP_SCHEMA_VERSION = 1  # of `dualpath plan --sweep pd --json`
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class SweepResult:
         return self.rows[0] if self.rows and self.rows[0].bound_s is not None else None
 
     def to_json(self) -> dict:
-        return {"gpu_budget": self.gpu_budget,
+        return {"kind": "pd_sweep", "schema_version": SWEEP_SCHEMA_VERSION, "gpu_budget": self.gpu_budget,
                 "rows": [dict(asdict(r), shorthand=r.shorthand) for r in self.rows],
                 "upgrades": [asdict(u) for u in self.upgrades]}
 

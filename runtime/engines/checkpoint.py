@@ -1,97 +1,53 @@
-"""Local Hugging Face checkpoints: the safetensors format and `config.json`, read and written.
-
-The `safetensors` package is not a dependency; the format is small enough to implement: an 8-byte
-little-endian header length, a JSON header mapping each tensor name to dtype, shape and byte offsets
-into the data section, then the raw little-endian bytes. Llama and Qwen2 directories are supported
-(one `model.safetensors` or shards listed in `model.safetensors.index.json`).
+"""Local Hugging Face checkpoints: safetensors weights (through the `safetensors` package, part of the
+`runtime` extra) and `config.json`, read and written. Llama and Qwen2 directories are supported (one
+`model.safetensors` or shards listed in `model.safetensors.index.json`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import struct
 from pathlib import Path
 
 from dualpath.errors import InputError, SpecError, require
 from dualpath.runtime.engines.decoder import Decoder, DecoderConfig, weight_shapes
 
-_DTYPE_NAMES = {
-    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
-    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
-}
 _MODEL_TYPES = ("llama", "qwen2")
-_MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 
 def write_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> None:
     """Write `tensors` (name -> torch tensor) as one safetensors file, atomically."""
-    torch = require("torch", "runtime")
-    by_torch = {getattr(torch, v): k for k, v in _DTYPE_NAMES.items()}
-    header: dict[str, object] = {"__metadata__": dict(metadata or {})}
-    blobs, offset = [], 0
+    save_file = require("safetensors.torch", "runtime").save_file
+    out = Path(path)
+    seen: set[tuple[int, int] | None] = set()
+    cpu: dict[str, object] = {}
     for name in sorted(tensors):
         tensor = tensors[name].detach().to("cpu").contiguous()
-        if tensor.dtype not in by_torch:
-            raise SpecError(str(path), name, str(tensor.dtype), "a dtype safetensors knows")
-        data = tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
-        header[name] = {"dtype": by_torch[tensor.dtype], "shape": list(tensor.shape),
-                        "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)  # the data section starts 8-byte aligned, as the reference writer does
-    tmp = Path(f"{path}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(raw)))
-        f.write(raw)
-        for data in blobs:
-            f.write(data)
-    os.replace(tmp, path)
+        # safetensors refuses tensors sharing memory (tied embeddings): each gets its own copy
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset()) if tensor.numel() else None
+        cpu[name] = tensor.clone() if key in seen else tensor
+        seen.add(key)
+    tmp = out.with_name(f".{out.name}.tmp")  # beside the target: a crash never leaves half a checkpoint
+    try:
+        save_file(cpu, tmp, metadata=dict(metadata or {}))
+        os.replace(tmp, out)
+    except Exception as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise InputError(str(path), f"cannot write: {exc.strerror}") from exc
+        raise SpecError(str(path), "tensors", type(exc).__name__, f"tensors safetensors can store ({exc})") from exc
 
 
 def read_safetensors(path: str | os.PathLike) -> dict:
     """Read every tensor of a safetensors file into CPU tensors; bad files raise `InputError`."""
-    torch = require("torch", "runtime")
-    source = str(path)
+    safetensors = require("safetensors", "runtime")
+    load_file = require("safetensors.torch", "runtime").load_file
     try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) != 8:
-                raise InputError(source, "truncated: no 8-byte header length")
-            (header_len,) = struct.unpack("<Q", head)
-            if header_len > _MAX_HEADER_BYTES:
-                raise InputError(source, f"header length {header_len} is not plausible")
-            try:
-                header = json.loads(f.read(header_len))
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise InputError(source, f"header is not JSON: {exc}") from exc
-            data = f.read()
+        return dict(load_file(path, device="cpu"))
     except OSError as exc:
-        raise InputError(source, f"cannot read: {exc.strerror}") from exc
-    if not isinstance(header, dict):
-        raise InputError(source, "header is not a JSON object")
-    tensors = {}
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype = getattr(torch, _DTYPE_NAMES[entry["dtype"]])
-            shape = [int(n) for n in entry["shape"]]
-            begin, end = (int(n) for n in entry["data_offsets"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(source, f"tensor {name}: bad header entry {entry!r}") from exc
-        if not 0 <= begin <= end <= len(data):
-            raise InputError(source, f"tensor {name}: data_offsets {begin}..{end} outside {len(data)} bytes")
-        flat = torch.frombuffer(bytearray(data[begin:end]), dtype=torch.uint8) if end > begin \
-            else torch.empty(0, dtype=torch.uint8)
-        numel = 1
-        for n in shape:
-            numel *= n
-        if flat.numel() != numel * dtype.itemsize:
-            raise InputError(source, f"tensor {name}: {end - begin} bytes do not hold shape {shape} {dtype}")
-        tensors[name] = flat.view(dtype).reshape(shape)
-    return tensors
+        raise InputError(str(path), f"cannot read: {exc.strerror or exc}") from exc
+    except (safetensors.SafetensorError, ValueError) as exc:
+        raise InputError(str(path), f"not a valid safetensors file: {exc}") from exc
 
 
 def config_from_hf(hf: dict, source: str = "config.json", dtype: str = "float32") -> DecoderConfig:

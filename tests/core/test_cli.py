@@ -1,6 +1,8 @@
 """The `dualpath` command: numbers on stdout, one-line errors and exit 2 for bad input."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -23,6 +25,9 @@ def test_info_prints_the_derived_numbers(capsys, tmp_path):
     data = json.loads((tmp_path / "i.json").read_text())
     assert data["kv_bytes_per_token"] == 48_068 and data["snic_gbps_per_node"] == 400.0
     assert data["num_pe_engines"] == 16 and data["num_de_engines"] == 32
+    assert data["kind"] == "info" and data["schema_version"] == 1
+    code, out, err = run(capsys, "info", "--cluster", "2P4D", "--model", "deepseek-v3.2", "--json", "-")
+    assert code == 0 and json.loads(out)["kv_bytes_per_token"] == 48_068 and "48,068 B" in err
 
 
 def test_workload_stats_match_the_paper_table(capsys):
@@ -107,3 +112,85 @@ def test_simulate_and_plan_refuse_bad_values(capsys):
     assert run(capsys, "simulate", "--policy", "fastest")[0] == 2
     assert run(capsys, "plan", "--batch", "0")[0] == 2
     assert run(capsys, "plan", "--solver", "cplex", "--batch", "5")[0] == 2
+
+
+SIM = ("simulate", "--cluster", "1P1D", "--model", "ds-27b", "--agents", "4")
+
+
+def test_simulate_json_to_stdout_is_versioned_and_alone(capsys):
+    code, out, err = run(capsys, *SIM, "--policy", "basic,dualpath", "--json", "-")
+    assert code == 0
+    doc = json.loads(out)  # stdout carries the JSON only: the table went to stderr
+    assert doc["kind"] == "simulate" and doc["schema_version"] == 1 and "JCT" in err
+    row = doc["results"][0]
+    for name in ("ttft", "ttst", "tpot"):
+        for stat in ("mean", "p50", "p90", "p99"):
+            assert row[f"{name}_{stat}_s"] >= 0
+    assert row["ttft_p50_s"] <= row["ttft_p90_s"] <= row["ttft_p99_s"]
+    assert 0 <= row["slo_attainment"] <= 1 and row["goodput_requests_per_s"] >= 0
+
+
+def test_simulate_jobs_match_the_serial_run_and_old_slo_flags_still_parse(capsys, tmp_path):
+    code, _, _ = run(capsys, *SIM, "--policy", "basic,dualpath", "--json", str(tmp_path / "a.json"))
+    assert code == 0
+    code, _, err = run(capsys, *SIM, "--policy", "basic,dualpath", "--jobs", "2", "--ttft-slo", "0.001",
+                       "--tpot-slo", "0.001", "--json", str(tmp_path / "b.json"))
+    assert code == 0 and "deprecat" not in err
+    serial, pooled = (json.loads((tmp_path / f"{n}.json").read_text()) for n in "ab")
+    assert [r["jct_s"] for r in serial["results"]] == [r["jct_s"] for r in pooled["results"]]
+    assert pooled["slo_ttft_s"] == 0.001 and all(r["slo_attainment"] == 0 for r in pooled["results"])
+    assert run(capsys, *SIM, "--jobs", "0")[0] == 2
+
+
+def test_json_files_honour_the_umask_and_keep_links(tmp_path):
+    import os
+
+    from dualpath.jsonio import versioned, write_json_atomic
+
+    old = os.umask(0o027)
+    try:
+        write_json_atomic(tmp_path / "new.json", versioned("x", {}))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o640
+    (tmp_path / "link.json").symlink_to(tmp_path / "new.json")
+    write_json_atomic(tmp_path / "link.json", versioned("x", {"a": 1}))
+    assert (tmp_path / "link.json").is_symlink() and json.loads((tmp_path / "new.json").read_text())["a"] == 1
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader, so opening for writing does not block
+    try:
+        write_json_atomic(fifo, versioned("x", {"b": 2}))
+        assert json.loads(os.read(reader, 1 << 16))["b"] == 2 and fifo.is_fifo()
+    finally:
+        os.close(reader)
+
+
+def test_plan_sweep_and_verify_json_carry_kind_and_schema_version(capsys, tmp_path):
+    code, out, _ = run(capsys, "plan", "--cluster", "1P1D", "--model", "ds-27b", "--batch", "10",
+                       "--solver", "greedy", "--json", "-")
+    assert code == 0 and json.loads(out)["kind"] == "plan"
+    code, out, _ = run(capsys, "plan", "--cluster", "1P1D", "--model", "ds-27b", "--batch", "10", "--sweep", "pd",
+                       "--gpus", "16", "--json", "-")
+    doc = json.loads(out)
+    assert code == 0 and doc["kind"] == "pd_sweep" and doc["schema_version"] == 1
+    paper = example("paper")
+    code, out, _ = run(capsys, "verify", "--opensm", str(paper["opensm"]), "--traffic", str(paper["traffic"]),
+                       "--json", "-")
+    doc = json.loads(out)
+    assert doc["kind"] == "verification_report" and isinstance(doc["schema_version"], int)
+
+
+def test_help_shows_examples_and_defaults(capsys):
+    code, out, _ = run(capsys, "--help")
+    assert code == 0 and "examples:" in out and "main(argv)" not in out
+    code, out, _ = run(capsys, "simulate", "--help")
+    assert code == 0 and "examples:" in out and "(default: 0)" in out and "--slo-ttft-s" in out
+    assert "--ttft-slo" not in out  # the deprecated spelling parses but is not advertised
+
+
+def test_a_closed_pipe_is_not_a_traceback():
+    # `dualpath ... | head -1`: the reader goes away after one line.
+    cmd = f"{sys.executable} -m dualpath.cli workload --workload agentic-64k --agents 50 --stats | head -1"
+    out = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True, timeout=120)
+    assert out.stdout.startswith("workload agentic-64k") and "Traceback" not in out.stderr

@@ -62,7 +62,11 @@ def test_trace_metrics_and_round_trip(tmp_path):
 def test_chrome_export_windows_spans():
     t = Trace("simulator", "x", [], spans=[Span("P0.snic", "read", 0.0, 1.0, "r0"), Span("PE0", "prefill", 5.0, 6.0)])
     events = [e for e in t.to_chrome(0.0, 2.0)["traceEvents"] if e["ph"] == "X"]
-    assert len(events) == 1 and events[0]["dur"] == 1e6 and events[0]["tid"] == "P0.snic"
+    assert len(events) == 1 and events[0]["dur"] == 1e6 and events[0]["tid"] == 1
+    chrome = t.to_chrome(0.0, 2.0)
+    names = {(e["name"], e["pid"], e["tid"]): e["args"]["name"] for e in chrome["traceEvents"] if e["ph"] == "M"}
+    assert names[("thread_name", events[0]["pid"], 1)] == "P0.snic" and names[("process_name", 1, 0)] == "P0"
+    assert chrome["kind"] == "chrome_trace" and chrome["schema_version"] == 1
     assert math.isnan(Trace("simulator", "x", []).metrics().jct_s)
 
 

@@ -6,7 +6,8 @@ from dualpath.cluster import Role
 from dualpath.policy import BatchItem, ClusterState
 from dualpath.request import Request
 from dualpath.solver.greedy import idle_state
-from dualpath.solver.online import OnlineOptions, OnlineScheduler, OptimizedPolicy
+from dualpath.solver.online import OnlineOptions, OnlineScheduler
+from dualpath.solver.optimized import OptimizedPolicy, order_queue
 from dualpath.solver.paper_rules import DualPathPolicy
 from dualpath.solver.problem import build_problem
 from tests.solver.cases import DS27B, DSV32, agentic_requests, cluster
@@ -82,13 +83,13 @@ def test_batches_prefer_short_requests_until_long_ones_have_waited():
     sched = OnlineScheduler(c, DS27B)
     long = BatchItem("long", 0, 30000, arrived_s=9.0)
     short = BatchItem("short", 30000, 300, arrived_s=9.5)
-    assert [i.request for i in sched.order_queue([long, short], now_s=10.0)] == ["short", "long"]
+    assert [i.request for i in order_queue(sched, [long, short], now_s=10.0)] == ["short", "long"]
     aged = dataclasses.replace(long, arrived_s=-500.0)
-    assert [i.request for i in sched.order_queue([aged, short], now_s=10.0)] == ["long", "short"]
+    assert [i.request for i in order_queue(sched, [aged, short], now_s=10.0)] == ["long", "short"]
     fifo = OnlineScheduler(c, DS27B, options=OnlineOptions(batch_order="fifo"))
-    assert fifo.order_queue([long, short], now_s=10.0) == [long, short]
+    assert order_queue(fifo, [long, short], now_s=10.0) == [long, short]
     hrrn = OnlineScheduler(c, DS27B, options=OnlineOptions(batch_order="hrrn"))
-    assert [i.request for i in hrrn.order_queue([long, short], now_s=10.0)] == ["short", "long"]
+    assert [i.request for i in order_queue(hrrn, [long, short], now_s=10.0)] == ["short", "long"]
 
 
 def test_policy_interface_records_tick_latency():

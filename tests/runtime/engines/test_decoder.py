@@ -126,11 +126,13 @@ def test_safetensors_layout_is_the_reference_format(tmp_path):
 def test_corrupt_checkpoint_raises_input_error(tmp_path):
     path = tmp_path / "bad.safetensors"
     path.write_bytes(struct.pack("<Q", 4) + b"{no")
-    with pytest.raises(InputError, match="not JSON"):
+    with pytest.raises(InputError, match="not a valid safetensors file"):
         read_safetensors(path)
+    with pytest.raises(InputError, match="cannot read"):
+        read_safetensors(tmp_path / "missing.safetensors")
     header = json.dumps({"x": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}).encode()
     path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 8)
-    with pytest.raises(InputError, match="outside"):
+    with pytest.raises(InputError, match="not a valid safetensors file"):
         read_safetensors(path)
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
     with pytest.raises(SpecError, match="model_type"):
