@@ -27,7 +27,7 @@ import sys
 import time
 import urllib.request
 
-from dualpath.jsonio import write_json_atomic
+from dualpath.jsonio import versioned, write_json_atomic
 from dualpath.models.registry import resolve_workload
 
 KEY = "benchmark-key"
@@ -201,11 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     ok = p99 <= 5.0
     print("route p99 <= 5 ms: " + ("ok" if ok else "FAILED"))
     if args.json:
-        write_json_atomic(args.json, {"rate": args.rate, "achieved_rate": result["achieved_rate"], "p50_ms": p50,
+        payload = {"rate": args.rate, "achieved_rate": result["achieved_rate"], "p50_ms": p50,
                                       "p99_ms": p99, "max_ms": max(lat), "server_decision_ms": server_ms,
                                       "from_send_p50_ms": percentile(sent, 50),
                                       "from_send_p99_ms": percentile(sent, 99),
-                                      "outcomes": result["outcomes"]})
+                                      "outcomes": result["outcomes"]}
+        write_json_atomic(args.json, versioned("benchmark.serve_latency", payload))
     return 0 if ok else 1
 
 

@@ -14,7 +14,7 @@ import resource
 import sys
 import time
 
-from dualpath.jsonio import write_json_atomic
+from dualpath.jsonio import versioned, write_json_atomic
 from dualpath.models.llms import llm_preset
 from dualpath.models.registry import resolve_cluster, resolve_workload
 from dualpath.runtime.sim.calibration import calibrated_llm
@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['events']:>10,} events  JCT {row['jct_s']:,.0f} s simulated  "
               f"{'within' if wall_s <= args.limit_s else 'OVER'} {args.limit_s:.0f} s", flush=True)
     if args.json:
-        write_json_atomic(args.json, {"cluster": args.cluster, "agents": args.agents, "results": rows})
+        payload = {"cluster": args.cluster, "agents": args.agents, "results": rows}
+        write_json_atomic(args.json, versioned("benchmark.sim_speed", payload))
     return 0 if ok else 1
 
 
