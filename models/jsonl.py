@@ -19,6 +19,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from dualpath.errors import InputError, SpecError
 from dualpath.kvlayout import PAPER_BLOCK_TOKENS
@@ -158,13 +159,18 @@ def write_jsonl(workload: Workload, path: str | Path, block_tokens: int = PAPER_
         lines += [{"id": r.id, "agent": r.agent, "turn": r.turn, "hit_tokens": r.hit_tokens,
                    "new_tokens": r.new_tokens, "output_tokens": r.output_tokens, "arrival_s": r.arrival_s}
                   for r in workload.requests]
+    write_rows(path, lines)
+
+
+def write_rows(path: str | Path, rows: list[dict[str, Any]], separators: tuple[str, str] = (",", ":")) -> None:
+    """One JSON object per line, written atomically: a crash leaves the old file or none, never a torn one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for line in lines:
-                f.write(json.dumps(line, separators=(",", ":")) + "\n")
+            for row in rows:
+                f.write(json.dumps(row, separators=separators) + "\n")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

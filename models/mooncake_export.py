@@ -18,12 +18,10 @@ persisted context explain them (our requests hold a hit count, not the blocks be
 from __future__ import annotations
 
 import itertools
-import json
-import os
-import tempfile
 from pathlib import Path
 
 from dualpath.errors import SpecError
+from dualpath.models.jsonl import write_rows
 from dualpath.models.mooncake import MOONCAKE_BLOCK_TOKENS
 from dualpath.request import Workload, by_agent
 
@@ -82,15 +80,5 @@ def _row(agent: int, request_id: str, prompt: int, output: int, ids: list[int], 
 def write_mooncake(workload: Workload, path: str | Path, block_tokens: int = MOONCAKE_BLOCK_TOKENS) -> int:
     """Write the trace atomically; returns the number of lines."""
     rows = mooncake_rows(workload, block_tokens)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, separators=(", ", ": ")) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_rows(path, rows, separators=(", ", ": "))  # Mooncake's own files are spaced like this
     return len(rows)
