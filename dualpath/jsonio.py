@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from dualpath.errors import InputError
+from dualpath.validate import read_text
 
 STDOUT = "-"
 _STDOUT_NAMES = (STDOUT, "/dev/stdout")  # both mean this process's stdout: written through sys.stdout, in order
@@ -95,10 +96,7 @@ def write_json_atomic(path: str | os.PathLike, payload: dict | list) -> None:
 
 def read_versioned(path: str | os.PathLike, kind: str, version: int) -> dict:
     """Load a JSON document of `kind`, refusing other kinds and newer schema versions."""
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise InputError(str(path), f"cannot read: {exc.strerror}") from exc
+    text = read_text(path)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

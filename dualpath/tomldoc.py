@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dualpath.errors import InputError, SpecError
+from dualpath.validate import read_text
 
 # A key path: table and key names, with an integer index for each [[array]] table entry.
 KeyPath = tuple[str | int, ...]
@@ -54,13 +55,7 @@ class TomlDoc:
 
     @classmethod
     def read(cls, path: str | Path) -> TomlDoc:
-        try:
-            text = Path(path).read_text()
-        except OSError as exc:
-            raise InputError(str(path), f"cannot read: {exc.strerror or exc}") from exc
-        except UnicodeDecodeError as exc:
-            raise InputError(str(path), f"not UTF-8 text: {exc.reason}") from exc
-        return cls(path, text)
+        return cls(path, read_text(path))
 
     def _index(self) -> dict[KeyPath, int]:
         """Full key path -> first line defining it (table headers included)."""

@@ -1,8 +1,24 @@
-"""Field checks shared by every spec: each failure names the source, the field, the value, the need."""
+"""Checks shared by every input: the one way an input file is read, and field checks for every spec.
+
+Each failure names the source (and the field, the value and the need), in one line.
+"""
 
 from __future__ import annotations
 
-from dualpath.errors import SpecError
+import os
+from pathlib import Path
+
+from dualpath.errors import InputError, SpecError
+
+
+def read_text(path: str | os.PathLike[str]) -> str:
+    """An input file's text: an unreadable file or one that is not UTF-8 is an `InputError`, not a traceback."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(str(path), f"cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(str(path), f"not UTF-8 text: {exc.reason}") from exc
 
 
 def positive(source: str, field: str, value: object, integer: bool = False) -> None:

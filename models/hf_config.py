@@ -26,6 +26,7 @@ from pathlib import Path
 from dualpath.errors import InputError, SpecError
 from dualpath.llm import AttentionKind, LLMSpec
 from dualpath.models.llms import dense_params, mla_moe_params
+from dualpath.validate import read_text
 
 DENSE_TYPES = ("llama", "qwen2")
 DEEPSEEK_TYPES = ("deepseek_v3", "deepseek_v32")
@@ -53,10 +54,7 @@ def load_hf_config(path: str | Path, name: str | None = None) -> LLMSpec:
     if path.is_dir():
         path = path / "config.json"
     source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(source, f"cannot read: {getattr(exc, 'strerror', None) or exc}") from exc
+    text = read_text(path)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -25,6 +25,7 @@ from dualpath.errors import InputError, SpecError
 from dualpath.kvlayout import PAPER_BLOCK_TOKENS
 from dualpath.models.workloads import from_requests, from_trajectories
 from dualpath.request import Request, Trajectory, Turn, Workload
+from dualpath.validate import read_text
 
 FORMAT_VERSION = 1
 _HEADER_KEYS = {"dualpath_workload", "name", "block_tokens"}
@@ -88,10 +89,7 @@ def jsonl_rows(path: str | Path) -> Iterator[tuple[int, dict]]:
     that stops early never parses, nor rejects, the lines after.
     """
     source = str(path)
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(source, f"cannot read: {getattr(exc, 'strerror', None) or exc}") from exc
+    lines = read_text(path).splitlines()
     return _parsed(source, lines)
 
 

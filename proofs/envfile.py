@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dualpath.errors import InputError
+from dualpath.validate import read_text
 
 _LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.]*)\s*=\s*(.*?)\s*$")
 
@@ -51,10 +52,7 @@ def _unquote(text: str, path: str, number: int) -> str:
 def load_env(path: str | Path) -> dict[str, EnvValue]:
     """Later lines win, as in a shell. Blank lines and `#` comments are skipped."""
     path = str(path)
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise InputError(path, f"cannot read: {exc.strerror}") from exc
+    text = read_text(path)
     values: dict[str, EnvValue] = {}
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):

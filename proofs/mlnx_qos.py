@@ -24,6 +24,7 @@ from pathlib import Path
 from dualpath.errors import InputError, SpecError
 from dualpath.proofs.opensm import Where
 from dualpath.proofs.roce_hop import DEFAULT_DSCP_MAP, NUM_PRIORITIES, RoceHop
+from dualpath.validate import read_text
 
 _TC = re.compile(r"^tc:\s*(\d+)\b.*?tsa:\s*(\w+)(?:,\s*bw:\s*(\d+)%)?")
 
@@ -41,10 +42,7 @@ def _ints(text: str, path: str, line: int, what: str, high: int) -> list[int]:
 
 def load_mlnx_qos(path: str | Path) -> RoceHop:
     path = str(path)
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise InputError(path, f"cannot read: {exc.strerror}") from exc
+    text = read_text(path)
     device = Path(path).stem
     trust = None
     dscp_map = list(DEFAULT_DSCP_MAP)

@@ -27,6 +27,7 @@ from dualpath.proofs.opensm_rules import (
     sl2vl_notes,
     vlarb_notes,
 )
+from dualpath.validate import read_text
 
 PORT_TYPES = ("ca", "sw0", "swe", "rtr")
 FIELDS = ("max_vls", "high_limit", "vlarb_high", "vlarb_low", "sl2vl")
@@ -212,10 +213,7 @@ def _unknown_key_warning(key: str, where: Where, warn) -> None:
 
 def load_opensm(path: str | Path) -> OpenSMOptions:
     path = str(path)
-    try:
-        text = Path(path).read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"cannot read: {getattr(exc, 'strerror', None) or exc}") from exc
+    text = read_text(path)
     refuse_if_foreign(path, text)
     warnings: list[OpenSMWarning] = []
 

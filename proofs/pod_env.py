@@ -14,6 +14,7 @@ from pathlib import Path
 
 from dualpath.errors import InputError, require
 from dualpath.proofs.envfile import EnvSource, EnvValue
+from dualpath.validate import read_text
 
 
 def _mapping(node) -> dict:
@@ -67,10 +68,7 @@ def load_pod_envs(path: str | Path) -> list[EnvSource]:
     """One EnvSource per container of every pod template in the file."""
     yaml = require("yaml", "proofs")
     path = str(path)
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise InputError(path, f"cannot read: {exc.strerror}") from exc
+    text = read_text(path)
     try:
         documents = [d for d in yaml.compose_all(text) if d is not None]
     except yaml.YAMLError as exc:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from dualpath.errors import InputError, SpecError
 from dualpath.proofs.opensm import Where
+from dualpath.validate import read_text
 
 SECTIONS = {"port-groups": "port-group", "qos-setup": None, "qos-levels": "qos-level",
             "qos-match-rules": "qos-match-rule", "qos-ulps": None}
@@ -135,10 +136,7 @@ def _lines(text: str):
 
 def load_qos_policy(path: str | Path) -> QosPolicy:
     path = str(path)
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise InputError(path, f"cannot read: {exc.strerror}") from exc
+    text = read_text(path)
     groups: dict = {}
     levels: dict = {}
     rules: list[dict] = []

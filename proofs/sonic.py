@@ -16,6 +16,7 @@ from pathlib import Path
 from dualpath.errors import InputError, SpecError
 from dualpath.proofs.opensm import Where
 from dualpath.proofs.roce_hop import NUM_DSCP, NUM_PRIORITIES, RoceHop
+from dualpath.validate import read_text
 
 
 def _line(text: str, *keys: str) -> int | None:
@@ -42,11 +43,9 @@ def _table(db: dict, name: str, key: str, path: str, text: str) -> dict:
 
 def load_sonic(path: str | Path) -> list[RoceHop]:
     path = str(path)
+    text = read_text(path)
     try:
-        text = Path(path).read_text()
         db = json.loads(text)
-    except OSError as exc:
-        raise InputError(path, f"cannot read: {exc.strerror}") from exc
     except json.JSONDecodeError as exc:
         raise InputError(path, f"invalid JSON: {exc.msg}", exc.lineno) from exc
     ports = db.get("PORT_QOS_MAP") if isinstance(db, dict) else None
