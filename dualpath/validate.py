@@ -41,15 +41,3 @@ def fraction(source: str, field: str, value: object, allow_zero: bool = False) -
           and (0 <= value <= 1 if allow_zero else 0 < value <= 1))
     if not ok:
         raise SpecError(source, field, value, "a fraction in [0, 1]" if allow_zero else "a fraction in (0, 1]")
-
-
-def dataclass_fields(source: str, cls: type, data: dict, line_of=None) -> dict:
-    """Reject keys a frozen spec does not have (typos must not pass silently)."""
-    import dataclasses
-
-    names = {f.name for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in names:
-            line = line_of(key) if line_of else None
-            raise SpecError(source, key, data[key], "one of the fields " + ", ".join(sorted(names)), line)
-    return data
