@@ -5,7 +5,7 @@ slower than its CNICs (I/O bound), agents with a long context already in storage
 warm-up turn) that then run a few turns of appended tokens and short generations. Both executors
 get the same `ClusterSpec` (the cluster file, with the benchmark's emulated bandwidths) and the same
 timed requests; the simulator's constants are calibrated once from a profile of the engines running
-the `tiny` model (`cli_run.profile_engines`: prefill seconds per FLOP, decode seconds per token and
+the `tiny` model (`cli_run_profile.profile_engines`: prefill seconds per FLOP, decode seconds per token and
 the cost of moving a Layer Block in or out of a PE). For
 each policy it prints measured and predicted JCT; the target is every prediction within 15% and the
 same order of policies.
@@ -20,7 +20,8 @@ import dataclasses
 import itertools
 from pathlib import Path
 
-from dualpath.cli_run import _policy, profile_engines
+from dualpath.cli_run import _policy
+from dualpath.cli_run_profile import profile_engines
 from dualpath.jsonio import versioned, write_json_atomic
 from dualpath.models.cluster_file import load_cluster
 from dualpath.models.llms import llm_preset

@@ -16,12 +16,11 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from dualpath.cli_help import add_slo_arguments
-from dualpath.cli_run_profile import EngineProfile, _fit_submit, _median, profile_engines
+from dualpath.cli_run_profile import profile_engines
 
 if TYPE_CHECKING:
     from dualpath.plan import Plan
 
-__all__ = ["EngineProfile", "_fit_submit", "_median", "predict", "profile_engines", "summarise"]
 
 DEFAULT_POLICIES = "layerwise,dualpath"
 RUN_SCHEMA_VERSION = 1  # of the `run` JSON document

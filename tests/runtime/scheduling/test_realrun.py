@@ -94,7 +94,8 @@ def test_dualpath_run_writes_results_and_traces(commands, tmp_path, capsys):
 def test_a_profile_of_the_engines_calibrates_the_simulator():
     from argparse import Namespace
 
-    from dualpath.cli_run import predict, profile_engines
+    from dualpath.cli_run import predict
+    from dualpath.cli_run_profile import profile_engines
 
     spec, w = cluster(1, 1), workload(2, 3)
     with runtime_for(spec, LLM, w, BT, in_process=True).start() as runtime:
@@ -110,7 +111,7 @@ def test_a_profile_of_the_engines_calibrates_the_simulator():
 
 
 def test_the_per_block_cost_is_recovered_from_the_layerwise_step():
-    from dualpath.cli_run import _fit_submit
+    from dualpath.cli_run_profile import _fit_submit
 
     true_s = 2e-4
     layers, kv, cnic = LLM.num_layers, LLM.kv_bytes_per_token, NODE.cnic_bytes_per_s
