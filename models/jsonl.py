@@ -15,13 +15,12 @@ counts are required; `agent` defaults to the record index, `turn` to 0, `arrival
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from dualpath.errors import InputError, SpecError
+from dualpath.jsonio import write_text_atomic
 from dualpath.kvlayout import PAPER_BLOCK_TOKENS
 from dualpath.models.workloads import from_requests, from_trajectories
 from dualpath.request import Request, Trajectory, Turn, Workload
@@ -161,15 +160,5 @@ def write_jsonl(workload: Workload, path: str | Path, block_tokens: int = PAPER_
 
 
 def write_rows(path: str | Path, rows: list[dict[str, Any]], separators: tuple[str, str] = (",", ":")) -> None:
-    """One JSON object per line, written atomically: a crash leaves the old file or none, never a torn one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, separators=separators) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """One JSON object per line, written atomically (a crash leaves the old file or none, never a torn one)."""
+    write_text_atomic(path, "".join(json.dumps(row, separators=separators) + "\n" for row in rows))
