@@ -19,14 +19,15 @@ def write_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict[str
     """Write `tensors` (name -> torch tensor) as one safetensors file, atomically."""
     save_file = require("safetensors.torch", "runtime").save_file
     out = Path(path)
-    seen: set[tuple[int, int] | None] = set()
+    seen: set[int] = set()
     cpu: dict[str, object] = {}
     for name in sorted(tensors):
         tensor = tensors[name].detach().to("cpu").contiguous()
-        # safetensors refuses tensors sharing memory (tied embeddings): each gets its own copy
-        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset()) if tensor.numel() else None
-        cpu[name] = tensor.clone() if key in seen else tensor
-        seen.add(key)
+        # safetensors refuses tensors sharing a storage (tied embeddings, or views of one buffer at other
+        # offsets): every tensor after the first on a storage gets its own copy
+        storage = tensor.untyped_storage().data_ptr()
+        cpu[name] = tensor.clone() if tensor.numel() and storage in seen else tensor
+        seen.add(storage)
     tmp = out.with_name(f".{out.name}.tmp")  # beside the target: a crash never leaves half a checkpoint
     try:
         save_file(cpu, tmp, metadata=dict(metadata or {}))

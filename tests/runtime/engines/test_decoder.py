@@ -153,3 +153,12 @@ def test_kv_codec_full_block_is_layer_blocks_concatenated(decoder):
         assert torch.equal(k, kv[layer][0][8:16]) and torch.equal(v, kv[layer][1][8:16])
         k2, _ = codec.layer_kv(codec.blocks_view(buf, 1)[:, layer], 8)
         assert torch.equal(k2, k)
+
+
+def test_tensors_sharing_one_buffer_are_written_as_copies(tmp_path):
+    # Views of one storage at other offsets (not only tied embeddings) must not make safetensors refuse.
+    buffer = torch.arange(10.0)
+    path = tmp_path / "views.safetensors"
+    write_safetensors(path, {"tail": buffer[4:], "whole": buffer})  # "tail" first: a view at offset 4
+    back = read_safetensors(path)
+    assert back["tail"].tolist() == [4, 5, 6, 7, 8, 9] and torch.equal(back["whole"], buffer)
