@@ -1,13 +1,16 @@
-"""Plan quality: gap to the certified lower bound, solve time, and the greedy beside it.
+"""Plan quality: gap to the certified fluid bound, solve time, executed JCT, and the greedy beside it.
 
     python benchmarks/plan_quality.py                 # all three parts
     python benchmarks/plan_quality.py --part batch    # batch | small | tick
 
 - batch: 1,000 requests of agentic-64k (`--batch 1000`: one turn per agent, seeded) on 2P4D with
-  DeepSeek-V3.2, every solver, 5 s limit, 2 threads (model build included): gap <= 0.5%, never worse
-  than greedy, `check_plan` clean.
+  DeepSeek-V3.2, every solver, 5 s limit, 2 threads (model build included), planned with the calibrated
+  cost model the simulator executes: gap to the fluid bound <= 0.5%, never worse than greedy,
+  `check_plan` clean; beside the fluid bottleneck time (the heaviest resource load, not a completion
+  time), each plan's executed JCT (replayed by `simulate(cluster, llm, batch, plan)`) and the online
+  `dualpath` and `optimized` policies' JCT on the same batch.
 - small: instances of <= 30 requests: the `--solver ortools` plan and PuLP's (the better of `pulp`
-  = CBC and `pulp-highs`) are proved optimal at the same makespan (1e-6), every plan passes
+  = CBC and `pulp-highs`) are proved optimal at the same fluid bottleneck time (1e-6), every plan passes
   `check_plan`; each backend alone, unaided, beside them.
 - tick: 64 requests on 2P4D, idle and with queues left by earlier ticks: split vs whole reads.
 Exit code 1 when a check fails.
@@ -20,10 +23,14 @@ import random
 import sys
 import time
 
+from dualpath.calibration import calibrated_llm
 from dualpath.models.llms import llm_preset
 from dualpath.models.registry import resolve_cluster, resolve_workload
 from dualpath.models.sampling import sample_batch
+from dualpath.request import Workload
+from dualpath.runtime.sim.simulator import simulate
 from dualpath.solver.planner import plan_with_problem
+from dualpath.solver.policies import make_policy
 from dualpath.solver.problem import Backlog
 from dualpath.solver.validate import check_plan
 
@@ -45,25 +52,32 @@ def batch(n: int, seed: int = 0, with_hits: bool = False) -> list:
 
 
 def part_batch(time_limit_s: float) -> None:
-    cluster, llm = resolve_cluster("2P4D"), llm_preset("deepseek-v3.2")
+    cluster, llm = resolve_cluster("2P4D"), calibrated_llm(llm_preset("deepseek-v3.2"))
     print(f"## 1,000-request batch, {cluster.shorthand} ({cluster.num_pe} PE + {cluster.num_de} DE), "
-          f"{llm.name}, limit {time_limit_s:g} s, 2 threads")
-    print("| solver | split | status | makespan (s) | bound (s) | gap | greedy gap | time (s) | check |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---|")
+          f"{llm.name} (calibrated cost model), limit {time_limit_s:g} s, 2 threads")
+    print("| solver | split | status | fluid bottleneck (s) | fluid bound (s) | gap to the fluid bound "
+          "| greedy gap to the fluid bound | executed JCT (s) | time (s) | check |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---|")
     for seed in (0, 1):
         reqs = batch(1000, seed)
+        workload = Workload(f"batch-{seed}", tuple(reqs))
+        for policy in ("dualpath", "optimized"):
+            jct = simulate(cluster, llm, workload, make_policy(policy, cluster, llm), progress=False).metrics().jct_s
+            print(f"| online `{policy}` policy (seed {seed}) | - | - | - | - | - | - | {jct:.1f} | - | - |")
         for solver in ("ortools", "pulp", "greedy"):
             for split in (False, True):
                 started = time.perf_counter()
                 plan, problem, _ = plan_with_problem(cluster, llm, reqs, solver, split, time_limit_s, threads=2)
                 wall = time.perf_counter() - started
-                assert plan.lower_bound_s is not None and plan.greedy_makespan_s is not None
-                greedy_gap = plan.greedy_makespan_s / plan.lower_bound_s - 1
-                ok = not check_plan(problem, plan) and plan.makespan_s <= plan.greedy_makespan_s * (1 + 1e-12)
+                assert plan.lower_bound_s is not None and plan.greedy_fluid_bottleneck_s is not None
+                greedy_gap = plan.greedy_fluid_bottleneck_s / plan.lower_bound_s - 1
+                ok = (not check_plan(problem, plan)
+                      and plan.fluid_bottleneck_s <= plan.greedy_fluid_bottleneck_s * (1 + 1e-12))
                 if solver != "greedy":
                     ok = ok and plan.gap <= 0.005 and wall <= time_limit_s
-                print(f"| {solver} (seed {seed}) | {split} | {plan.status} | {plan.makespan_s:.4f} | "
-                      f"{plan.lower_bound_s:.4f} | {plan.gap:.4%} | {greedy_gap:.3%} | {wall:.2f} | "
+                executed = simulate(cluster, llm, workload, plan, progress=False).metrics().jct_s
+                print(f"| {solver} (seed {seed}) | {split} | {plan.status} | {plan.fluid_bottleneck_s:.4f} | "
+                      f"{plan.lower_bound_s:.4f} | {plan.gap:.4%} | {greedy_gap:.3%} | {executed:.1f} | {wall:.2f} | "
                       f"{check(ok, f'batch {solver} split={split} seed={seed}')} |")
 
 
@@ -72,7 +86,7 @@ def part_small(time_limit_s: float = 60.0) -> None:
     starts, then the exact model), and beside it each exact backend alone with no warm start."""
     from dualpath.solver import ortools_model, pulp_model
     from dualpath.solver.bound import lower_bound
-    from dualpath.solver.problem import build_problem, makespan_s
+    from dualpath.solver.problem import build_problem, fluid_bottleneck_s
 
     print("\n## Small instances: OR-Tools and PuLP plans reach the same optimum (relative 1e-6)")
     print("| instance | split | bound | ortools plan | pulp (CBC) plan | pulp-highs plan | OR-Tools vs PuLP | check "
@@ -98,19 +112,20 @@ def part_small(time_limit_s: float = 60.0) -> None:
                 plan, pb, _ = plan_with_problem(cluster, llm, reqs, solver, split, time_limit_s, exact=True)
                 plans[solver] = (plan, time.perf_counter() - started, not check_plan(pb, plan))
             # OR-Tools against PuLP's better backend (CBC or HiGHS): both proved optimal at the same
-            # makespan; every plan passes `check_plan`. A backend that lags is visible in its cell.
+            # fluid bottleneck time; every plan passes `check_plan`. A backend that lags is visible in its cell.
             ortools = plans["ortools"][0]
-            pulp_best = min((plans[k][0] for k in ("pulp", "pulp-highs")), key=lambda p: p.makespan_s)
-            diff = abs(pulp_best.makespan_s / ortools.makespan_s - 1)
+            pulp_best = min((plans[k][0] for k in ("pulp", "pulp-highs")), key=lambda p: p.fluid_bottleneck_s)
+            diff = abs(pulp_best.fluid_bottleneck_s / ortools.fluid_bottleneck_s - 1)
             bound = max(p.lower_bound_s for p, _, _ in plans.values())
             ok = (diff <= 1e-6 and ortools.status == pulp_best.status == "optimal"
                   and all(clean for _, _, clean in plans.values()))
-            cells = [f"{p.makespan_s:.6f} {p.status} via {p.meta['method']} ({t:.1f} s)" for p, t, _ in plans.values()]
+            cells = [f"{p.fluid_bottleneck_s:.6f} {p.status} via {p.meta['method']} ({t:.1f} s)"
+                     for p, t, _ in plans.values()]
             raw = []
             certified, _ = lower_bound(problem, split)
             for solve in alone.values():
                 result = solve(problem, split, certified.value_s)
-                value = makespan_s(problem, result.solution) if result.solution else float("inf")
+                value = fluid_bottleneck_s(problem, result.solution) if result.solution else float("inf")
                 raw.append(f"{value:.6f}{'' if result.status == 'optimal' else '*'} ({result.solve_time_s:.1f} s)")
             print(f"| {shorthand} {model} {n} req | {split} | {bound:.6f} | " + " | ".join(cells)
                   + f" | {diff:.1e} | {check(ok, f'small {shorthand} {n} split={split}')} | " + " | ".join(raw) + " |")
@@ -124,10 +139,11 @@ def tick_turns(n: int, seed: int, min_hit_tokens: int) -> list:
 
 
 def part_tick() -> None:
-    # Steady-state turns: reads, not cold prefills, decide a tick's makespan there, and that is where
+    # Steady-state turns: reads, not cold prefills, decide a tick's fluid bottleneck time there, and that is where
     # the read side matters (a tick with cold first turns is compute-bound: both forms tie).
     print("\n## Tick-sized instances (64 steady-state turns, 2P4D): split vs whole reads")
-    print("| turns | model | state | whole (s) | split (s) | split lowers makespan by | bound (s) | binding |")
+    print("| turns | model | state | whole (s) | split (s) | split lowers the fluid bottleneck by | bound (s) "
+          "| binding |")
     print("|---|---|---|---:|---:|---:|---:|---|")
     cluster = resolve_cluster("2P4D")
     gains: dict[str, list[float]] = {}
@@ -143,15 +159,15 @@ def part_tick() -> None:
                 for name, backlog in states.items():
                     whole, _, _ = plan_with_problem(cluster, llm, reqs, "ortools", False, 5, backlog)
                     split, _, _ = plan_with_problem(cluster, llm, reqs, "ortools", True, 5, backlog)
-                    gain = 1 - split.makespan_s / whole.makespan_s
+                    gain = 1 - split.fluid_bottleneck_s / whole.fluid_bottleneck_s
                     gains.setdefault(population, []).append(gain)
                     if seed < 2:
-                        print(f"| {population} | {model} | {name} (seed {seed}) | {whole.makespan_s:.4f} | "
-                              f"{split.makespan_s:.4f} | {gain:.2%} | {split.lower_bound_s:.4f} | "
+                        print(f"| {population} | {model} | {name} (seed {seed}) | {whole.fluid_bottleneck_s:.4f} | "
+                              f"{split.fluid_bottleneck_s:.4f} | {gain:.2%} | {split.lower_bound_s:.4f} | "
                               f"{split.meta['binding_family']} |")
     print()
     for population, values in gains.items():
-        print(f"{population}: over {len(values)} tick instances split reads lower the makespan by "
+        print(f"{population}: over {len(values)} tick instances split reads lower the bottleneck by "
               f"{min(values):.2%} to {max(values):.2%}, mean {sum(values) / len(values):.2%}; never higher: "
               f"{check(min(values) >= -1e-9, f'tick split never worse ({population})')}")
 

@@ -1,6 +1,6 @@
-"""Certified lower bounds on the plan makespan: the divisible (fluid) bound and the LP relaxation.
+"""Certified lower bounds on a plan's fluid bottleneck time: the divisible (fluid) bound and the LP relaxation.
 
-Both relax the engine-level problem of `problem.py`, so every plan's makespan is at least their value:
+Both relax the engine-level problem of `problem.py`, so every plan's fluid bottleneck time is at least their value:
 the fluid bound pools all PE nodes and all DE nodes and lets requests divide (O(R), then a 1-D convex
 minimisation over the PE-read total); the LP keeps requests whole per node *class* (nodes with the
 same backlog are symmetric, so merging them loses nothing) and pools engines inside a class.
@@ -10,6 +10,7 @@ same backlog are symmetric, so merging them loses nothing) and pools engines ins
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 from dualpath.solver.problem import Problem
@@ -128,12 +129,13 @@ def fluid_bound(problem: Problem) -> Bound:
     return Bound(value, family, "fluid", fraction)
 
 
-def integral_read_bound(problem: Problem, max_bits: int = 4_000_000) -> Bound | None:
+def integral_read_bound(problem: Problem, max_bits: int = 4_000_000, deadline: float | None = None) -> Bound | None:
     """The fluid bound with whole reads: the PE-side total must be a sum of whole requests' hits.
 
     The fluid objective is convex in the PE-side total A, so over the achievable sums (a bitset built
     by shifting, in units of the hits' gcd) the best is one of the two neighbours of the continuous
-    optimum. None when the bitset would exceed `max_bits` or nothing is read.
+    optimum. None when the bitset would exceed `max_bits`, nothing is read, or `time.perf_counter()`
+    passes `deadline` first (the shifts take ~0.4 s for 3,000 requests near the bit limit).
     """
     pb = problem
     hits = [r.hit_tokens for r in pb.requests]
@@ -144,7 +146,9 @@ def integral_read_bound(problem: Problem, max_bits: int = 4_000_000) -> Bound | 
         return None
     free = [h // step for h, r in zip(hits, range(pb.num_requests)) if h and pb.pe_read_cap_bytes(r) == pb.hit_bytes[r]]
     reachable = 1
-    for units in free:
+    for i, units in enumerate(free):
+        if deadline is not None and i % 64 == 0 and time.perf_counter() >= deadline:
+            return None
         reachable |= reachable << units
     fluid = fluid_bound(pb)
     unit_bytes = step * pb.kv_bytes_per_token
@@ -160,7 +164,7 @@ def integral_read_bound(problem: Problem, max_bits: int = 4_000_000) -> Bound | 
 
 
 def fluid_at(problem: Problem, pe_read_bytes: float) -> tuple[float, str]:
-    """The pooled fluid makespan when `pe_read_bytes` of hit KV in all are read on the PE side."""
+    """The pooled fluid bottleneck time when `pe_read_bytes` of hit KV in all are read on the PE side."""
     pb = problem
     pe_nodes, de_nodes = sorted(set(pb.pe_node)), sorted(set(pb.de_node))
     s_p = sum(pb.snic_bytes_per_s[n] for n in pe_nodes)
@@ -217,7 +221,8 @@ MAX_LP_VARIABLES = {"ortools": 400_000, "pulp-cbc": 60_000, "pulp-highs": 60_000
 
 
 def lower_bound(problem: Problem, split_reads: bool = False, backend: str | None = "ortools",
-                time_limit_s: float = 5.0, notes: list[str] | None = None) -> tuple[Bound, list[Bound]]:
+                time_limit_s: float = 5.0, notes: list[str] | None = None, deadline: float | None = None
+                ) -> tuple[Bound, list[Bound]]:
     """The best certified bound and every bound computed (fluid, constants, LP when it adds anything).
 
     The LP is only solved when node classes differ (otherwise it equals the fluid bound exactly) and
@@ -225,12 +230,14 @@ def lower_bound(problem: Problem, split_reads: bool = False, backend: str | None
     """
     bounds = [fluid_bound(problem), constant_bound(problem, split_reads)]
     if not split_reads:
-        integral = integral_read_bound(problem)
+        integral = integral_read_bound(problem, deadline=deadline)
         if integral is not None:
             bounds.append(integral)
+    if not backend or not problem.num_requests:
+        return max(bounds, key=lambda b: b.value_s), bounds
     relax = relaxation(problem, split_reads)
     symmetric = len(relax.pe_classes) == 1 and len(relax.de_classes) == 1
-    if backend and not symmetric and problem.num_requests:
+    if not symmetric:
         limit = MAX_LP_VARIABLES.get(backend, 0)
         if relax.num_variables > limit:
             if notes is not None:

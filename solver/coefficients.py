@@ -21,7 +21,7 @@ def pe_read_cap_tokens(problem: Problem, r: int) -> int:
 def engine_classes(problem: Problem, role: Role) -> list[list[int]]:
     """Interchangeable engines: same node and same backlog (PE) or HBM capacity (DE), in index order.
 
-    Relabelling engines inside a class maps plans to plans of the same makespan, so exact models may
+    Relabelling engines inside a class maps plans to plans of the same bottleneck, so exact models may
     break the symmetry by opening a class's engines in order.
     """
     groups: dict[tuple, list[int]] = {}
@@ -39,7 +39,7 @@ class Coefficients:
     """Seconds of each resource per unit of each variable; exact models use these (CP-SAT x 1e12).
 
     x[r,p] (request r on PE p), y[r,d] (on DE d), a[r,p] / b[r,d] (hit tokens read through p's / d's
-    node SNIC), T (makespan, seconds).
+    node SNIC), T (fluid bottleneck time, seconds).
     """
 
     compute_s: tuple[float, ...]  # x[r,p] on PE compute
@@ -78,6 +78,6 @@ class ExactResult:
 
     solution: Solution | None
     status: str  # "optimal", "feasible", "unknown", "infeasible", "crashed" (the backend died)
-    bound_s: float  # certified lower bound on the makespan proved by the backend (0 if none)
+    bound_s: float  # certified lower bound on the fluid bottleneck time proved by the backend (0 if none)
     solve_time_s: float
     backend: str

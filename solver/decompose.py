@@ -9,11 +9,16 @@ so a 48P96D cluster with 20,000 requests gets a start in seconds.
 from __future__ import annotations
 
 import heapq
+import time
 from collections.abc import Callable
 
 from dualpath.solver.problem import Loads, Problem, Solution
 
 _EPS = 1e-12
+
+
+class TimeUp(Exception):
+    """`construct` passed its deadline before placing every request."""
 
 
 class _Placer:
@@ -109,12 +114,13 @@ class _Heap:
 
 
 def construct(problem: Problem, split_reads: bool, fan: int = 4, pe_side: dict[int, bool] | None = None,
-              read_node: dict[int, int] | None = None) -> Solution:
+              read_node: dict[int, int] | None = None, deadline: float | None = None) -> Solution:
     """Largest requests first, each on the node/engine/path that keeps its touched resources lowest.
 
     Candidates come from heaps (the `fan` least-loaded engines, and nodes by max(SNIC, best engine)),
     so a request costs O(fan log n), not O(engines). `pe_side` fixes read sides (True: PE side);
-    `read_node` fixes the node whose SNIC reads a request's whole hit (whole reads).
+    `read_node` fixes the node whose SNIC reads a request's whole hit (whole reads). Raises `TimeUp`
+    once `time.perf_counter()` passes `deadline`.
     """
     pb = problem
     st = _Placer(pb)
@@ -134,6 +140,8 @@ def construct(problem: Problem, split_reads: bool, fan: int = 4, pe_side: dict[i
     de_nodes = _Heap({n: max(snic_s(n), st.de_key(d)) for n, d in best_de.items()})
     sol = Solution([0] * pb.num_requests, [0] * pb.num_requests, [0] * pb.num_requests)
     for r in order:
+        if deadline is not None and time.perf_counter() >= deadline:
+            raise TimeUp
         h, cap = pb.hit_bytes[r], pb.pe_read_cap_bytes(r)
 
         def room(d: int, r: int = r) -> bool:

@@ -1,7 +1,7 @@
 """Bottleneck descent: improve a plan by moving, swapping or re-routing the binding resource's requests.
 
-`improve` repeatedly takes the resource that sets the makespan and moves, swaps or re-routes one of
-its requests so that every touched resource ends below the current makespan, until none helps, the
+`improve` repeatedly takes the resource that sets the bottleneck and moves, swaps or re-routes one of
+its requests so that every touched resource ends below the current bottleneck, until none helps, the
 target is met or the deadline passes. O(R x nodes) per pass with no solver; it starts from
 `decompose.construct` (or any plan) and is what scales the planner to 48P96D.
 """
@@ -26,7 +26,7 @@ def improve(problem: Problem, solution: Solution, split_reads: bool, deadline_at
         if binding_s <= target_s * (1 + 1e-9):
             break
         if not descent.relieve_binding(family, index, binding_s):
-            break  # a local optimum: no single move, swap or flip lowers the makespan
+            break  # a local optimum: no single move, swap or flip lowers the fluid bottleneck time
     return descent.sol
 
 

@@ -3,7 +3,7 @@
 Per request: the resources its placement touches end at some time; the highest one is its *binding*
 resource. The runner-up is the best other placement (another PE, another DE, the other read side),
 with the time its touched resources would end at. Per plan: each family's peak and mean utilisation
-against the makespan, and the family that binds.
+against the bottleneck, and the family that binds.
 """
 
 from __future__ import annotations
@@ -34,12 +34,12 @@ class FamilyUse:
     family: str
     peak_s: float  # the most loaded resource of the family
     peak_resource: str
-    mean_utilisation: float  # mean load / (capacity x makespan) over the family's resources
+    mean_utilisation: float  # mean load / (capacity x bottleneck) over the family's resources
 
 
 @dataclass(frozen=True)
 class Explanation:
-    makespan_s: float
+    fluid_bottleneck_s: float
     lower_bound_s: float
     binding_family: str
     binding_resource: str
@@ -88,13 +88,13 @@ def explain(problem: Problem, solution: Solution, lower_bound_s: float, max_requ
             candidates: int = 6) -> Explanation:
     pb = problem
     ld = Loads(pb, solution)
-    family, index, makespan = ld.binding()
+    family, index, bottleneck = ld.binding()
     uses = []
     for f in FAMILIES:
         peak, i = ld.family_max(f)
         count = pb.resource_count(f)
         total = sum(ld.family(f)[j] / pb.capacity(f, j) for j in range(count))
-        mean = total / (count * makespan) if count and makespan > 0 else 0.0
+        mean = total / (count * bottleneck) if count and bottleneck > 0 else 0.0
         uses.append(FamilyUse(f, peak, pb.resource_name(f, i) if count else "-", mean))
     # Alternatives are drawn from the least-loaded engines so that explaining stays O(R x candidates).
     pe_rank = sorted(range(pb.num_pe), key=lambda p: (ld.pe_compute[p], p))[:candidates]
@@ -123,20 +123,21 @@ def explain(problem: Problem, solution: Solution, lower_bound_s: float, max_requ
         best = best or (finish, "none")
         whys.append(RequestWhy(pb.requests[r].id, pb.pe_names[p], pb.de_names[d], _path(pb, r, a), finish,
                                binding, best[1], best[0]))
-    return Explanation(makespan, lower_bound_s, family, pb.resource_name(family, index), tuple(uses),
+    return Explanation(bottleneck, lower_bound_s, family, pb.resource_name(family, index), tuple(uses),
                        tuple(whys), pb.num_requests)
 
 
 def to_markdown(ex: Explanation, title: str = "Plan explanation") -> str:
-    gap = ex.makespan_s / ex.lower_bound_s - 1 if ex.lower_bound_s > 0 else 0.0
+    gap = ex.fluid_bottleneck_s / ex.lower_bound_s - 1 if ex.lower_bound_s > 0 else 0.0
     lines = [f"# {title}", "",
-             (f"Makespan {ex.makespan_s:.4f} s, lower bound {ex.lower_bound_s:.4f} s, gap {gap:.3%}. "
+             (f"Fluid bottleneck time {ex.fluid_bottleneck_s:.4f} s, fluid lower bound {ex.lower_bound_s:.4f} s, "
+              f"gap to the fluid bound {gap:.3%}. "
               f"Binding: **{FAMILY_TITLES.get(ex.binding_family, ex.binding_family)}** "
               f"({ex.binding_resource})."), "",
-             "| constraint family | peak resource | peak (s) | peak / makespan | mean utilisation |",
+             "| constraint family | peak resource | peak (s) | peak / bottleneck | mean utilisation |",
              "|---|---|---|---|---|"]
     for f in ex.families:
-        share = f.peak_s / ex.makespan_s if ex.makespan_s else 0.0
+        share = f.peak_s / ex.fluid_bottleneck_s if ex.fluid_bottleneck_s else 0.0
         lines.append(f"| {FAMILY_TITLES.get(f.family, f.family)} | {f.peak_resource} | {f.peak_s:.4f} | "
                      f"{share:.1%} | {f.mean_utilisation:.1%} |")
     lines += ["", f"## Requests ({len(ex.requests)} of {ex.num_requests_total} explained)", "",

@@ -1,4 +1,5 @@
-"""The `optimized` policy: `OnlineScheduler` ticking through the `Policy` interface, for the executors."""
+"""The `optimized` policy (`OnlineScheduler` ticking through the `Policy` interface, for the executors) and
+`dualpath-srpt`, the paper's rules with `optimized`'s batch order: the ablation's "batch order alone"."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dualpath.plan import Assignment
 from dualpath.policy import BatchItem, ClusterState, ExecutionOptions, Policy
 from dualpath.request import Request
 from dualpath.solver.online import OnlineOptions, OnlineScheduler
+from dualpath.solver.paper_rules import DualPathPolicy
 from dualpath.solver.problem import request_compute_s
 
 
@@ -39,15 +41,53 @@ class OptimizedPolicy(Policy):
     def form_batch(self, queue: Sequence[BatchItem]) -> list[BatchItem]:
         return self.scheduler.rules.form_batch(order_queue(self.scheduler, queue))
 
+    def batch_order(self, queue: Sequence[BatchItem]) -> list[BatchItem]:
+        """The order `form_batch` fills a batch in (a rollout plan's priorities are applied on top)."""
+        return order_queue(self.scheduler, queue)
+
+    def fill_batch(self, ordered: Sequence[BatchItem]) -> list[BatchItem]:
+        return self.scheduler.rules.form_batch(ordered)
+
+
+class DualPathSRPTPolicy(DualPathPolicy):
+    """The paper's rules for PE, DE and read side, with forward batches in `optimized`'s order (`srpt`)."""
+
+    name = "dualpath-srpt"
+
+    def __init__(self, cluster: ClusterSpec, llm: LLMSpec, block_tokens: int = 64):
+        super().__init__(cluster, llm, block_tokens)
+        self.options = OnlineOptions(budget_s=None)
+        self.now_s = 0.0  # of the last report, as `optimized` ages waiting requests
+
+    def schedule(self, pending: Sequence[Request], state: ClusterState) -> list[Assignment]:
+        self.now_s = state.now_s
+        return super().schedule(pending, state)
+
+    def observe(self, state: ClusterState) -> None:
+        self.now_s = state.now_s
+
+    def batch_order(self, queue: Sequence[BatchItem]) -> list[BatchItem]:
+        return queue_order(self.llm, self.options, queue, self.now_s)
+
+    def fill_batch(self, ordered: Sequence[BatchItem]) -> list[BatchItem]:
+        return super().form_batch(ordered)
+
+    def form_batch(self, queue: Sequence[BatchItem]) -> list[BatchItem]:
+        return super().form_batch(self.batch_order(queue))
+
 
 def order_queue(scheduler: OnlineScheduler, queue: Sequence[BatchItem], now_s: float | None = None) -> list[BatchItem]:
+    """`queue_order` with the scheduler's options, at `now_s` or the time of its last report."""
+    now = now_s if now_s is not None else (scheduler.state.now_s if scheduler.state else 0.0)
+    return queue_order(scheduler.llm, scheduler.options, queue, now)
+
+
+def queue_order(llm: LLMSpec, options: OnlineOptions, queue: Sequence[BatchItem], now: float) -> list[BatchItem]:
     """Inside a PE, the forward batch's order. `srpt`: least remaining compute first, aged by waiting time;
     `hrrn`: highest response ratio next, (wait + compute) / compute; either way short requests (whose next
     turn's reads are waiting on them) go first while long cold prefills age into the batch."""
-    options, llm = scheduler.options, scheduler.llm
     if options.batch_order == "fifo" or len(queue) < 2:
         return list(queue)
-    now = now_s if now_s is not None else (scheduler.state.now_s if scheduler.state else 0.0)
 
     def ratio(item: BatchItem) -> float:
         service = request_compute_s(llm, item.cached_tokens, item.new_tokens) + 1e-3

@@ -4,7 +4,7 @@ The same model as a pywraplp MIP is in `ortools_mip`.
 
 Same sections and variable names as `pulp_model`: x[r,p] request r on PE p, y[r,d] on DE d, a[r,p] and
 b[r,d] hit tokens (integers) read through p's / d's node SNIC, z[r] = 1 for a PE-side read (whole reads), T the
-makespan. Coefficients come from `coefficients.coefficients` (seconds per unit).
+bottleneck. Coefficients come from `coefficients.coefficients` (seconds per unit).
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ def _hint_cpsat(model, pb: Problem, hint: Solution, x, y, a, b, z) -> None:
 
 
 def _trivial_upper_s(pb: Problem, co) -> float:
-    """Everything on one engine and one node: an upper bound on any optimal makespan."""
+    """Everything on one engine and one node: an upper bound on any optimal fluid bottleneck time."""
     total = max(co.snic_backlog_s) + max(co.compute_backlog_s, default=0.0)
     total += sum(co.compute_s) + sum(co.hit_cnic_s) + sum(co.new_cnic_s) + 2 * sum(co.prompt_cnic_s)
     total += sum(co.hit_tokens) * (max(co.token_snic_s) + 2 * co.token_cnic_s)

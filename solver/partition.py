@@ -1,6 +1,6 @@
 """Whole-read partition: which node reads each request's hit, so that the SNICs finish together.
 
-With whole reads, the SNIC part of the makespan is a multiway number-partitioning problem, which
+With whole reads, the SNIC part of the bottleneck is a multiway number-partitioning problem, which
 LP-based branch and bound (CBC, HiGHS) handles badly: on 1P2D with 24 requests neither proves the
 optimum in 120 s, while it is a few subset-sum dynamic programmes. `integral_read_sides` picks the
 PE-side set whose total meets the integral-read bound (bound.py); `integral_read_nodes` then splits

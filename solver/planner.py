@@ -1,10 +1,16 @@
-"""`make_plan`: specs + requests in, a `Plan` out, always with its lower bound and gap.
+"""`make_plan`: specs + requests in, a `Plan` out, always with its fluid lower bound and the gap to it.
 
 Steps: build the problem; the paper's greedy (baseline, warm start, fallback); the lower bound (fluid,
 and the LP relaxation when node classes differ); then either an exact model (small instances: CP-SAT,
 SCIP through pywraplp, or PuLP with CBC / HiGHS, warm-started) or the decomposition (node level, then
 engines, then bottleneck descent) until the time limit or the bound. The best plan found is returned
 and never one worse than the greedy.
+
+The time limit bounds the whole call, the problem's build included: every phase stops at the deadline
+(the greedy too, placing what it has not reached on the least-loaded engines), and a plan cut short
+says so (status "fallback", a note). Costs are the `llm`'s: callers pass `calibrated_llm(llm)` from
+`dualpath.calibration`, the cost model the simulator executes (`dualpath plan` does), so the plan's
+compute coefficients are the step times it will be replayed with.
 """
 
 from __future__ import annotations
@@ -15,12 +21,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dualpath.cluster import ClusterSpec
-from dualpath.errors import UnknownNameError, require
+from dualpath.errors import MissingExtraError, UnknownNameError
 from dualpath.llm import LLMSpec
 from dualpath.plan import Assignment, Plan
 from dualpath.request import Request
 from dualpath.solver.bound import Bound, lower_bound
-from dualpath.solver.greedy import greedy_solution
+from dualpath.solver.greedy import greedy_until
 from dualpath.solver.problem import Backlog, Loads, Problem, Solution, build_problem, solution_from_plan
 from dualpath.solver.search import Candidate, Search
 
@@ -68,7 +74,7 @@ def plan_with_problem(cluster: ClusterSpec, llm: LLMSpec, requests: Sequence[Req
     exact_backend, lp_backend = SOLVERS[key]
     started = time.perf_counter()
     for module in BACKEND_MODULES.get(key, ()):
-        require(module, "solver")  # say which extra to install before any work, whatever the size
+        _check_installed(module)  # say which extra to install before any work, whatever the size
     deadline = started + max(0.0, time_limit_s)
     # The re-split and read balancing after the search take ~0.3 s on 1,000 requests: the search
     # stops early enough for the whole plan to fit the limit.
@@ -76,34 +82,52 @@ def plan_with_problem(cluster: ClusterSpec, llm: LLMSpec, requests: Sequence[Req
     problem = build_problem(cluster, llm, requests, backlog, block_tokens)
     notes: list[str] = []
 
-    greedy = greedy_solution(problem)
-    greedy_s = Loads(problem, greedy).makespan_s()
-    best_bound, bounds = lower_bound(problem, split_reads, lp_backend,
-                                     time_limit_s=max(0.05, 0.3 * (deadline - time.perf_counter())), notes=notes)
+    greedy, placed = greedy_until(problem, search_deadline)
+    greedy_loads = Loads(problem, greedy)
+    greedy_s = greedy_loads.fluid_bottleneck_s()
+    cut, late = placed < problem.num_requests, time.perf_counter() >= search_deadline
+    # `--solver greedy` asks for nothing more than the greedy: only a cut one is a fallback.
+    time_up = cut or (late and exact_backend is not None)
+    # Out of time: the fluid bound alone (O(R)), no LP.
+    best_bound, bounds = lower_bound(problem, split_reads, None if late else lp_backend,
+                                     time_limit_s=max(0.05, 0.3 * (deadline - time.perf_counter())), notes=notes,
+                                     deadline=search_deadline)
+    if time_up:
+        if cut:
+            notes.append(f"time limit: the paper's rules placed {placed:,} of {problem.num_requests:,} requests, "
+                         f"the rest went to the least-loaded engines; no search")
+            method = "paper-rules, cut by the time limit"
+        else:
+            notes.append("time limit: reached after the paper's rules; no search")
+            method = "paper-rules"
+        return _finish(problem, greedy, greedy_s, best_bound, bounds, key, "fallback", method,
+                       started, split_reads, notes, greedy_s, greedy_loads)
     if exact_backend is None:  # "greedy": the paper's rules alone
         return _finish(problem, greedy, greedy_s, best_bound, bounds, "greedy", "greedy", "paper-rules",
-                       started, split_reads, notes)
+                       started, split_reads, notes, loads=greedy_loads)
 
     search = Search(problem, split_reads, best_bound, bounds, notes, Candidate(greedy_s, "greedy", greedy))
     use_exact, small = _use_exact(problem, key, exact, notes)
-    seeds = search.add_starts(greedy, small, time_limit_s)
+    seeds = search.add_starts(greedy, small, time_limit_s, search_deadline)
     status, method = "feasible", "decomposition"
-    if use_exact and search.best().makespan_s <= best_bound.value_s * (1 + 1e-9):
+    if use_exact and search.best().fluid_bottleneck_s <= best_bound.value_s * (1 + 1e-9):
         status = "optimal"  # a start already meets the certified bound
+    elif time.perf_counter() >= search_deadline:
+        notes.append("time limit: reached before the search")
     elif use_exact:
         status, method = search.run_exact(exact_backend, search_deadline, threads)
     else:
         search.run_descents(seeds, search_deadline, TARGET_GAP)
-    if split_reads and status != "optimal":
+    if split_reads and status != "optimal" and time.perf_counter() < search_deadline:
         search.add_resplit(deadline)
 
     best = search.pick()
     solution = search.balanced(best, deadline)
-    if best.origin == "greedy" and best.makespan_s >= greedy_s and status != "optimal":
+    if best.origin == "greedy" and best.fluid_bottleneck_s >= greedy_s and status != "optimal":
         status = "fallback"
-    if best.makespan_s <= search.bound.value_s * (1 + 1e-9):
+    if best.fluid_bottleneck_s <= search.bound.value_s * (1 + 1e-9):
         status = "optimal"
-    return _finish(problem, solution, best.makespan_s, search.bound, search.bounds, key, status,
+    return _finish(problem, solution, best.fluid_bottleneck_s, search.bound, search.bounds, key, status,
                    method if best.origin != "greedy" else "paper-rules", started, split_reads, notes, greedy_s)
 
 
@@ -123,21 +147,33 @@ def _use_exact(problem: Problem, key: str, exact: bool | None, notes: list[str])
     return use_exact, small
 
 
+def _check_installed(module: str) -> None:
+    """`MissingExtraError` unless `module` can be imported; found, not imported: importing CP-SAT (and
+    the pandas it loads) takes ~1 s, which a short time limit cannot afford when the search never runs."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ImportError:  # a parent package is missing
+        found = False
+    if not found:
+        raise MissingExtraError(module, "solver")
+
+
 def _warn(message: str) -> str:
     # Past _warn, _use_exact and plan_with_problem: the warning names the line that asked for the plan.
     warnings.warn(message, PlannerWarning, stacklevel=4)
     return message
 
 
-def _finish(problem: Problem, solution: Solution, makespan: float, bound: Bound, bounds: list[Bound],
+def _finish(problem: Problem, solution: Solution, bottleneck: float, bound: Bound, bounds: list[Bound],
             solver: str, status: str, method: str, started: float, split_reads: bool, notes: list[str],
-            greedy_s: float | None = None) -> tuple[Plan, Problem, Solution]:
-    loads = Loads(problem, solution)
-    family, index, _ = loads.binding()
+            greedy_s: float | None = None, loads: Loads | None = None) -> tuple[Plan, Problem, Solution]:
+    family, index, _ = (loads if loads is not None else Loads(problem, solution)).binding()
     plan = Plan(
-        solver=solver, status=status, assignments=assignments_of(problem, solution), makespan_s=makespan,
-        lower_bound_s=min(bound.value_s, makespan), solve_time_s=time.perf_counter() - started,
-        greedy_makespan_s=greedy_s if greedy_s is not None else makespan, split_reads=split_reads,
+        solver=solver, status=status, assignments=assignments_of(problem, solution), fluid_bottleneck_s=bottleneck,
+        lower_bound_s=min(bound.value_s, bottleneck), solve_time_s=time.perf_counter() - started,
+        greedy_fluid_bottleneck_s=greedy_s if greedy_s is not None else bottleneck, split_reads=split_reads,
         meta={
             "cluster": problem.cluster.name or problem.cluster.shorthand, "model": problem.llm.name,
             "num_requests": problem.num_requests, "method": method,

@@ -1,7 +1,8 @@
 """Policy registry: `make_policy(name, cluster, llm)` for the CLI and benchmarks.
 
 `POLICY_NAMES` lists the paper's scheduler and its baselines in the ablation's order, then this
-library's `optimized` (solver/online.py); other code adds its own with `register_policy`.
+library's `optimized` (solver/online.py) and `dualpath-srpt` (the paper's rules with `optimized`'s batch
+order, to credit the batch order alone); other code adds its own with `register_policy`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ def _optimized(cluster: ClusterSpec, llm: LLMSpec, block_tokens: int = 64) -> Po
     return OptimizedPolicy(cluster, llm, block_tokens)
 
 
+def _dualpath_srpt(cluster: ClusterSpec, llm: LLMSpec, block_tokens: int = 64) -> Policy:
+    from dualpath.solver.optimized import DualPathSRPTPolicy
+
+    return DualPathSRPTPolicy(cluster, llm, block_tokens)
+
+
 _FACTORIES: dict[str, PolicyFactory] = {
     "basic": BasicPolicy,
     "layerwise": LayerwisePolicy,
@@ -39,6 +46,7 @@ _FACTORIES: dict[str, PolicyFactory] = {
     "oracle": OraclePolicy,
     "round-robin": RoundRobinPolicy,
     "optimized": _optimized,
+    "dualpath-srpt": _dualpath_srpt,
 }
 POLICY_NAMES: tuple[str, ...] = tuple(_FACTORIES)
 

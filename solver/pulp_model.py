@@ -2,7 +2,7 @@
 
 Same sections and variable names as `ortools_model`: x[r,p] request r on PE p, y[r,d] on DE d, a[r,p]
 and b[r,d] hit tokens (integers) read through p's / d's node SNIC, z[r] = 1 for a PE-side read (whole reads),
-T the makespan in seconds. CBC does not honour time limits reliably on large models, so the planner
+T the fluid bottleneck time in seconds. CBC does not honour time limits reliably on large models, so the planner
 only sends PuLP models up to `MAX_MIP_BINARIES` binaries (larger instances are decomposed).
 """
 
@@ -26,7 +26,7 @@ def _solver(pulp, backend: str, time_limit_s: float, threads: int, gap: float = 
     limit = max(1, round(time_limit_s))
     if backend == "cbc":
         # `increment`: CBC only accepts a solution 1e-5 (absolute) better than its incumbent by
-        # default, which on makespans of ~0.1 s stops it 2e-6 (relative) above the optimum.
+        # default, which on bottleneck times of ~0.1 s stops it 2e-6 (relative) above the optimum.
         with warnings.catch_warnings():  # PuLP 3.3 deprecates its bundled CBC in favour of pulp[cbc]
             warnings.simplefilter("ignore", DeprecationWarning)
             return pulp.PULP_CBC_CMD(msg=False, timeLimit=limit, threads=threads, gapRel=gap, gapAbs=0,
@@ -36,7 +36,7 @@ def _solver(pulp, backend: str, time_limit_s: float, threads: int, gap: float = 
     if backend == "highs":
         require("highspy", "solver")
         # No `threads`: HiGHS keeps one global scheduler per process and refuses a different count.
-        # Tight tolerances: a row violated by the default 1e-7 shows as a makespan 1e-6 too long.
+        # Tight tolerances: a row violated by the default 1e-7 shows as a fluid bottleneck time 1e-6 too long.
         return pulp.HiGHS(msg=False, timeLimit=time_limit_s, gapRel=gap, gapAbs=0, random_seed=1,
                           primal_feasibility_tolerance=1e-9, mip_feasibility_tolerance=1e-9)
     raise ValueError(f"unknown PuLP backend {backend!r}: expected one of {', '.join(BACKENDS)}")

@@ -5,9 +5,9 @@ linear in the PE-side bytes a[r], so the best split is one small LP (GLOP). The 
 its best split-read candidate: the descent moves one request at a time and stops at local optima a
 whole-read plan can beat, whereas a plan re-split here is never worse than the plan it starts from.
 
-When compute binds, many read sides give the same makespan and a solver returns any of them (often
+When compute binds, many read sides give the same bottleneck and a solver returns any of them (often
 every read on the PE side). `balance_reads` then evens out the SNICs without raising any resource
-above the makespan: the LP with max SNIC time as its objective for split reads, and side flips,
+above the bottleneck: the LP with max SNIC time as its objective for split reads, and side flips,
 largest first, for whole reads. Both paths then carry reads, as DualPath intends, at no cost.
 """
 
@@ -21,7 +21,7 @@ GB = 1e-9  # bytes in GB keep the LP's coefficients within a few orders of magni
 
 def resplit(problem: Problem, solution: Solution, time_limit_s: float = 1.0,
             cap_s: float | None = None) -> Solution | None:
-    """`solution` with each request's PE-side bytes re-chosen to minimise the makespan (whole tokens);
+    """`solution` with each request's PE-side bytes re-chosen to minimise the fluid bottleneck time (whole tokens);
     None when the LP does not solve in time or the rounded result is not better. With `cap_s`, the
     objective is the latest SNIC finish instead, every CNIC staying within `cap_s`."""
     pywraplp = require("ortools.linear_solver.pywraplp", "solver")
@@ -33,10 +33,10 @@ def resplit(problem: Problem, solution: Solution, time_limit_s: float = 1.0,
     fixed = Loads(pb, solution)
     floor_s = max(max(fixed.time_s("pe_compute", p), fixed.time_s("pe_cnic_in", p)) for p in range(pb.num_pe))
 
-    # Variables: PE-side GB per request, the makespan (or the latest SNIC finish) and the CNIC limit
+    # Variables: PE-side GB per request, the fluid bottleneck time (or the latest SNIC finish) and the CNIC limit
     a = [solver.NumVar(0.0, pb.pe_read_cap_bytes(r) * GB, f"a[{r}]") for r in R]
     T = solver.NumVar(0.0 if cap_s is not None else floor_s, solver.infinity(), "T")
-    C = T if cap_s is None else cap_s  # CNIC rows: <= T for the makespan, <= cap_s when balancing
+    C = T if cap_s is None else cap_s  # CNIC rows: <= T for the fluid bottleneck time, <= cap_s when balancing
 
     # SNIC per node: PE-side reads of requests on its PEs, DE-side reads of requests on its DEs
     snic_terms: list[list] = [[] for _ in range(pb.num_nodes)]
@@ -72,17 +72,17 @@ def resplit(problem: Problem, solution: Solution, time_limit_s: float = 1.0,
     out = Solution(list(solution.pe), list(solution.de), pe_read)
     after = Loads(pb, out)
     if cap_s is not None:
-        better = after.family_max("snic")[0] < fixed.family_max("snic")[0] and after.makespan_s() <= cap_s
+        better = after.family_max("snic")[0] < fixed.family_max("snic")[0] and after.fluid_bottleneck_s() <= cap_s
     else:
-        better = after.makespan_s() < fixed.makespan_s()
+        better = after.fluid_bottleneck_s() < fixed.fluid_bottleneck_s()
     return out if better else None
 
 
 def balance_reads(problem: Problem, solution: Solution, split_reads: bool, time_limit_s: float = 1.0) -> Solution:
-    """Read sides that lower the latest SNIC finish while no resource passes the current makespan."""
-    makespan = Loads(problem, solution).makespan_s()
+    """Read sides that lower the latest SNIC finish while no resource passes the current fluid bottleneck time."""
+    bottleneck = Loads(problem, solution).fluid_bottleneck_s()
     if split_reads:
-        return resplit(problem, solution, time_limit_s, cap_s=makespan) or solution
+        return resplit(problem, solution, time_limit_s, cap_s=bottleneck) or solution
     pb, out = problem, solution.copy()
     loads = Loads(pb, out)
     cn = pb.cnic_bytes_per_s
@@ -98,7 +98,7 @@ def balance_reads(problem: Problem, solution: Solution, split_reads: bool, time_
         loads.add(r, p, d, new)
         after = max(loads.time_s("snic", n_pe), loads.time_s("snic", n_de))
         cnic = max(loads.pe_cnic_out[p], loads.de_cnic_out[d], loads.de_cnic_in[d]) / cn
-        if after < before * (1 - 1e-12) and max(after, cnic) <= makespan:
+        if after < before * (1 - 1e-12) and max(after, cnic) <= bottleneck:
             out.pe_read_bytes[r] = new
         else:
             loads.add(r, p, d, new, sign=-1)

@@ -2,7 +2,7 @@
 
 A `Search` holds every candidate found (greedy, decomposition starts, the exact model's answer,
 descents, re-splits) and the best certified bound. Steps only add candidates; the plan is the one of
-smallest makespan, the greedy's on ties, with its reads balanced over the SNICs where that is free.
+smallest bottleneck, the greedy's on ties, with its reads balanced over the SNICs where that is free.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from dualpath.solver.resplit import balance_reads, resplit
 
 @dataclass(frozen=True)
 class Candidate:
-    """A plan the search found: its makespan, where it came from (reported as the method), the solution."""
+    """A plan the search found: its fluid bottleneck time, where it came from (reported as the method), the solution."""
 
-    makespan_s: float
+    fluid_bottleneck_s: float
     origin: str
     solution: Solution
 
@@ -40,7 +40,7 @@ class Seed:
 class Search:
     """The candidates found so far and the best certified bound; one method per step of the search.
 
-    The plan is the smallest-makespan candidate (the greedy's on ties), so every step only adds."""
+    The plan is the smallest-bottleneck candidate (the greedy's on ties), so every step only adds."""
 
     def __init__(self, problem: Problem, split_reads: bool, bound: Bound, bounds: list[Bound], notes: list[str],
                  greedy: Candidate):
@@ -52,27 +52,36 @@ class Search:
         self.candidates = [greedy]
 
     def add(self, origin: str, solution: Solution) -> None:
-        self.candidates.append(Candidate(Loads(self.pb, solution).makespan_s(), origin, solution))
+        self.candidates.append(Candidate(Loads(self.pb, solution).fluid_bottleneck_s(), origin, solution))
 
     def best(self) -> Candidate:
-        return min(self.candidates, key=lambda c: c.makespan_s)
+        return min(self.candidates, key=lambda c: c.fluid_bottleneck_s)
 
     def pick(self) -> Candidate:
         """The best candidate; the greedy wins ties (its plan is the paper's, with nothing to explain)."""
-        return min(self.candidates, key=lambda c: (c.makespan_s, c.origin != "greedy"))
+        return min(self.candidates, key=lambda c: (c.fluid_bottleneck_s, c.origin != "greedy"))
 
-    def add_starts(self, greedy: Solution, small: bool, time_limit_s: float) -> list[Seed]:
-        """Decomposition starts as candidates; returns the seeds the descent improves, in order."""
+    def add_starts(self, greedy: Solution, small: bool, time_limit_s: float, deadline: float | None = None
+                   ) -> list[Seed]:
+        """Decomposition starts as candidates; returns the seeds the descent improves, in order. A start
+        not built by `deadline` is left out (the greedy stays)."""
         pb, split = self.pb, self.split_reads
         # A fast decomposition plan first: it is the warm start of the exact model, or the answer.
-        start_sol = decompose.construct(pb, split)
+        try:
+            start_sol = decompose.construct(pb, split, deadline=deadline)
+        except decompose.TimeUp:
+            self.notes.append("time limit: reached while building the decomposition start")
+            return [Seed("greedy", greedy, split)]
         self.add("decomposition", start_sol)
         seeds = [Seed("decomposition", start_sol, split), Seed("greedy", greedy, split)]
         if split:
             # Every whole-read plan is a split plan: the whole-read descent runs too, so that a split plan
             # never ends above the whole-read plan of the same instance (the two descents have different
             # moves and local optima).
-            whole_sol = decompose.construct(pb, False)
+            try:
+                whole_sol = decompose.construct(pb, False, deadline=deadline)
+            except decompose.TimeUp:
+                return seeds
             self.add("decomposition", whole_sol)
             seeds[1:1] = [Seed("whole-read decomposition", whole_sol, False)]
             seeds.append(Seed("whole-read greedy", greedy, False))
@@ -120,7 +129,7 @@ class Search:
             share = (deadline - time.perf_counter()) / (len(seeds) - i)
             improved = descent.improve(self.pb, seed.solution, seed.split_reads, time.perf_counter() + share, target)
             self.add(f"{seed.name}+descent", improved)
-            if self.best().makespan_s <= target:
+            if self.best().fluid_bottleneck_s <= target:
                 break
 
     def add_resplit(self, deadline: float) -> None:
@@ -135,7 +144,7 @@ class Search:
             self.add(f"{best.origin}+resplit", resplit_sol)
 
     def balanced(self, picked: Candidate, deadline: float) -> Solution:
-        """`picked`'s solution with its reads spread over the SNICs where that costs no makespan."""
+        """`picked`'s solution with its reads spread over the SNICs where that costs no fluid bottleneck time."""
         solution = picked.solution
         if picked.origin == "greedy" or Loads(self.pb, solution).binding()[0] == "snic":
             return solution
@@ -143,13 +152,13 @@ class Search:
             balanced = balance_reads(self.pb, solution, self.split_reads, max(0.05, deadline - time.perf_counter()))
         except MissingExtraError:
             return solution
-        return balanced if Loads(self.pb, balanced).makespan_s() <= picked.makespan_s else solution
+        return balanced if Loads(self.pb, balanced).fluid_bottleneck_s() <= picked.fluid_bottleneck_s else solution
 
 
 def _solve_exact(problem: Problem, backend: str, split_reads: bool, deadline: float, hint: Candidate,
                  threads: int, bound_s: float) -> ExactResult:
     limit = max(0.05, deadline - time.perf_counter())
-    upper_s, hint_sol = hint.makespan_s, hint.solution
+    upper_s, hint_sol = hint.fluid_bottleneck_s, hint.solution
     if backend == "cp-sat":
         from dualpath.solver.ortools_model import solve_cpsat
 

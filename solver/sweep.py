@@ -1,7 +1,7 @@
 """Capacity planning: rank P:D node splits of a GPU budget for a workload, and price upgrades.
 
 For every split (P prefill + D decode nodes using the budget) the batch's certified lower bound on
-the plan makespan is computed (fluid + LP, no solver needed for symmetric clusters), and, when the
+the plan's fluid bottleneck time is computed (fluid + LP, no solver needed for symmetric clusters), and, when the
 caller passes `simulate` (the composition root wires the simulator in; `solver` never imports
 `runtime`), the simulated JCT. Splits are ranked by simulated JCT when known, else by the bound. For
 the best split, what a faster SNIC or a larger DRAM buffer would buy is the same two numbers again

@@ -1,6 +1,6 @@
 """The greedy plan is the paper's rules: same decisions as the `dualpath` policy's fetch."""
 
-from dualpath.solver.greedy import greedy_solution, idle_state, paper_policy
+from dualpath.solver.greedy import greedy_solution, greedy_until, idle_state, paper_policy
 from dualpath.solver.problem import Backlog, Loads, build_problem
 from tests.solver.cases import DS27B, DSV32, agentic_requests, cluster
 
@@ -34,3 +34,15 @@ def test_backlogs_steer_the_rules():
     sol = greedy_solution(pb)
     # P0's read queue is far longer than D0's: every read goes to the DE side.
     assert all(a == 0 for a in sol.pe_read_bytes)
+
+
+def test_a_deadline_cuts_the_rules_and_the_rest_goes_to_the_least_loaded_engines():
+    pb = build_problem(cluster(2, 4), DSV32, agentic_requests(800, seed=2))
+    full = greedy_solution(pb)
+    sol, placed = greedy_until(pb, deadline=0.0)  # already passed: nothing by the rules
+    assert placed == 0 and sol == greedy_until(pb, 0.0)[0]  # deterministic
+    loads = Loads(pb, sol)
+    assert loads.hbm_overflow() == [] and all(a in (0, h) for a, h in zip(sol.pe_read_bytes, pb.hit_bytes))
+    # Least compute first: the PEs' compute loads end within one request of each other.
+    assert max(loads.pe_compute) - min(loads.pe_compute) <= max(pb.compute_s)
+    assert greedy_until(pb, None) == (full, len(pb.requests))

@@ -6,7 +6,7 @@ import pytest
 
 from dualpath.solver import ortools_mip, ortools_model, pulp_model
 from dualpath.solver.bound import fluid_bound, lower_bound, relaxation
-from dualpath.solver.problem import Backlog, build_problem, makespan_s
+from dualpath.solver.problem import Backlog, build_problem, fluid_bottleneck_s
 from tests.solver.cases import DS27B, agentic_requests, request, tiny_cluster
 
 KV = DS27B.kv_bytes_per_token
@@ -26,11 +26,11 @@ def test_hand_solved_three_requests(solve):
     whole = solve(pb, False)
     assert whole.status == "optimal"
     # Best partition of {3, 2, 2}: {3} | {2, 2} -> 4096 tokens on one SNIC.
-    assert makespan_s(pb, whole.solution) == pytest.approx(4096 * KV / 50e9, rel=1e-9)
+    assert fluid_bottleneck_s(pb, whole.solution) == pytest.approx(4096 * KV / 50e9, rel=1e-9)
     split = solve(pb, True)
     assert split.status == "optimal"
-    assert makespan_s(pb, split.solution) == pytest.approx(3584 * KV / 50e9, rel=1e-6)
-    assert 0 < whole.bound_s <= makespan_s(pb, whole.solution)
+    assert fluid_bottleneck_s(pb, split.solution) == pytest.approx(3584 * KV / 50e9, rel=1e-6)
+    assert 0 < whole.bound_s <= fluid_bottleneck_s(pb, whole.solution)
 
 
 def test_cpsat_and_pulp_reach_the_same_optimum_on_small_instances():
@@ -43,9 +43,9 @@ def test_cpsat_and_pulp_reach_the_same_optimum_on_small_instances():
             cbc = pulp_model.solve_mip(pb, split, 20, backend="cbc")
             highs = pulp_model.solve_mip(pb, split, 20, backend="highs")
             assert cp.status == cbc.status == highs.status == "optimal"
-            ref = makespan_s(pb, cp.solution)
-            assert makespan_s(pb, cbc.solution) == pytest.approx(ref, rel=1e-6)
-            assert makespan_s(pb, highs.solution) == pytest.approx(ref, rel=1e-6)
+            ref = fluid_bottleneck_s(pb, cp.solution)
+            assert fluid_bottleneck_s(pb, cbc.solution) == pytest.approx(ref, rel=1e-6)
+            assert fluid_bottleneck_s(pb, highs.solution) == pytest.approx(ref, rel=1e-6)
             assert cp.bound_s <= ref * (1 + 1e-12)
 
 
@@ -57,7 +57,7 @@ def test_hint_is_accepted_and_time_limit_returns_something():
     first = ortools_model.solve_cpsat(pb, False, 5)
     hinted = ortools_model.solve_cpsat(pb, False, 0.5, hint=first.solution)
     assert hinted.solution is not None
-    assert makespan_s(pb, hinted.solution) <= makespan_s(pb, first.solution) * (1 + 1e-9)
+    assert fluid_bottleneck_s(pb, hinted.solution) <= fluid_bottleneck_s(pb, first.solution) * (1 + 1e-9)
 
 
 def test_lp_relaxation_bounds_every_plan_and_beats_fluid_with_uneven_backlogs():
@@ -74,7 +74,7 @@ def test_lp_relaxation_bounds_every_plan_and_beats_fluid_with_uneven_backlogs():
     best, bounds = lower_bound(pb)
     assert any(b.kind == "lp" for b in bounds)
     exact = ortools_model.solve_cpsat(pb, True, 10)
-    assert best.value_s <= makespan_s(pb, exact.solution) * (1 + 1e-12)
+    assert best.value_s <= fluid_bottleneck_s(pb, exact.solution) * (1 + 1e-12)
 
 
 @pytest.mark.parametrize("seed", range(24))

@@ -2,6 +2,7 @@
 
 import json
 import sys
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,20 +24,21 @@ def test_hand_solved_instance_reaches_the_known_optimum(solver):
     for split, tokens in ((False, 4096), (True, 3584)):
         plan, pb, _ = plan_with_problem(tiny_cluster(), DS27B, HAND, solver, split_reads=split, time_limit_s=10)
         assert plan.status == "optimal"
-        assert plan.makespan_s == pytest.approx(tokens * KV / 50e9, rel=1e-6)
+        assert plan.fluid_bottleneck_s == pytest.approx(tokens * KV / 50e9, rel=1e-6)
         assert check_plan(pb, plan) == []
-        assert plan.makespan_s <= plan.greedy_makespan_s
+        assert plan.fluid_bottleneck_s <= plan.greedy_fluid_bottleneck_s
 
 
 def test_plan_json_has_the_documented_keys(tmp_path):
     plan = make_plan(tiny_cluster(1, 1, 2), DS27B, agentic_requests(12, seed=1), "ortools", time_limit_s=5)
     plan.save(tmp_path / "plan.json")
     data = json.loads((tmp_path / "plan.json").read_text())
-    for key in ("solver", "status", "makespan_s", "lower_bound_s", "gap", "solve_time_s", "greedy_makespan_s"):
+    for key in ("solver", "status", "fluid_bottleneck_s", "lower_bound_s", "gap", "solve_time_s",
+                "greedy_fluid_bottleneck_s"):
         assert key in data
     for key in ("request", "pe", "de", "pe_read_bytes", "de_read_bytes"):
         assert key in data["assignments"][0]
-    assert Plan.load(tmp_path / "plan.json").makespan_s == plan.makespan_s
+    assert Plan.load(tmp_path / "plan.json").fluid_bottleneck_s == plan.fluid_bottleneck_s
 
 
 def test_outputs_chart_and_explanations(tmp_path):
@@ -54,15 +56,29 @@ def test_medium_batch_is_decomposed_close_to_the_bound_and_beats_greedy():
                                     time_limit_s=2)
     assert check_plan(pb, plan) == []
     assert plan.gap <= 0.005
-    assert plan.makespan_s <= plan.greedy_makespan_s
+    assert plan.fluid_bottleneck_s <= plan.greedy_fluid_bottleneck_s
 
 
 def test_time_limit_returns_the_best_plan_so_far():
     plan, pb, _ = plan_with_problem(tiny_cluster(1, 1, 4), DS27B, agentic_requests(30, seed=4), "ortools",
                                     time_limit_s=0.05, exact=True)
     assert check_plan(pb, plan) == []
-    assert plan.gap >= 0 and plan.makespan_s <= plan.greedy_makespan_s
+    assert plan.gap >= 0 and plan.fluid_bottleneck_s <= plan.greedy_fluid_bottleneck_s
     assert plan.solve_time_s < 5
+
+
+@pytest.mark.parametrize("limit_s", [0.05, 0.1])
+def test_time_limit_bounds_the_whole_call_and_the_cut_plan_says_so(limit_s):
+    """The greedy alone takes longer than these limits here (4,000 requests on 8P16D): every phase,
+    the greedy included, stops at the deadline; the call returns within 10% + 1 s of the limit."""
+    requests = agentic_requests(4000, seed=11)
+    started = time.perf_counter()
+    plan, pb, _ = plan_with_problem(cluster(8, 16), DSV32, requests, "ortools", time_limit_s=limit_s)
+    wall_s = time.perf_counter() - started
+    assert wall_s <= 1.1 * limit_s + 1.0
+    assert plan.status == "fallback" and any(n.startswith("time limit") for n in plan.meta["notes"])
+    assert check_plan(pb, plan) == [] and len(plan.assignments) == len(requests)
+    assert plan.lower_bound_s <= plan.fluid_bottleneck_s
 
 
 def test_pulp_beyond_its_size_is_decomposed_with_a_warning():
@@ -110,18 +126,18 @@ def test_generated_instances_yield_valid_plans(instance, solver, split):
     plan, pb, _ = plan_with_problem(c, DS27B, reqs, solver, split_reads=split, time_limit_s=3, backlog=backlog)
     assert check_plan(pb, plan) == []
     assert plan.gap >= 0 and plan.lower_bound_s >= 0
-    # Every bound computed, not only the reported one (which is clamped to the makespan), is valid:
+    # Every bound computed, not only the reported one (which is clamped to the fluid bottleneck time), is valid:
     # an invalid integral-read bound once hid behind the clamp.
     for bound in plan.meta["bounds"]:
-        assert bound["value_s"] <= plan.makespan_s * (1 + 1e-9), bound
+        assert bound["value_s"] <= plan.fluid_bottleneck_s * (1 + 1e-9), bound
     if solver == "ortools" and len(reqs) <= 4:  # exact optimum: no bound above it either
         from dualpath.solver.ortools_model import solve_cpsat
-        from dualpath.solver.problem import makespan_s
+        from dualpath.solver.problem import fluid_bottleneck_s
 
         exact = solve_cpsat(pb, split, 10)
         if exact.status == "optimal":
-            assert max(b["value_s"] for b in plan.meta["bounds"]) <= makespan_s(pb, exact.solution) * (1 + 1e-9)
-    assert plan.makespan_s <= plan.greedy_makespan_s * (1 + 1e-12)
+            assert max(b["value_s"] for b in plan.meta["bounds"]) <= fluid_bottleneck_s(pb, exact.solution) * (1 + 1e-9)
+    assert plan.fluid_bottleneck_s <= plan.greedy_fluid_bottleneck_s * (1 + 1e-12)
     for a, r in zip(plan.assignments, pb.requests):
         assert a.pe_read_bytes + a.de_read_bytes == r.hit_tokens * KV  # bytes conserved
         if not split:
@@ -148,11 +164,11 @@ def test_split_plans_are_never_above_whole_plans_and_resplit_only_improves(seed)
     backlog = Backlog(read_queue_bytes={n: rng.uniform(0, 20e9) for n in c.all_nodes()})
     whole, _, _ = plan_with_problem(c, DS27B, reqs, "ortools", False, 3, backlog)
     split, pb, sol = plan_with_problem(c, DS27B, reqs, "ortools", True, 3, backlog)
-    assert split.makespan_s <= whole.makespan_s * (1 + 1e-12)
+    assert split.fluid_bottleneck_s <= whole.fluid_bottleneck_s * (1 + 1e-12)
     assert check_plan(pb, split) == []
     again = resplit(pb, sol)
     if again is not None:
-        assert Loads(pb, again).makespan_s() < split.makespan_s
+        assert Loads(pb, again).fluid_bottleneck_s() < split.fluid_bottleneck_s
         assert all(a % KV == 0 and 0 <= a <= pb.pe_read_cap_bytes(r) for r, a in enumerate(again.pe_read_bytes))
 
 
@@ -164,14 +180,14 @@ def test_resplit_halves_a_single_read_bound_request():
     whole = Solution([0], [0], [0])
     better = resplit(pb, whole)
     assert better is not None and better.pe_read_bytes == [2048 * KV]
-    assert Loads(pb, better).makespan_s() == pytest.approx(Loads(pb, whole).makespan_s() / 2, rel=1e-9)
+    assert Loads(pb, better).fluid_bottleneck_s() == pytest.approx(Loads(pb, whole).fluid_bottleneck_s() / 2, rel=1e-9)
     assert resplit(pb, better) is None  # already the best split: nothing to improve
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("split", [False, True])
 def test_compute_bound_plans_spread_reads_over_both_paths(split):
-    """Slow compute: any read side gives the same makespan; the plan evens out the SNICs anyway."""
+    """Slow compute: any read side gives the same fluid bottleneck time; the plan evens out the SNICs anyway."""
     from dualpath.llm import CostModel
     from dualpath.solver.problem import Loads
     from dualpath.solver.resplit import balance_reads
@@ -200,7 +216,7 @@ def test_a_crashing_backend_leaves_the_best_other_plan(monkeypatch):
     monkeypatch.setattr(pulp.LpProblem, "solve", crash)
     plan, pb, _ = plan_with_problem(tiny_cluster(1, 1, 2), DS27B, agentic_requests(12, seed=2), "pulp",
                                     time_limit_s=5, exact=True)
-    assert check_plan(pb, plan) == [] and plan.makespan_s <= plan.greedy_makespan_s
+    assert check_plan(pb, plan) == [] and plan.fluid_bottleneck_s <= plan.greedy_fluid_bottleneck_s
     assert any("crashed" in n for n in plan.meta["notes"])
 
 
@@ -217,5 +233,5 @@ def test_whole_reads_partitioned_over_nodes_meet_the_bound_without_a_mip():
     assert sorted(per_node.values()) == [8 * 1024 * KV] * 3
     for solver in ("pulp", "pulp-highs", "ortools"):
         plan, pb, _ = plan_with_problem(tiny_cluster(1, 2, snic_gbps=1.0), DS27B, reqs, solver, False, 10, exact=True)
-        assert plan.status == "optimal" and plan.makespan_s == pytest.approx(8 * 1024 * KV / 0.125e9, rel=1e-9)
+        assert plan.status == "optimal" and plan.fluid_bottleneck_s == pytest.approx(8 * 1024 * KV / 0.125e9, rel=1e-9)
         assert check_plan(pb, plan) == []

@@ -155,7 +155,8 @@ def test_basic_reads_on_the_pe_and_dualpath_rr_on_the_shorter_queue():
 def test_registry(monkeypatch):
     monkeypatch.setattr(policies, "_FACTORIES", dict(policies._FACTORIES))
     monkeypatch.setattr(policies, "POLICY_NAMES", policies.POLICY_NAMES)
-    assert POLICY_NAMES == ("basic", "layerwise", "dualpath-rr", "dualpath", "oracle", "round-robin", "optimized")
+    assert POLICY_NAMES == ("basic", "layerwise", "dualpath-rr", "dualpath", "oracle", "round-robin", "optimized",
+                            "dualpath-srpt")
     for name in POLICY_NAMES:
         policy = make_policy(name, CLUSTER, TOY_LLM)
         assert isinstance(policy, Policy) and policy.name == name

@@ -9,7 +9,7 @@ from dualpath.solver.problem import (
     Loads,
     Solution,
     build_problem,
-    makespan_s,
+    fluid_bottleneck_s,
 )
 from tests.solver.cases import DS27B, DSV32, agentic_requests, cluster, request, tiny_cluster
 
@@ -26,7 +26,7 @@ def test_coefficients_follow_the_specs():
     assert co.token_snic_s == (kv / 50e9, kv / 50e9) and co.hit_tokens == (3072,)
 
 
-def test_makespan_is_the_most_loaded_resource():
+def test_fluid_bottleneck_is_the_most_loaded_resource():
     c = tiny_cluster()
     kv = DS27B.kv_bytes_per_token
     pb = build_problem(c, DS27B, [request("a", 3072), request("b", 2048), request("c", 2048)])
@@ -34,18 +34,18 @@ def test_makespan_is_the_most_loaded_resource():
     # a on the PE side, b and c on the DE side: the DE node's SNIC carries 4096 tokens.
     sol = Solution([0, 0, 0], [0, 0, 0], [h[0], 0, 0])
     loads = Loads(pb, sol)
-    assert makespan_s(pb, sol) == pytest.approx(4096 * kv / 50e9)
+    assert fluid_bottleneck_s(pb, sol) == pytest.approx(4096 * kv / 50e9)
     assert loads.binding()[:2] == ("snic", 1)
     loads.add(1, 0, 0, 0, -1)
     loads.add(1, 0, 0, h[1])
-    assert loads.makespan_s() == pytest.approx(5120 * kv / 50e9)
+    assert loads.fluid_bottleneck_s() == pytest.approx(5120 * kv / 50e9)
 
 
-def test_backlog_enters_the_makespan_and_the_resource_names():
+def test_backlog_enters_the_fluid_bottleneck_and_the_resource_names():
     c = tiny_cluster()
     pb = build_problem(c, DS27B, [request("a", 64)], Backlog(read_queue_bytes={"D0": 5e10}, pe_compute_s={"PE0": 2.0}))
     assert pb.read_queue_bytes == (0.0, 5e10) and pb.pe_backlog_s == (2.0,)
-    assert makespan_s(pb, Solution([0], [0], [pb.hit_bytes[0]])) == pytest.approx(2.0 + pb.compute_s[0])
+    assert fluid_bottleneck_s(pb, Solution([0], [0], [pb.hit_bytes[0]])) == pytest.approx(2.0 + pb.compute_s[0])
     assert pb.resource_name("snic", 1) == "D0.snic" and pb.resource_name("de_cnic_out", 0) == "DE0.cnic_out"
     with pytest.raises(SpecError, match="read_queue_bytes"):
         build_problem(c, DS27B, [request("a", 64)], Backlog(read_queue_bytes={"X9": 1.0}))

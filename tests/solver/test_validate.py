@@ -4,8 +4,8 @@ import pytest
 
 from dualpath.plan import Assignment, Plan
 from dualpath.solver.planner import assignments_of
-from dualpath.solver.problem import Backlog, Solution, build_problem, makespan_s
-from dualpath.solver.validate import check_plan, recompute_makespan_s
+from dualpath.solver.problem import Backlog, Solution, build_problem, fluid_bottleneck_s
+from dualpath.solver.validate import check_plan, recompute_fluid_bottleneck_s
 from tests.solver.cases import DS27B, request, tiny_cluster
 
 
@@ -13,7 +13,7 @@ def setup():
     pb = build_problem(tiny_cluster(1, 1, 2), DS27B, [request("a", 3072), request("b", 2048), request("c", 2048)],
                        Backlog(read_queue_bytes={"P0": 1e8}))
     sol = Solution([0, 1, 0], [1, 0, 0], [pb.hit_bytes[0], 0, pb.hit_bytes[2] // 2])
-    t = makespan_s(pb, sol)
+    t = fluid_bottleneck_s(pb, sol)
     plan = Plan("test", "feasible", assignments_of(pb, sol), t, t / 2, split_reads=True)
     return pb, plan
 
@@ -22,10 +22,10 @@ def constraints(pb, plan):
     return sorted({v.constraint for v in check_plan(pb, plan)})
 
 
-def test_a_correct_plan_passes_and_its_makespan_is_recomputed_from_names():
+def test_a_correct_plan_passes_and_its_fluid_bottleneck_is_recomputed_from_names():
     pb, plan = setup()
     assert check_plan(pb, plan) == []
-    assert recompute_makespan_s(pb, plan)[0] == pytest.approx(plan.makespan_s, rel=1e-12)
+    assert recompute_fluid_bottleneck_s(pb, plan)[0] == pytest.approx(plan.fluid_bottleneck_s, rel=1e-12)
 
 
 def test_each_broken_rule_is_reported():
@@ -44,8 +44,9 @@ def test_each_broken_rule_is_reported():
     assert [v.subject for v in check_plan(pb, bad) if v.constraint == "assignment"] == ["b"]
     whole = dataclasses.replace(plan, split_reads=False)
     assert constraints(pb, whole) == ["whole_read"]
-    assert constraints(pb, dataclasses.replace(plan, makespan_s=plan.makespan_s * 0.99)) == ["makespan"]
-    assert constraints(pb, dataclasses.replace(plan, lower_bound_s=plan.makespan_s * 1.01)) == ["bound"]
+    shorter = dataclasses.replace(plan, fluid_bottleneck_s=plan.fluid_bottleneck_s * 0.99)
+    assert constraints(pb, shorter) == ["fluid_bottleneck"]
+    assert constraints(pb, dataclasses.replace(plan, lower_bound_s=plan.fluid_bottleneck_s * 1.01)) == ["bound"]
     assert "bytes" in constraints(pb, dataclasses.replace(plan, assignments=[
         Assignment("a", "PE0", "DE1", -1, pb.hit_bytes[0] + 1), a1, a2]))
 

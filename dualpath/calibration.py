@@ -1,4 +1,7 @@
-"""The simulator's calibrated constants: one set, fitted once to the paper, used for every configuration.
+"""The calibrated constants: one set, fitted once to the paper, used for every configuration.
+
+One cost model for planning and execution: `dualpath plan` plans with `calibrated_llm(llm)` and the
+simulator executes the same `CostModel`, so a plan's predicted step times are the ones it is run with.
 
 Target (design.md section 3): DeepSeek-V3.2 on 2P4D, agentic-64k, 2,048 agents: Basic ~10,100 s,
 DualPath ~5,400 s, Oracle a few percent below, ablation -17.2% / -38.2% / -45.6%. The sweep that
@@ -88,10 +91,13 @@ class Calibration:
             positive("Calibration", "weight_bytes_per_param", self.weight_bytes_per_param)
 
     def apply(self, llm: LLMSpec) -> LLMSpec:
-        """`llm` with the calibrated cost model (unchanged when `cost_model` is None)."""
-        if self.cost_model is None or llm.cost == self.cost_model:
+        """`llm` with the calibrated cost model (unchanged when `cost_model` is None), except the fields the
+        model pins (`LLMSpec.cost_pinned`: an LLM file's [cost] keys, a profile's fit): what the user set
+        for this model wins over the calibration, field by field."""
+        if self.cost_model is None:
             return llm
-        return replace(llm, cost=self.cost_model)
+        cost = replace(self.cost_model, **{name: getattr(llm.cost, name) for name in llm.cost_pinned})
+        return llm if cost == llm.cost else replace(llm, cost=cost)
 
     def weight_bytes_per_param_of(self, llm: LLMSpec) -> float:
         return self.weight_bytes_per_param or float(llm.kv_dtype_bytes)
