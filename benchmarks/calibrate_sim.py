@@ -1,4 +1,4 @@
-"""The sweep behind `dualpath.runtime.sim.calibration`: the paper's figures over a grid of constants.
+"""The sweep behind `dualpath.calibration`: the paper's figures over a grid of constants.
 
     python benchmarks/calibrate_sim.py --grid snic_read_efficiency=0.7,0.8,0.9 \
         --grid cuda_copy_submit_s=4e-6,5e-6,6e-6 --agents 1024,2048 --jobs 16 --json sweep.json
@@ -6,7 +6,7 @@
 Each grid point runs the ablation's policies (`reproduce_paper.run_one`), skipping runs a field cannot
 change (the oracle has no I/O; only `basic` copies with cudaMemcpy), and prints the acceptance checks
 per point, fewest misses first. One calibration is then chosen
-and written into `dualpath/runtime/sim/calibration.py` by hand, with its reasons.
+and written into `dualpath/calibration.py` by hand, with its reasons.
 """
 
 from __future__ import annotations

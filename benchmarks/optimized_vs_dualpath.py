@@ -23,10 +23,10 @@ import multiprocessing
 import sys
 import time
 
+from dualpath.calibration import PAPER_CALIBRATION, calibrated_llm
 from dualpath.jsonio import versioned, write_json_atomic
 from dualpath.models.llms import llm_preset
 from dualpath.models.registry import resolve_cluster, resolve_workload
-from dualpath.runtime.sim.calibration import PAPER_CALIBRATION, calibrated_llm
 from dualpath.runtime.sim.parallelism import expert_groups
 from dualpath.runtime.sim.simulator import simulate
 from dualpath.solver.policies import make_policy

@@ -8,7 +8,7 @@ DualPath; ablation at 1,024 and 2,048 agents, mean JCT reduction against Basic, 
     python benchmarks/reproduce_paper.py                       # 1,024 and 2,048 agents, all cores
     python benchmarks/reproduce_paper.py --agents 2048 --jobs 1 --json out.json --markdown table.md
 
-Every number comes from one calibration (`dualpath.runtime.sim.calibration`); `--set key=value` overrides
+Every number comes from one calibration (`dualpath.calibration`); `--set key=value` overrides
 a calibration field for sensitivity studies only (`--set snic_read_efficiency=0.7`,
 `--set cost.prefill_mfu=0.3`). Exit code 1 when an acceptance check fails.
 """
@@ -23,10 +23,10 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from dualpath.calibration import PAPER_CALIBRATION, Calibration, calibrated_llm
 from dualpath.jsonio import versioned, write_json_atomic
 from dualpath.models.llms import llm_preset
 from dualpath.models.registry import resolve_cluster, resolve_workload
-from dualpath.runtime.sim.calibration import PAPER_CALIBRATION, Calibration, calibrated_llm
 from dualpath.runtime.sim.parallelism import expert_groups
 from dualpath.runtime.sim.simulator import simulate
 from dualpath.solver.policies import make_policy

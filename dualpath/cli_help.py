@@ -70,7 +70,11 @@ def decorate(name: str, parser: argparse.ArgumentParser) -> None:
 def add_slo_arguments(parser: argparse.ArgumentParser) -> None:
     """`--slo-ttft-s`/`--slo-tpot-s`, shared with `dualpath run`; the old `--ttft-slo`/`--tpot-slo`
     spellings still parse (hidden) so existing scripts keep working."""
-    parser.add_argument("--slo-ttft-s", type=float, default=4.0, help="SLO on time to first token, s")
-    parser.add_argument("--slo-tpot-s", type=float, default=0.05, help="SLO on time per output token, s")
-    parser.add_argument("--ttft-slo", dest="slo_ttft_s", type=float, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    parser.add_argument("--tpot-slo", dest="slo_tpot_s", type=float, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    from dualpath.flags import seconds
+
+    parser.add_argument("--slo-ttft-s", type=seconds, default=4.0, help="SLO on time to first token, s")
+    parser.add_argument("--slo-tpot-s", type=seconds, default=0.05, help="SLO on time per output token, s")
+    parser.add_argument("--ttft-slo", dest="slo_ttft_s", type=seconds, default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--tpot-slo", dest="slo_tpot_s", type=seconds, default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS)

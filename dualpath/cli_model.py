@@ -6,6 +6,7 @@ import argparse
 import json
 from fractions import Fraction
 
+from dualpath import flags
 from dualpath.cluster import bottleneck_free_pd_range
 from dualpath.table import format_table, human_bytes
 
@@ -19,24 +20,27 @@ PAPER_TRACE_TABLE = {
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     if name == "info":
-        parser.add_argument("--cluster", default="2P4D", help="xPyD shorthand or a cluster .toml (default 2P4D)")
-        parser.add_argument("--model", default="deepseek-v3.2",
+        parser.add_argument("--cluster", type=flags.name, default="2P4D",
+                            help="xPyD shorthand or a cluster .toml (default 2P4D)")
+        parser.add_argument("--model", type=flags.name, default="deepseek-v3.2",
                             help="model preset, .toml, or a Hugging Face config.json or its folder "
                                  "(default deepseek-v3.2)")
-        parser.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
+        parser.add_argument("--json", metavar="FILE", type=flags.out_file, help="also write the numbers as JSON")
     else:
-        parser.add_argument("--workload", default="agentic-64k",
+        parser.add_argument("--workload", type=flags.name, default="agentic-64k",
                             help="agentic-32k|agentic-48k|agentic-64k, a .jsonl file (ours or Mooncake's), "
                                  "or mooncake:FILE")
-        parser.add_argument("--agents", type=int, help="number of agents (default: 500 for generators, all for files)")
-        parser.add_argument("--seed", type=int, default=0)
-        parser.add_argument("--aps", type=float, help="Poisson agent arrivals per second (online runs)")
-        parser.add_argument("--block-tokens", type=int, default=64, help="tokens per Full Block (hits)")
+        parser.add_argument("--agents", type=flags.agents,
+                            help="number of agents (default: 500 for generators, all for files)")
+        parser.add_argument("--seed", type=flags.seed, default=0)
+        parser.add_argument("--aps", type=flags.aps, help="Poisson agent arrivals per second (online runs)")
+        parser.add_argument("--block-tokens", type=flags.block_tokens, default=64, help="tokens per Full Block (hits)")
         parser.add_argument("--stats", action="store_true", help="print per-turn statistics")
-        parser.add_argument("--jsonl", metavar="FILE", help="write the workload in dualpath JSONL format")
-        parser.add_argument("--mooncake", metavar="FILE",
+        parser.add_argument("--jsonl", metavar="FILE", type=flags.out_file,
+                            help="write the workload in dualpath JSONL format")
+        parser.add_argument("--mooncake", metavar="FILE", type=flags.out_file,
                             help="write the workload as a Mooncake trace with Dynamo's session fields")
-        parser.add_argument("--mooncake-block-tokens", type=int, metavar="N",
+        parser.add_argument("--mooncake-block-tokens", type=flags.block_tokens, metavar="N",
                             help="tokens per hash_ids entry of Mooncake traces read or written (default 512)")
 
 
@@ -73,6 +77,7 @@ def info_numbers(cluster, llm) -> dict:
         "pd_range_high": pd_range.high,
         "pd_range_low_link": pd_range.low_link,
         "pd_range_high_link": pd_range.high_link,
+        "pd_range_exists": pd_range.exists,  # False: low > high, no ratio is bottleneck-free
         "pd_ratio_bottleneck_free": pd_range.contains(ratio),
     }
 
@@ -106,7 +111,7 @@ def info(args: argparse.Namespace) -> int:
          f"{(cluster.num_prefill_nodes + cluster.num_decode_nodes) * node.snic_bytes_per_s / 1e9:g} GB/s "
          f"(PE-only reading uses {cluster.num_prefill_nodes * node.snic_bytes_per_s / 1e9:g} GB/s)"),
         ("DRAM KV buffer per node", human_bytes(node.dram_buffer_bytes)),
-        ("bottleneck-free P/D", f"{_ratio(n['pd_range_low'])} .. {_ratio(n['pd_range_high'])}"),
+        ("bottleneck-free P/D", bottleneck_free_pd_range(node).describe(_ratio)),
         ("  low end bound by", n["pd_range_low_link"]),
         ("  high end bound by", n["pd_range_high_link"]),
         ("this cluster's P/D", f"{_ratio(n['pd_ratio'])}: "

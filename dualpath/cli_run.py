@@ -5,16 +5,23 @@ values), scales the workload to the model's size, runs each policy in turn on th
 the same agents, and prints JCT, throughput, TTFT, TPOT and per-node SNIC bytes. `--predict` also
 runs the simulator on the same cluster, workload and policy, calibrated from a profile of the engines
 taken first (`profile_engines`), and prints the measured JCT beside the predicted one. Exit code 1
-when a turn was lost or (with `--verify`) differs from a full recompute.
+when a turn was lost, (with `--verify`) a completed turn differs from a full recompute, or an
+`--inject` fault never fired (the run did not test what was asked). Lost and wrong turns are
+counted apart. SIGTERM and SIGHUP stop the engines and remove the run's directory before exiting.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from dualpath import flags
 from dualpath.cli_help import add_slo_arguments
 from dualpath.cli_run_profile import profile_engines
 
@@ -32,33 +39,50 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
 
         engine_arguments(parser)
         return
-    parser.add_argument("--cluster", required=True,
+    parser.add_argument("--cluster", type=flags.name, required=True,
                         help="cluster TOML (e.g. examples/clusters/local-1p1d.toml) or xPyD")
-    parser.add_argument("--model", default="tiny", help="a dense model preset or LLM TOML (default tiny)")
-    parser.add_argument("--workload", default="agentic-64k", help="generator name or JSONL file (default agentic-64k)")
-    parser.add_argument("--agents", type=int, default=16, help="agents of the workload")
-    parser.add_argument("--policy", default=DEFAULT_POLICIES,
+    parser.add_argument("--model", type=flags.name, default="tiny",
+                        help="a dense model preset or LLM TOML (default tiny)")
+    parser.add_argument("--workload", type=flags.name, default="agentic-64k",
+                        help="generator name or JSONL file (default agentic-64k)")
+    parser.add_argument("--agents", type=flags.agents, default=16, help="agents of the workload")
+    parser.add_argument("--policy", type=flags.names, default=DEFAULT_POLICIES,
                         help=f"comma-separated policies (default {DEFAULT_POLICIES})")
-    parser.add_argument("--plan", metavar="FILE",
+    parser.add_argument("--plan", metavar="FILE", type=flags.in_file,
                         help="replay a plan from `dualpath plan` (of this run's scaled workload) instead of --policy")
-    parser.add_argument("--scale", type=float, default=64.0, help="divide every token count by this (default 64)")
-    parser.add_argument("--turns", type=int, default=4, help="keep each agent's last N turns (default 4)")
-    parser.add_argument("--warm-turns", type=int, default=1,
+    parser.add_argument("--scale", type=flags.scale, default=64.0, help="divide every token count by this (default 64)")
+    parser.add_argument("--turns", type=flags.turns, default=4, help="keep each agent's last N turns (default 4)")
+    parser.add_argument("--warm-turns", type=flags.integer(0, flags.MAX_TURNS, "flags.MAX_TURNS"), default=1,
                         help="first turns of each agent run untimed to fill storage with its history (default 1)")
-    parser.add_argument("--block-tokens", type=int, default=64, help="tokens per KV block (default 64, the paper's)")
-    parser.add_argument("--aps", type=float, help="online: Poisson arrivals at this many agents per second")
+    parser.add_argument("--block-tokens", type=flags.run_block_tokens, default=64,
+                        help="tokens per KV block (default 64, the paper's)")
+    parser.add_argument("--aps", type=flags.aps, help="online: Poisson arrivals at this many agents per second")
     add_slo_arguments(parser)
-    parser.add_argument("--inject", action="append", default=[], metavar="FAULT",
+    parser.add_argument("--inject", action="append", default=[], metavar="FAULT", type=_fault,
                         help="kill-engine:DE0@5s or corrupt-block:0.01 (repeatable)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the workload, faults and policies")
+    parser.add_argument("--seed", type=flags.seed, default=0, help="seed of the workload, faults and policies")
     parser.add_argument("--predict", action="store_true", help="also simulate each policy and print both JCTs")
     parser.add_argument("--verify", action="store_true", help="check every turn against a full recompute")
-    parser.add_argument("--json", metavar="FILE", help="write the results (with each run's Trace) as JSON; - is stdout")
-    parser.add_argument("--out", metavar="DIR", help="write traces and the simulator's plots here")
-    parser.add_argument("--timeout-s", type=float, default=600.0, help="fail a run not done by then")
-    parser.add_argument("--device", default="cpu", help="cpu, or cuda[:N] for the engines' HBM")
+    parser.add_argument("--json", metavar="FILE", type=flags.out_file,
+                        help="write the results (with each run's Trace) as JSON; - is stdout")
+    parser.add_argument("--out", metavar="DIR", type=flags.out_dir, help="write traces and the simulator's plots here")
+    parser.add_argument("--timeout-s", type=flags.seconds, default=600.0, help="fail a run not done by then")
+    parser.add_argument("--device", type=flags.device, default="cpu", help="cpu, or cuda[:N] for the engines' HBM")
     parser.add_argument("--in-process", action="store_true",
                         help="engines as threads of this process, not OS processes (quick checks)")
+
+
+def _fault(text: str) -> str:
+    """One --inject value, checked at parse time (whether a killed engine exists is checked once the
+    cluster is known)."""
+    from dualpath.errors import DualpathError
+    from dualpath.runtime.engines.faults import parse_faults
+
+    try:
+        parse_faults([text])
+    except DualpathError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
 
 
 def run(name: str, args: argparse.Namespace) -> int:
@@ -68,8 +92,27 @@ def run(name: str, args: argparse.Namespace) -> int:
         return main(args=args)
     from dualpath.jsonio import json_owns_stdout
 
-    with json_owns_stdout(args.json):
+    with json_owns_stdout(args.json), _exit_on_termination():
         return _run(args)
+
+
+@contextlib.contextmanager
+def _exit_on_termination() -> Iterator[None]:
+    """SIGTERM and SIGHUP end the run as an exception would: the engines are stopped and the run's
+    directory removed on the way out (the engines also watch this process: see `runtime.engines.lifeline`)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, terminate) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -94,9 +137,17 @@ def _run(args: argparse.Namespace) -> int:
     engines = [e.name for role in Role for e in cluster.engines(role)]
     faults = parse_faults(args.inject, args.seed, engines)
     names = [n.strip() for n in args.policy.split(",") if n.strip()]
-    plan = Plan.load(args.plan) if args.plan else None
+    from dualpath.cli_rollout import rollout_policy_of  # a rollout plan: its rules and directives, as a policy
+
+    rollout = rollout_policy_of(args.plan, cluster, llm, bt) if args.plan else None
+    plan = Plan.load(args.plan) if args.plan and rollout is None else None
     runs: list[tuple[str, Plan | None]] = [(plan.solver, plan)] if plan else [(n, None) for n in names]
-    policies = {n: _policy(n, cluster, llm, bt) for n, _ in runs if plan is None}  # unknown names fail early
+    policies = {n: _policy(n, cluster, llm, bt) for n, _ in runs if plan is None and rollout is None}  # fail early
+    if rollout is not None:
+        if args.predict:
+            raise SpecError("dualpath run", "--predict", "with a rollout plan",
+                            "no --predict: `dualpath simulate --plan` predicts a rollout plan")
+        runs, policies = [(rollout.name, None)], {rollout.name: rollout}
     results, traces = [], []
     print(f"{cluster.name or cluster.shorthand} ({cluster.num_pe} PE, {cluster.num_de} DE), {llm.name}, "
           f"{workload.name}: {args.agents} agents, {len(workload.requests)} turns ({args.warm_turns} warm-up per agent)"
@@ -125,9 +176,10 @@ def _run(args: argparse.Namespace) -> int:
             "faults": faults.describe(), "results": results}, RUN_SCHEMA_VERSION))
     if args.out:
         _write_out(args.out, traces)
-    bad = [r for r in results if r["lost_turns"] or r["wrong_turns"]]
+    bad = [r for r in results if r["lost_turns"] or r["wrong_turns"] or r["faults_unfired"]]
     for r in bad:
-        print(f"{r['policy']}: {r['lost_turns']} turns lost, {len(r['wrong_turns'])} wrong", file=sys.stderr)
+        unfired = f"; injected but never fired: {', '.join(r['faults_unfired'])}" if r["faults_unfired"] else ""
+        print(f"{r['policy']}: {r['lost_turns']} turns lost, {len(r['wrong_turns'])} wrong{unfired}", file=sys.stderr)
     return 1 if bad else 0
 
 
@@ -149,6 +201,7 @@ def summarise(trace, slo_ttft_s: float, slo_tpot_s: float) -> dict:
            "read_bytes_pe_de": list(trace.read_bytes_by_side()),
            "recomputed_turns": sum(1 for r in trace.records if r.status == "recomputed"),
            "retried": meta.get("retried", []), "faults_fired": meta.get("faults_fired", []),
+           "faults_unfired": meta.get("faults_unfired", []),
            "lost_turns": meta.get("turns_expected", 0) - meta.get("turns_done", 0),
            "wrong_turns": meta.get("wrong_turns", [])}
     from dualpath.runtime.capacity import SLO, latency_summary, online_summary
@@ -186,6 +239,8 @@ def _line(r: dict) -> str:
         text += f"; SLO attainment {r['online']['slo_attainment']:.0%}"
     if r["lost_turns"] or r["recomputed_turns"] or r["retried"]:
         text += f"; {r['lost_turns']} lost, {r['recomputed_turns']} recomputed, {len(r['retried'])} retried"
+    if r["faults_unfired"]:
+        text += f"; NEVER FIRED: {', '.join(r['faults_unfired'])}"
     return text
 
 

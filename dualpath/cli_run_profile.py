@@ -25,7 +25,7 @@ class EngineProfile:
     def calibration(self):
         """The simulator's constants for the emulated cluster: NICs at their line rate (the runtime's
         limiters are exact), the profiled cost, per-block cost and scheduler tick."""
-        from dualpath.runtime.sim.calibration import Calibration
+        from dualpath.calibration import Calibration
 
         return Calibration(cost_model=None, snic_read_efficiency=1.0, snic_write_efficiency=1.0,
                            weight_bytes_per_param=4.0, rdma_submit_s=self.rdma_submit_s,

@@ -10,23 +10,27 @@ import argparse
 import os
 import sys
 
+from dualpath import flags
 from dualpath.errors import SpecError
 
 API_KEY_ENV = "DUALPATH_API_KEY"
 
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cluster", default="2P4D", help="the real cluster's model: xPyD shorthand or .toml "
+    parser.add_argument("--cluster", type=flags.name, default="2P4D",
+                        help="the real cluster's model: xPyD shorthand or .toml "
                         "(engines register into its PE/DE slots; default 2P4D)")
-    parser.add_argument("--model", default="deepseek-v3.2", help="model preset or .toml")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8200, help="port (default 8200)")
+    parser.add_argument("--model", type=flags.name, default="deepseek-v3.2", help="model preset or .toml")
+    parser.add_argument("--host", type=flags.host, default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=flags.port, default=8200, help="port (default 8200)")
     parser.add_argument("--api-key", help=f"bearer token every endpoint but /healthz requires "
                         f"(default: ${API_KEY_ENV}; one of the two is required)")
-    parser.add_argument("--block-tokens", type=int, default=64, help="tokens per KV block (default 64)")
-    parser.add_argument("--window", type=int, default=64, help="requests decided per tick at most (default 64)")
-    parser.add_argument("--budget-ms", type=float, default=15.0, help="per-decision time budget, ms (default 15)")
-    parser.add_argument("--slo-ttft-s", type=float, default=4.0,
+    parser.add_argument("--block-tokens", type=flags.block_tokens, default=64, help="tokens per KV block (default 64)")
+    parser.add_argument("--window", type=flags.integer(1, flags.MAX_WINDOW, "flags.MAX_WINDOW"), default=64,
+                        help="requests decided per tick at most (default 64)")
+    parser.add_argument("--budget-ms", type=flags.number(0.0, 60_000.0, low_open=True), default=15.0,
+                        help="per-decision time budget, ms (default 15)")
+    parser.add_argument("--slo-ttft-s", type=flags.seconds, default=4.0,
                         help="TTFT SLO the /metrics attainment estimate uses, s (default 4)")
     parser.add_argument("--whole-reads", action="store_true", help="read each request on one side only")
     parser.add_argument("--access-log", action="store_true", help="log every HTTP request")

@@ -1,4 +1,9 @@
-"""`dualpath simulate`: the discrete-event simulator under one or more policies, offline or online."""
+"""`dualpath simulate`: the discrete-event simulator under one or more policies, offline or online.
+
+Offline (no `--aps`) every agent starts at 0, as in the paper, unless the workload file carries its
+own arrival times (a trace's timestamps, trajectories' `start_s`): those are always replayed, and the
+JCT runs from the first arrival to the last finish.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import sys
 from functools import partial
 from typing import Any
 
+from dualpath import flags
 from dualpath.cli_help import add_slo_arguments
 from dualpath.errors import SpecError
 from dualpath.table import format_table
@@ -16,21 +22,26 @@ SCHEMA_VERSION = 1  # of the `simulate` JSON document
 
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cluster", default="2P4D", help="xPyD shorthand or cluster .toml")
-    parser.add_argument("--model", default="deepseek-v3.2", help="model preset or .toml")
-    parser.add_argument("--workload", default="agentic-64k", help="generator name, .jsonl file or mooncake:FILE")
-    parser.add_argument("--agents", type=int, default=None, help="agents (default: 500 for generators, all for files)")
-    parser.add_argument("--policy", default="basic,dualpath,oracle", help="comma-separated policy names")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the workload and the simulator")
-    parser.add_argument("--aps", type=float, help="online: Poisson agent arrivals per second")
+    parser.add_argument("--cluster", type=flags.name, default="2P4D", help="xPyD shorthand or cluster .toml")
+    parser.add_argument("--model", type=flags.name, default="deepseek-v3.2", help="model preset or .toml")
+    parser.add_argument("--workload", type=flags.name, default="agentic-64k",
+                        help="generator name, .jsonl file or mooncake:FILE")
+    parser.add_argument("--agents", type=flags.agents, default=None,
+                        help="agents (default: 500 for generators, all for files)")
+    parser.add_argument("--policy", type=flags.names, default="basic,dualpath,oracle",
+                        help="comma-separated policy names")
+    parser.add_argument("--seed", type=flags.seed, default=0, help="seed of the workload and the simulator")
+    parser.add_argument("--aps", type=flags.aps, help="online: Poisson agent arrivals per second")
     parser.add_argument("--find-capacity", action="store_true", help="online: search the highest APS within SLO")
     add_slo_arguments(parser)
-    parser.add_argument("--plan", metavar="FILE", help="replay a plan.json instead of an online policy")
-    parser.add_argument("--json", metavar="FILE", help="write results (and traces with --traces) as JSON; - is stdout")
+    parser.add_argument("--plan", metavar="FILE", type=flags.in_file,
+                        help="replay a plan.json instead of an online policy")
+    parser.add_argument("--json", metavar="FILE", type=flags.out_file,
+                        help="write results (and traces with --traces) as JSON; - is stdout")
     parser.add_argument("--traces", action="store_true", help="embed each policy's full Trace in --json")
-    parser.add_argument("--out", metavar="DIR", help="write PNG plots and a Chrome trace here")
+    parser.add_argument("--out", metavar="DIR", type=flags.out_dir, help="write PNG plots and a Chrome trace here")
     parser.add_argument("--chrome-window", default="0:60", metavar="A:B", help="seconds of spans to export")
-    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+    parser.add_argument("--jobs", type=flags.jobs, default=1, metavar="N",
                         help="simulate up to N policies at once, one process each")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="progress bar on stderr (default: when stderr is a terminal and --jobs is 1)")
@@ -50,14 +61,18 @@ def run(name: str, args: argparse.Namespace) -> int:
     from dualpath.jsonio import json_owns_stdout
 
     with json_owns_stdout(args.json):
+        from dualpath.cli_rollout import is_rollout_plan, replay_command
+
+        if args.plan and is_rollout_plan(args.plan):
+            return replay_command(args)  # a rollout plan records its own rollout: no other flag applies
         return _run(args)
 
 
 def _run(args: argparse.Namespace) -> int:
+    from dualpath.calibration import calibrated_llm
     from dualpath.jsonio import versioned, write_json_atomic
     from dualpath.models.registry import resolve_cluster, resolve_model
     from dualpath.runtime.capacity import SLO
-    from dualpath.runtime.sim.calibration import calibrated_llm
     from dualpath.solver.policies import make_policy
 
     if args.agents is not None and args.agents <= 0:
@@ -113,6 +128,7 @@ def _simulate_one(policy_name: str, *, cluster, llm, args: argparse.Namespace, s
                   progress: bool) -> tuple[dict[str, Any], Any]:
     """One policy's result row and Trace (no Trace for a capacity search); module level so a pool can run it."""
     from dualpath.models.registry import resolve_workload
+    from dualpath.request import check_context
     from dualpath.runtime.capacity import capacity_runner, find_capacity
     from dualpath.runtime.sim.results import capacity_row, offline_row, online_row
     from dualpath.runtime.sim.simulator import simulate
@@ -126,8 +142,12 @@ def _simulate_one(policy_name: str, *, cluster, llm, args: argparse.Namespace, s
                                  cluster=cluster, llm=llm, seed=args.seed)
         return capacity_row(find_capacity(run_at, slo), policy_name), None
     online = args.aps is not None
+    workload = workload_at(args.aps)
+    check_context(workload, llm.max_context_tokens, llm.name)
     policy = plan if plan is not None else make_policy(policy_name, cluster, llm)
-    trace = simulate(cluster, llm, workload_at(args.aps), policy, online=online, progress=progress,
+    # A workload file's own arrival times are replayed (`Workload.timed`); only an untimed workload
+    # runs the paper's offline batch, every agent at 0.
+    trace = simulate(cluster, llm, workload, policy, online=online or workload.timed, progress=progress,
                      chrome_window=window, seed=args.seed)
     row = online_row(trace, args.aps, slo) if online else offline_row(trace, slo)
     row["policy"] = policy_name

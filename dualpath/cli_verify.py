@@ -10,26 +10,32 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dualpath import flags
+
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--opensm", metavar="FILE", help="OpenSM options file (opensm.conf); required unless "
-                                                         "--synthesize")
-    parser.add_argument("--traffic", required=True, metavar="FILE", help="traffic plan TOML (classes, SLs, libraries)")
-    parser.add_argument("--roce", metavar="FILE", help="RoCE QoS TOML (DSCP, PFC, ETS)")
-    parser.add_argument("--overrides", metavar="FILE", help="per-switch/per-port overrides TOML")
-    parser.add_argument("--qos-policy", metavar="FILE", help="OpenSM QoS policy file (default: opensm.conf's "
-                                                             "qos_policy_file)")
-    parser.add_argument("--env", action="append", default=[], metavar="FILE",
+    parser.add_argument("--opensm", metavar="FILE", type=flags.in_file,
+                        help="OpenSM options file (opensm.conf); required unless --synthesize")
+    parser.add_argument("--traffic", required=True, metavar="FILE", type=flags.in_file,
+                        help="traffic plan TOML (classes, SLs, libraries)")
+    parser.add_argument("--roce", metavar="FILE", type=flags.in_file, help="RoCE QoS TOML (DSCP, PFC, ETS)")
+    parser.add_argument("--overrides", metavar="FILE", type=flags.in_file, help="per-switch/per-port overrides TOML")
+    parser.add_argument("--qos-policy", metavar="FILE", type=flags.in_file,
+                        help="OpenSM QoS policy file (default: opensm.conf's qos_policy_file)")
+    parser.add_argument("--env", action="append", default=[], metavar="FILE", type=flags.in_file,
                         help="KEY=VALUE environment of a process (repeatable; replaces the plan's env_file)")
-    parser.add_argument("--pod", action="append", default=[], metavar="FILE",
+    parser.add_argument("--pod", action="append", default=[], metavar="FILE", type=flags.in_file,
                         help="Kubernetes pod spec, YAML or JSON: each container's env (repeatable)")
-    parser.add_argument("--mlnx-qos", metavar="FILE", help="`mlnx_qos -i <if>` output: the NIC's RoCE state")
-    parser.add_argument("--sonic", metavar="FILE", help="SONiC config_db.json: the switches' RoCE QoS tables")
-    parser.add_argument("--synthesize", metavar="OUT", help="write an opensm.conf for the plan to OUT (and OUT's "
-                                                            ".env sibling), then verify it")
-    parser.add_argument("--protocol", default="default", help="transfer protocol variant to prove (default)")
-    parser.add_argument("--json", metavar="FILE", help="write the report as JSON; - is stdout")
-    parser.add_argument("--html", metavar="FILE", help="write the report as HTML")
+    parser.add_argument("--mlnx-qos", metavar="FILE", type=flags.in_file,
+                        help="`mlnx_qos -i <if>` output: the NIC's RoCE state")
+    parser.add_argument("--sonic", metavar="FILE", type=flags.in_file,
+                        help="SONiC config_db.json: the switches' RoCE QoS tables")
+    parser.add_argument("--synthesize", metavar="OUT", type=flags.out_file,
+                        help="write an opensm.conf for the plan to OUT (and OUT's .env sibling), then verify it")
+    parser.add_argument("--protocol", type=flags.name, default="default",
+                        help="transfer protocol variant to prove (default)")
+    parser.add_argument("--json", metavar="FILE", type=flags.out_file, help="write the report as JSON; - is stdout")
+    parser.add_argument("--html", metavar="FILE", type=flags.out_file, help="write the report as HTML")
     parser.add_argument("--quiet", action="store_true", help="print only the summary line")
 
 

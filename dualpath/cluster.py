@@ -7,10 +7,12 @@ in bytes. Engines are named PE0.. and DE0.. across the cluster; nodes P0.. and D
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
 from dualpath.errors import SpecError
+from dualpath.limits import MAX_ROLE_GPUS
 from dualpath.validate import fraction, positive
 
 GB = 1_000_000_000
@@ -39,11 +41,11 @@ class NodeSpec:
 
     def __post_init__(self) -> None:
         src = f"NodeSpec {self.name}"
-        positive(src, "num_gpus", self.num_gpus, integer=True)
+        positive(src, "num_gpus", self.num_gpus, integer=True, cap="MAX_GPUS_PER_NODE")
         for name in ("hbm_bytes_per_gpu", "dram_buffer_bytes"):
-            positive(src, name, getattr(self, name), integer=True)
+            positive(src, name, getattr(self, name), integer=True, cap="MAX_BYTES")
         for name in ("snic_gbps", "cnic_gbps", "host_mem_gb_per_s", "pcie_gbps"):
-            positive(src, name, getattr(self, name))
+            positive(src, name, getattr(self, name), cap="MAX_GBPS")
         fraction(src, "cnic_kv_share", self.cnic_kv_share)
 
     @property
@@ -87,10 +89,15 @@ class ClusterSpec:
 
     def __post_init__(self) -> None:
         src = f"cluster {self.name or self.shorthand}"
-        positive(src, "num_prefill_nodes", self.num_prefill_nodes, integer=True)
-        positive(src, "num_decode_nodes", self.num_decode_nodes, integer=True)
-        positive(src, "pe_group_gpus", self.pe_group_gpus, integer=True)
-        positive(src, "de_group_gpus", self.de_group_gpus, integer=True)
+        for name in ("num_prefill_nodes", "num_decode_nodes"):
+            positive(src, name, getattr(self, name), integer=True, cap="MAX_NODES_PER_ROLE")
+        for name in ("pe_group_gpus", "de_group_gpus"):
+            positive(src, name, getattr(self, name), integer=True, cap="MAX_GROUP_GPUS")
+        for role, n_nodes in (("prefill", self.num_prefill_nodes), ("decode", self.num_decode_nodes)):
+            if n_nodes * self.node.num_gpus > MAX_ROLE_GPUS:  # each GPU becomes an engine object
+                raise SpecError(src, f"num_{role}_nodes", n_nodes, f"at most {MAX_ROLE_GPUS // self.node.num_gpus:,} "
+                                f"nodes of {self.node.num_gpus} GPUs ({MAX_ROLE_GPUS:,} GPUs per role, "
+                                "dualpath.limits.MAX_ROLE_GPUS)")
         for role, n_nodes, size in (("pe", self.num_prefill_nodes, self.pe_group_gpus),
                                     ("de", self.num_decode_nodes, self.de_group_gpus)):
             if (n_nodes * self.node.num_gpus) % size:
@@ -127,7 +134,7 @@ class ClusterSpec:
         return self.node_names(Role.PREFILL) + self.node_names(Role.DECODE)
 
 
-_SHORTHAND = re.compile(r"^(\d+)P(\d+)D$", re.IGNORECASE)
+_SHORTHAND = re.compile(r"^(\d{1,9})P(\d{1,9})D$", re.IGNORECASE | re.ASCII)  # ASCII: int() reads other digits
 
 
 def parse_shorthand(text: str, node: NodeSpec = PAPER_NODE, **kwargs) -> ClusterSpec:
@@ -148,8 +155,22 @@ class PDRange:
     low_link: str
     high_link: str
 
+    @property
+    def exists(self) -> bool:
+        """False when the upper bound falls below the lower one: every P/D ratio saturates some link."""
+        return self.low <= self.high + 1e-12
+
     def contains(self, p_over_d: float) -> bool:
-        return self.low - 1e-12 <= p_over_d <= self.high + 1e-12
+        return self.exists and self.low - 1e-12 <= p_over_d <= self.high + 1e-12
+
+    def describe(self, ratio: Callable[[float], str] = "{:.3f}".format) -> str:
+        """"low .. high", or why no ratio is bottleneck-free (never a range with a negative end)."""
+        if self.exists:
+            return f"{ratio(self.low)} .. {ratio(self.high)}"
+        if self.high <= 0:  # the link saturates with no prefill node at all: no ratio to print
+            return f"no bottleneck-free ratio: {self.high_link} saturates at any P/D"
+        return (f"no bottleneck-free ratio: {self.high_link} needs P/D <= {ratio(self.high)}, "
+                f"{self.low_link} needs P/D >= {ratio(self.low)}")
 
 
 def bottleneck_free_pd_range(node: NodeSpec) -> PDRange:

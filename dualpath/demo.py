@@ -6,11 +6,11 @@ import argparse
 import time
 from pathlib import Path
 
-from dualpath import cli
+from dualpath import cli, flags
 
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="out/demo", help="folder for the demo's plots and reports")
+    parser.add_argument("--out", default="out/demo", type=flags.out_dir, help="folder for the demo's plots and reports")
     parser.add_argument("--quick", action="store_true", help="smaller sizes (used by tests)")
 
 

@@ -17,8 +17,9 @@ from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from typing import Any, TextIO
 
-from dualpath.errors import InputError
-from dualpath.validate import read_text
+from dualpath.errors import InputError, shown
+from dualpath.limits import MAX_DOCUMENT_BYTES, MAX_NESTING_DEPTH
+from dualpath.validate import check_depth, read_text
 
 STDOUT = "-"
 _STDOUT_NAMES = (STDOUT, "/dev/stdout")  # both mean this process's stdout: written through sys.stdout, in order
@@ -94,13 +95,35 @@ def write_json_atomic(path: str | os.PathLike, payload: dict | list) -> None:
     write_text_atomic(path, json.dumps(payload, indent=1) + "\n")
 
 
-def read_versioned(path: str | os.PathLike, kind: str, version: int) -> dict:
-    """Load a JSON document of `kind`, refusing other kinds and newer schema versions."""
-    text = read_text(path)
+def parse_json(source: str, text: str, line: int | None = None) -> Any:
+    """JSON text as Python values, every failure an `InputError` naming `source` (and `line`, for JSONL).
+
+    Refused beyond what `json` refuses: integers of more than 4,300 digits (Python's int conversion
+    limit) and nesting deeper than `MAX_NESTING_DEPTH`. NaN and Infinity literals parse (our own traces
+    write NaN for an empty statistic); the field checks refuse them where a number must be finite.
+    """
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InputError(str(path), f"invalid JSON: {exc.msg}", exc.lineno) from exc
+        where = f" (column {exc.colno})" if line is not None else ""
+        raise InputError(source, f"invalid JSON: {exc.msg}{where}", exc.lineno if line is None else line) from exc
+    except RecursionError as exc:
+        raise InputError(source, f"nested more than {MAX_NESTING_DEPTH} levels deep "
+                                 "(dualpath.limits.MAX_NESTING_DEPTH)", line) from exc
+    except ValueError as exc:  # int()'s 4,300-digit limit, raised through the decoder
+        raise InputError(source, "invalid JSON: an integer of more than 4,300 digits", line) from exc
+    check_depth(source if line is None else f"{source}:{line}", data)
+    return data
+
+
+def read_json(path: str | os.PathLike, max_bytes: int = MAX_DOCUMENT_BYTES) -> Any:
+    """A JSON file's value, read and parsed by the shared rules (`read_text`, `parse_json`)."""
+    return parse_json(str(path), read_text(path, max_bytes, "MAX_DOCUMENT_BYTES"))
+
+
+def read_versioned(path: str | os.PathLike, kind: str, version: int) -> dict:
+    """Load a JSON document of `kind`, refusing other kinds and newer schema versions."""
+    data = read_json(path)
     check_versioned(str(path), data, kind, version)
     return data
 
@@ -108,7 +131,8 @@ def read_versioned(path: str | os.PathLike, kind: str, version: int) -> dict:
 def check_versioned(source: str, data: object, kind: str, version: int) -> None:
     if not isinstance(data, dict) or data.get("kind") != kind:
         found = data.get("kind") if isinstance(data, dict) else type(data).__name__
-        raise InputError(source, f"expected a dualpath {kind} document, found kind {found!r}")
+        raise InputError(source, f"expected a dualpath {kind} document, found kind {shown(found)}")
     found_version = data.get("schema_version")
-    if not isinstance(found_version, int) or found_version > version:
-        raise InputError(source, f"schema_version {found_version!r} not supported (this build reads <= {version})")
+    if isinstance(found_version, bool) or not isinstance(found_version, int) or not 1 <= found_version <= version:
+        raise InputError(source, f"schema_version {shown(found_version)} not supported "
+                                 f"(this build reads 1..{version})")

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from dualpath.errors import SpecError
+from dualpath.validate import positive
 
 PAPER_BLOCK_TOKENS = 64
 
@@ -25,10 +26,9 @@ class KVLayout:
     block_tokens: int = PAPER_BLOCK_TOKENS
 
     def __post_init__(self) -> None:
-        for name in ("num_layers", "kv_bytes_per_token_per_layer", "block_tokens"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise SpecError("KVLayout", name, value, "a positive integer")
+        caps = {"num_layers": "MAX_LAYERS", "kv_bytes_per_token_per_layer": "MAX_BYTES", "block_tokens": "MAX_TOKENS"}
+        for name, cap in caps.items():
+            positive("KVLayout", name, getattr(self, name), integer=True, cap=cap)
 
     @property
     def kv_bytes_per_token(self) -> int:

@@ -11,9 +11,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
+from dualpath import limits
 from dualpath.errors import SpecError
 from dualpath.kvlayout import PAPER_BLOCK_TOKENS, KVLayout
-from dualpath.validate import fraction, non_negative, positive
+from dualpath.validate import fraction, integer, non_negative, number, positive
 
 
 class AttentionKind(str, Enum):
@@ -35,8 +36,8 @@ class CostModel:
     decode_overhead_s: float = 0.005
 
     def __post_init__(self) -> None:
-        positive("CostModel", "peak_tflops", self.peak_tflops)
-        positive("CostModel", "hbm_gb_per_s", self.hbm_gb_per_s)
+        positive("CostModel", "peak_tflops", self.peak_tflops, cap="MAX_TFLOPS")
+        positive("CostModel", "hbm_gb_per_s", self.hbm_gb_per_s, cap="MAX_GBPS")
         for name in ("prefill_mfu", "decode_mfu", "hbm_efficiency"):
             fraction("CostModel", name, getattr(self, name))
         non_negative("CostModel", "prefill_overhead_s", self.prefill_overhead_s)
@@ -86,15 +87,28 @@ class LLMSpec:
     max_context_tokens: int = 131072
     gpus_per_engine: int = 1
     cost: CostModel = field(default_factory=CostModel)
+    # The `cost` fields set for this model (an LLM file's [cost] keys, the ones a profile fits): a
+    # simulator calibration replaces only the others (`dualpath.calibration.Calibration.apply`).
+    cost_pinned: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         src = f"model {self.name}"
+        caps = {"num_layers": "MAX_LAYERS", "kv_dtype_bytes": "MAX_DTYPE_BYTES", "max_context_tokens": "MAX_TOKENS",
+                "gpus_per_engine": "MAX_GROUP_GPUS"}
         for name in ("num_layers", "hidden_size", "num_heads", "head_dim", "kv_dtype_bytes",
                      "vocab_size", "max_context_tokens", "gpus_per_engine"):
-            positive(src, name, getattr(self, name), integer=True)
-        positive(src, "active_params", self.active_params)
-        if self.total_params < self.active_params:
-            raise SpecError(src, "total_params", self.total_params, f">= active_params ({self.active_params})")
+            positive(src, name, getattr(self, name), integer=True, cap=caps.get(name, "MAX_WIDTH"))
+        for name in ("num_kv_heads", "kv_lora_rank", "qk_rope_head_dim", "indexer_heads", "indexer_head_dim"):
+            integer(src, name, getattr(self, name), 0, limits.MAX_WIDTH, cap="MAX_WIDTH")
+        integer(src, "index_topk_tokens", self.index_topk_tokens, 0, limits.MAX_TOKENS, cap="MAX_TOKENS")
+        positive(src, "active_params", self.active_params, cap="MAX_PARAMS")
+        number(src, "total_params", self.total_params, self.active_params, limits.MAX_PARAMS, cap="MAX_PARAMS")
+        if not isinstance(self.attention, AttentionKind):
+            raise SpecError(src, "attention", self.attention, "one of " + ", ".join(k.value for k in AttentionKind))
+        if not isinstance(self.cost, CostModel):
+            raise SpecError(src, "cost", self.cost, "a CostModel")
+        if not isinstance(self.cost_pinned, tuple) or not set(self.cost_pinned) <= set(CostModel.__dataclass_fields__):
+            raise SpecError(src, "cost_pinned", self.cost_pinned, "a tuple of CostModel field names")
         if self.attention is AttentionKind.MLA:
             positive(src, "kv_lora_rank", self.kv_lora_rank, integer=True)
         else:

@@ -11,6 +11,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from dualpath.errors import SpecError
+from dualpath.limits import MAX_SECONDS, MAX_TOKENS, MAX_TRACE_RECORDS
+from dualpath.validate import integer, number
+
+MAX_COUNT = MAX_TRACE_RECORDS  # turns are numbered within a trace
+# Agent ids are labels a trace may choose: any integer JSON carries exactly (RFC 8259's interoperable
+# range), not just our 0..n-1.
+MAX_AGENT_ID = 2**53 - 1
 
 
 @dataclass(frozen=True)
@@ -19,10 +26,8 @@ class Turn:
     generate_tokens: int
 
     def __post_init__(self) -> None:
-        if not isinstance(self.append_tokens, int) or self.append_tokens < 1:
-            raise SpecError("Turn", "append_tokens", self.append_tokens, "an integer >= 1")
-        if not isinstance(self.generate_tokens, int) or self.generate_tokens < 1:
-            raise SpecError("Turn", "generate_tokens", self.generate_tokens, "an integer >= 1")
+        integer("Turn", "append_tokens", self.append_tokens, 1, MAX_TOKENS, cap="MAX_TOKENS")
+        integer("Turn", "generate_tokens", self.generate_tokens, 1, MAX_TOKENS, cap="MAX_TOKENS")
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,10 @@ class Trajectory:
     agent: int
     turns: tuple[Turn, ...]
     start_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        integer("Trajectory", "agent", self.agent, 0, MAX_AGENT_ID)
+        number(f"Trajectory of agent {self.agent}", "start_s", self.start_s, 0, MAX_SECONDS, cap="MAX_SECONDS")
 
     @property
     def total_tokens(self) -> int:
@@ -51,9 +60,23 @@ class Request:
     arrival_s: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.hit_tokens < 0 or self.new_tokens < 1 or self.output_tokens < 1:
-            raise SpecError(f"request {self.id}", "hit/new/output tokens",
-                            (self.hit_tokens, self.new_tokens, self.output_tokens), "hit >= 0, new >= 1, output >= 1")
+        # The fast path: workloads build 10^5 requests and more; the checks below only name what failed.
+        if (type(self.id) is str and self.id and type(self.agent) is int and type(self.turn) is int
+                and type(self.hit_tokens) is int and type(self.new_tokens) is int and type(self.output_tokens) is int
+                and 0 <= self.agent <= MAX_AGENT_ID and 0 <= self.turn <= MAX_COUNT
+                and 0 <= self.hit_tokens <= MAX_TOKENS and 1 <= self.new_tokens <= MAX_TOKENS
+                and 1 <= self.output_tokens <= MAX_TOKENS and type(self.arrival_s) in (float, int)
+                and 0 <= self.arrival_s <= MAX_SECONDS):  # NaN fails the comparison
+            return
+        if not isinstance(self.id, str) or not self.id:
+            raise SpecError("request", "id", self.id, "a non-empty string")
+        source = f"request {self.id}"
+        integer(source, "agent", self.agent, 0, MAX_AGENT_ID)
+        integer(source, "turn", self.turn, 0, MAX_COUNT)
+        integer(source, "hit_tokens", self.hit_tokens, 0, MAX_TOKENS, cap="MAX_TOKENS")
+        integer(source, "new_tokens", self.new_tokens, 1, MAX_TOKENS, cap="MAX_TOKENS")
+        integer(source, "output_tokens", self.output_tokens, 1, MAX_TOKENS, cap="MAX_TOKENS")
+        number(source, "arrival_s", self.arrival_s, 0, MAX_SECONDS, cap="MAX_SECONDS")
 
     @property
     def prompt_tokens(self) -> int:
@@ -62,6 +85,16 @@ class Request:
     @property
     def context_tokens(self) -> int:
         return self.prompt_tokens + self.output_tokens
+
+
+def check_context(workload: Workload, max_context_tokens: int, model: str) -> None:
+    """Refuse a request whose context (prompt and output) the model cannot hold: planning or simulating
+    it would give numbers for a run no engine could do."""
+    for r in workload.requests:
+        if r.context_tokens > max_context_tokens:
+            raise SpecError(f"workload {workload.name}", f"request {r.id} (agent {r.agent}, turn {r.turn}) context",
+                            r.context_tokens, f"at most {max_context_tokens:,} tokens, model {model}'s "
+                                              "max_context_tokens")
 
 
 def requests_of(trajectory: Trajectory, block_tokens: int) -> list[Request]:
@@ -107,6 +140,11 @@ class Workload:
     name: str
     requests: tuple[Request, ...]
     trajectories: tuple[Trajectory, ...] = field(default=())
+
+    @property
+    def timed(self) -> bool:
+        """True when some request arrives after 0: the workload carries arrival times to replay."""
+        return any(r.arrival_s > 0 for r in self.requests)
 
     def stats(self) -> WorkloadStats:
         reqs = self.requests

@@ -14,8 +14,10 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+from dualpath import validate
 from dualpath.errors import InputError, SpecError
-from dualpath.validate import read_text
+from dualpath.limits import MAX_NESTING_DEPTH
+from dualpath.validate import check_depth, read_text
 
 # A key path: table and key names, with an integer index for each [[array]] table entry.
 KeyPath = tuple[str | int, ...]
@@ -51,6 +53,12 @@ class TomlDoc:
             line = int(match.group(1)) if match else getattr(exc, "lineno", None)
             column = f", column {match.group(2)}" if match else ""
             raise InputError(self.source, f"invalid TOML{column}: {_POSITION.sub('', message)}", line) from exc
+        except RecursionError as exc:
+            raise InputError(self.source, f"nested more than {MAX_NESTING_DEPTH} levels deep "
+                                          "(dualpath.limits.MAX_NESTING_DEPTH)") from exc
+        except ValueError as exc:  # tomllib lets int()'s 4,300-digit limit through
+            raise InputError(self.source, "invalid TOML: an integer of more than 4,300 digits") from exc
+        check_depth(self.source, self.data)
         self._lines: dict[KeyPath, int] | None = None
 
     @classmethod
@@ -135,11 +143,10 @@ class TomlDoc:
     def number(self, data: dict, key: str, path: KeyPath, low: float, high: float,
                default: float | None = None, low_open: bool = False) -> float:
         value = data.get(key, default)
-        if (isinstance(value, (int, float)) and not isinstance(value, bool)
-                and (low < value if low_open else low <= value) and value <= high):
-            return float(value)
-        bound = "(" if low_open else "["
-        raise self.error((*path, key), value, f"a number in {bound}{low}, {high}]")
+        try:
+            return validate.number(self.source, key, value, low, high, low_open)
+        except SpecError as exc:
+            raise self.error((*path, key), value, exc.expected) from None
 
     def string(self, data: dict, key: str, path: KeyPath, choices: tuple[str, ...] | None = None,
                default: str | None = None) -> str:

@@ -8,10 +8,12 @@ samples. Metrics derive from the records; `to_chrome` exports spans for chrome:/
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
-from dualpath.errors import InputError
+from dualpath.errors import SpecError
 from dualpath.jsonio import check_versioned, read_versioned, write_json_atomic
+from dualpath.schema import SIGNED_RANGE, fields_of, list_of
+from dualpath.validate import number
 
 TRACE_SCHEMA_VERSION = 1
 CHROME_SCHEMA_VERSION = 1  # of the Chrome trace-event files (`kind` "chrome_trace"; viewers ignore both keys)
@@ -154,15 +156,19 @@ class Trace:
     @classmethod
     def from_json(cls, data: dict, source: str = "trace") -> Trace:
         check_versioned(source, data, "trace", TRACE_SCHEMA_VERSION)
-        try:
-            return cls(
-                executor=data["executor"], policy=data["policy"], meta=dict(data.get("meta", {})),
-                records=[RequestRecord(**_known(RequestRecord, r)) for r in data["records"]],
-                spans=[Span(**_known(Span, s)) for s in data.get("spans", [])],
-                utilisation={k: [tuple(p) for p in v] for k, v in data.get("utilisation", {}).items()},
-            )
-        except (KeyError, TypeError) as exc:
-            raise InputError(source, f"malformed trace: {exc}") from exc
+        # Every field is type-checked: a hand-edited trace fails here, naming the file and the field.
+        records = [RequestRecord(**fields_of(source, f"records[{i}]", RequestRecord, r, float_range=SIGNED_RANGE))
+                   for i, r in enumerate(list_of(source, "records", data.get("records")))]
+        spans = [Span(**fields_of(source, f"spans[{i}]", Span, s, float_range=SIGNED_RANGE))
+                 for i, s in enumerate(list_of(source, "spans", data.get("spans", [])))]
+        samples = data.get("utilisation", {})
+        if not isinstance(samples, dict):
+            raise SpecError(source, "utilisation", samples, "a JSON object of resource -> [[time_s, fraction], ...]")
+        utilisation = {k: [_sample(source, f"utilisation.{k}[{j}]", p)
+                           for j, p in enumerate(list_of(source, f"utilisation.{k}", v))] for k, v in samples.items()}
+        top = fields_of(source, "", cls, data, handled=("records", "spans", "utilisation"),
+                        ignored=("kind", "schema_version", "metrics"))
+        return cls(records=records, spans=spans, utilisation=utilisation, **top)
 
     def save(self, path: str) -> None:
         write_json_atomic(path, self.to_json())
@@ -172,9 +178,8 @@ class Trace:
         return cls.from_json(read_versioned(path, "trace", TRACE_SCHEMA_VERSION), path)
 
 
-def _known(cls: type, row: dict) -> dict:
-    names = {f.name for f in fields(cls)}
-    unknown = set(row) - names
-    if unknown:
-        raise TypeError(f"unknown {cls.__name__} keys {sorted(unknown)}")
-    return row
+def _sample(source: str, field: str, point: object) -> tuple[float, float]:
+    if not isinstance(point, list) or len(point) != 2:
+        raise SpecError(source, field, point, "[time_s, utilisation]")
+    # a sampled utilisation may exceed 1 by float round-off
+    return (number(source, field, point[0], *SIGNED_RANGE), number(source, field, point[1], 0, 1 + 1e-6))

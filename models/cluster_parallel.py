@@ -22,6 +22,7 @@ instance's GPUs, since experts shard over the whole group.
 
 from __future__ import annotations
 
+from dualpath.limits import MAX_GROUP_GPUS
 from dualpath.tomldoc import TomlDoc
 
 VLLM_KEYS = ("tensor_parallel_size", "data_parallel_size", "enable_expert_parallel")
@@ -41,8 +42,9 @@ def group_sizes(doc: TomlDoc) -> dict[str, int]:
 
 def _int(doc: TomlDoc, role: str, table: dict, key: str, default: int) -> int:
     value = table.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise doc.error((role, key), value, "a positive integer")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_GROUP_GPUS:
+        raise doc.error((role, key), value,
+                        f"a positive integer <= {MAX_GROUP_GPUS:,} (dualpath.limits.MAX_GROUP_GPUS)")
     return value
 
 

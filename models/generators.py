@@ -33,6 +33,7 @@ from dualpath.kvlayout import PAPER_BLOCK_TOKENS
 from dualpath.models.sampling import poisson_arrivals, resample
 from dualpath.models.workloads import from_trajectories
 from dualpath.request import Trajectory, Turn, Workload
+from dualpath.validate import positive
 
 TRACE_AGENTS = 500  # trajectories per production trace in the paper
 
@@ -73,9 +74,7 @@ class AgenticShape:
     def __post_init__(self) -> None:
         for field in ("max_context_tokens", "planned_turns_mean", "first_append_mean", "append_mean",
                       "generate_mean", "planned_turns_sigma", "verbosity_sigma"):
-            value = getattr(self, field)
-            if not isinstance(value, (int, float)) or not value > 0:
-                raise SpecError(f"generator {self.name}", field, value, "a positive number")
+            positive(f"generator {self.name}", field, getattr(self, field), cap="MAX_TOKENS")
 
 
 # Fitted to PAPER_TABLE (see the module docstring); fields in AgenticShape's order.

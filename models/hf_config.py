@@ -19,11 +19,12 @@ Errors name the file, the line of the key, the value and what was expected.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 from dualpath.errors import InputError, SpecError
+from dualpath.jsonio import parse_json
+from dualpath.limits import MAX_TOKENS
 from dualpath.llm import AttentionKind, LLMSpec
 from dualpath.models.llms import dense_params, mla_moe_params
 from dualpath.validate import read_text
@@ -55,10 +56,7 @@ def load_hf_config(path: str | Path, name: str | None = None) -> LLMSpec:
         path = path / "config.json"
     source = str(path)
     text = read_text(path)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(source, f"invalid JSON: {exc.msg} (column {exc.colno})", exc.lineno) from exc
+    data = parse_json(source, text)
     if not isinstance(data, dict):
         raise InputError(source, f"expected a JSON object, found {type(data).__name__}")
     default = path.parent.name if path.name == "config.json" and path.parent.name else path.stem
@@ -67,6 +65,16 @@ def load_hf_config(path: str | Path, name: str | None = None) -> LLMSpec:
 
 def hf_config_to_llm(hf: dict, source: str = "config.json", text: str = "", name: str = "hf-model") -> LLMSpec:
     cfg = _Fields(hf, source, text)
+    try:
+        return _to_llm(cfg, name)
+    except SpecError as exc:
+        if exc.source == source:
+            raise
+        # LLMSpec's own bounds (a layer count past MAX_LAYERS, a derived parameter count): name the file.
+        raise SpecError(source, exc.field, exc.value, exc.expected) from exc
+
+
+def _to_llm(cfg: _Fields, name: str) -> LLMSpec:
     model_type = cfg.choice("model_type", MODEL_TYPES)
     heads = cfg.integer("num_attention_heads")
     common = {"num_layers": cfg.integer("num_hidden_layers"), "hidden": cfg.integer("hidden_size"),
@@ -119,10 +127,11 @@ class _Fields:
         line = self.text.count("\n", 0, match.start()) + 1 if match else None
         return SpecError(self.source, key, value, expected, line)
 
-    def integer(self, key: str, default: int | None = None, minimum: int = 1) -> int:
+    def integer(self, key: str, default: int | None = None, minimum: int = 1, maximum: int = MAX_TOKENS) -> int:
         value = self.hf.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            what = f"an integer >= {minimum}" + ("" if key in self.hf or default is not None else " (required)")
+        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+            what = f"an integer in {minimum:,}..{maximum:,}" + (
+                "" if key in self.hf or default is not None else " (required)")
             raise self.error(key, value, what)
         return value
 
@@ -154,6 +163,11 @@ class _Fields:
         factor, original = scaling.get("factor"), scaling.get("original_max_position_embeddings")
         kind = scaling.get("rope_type", scaling.get("type"))
         # YaRN stretches the trained window by `factor`; Llama 3's scaling is already in max_position_embeddings.
-        if kind == "yarn" and isinstance(factor, (int, float)) and isinstance(original, int) and factor > 0:
-            return max(longest, int(factor * original))
+        if (kind == "yarn" and isinstance(factor, (int, float)) and not isinstance(factor, bool)
+                and isinstance(original, int) and factor > 0):
+            stretched = factor * original
+            if not stretched <= MAX_TOKENS:  # NaN, inf and 1e308 included
+                raise self.error("rope_scaling", scaling, f"a YaRN factor x original_max_position_embeddings "
+                                                          f"of at most {MAX_TOKENS:,} tokens")
+            return max(longest, int(stretched))
         return longest

@@ -19,12 +19,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dualpath.errors import InputError, SpecError
-from dualpath.jsonio import write_text_atomic
+from dualpath import validate
+from dualpath.errors import InputError, SpecError, shown
+from dualpath.jsonio import parse_json, write_text_atomic
 from dualpath.kvlayout import PAPER_BLOCK_TOKENS
+from dualpath.limits import MAX_SECONDS, MAX_TOKENS, MAX_TRACE_RECORDS
 from dualpath.models.workloads import from_requests, from_trajectories
-from dualpath.request import Request, Trajectory, Turn, Workload
-from dualpath.validate import read_text
+from dualpath.request import MAX_AGENT_ID, Request, Trajectory, Turn, Workload
+from dualpath.validate import integer, read_lines
 
 FORMAT_VERSION = 1
 _HEADER_KEYS = {"dualpath_workload", "name", "block_tokens"}
@@ -32,18 +34,13 @@ _TRAJECTORY_KEYS = {"agent", "start_s", "turns"}
 _REQUEST_KEYS = {"id", "agent", "turn", "hit_tokens", "new_tokens", "output_tokens", "arrival_s"}
 
 
-def _int(source, line, row, key, minimum, default=None):
-    value = row.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SpecError(source, key, value, f"an integer >= {minimum}", line)
-    return value
+def _int(source, line, row, key, minimum, default=None, maximum=MAX_TOKENS):
+    return integer(source, key, row.get(key, default), minimum, maximum, line,
+                   "MAX_TOKENS" if maximum == MAX_TOKENS else None)
 
 
 def _seconds(source, line, row, key):
-    value = row.get(key, 0.0)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise SpecError(source, key, value, "seconds >= 0", line)
-    return float(value)
+    return validate.number(source, key, row.get(key, 0.0), 0, MAX_SECONDS, line=line, cap="MAX_SECONDS")
 
 
 def _check_keys(source, line, row, allowed):
@@ -60,11 +57,12 @@ def _trajectory(source: str, line: int, row: dict, index: int) -> Trajectory:
     out = []
     for t, pair in enumerate(turns):
         ok = isinstance(pair, list) and len(pair) == 2
-        ok = ok and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair)
+        ok = ok and all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_TOKENS for v in pair)
         if not ok:
             raise SpecError(source, f"turns[{t}]", pair, "[append_tokens, generate_tokens], integers >= 1", line)
         out.append(Turn(pair[0], pair[1]))
-    return Trajectory(_int(source, line, row, "agent", 0, index), tuple(out), _seconds(source, line, row, "start_s"))
+    return Trajectory(_int(source, line, row, "agent", 0, index, MAX_AGENT_ID), tuple(out),
+                      _seconds(source, line, row, "start_s"))
 
 
 def _request(source: str, line: int, row: dict, index: int) -> Request:
@@ -72,8 +70,8 @@ def _request(source: str, line: int, row: dict, index: int) -> Request:
     for key in ("hit_tokens", "new_tokens", "output_tokens"):
         if key not in row:
             raise SpecError(source, key, None, "an integer (required in a request record)", line)
-    agent = _int(source, line, row, "agent", 0, index)
-    turn = _int(source, line, row, "turn", 0, 0)
+    agent = _int(source, line, row, "agent", 0, index, MAX_AGENT_ID)
+    turn = _int(source, line, row, "turn", 0, 0, MAX_TRACE_RECORDS)
     rid = row.get("id", f"a{agent}t{turn}")
     if not isinstance(rid, str) or not rid:
         raise SpecError(source, "id", rid, "a non-empty string", line)
@@ -84,22 +82,23 @@ def _request(source: str, line: int, row: dict, index: int) -> Request:
 def jsonl_rows(path: str | Path) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-blank line; errors name the file and the line.
 
-    The file is read now (a missing file fails here), each line is parsed as it is reached: a caller
-    that stops early never parses, nor rejects, the lines after.
+    The file is opened now (a missing or special file fails here) and streamed: each line is read and
+    parsed as it is reached, so a caller that stops early never reads, nor rejects, the lines after.
+    Lines are bounded by `MAX_LINE_BYTES`, records by `MAX_TRACE_RECORDS`.
     """
-    source = str(path)
-    lines = read_text(path).splitlines()
-    return _parsed(source, lines)
+    return _parsed(str(path), read_lines(path))
 
 
-def _parsed(source: str, lines: list[str]) -> Iterator[tuple[int, dict]]:
-    for number, text in enumerate(lines, start=1):
+def _parsed(source: str, lines: Iterator[tuple[int, str]]) -> Iterator[tuple[int, dict]]:
+    records = 0
+    for number, text in lines:
         if not text.strip():
             continue
-        try:
-            row = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(source, f"invalid JSON: {exc.msg} (column {exc.colno})", number) from exc
+        records += 1
+        if records > MAX_TRACE_RECORDS:
+            raise InputError(source, f"more than {MAX_TRACE_RECORDS:,} records "
+                                     "(dualpath.limits.MAX_TRACE_RECORDS)", number)
+        row = parse_json(source, text, number)
         if not isinstance(row, dict):
             raise InputError(source, f"expected a JSON object, found {type(row).__name__}", number)
         yield number, row
@@ -111,14 +110,17 @@ def read_jsonl(path: str | Path, name: str | None = None) -> Workload:
     trajectories: list[Trajectory] = []
     requests: list[Request] = []
     seen: dict[object, int] = {}
+    num_turns = 0
     for number, row in jsonl_rows(path):
         if "dualpath_workload" in row:
             if header or trajectories or requests:
                 raise InputError(source, "the header must be the first line", number)
             _check_keys(source, number, row, _HEADER_KEYS)
-            if row["dualpath_workload"] != FORMAT_VERSION:
+            if row["dualpath_workload"] != FORMAT_VERSION or isinstance(row["dualpath_workload"], bool):
                 raise SpecError(source, "dualpath_workload", row["dualpath_workload"], f"{FORMAT_VERSION}", number)
             _int(source, number, row, "block_tokens", 1, PAPER_BLOCK_TOKENS)
+            if not isinstance(row.get("name", "-"), str) or not row.get("name", "-"):
+                raise SpecError(source, "name", row["name"], "a non-empty string", number)
             header = row
             continue
         is_trajectory = "turns" in row
@@ -129,12 +131,16 @@ def read_jsonl(path: str | Path, name: str | None = None) -> Workload:
             trajectory = _trajectory(source, number, row, len(trajectories))
             key = trajectory.agent
             trajectories.append(trajectory)
+            num_turns += len(trajectory.turns)
+            if num_turns > MAX_TRACE_RECORDS:  # one request per turn: bound them as the records are
+                raise InputError(source, f"more than {MAX_TRACE_RECORDS:,} turns in all "
+                                         "(dualpath.limits.MAX_TRACE_RECORDS)", number)
         else:
             request = _request(source, number, row, len(requests))
             key = request.id
             requests.append(request)
         if key in seen:
-            raise InputError(source, f"duplicate {'agent' if is_trajectory else 'id'} {key!r} "
+            raise InputError(source, f"duplicate {'agent' if is_trajectory else 'id'} {shown(key)} "
                                      f"(first on line {seen[key]})", number)
         seen[key] = number
     if not trajectories and not requests:

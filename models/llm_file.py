@@ -11,6 +11,10 @@
     [cost]                         # optional CostModel fields
     peak_tflops = 148.0
 
+The keys of a [cost] table, and the fields a profile fits, are pinned: `simulate` runs its calibrated
+cost model with those fields replaced by the file's (`dualpath.calibration.Calibration.apply`), so an
+H20 file's `peak_tflops` slows the simulation as it slows `plan`; the file's values always win.
+
 Errors name the file, the line of the key, the value and what was expected.
 """
 
@@ -51,10 +55,12 @@ def llm_from_doc(doc: TomlDoc) -> LLMSpec:
         base = load_hf_config(_relative(doc, convert(doc, ("hf_config",), data["hf_config"], "str")))
     cost_table = doc.table("cost")
     cost = build_spec(doc, ("cost",), CostModel, cost_table, base=base.cost if base else CostModel())
-    values = {"cost": cost}
+    # The [cost] keys pin those fields: a simulator calibration keeps them (as it keeps a profile's fit).
+    pinned = tuple(sorted(set(cost_table) | set(base.cost_pinned if base else ())))
+    values: dict[str, object] = {"cost": cost, "cost_pinned": pinned}
     if "name" not in data:
         values["name"] = Path(doc.source).stem
-    llm = build_spec(doc, (), LLMSpec, data, base=base, skip=("cost",), enums=_ENUMS,
+    llm = build_spec(doc, (), LLMSpec, data, base=base, skip=("cost", "cost_pinned"), enums=_ENUMS,
                      handled=("preset", "hf_config", "profile", "cost"), values=values)
     if "profile" not in data:
         return llm

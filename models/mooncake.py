@@ -18,17 +18,22 @@ its rows' `not_before_ms` and `dependencies` read as `timestamp` and `wait_for` 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from dualpath.errors import InputError
+from dualpath.errors import InputError, SpecError
+from dualpath.jsonio import parse_json
 from dualpath.kvlayout import PAPER_BLOCK_TOKENS, PrefixTrie
+from dualpath.limits import MAX_SECONDS, MAX_TOKENS
 from dualpath.models.jsonl import jsonl_rows
 from dualpath.models.workloads import from_requests
 from dualpath.request import Request, Workload
+from dualpath.validate import integer, number
 
 MOONCAKE_BLOCK_TOKENS = 512
+MAX_BLOCK_TOKENS = 1 << 20  # a trace's tokens per hash id
+MAX_MS = MAX_SECONDS * 1000  # timestamps and delays: an arrival at most MAX_SECONDS after the start
+MAX_ID = 2**53 - 1  # hash ids and integer session ids: what a JSON number carries exactly (RFC 8259)
 AGENTIC_SCHEMA = "dynamo.agentic_mooncake"
 _ALIASES = {"created_time": "timestamp", "not_before_ms": "timestamp", "input_tokens": "input_length",
             "output_tokens": "output_length", "delay_ms": "delay"}
@@ -52,24 +57,20 @@ class MooncakeRow:
 def _int_field(source: str, line: int, row: dict, key: str, minimum: int) -> int:
     if key not in row:
         raise InputError(source, f"missing field {key!r}", line)
-    value = row[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InputError(source, f"{key} = {value!r}: expected an integer >= {minimum}", line)
-    return value
+    return integer(source, key, row[key], minimum, MAX_TOKENS, line, cap="MAX_TOKENS")
 
 
 def _ms(source: str, line: int, row: dict, key: str) -> float | None:
     value = row.get(key)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
-        raise InputError(source, f"{key} = {value!r}: expected milliseconds >= 0", line)
-    return value
+    return None if value is None else number(source, key, value, 0, MAX_MS, line=line)
 
 
 def _text(source: str, line: int, value: object, key: str) -> str | None:
     if value is None or (isinstance(value, int) and not isinstance(value, bool)):
-        return None if value is None else str(value)  # integer session ids are common in hand-made traces
+        # integer session ids are common in hand-made traces; a huge one would not even print
+        return None if value is None else str(integer(source, key, value, -MAX_ID, MAX_ID, line))
     if not isinstance(value, str) or not value:
-        raise InputError(source, f"{key} = {value!r}: expected a non-empty string", line)
+        raise SpecError(source, key, value, "a non-empty string", line)
     return value
 
 
@@ -80,11 +81,11 @@ def parse_row(source: str, line: int, raw: dict, block_tokens: int = MOONCAKE_BL
     deps = row.get("dependencies") or []
     if deps:  # Dynamo v2: [{"request_id", "trigger", "delay_ms", "relation"}]
         if not isinstance(deps, list) or not all(isinstance(d, dict) and "request_id" in d for d in deps):
-            raise InputError(source, f"dependencies = {deps!r:.60}: expected a list of {{request_id, ...}}", line)
+            raise SpecError(source, "dependencies", deps, "a list of {request_id, ...}", line)
         waits = [d["request_id"] for d in deps]
         delay = max(_ms(source, line, d, "delay_ms") or 0.0 for d in deps)
     if not isinstance(waits, list):
-        raise InputError(source, f"wait_for = {waits!r:.60}: expected a list of request ids", line)
+        raise SpecError(source, "wait_for", waits, "a list of request ids", line)
     tool_wait = _ms(source, line, row, "tool_wait_ms")
     if tool_wait is not None:
         delay = (delay or 0.0) + tool_wait
@@ -92,8 +93,9 @@ def parse_row(source: str, line: int, raw: dict, block_tokens: int = MOONCAKE_BL
     output_tokens = _int_field(source, line, row, "output_length", 1)
     ids = row.get("hash_ids")
     needed = -(-input_tokens // block_tokens)
-    if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-        raise InputError(source, f"hash_ids = {ids!r:.60}: expected a list of integers", line)
+    if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) and abs(i) <= MAX_ID
+                                            for i in ids):
+        raise SpecError(source, "hash_ids", ids, f"a list of integers within ±{MAX_ID:,}", line)
     if len(ids) != needed:
         raise InputError(source, f"hash_ids has {len(ids)} ids: expected {needed}, one per "
                                  f"{block_tokens}-token block of input_length {input_tokens}", line)
@@ -106,8 +108,8 @@ def parse_row(source: str, line: int, raw: dict, block_tokens: int = MOONCAKE_BL
 def looks_like_mooncake(first_line: str) -> bool:
     """True when a JSONL line is a Mooncake record (has `hash_ids` and a length) or Dynamo's v2 header."""
     try:
-        row = json.loads(first_line)
-    except json.JSONDecodeError:
+        row = parse_json("first line", first_line)
+    except InputError:
         return False
     if not isinstance(row, dict):
         return False
@@ -122,18 +124,16 @@ def read_rows(path: str | Path, limit: int | None = None,
     lines = jsonl_rows(path)
     rows: list[MooncakeRow] = []
     size = block_tokens or MOONCAKE_BLOCK_TOKENS
-    for number, raw in lines:
+    for line_number, raw in lines:
         if "schema" in raw and not rows:
             if raw["schema"] != AGENTIC_SCHEMA:
-                raise InputError(source, f"schema = {raw['schema']!r}: expected {AGENTIC_SCHEMA!r}", number)
-            header_size = raw.get("block_size", size)
-            if isinstance(header_size, bool) or not isinstance(header_size, int) or header_size < 1:
-                raise InputError(source, f"block_size = {header_size!r}: expected an integer >= 1", number)
-            size = block_tokens or header_size
+                raise SpecError(source, "schema", raw["schema"], repr(AGENTIC_SCHEMA), line_number)
+            size = block_tokens or integer(source, "block_size", raw.get("block_size", size), 1, MAX_BLOCK_TOKENS,
+                                           line_number)
             continue
         if limit is not None and len(rows) >= limit:
             break
-        rows.append(parse_row(source, number, raw, size))
+        rows.append(parse_row(source, line_number, raw, size))
     if not rows:
         raise InputError(source, "no requests in the trace")
     return rows, size
@@ -157,8 +157,8 @@ def load_mooncake(path: str | Path, name: str | None = None, limit: int | None =
     for index, row in enumerate(rows):
         timestamp = row.timestamp_ms
         if timestamp is None or timestamp < last_ms:
-            raise InputError(source, f"timestamp = {timestamp!r}: expected milliseconds >= {last_ms} "
-                                     "(the previous request's)", row.line)
+            raise SpecError(source, "timestamp", timestamp, f"milliseconds >= {last_ms:g} (the previous request's)",
+                            row.line)
         last_ms = timestamp
         # A full hit still recomputes the last token, as serving engines do, to get its logits.
         hit = min(trie.hit_tokens(row.hash_ids, row.input_tokens, size), row.input_tokens - 1)

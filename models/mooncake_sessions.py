@@ -23,9 +23,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from itertools import pairwise
 
-from dualpath.errors import InputError
+from dualpath.errors import InputError, shown
 from dualpath.kvlayout import PrefixTrie
-from dualpath.models.mooncake import MooncakeRow
+from dualpath.models.mooncake import MAX_MS, MooncakeRow
 from dualpath.models.workloads import from_requests, from_trajectories
 from dualpath.request import Request, Trajectory, Turn, Workload
 
@@ -40,7 +40,8 @@ def _chains(source: str, rows: Sequence[MooncakeRow]) -> list[list[MooncakeRow]]
         elif row.wait_for:
             index = by_request.get(row.wait_for[0])
             if index is None:
-                raise InputError(source, f"wait_for = {list(row.wait_for)!r}: names no earlier request_id", row.line)
+                raise InputError(source, f"wait_for = {shown(list(row.wait_for))}: names no earlier request_id",
+                                 row.line)
         else:
             index = None
         if index is None:
@@ -51,12 +52,12 @@ def _chains(source: str, rows: Sequence[MooncakeRow]) -> list[list[MooncakeRow]]
         chain = chains[index]
         previous = chain[-1].request_id if chain else None
         if row.wait_for and (previous is None or row.wait_for != (previous,)):
-            expected = f"[] or [{previous!r}], the previous turn" if previous else "[] (the session's first turn)"
-            raise InputError(source, f"wait_for = {list(row.wait_for)!r}: expected {expected}; agents are chains, "
+            expected = f"[] or [{shown(previous)}], the previous turn" if previous else "[] (the session's first turn)"
+            raise InputError(source, f"wait_for = {shown(list(row.wait_for))}: expected {expected}; agents are chains, "
                                      "branches and joins are not modelled", row.line)
         if row.request_id is not None:
             if row.request_id in by_request:
-                raise InputError(source, f"duplicate request_id {row.request_id!r}", row.line)
+                raise InputError(source, f"duplicate request_id {shown(row.request_id)}", row.line)
             by_request[row.request_id] = index
         chain.append(row)
     return chains
@@ -70,9 +71,12 @@ def _arrivals_ms(source: str, chain: Sequence[MooncakeRow]) -> list[float]:
     for row in chain[1:]:
         if row.delay_ms is not None:
             out.append(out[-1] + row.delay_ms)
+            if out[-1] > MAX_MS:  # each delay is bounded; their sum must be too
+                raise InputError(source, f"the turn arrives {out[-1] / 1000:.3g} s after the start: expected at most "
+                                         f"{MAX_MS / 1000:g} s (dualpath.limits.MAX_SECONDS)", row.line)
         elif row.timestamp_ms is not None:
             if row.timestamp_ms < out[-1]:
-                raise InputError(source, f"timestamp = {row.timestamp_ms!r}: expected milliseconds >= {out[-1]} "
+                raise InputError(source, f"timestamp = {shown(row.timestamp_ms)}: expected milliseconds >= {out[-1]} "
                                          "(the session's previous turn)", row.line)
             out.append(row.timestamp_ms)
         else:

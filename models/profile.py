@@ -16,11 +16,12 @@ import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from dualpath.errors import InputError, SpecError
+from dualpath.errors import InputError, SpecError, shown
+from dualpath.limits import MAX_SECONDS, MAX_TOKENS
 from dualpath.llm import CostModel, LLMSpec
 from dualpath.tomldoc import TomlDoc
+from dualpath.validate import integer, number, read_text
 
 COLUMNS = ("cached_tokens", "new_tokens", "seconds")
 
@@ -36,37 +37,40 @@ def load_profile(path: str | Path) -> list[ProfileRow]:
     path = Path(path)
     if path.suffix.lower() == ".toml":
         return _from_toml(TomlDoc.read(path))
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InputError(str(path), f"cannot read: {exc.strerror or exc}") from exc
-    return _from_csv(str(path), text)
+    return _from_csv(str(path), read_text(path))
 
 
 def _row(source: str, line: int | None, values: dict, prefix: str = "") -> ProfileRow:
-    # Any: the values come straight from a file; the checks below are what makes them typed.
-    cached: Any = values.get("cached_tokens")
-    new: Any = values.get("new_tokens")
-    seconds: Any = values.get("seconds")
-    for name, value, ok, expected in (
-        ("cached_tokens", cached, isinstance(cached, int) and cached >= 0, "an integer >= 0"),
-        ("new_tokens", new, isinstance(new, int) and new >= 1, "an integer >= 1"),
-        ("seconds", seconds, isinstance(seconds, (int, float)) and seconds > 0, "a positive number"),
-    ):
-        if isinstance(value, bool) or not ok:
-            raise SpecError(source, prefix + name, value, expected, line)
-    return ProfileRow(cached, new, float(seconds))
+    return ProfileRow(integer(source, prefix + "cached_tokens", values.get("cached_tokens"), 0, MAX_TOKENS, line),
+                      integer(source, prefix + "new_tokens", values.get("new_tokens"), 1, MAX_TOKENS, line),
+                      number(source, prefix + "seconds", values.get("seconds"), 0, MAX_SECONDS, True, line))
 
 
-def _number(text: str):
+_INT = re.compile(r"[+-]?[0-9]{1,30}")
+_FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]{1,4})?")
+
+
+def _number(text: str) -> int | float | str:
+    """A cell as a number when it is one in ASCII (`int()` and `float()` also take '٣', '1_0' and 'nan')."""
     text = text.strip()
-    try:
+    if _INT.fullmatch(text):
         return int(text)
-    except ValueError:
-        try:
-            return float(text)
-        except ValueError:
-            return text
+    if _FLOAT.fullmatch(text):
+        return float(text)
+    return text
+
+
+MAX_ROW_CHARS = 4096  # a row is three numbers: anything longer is not a profile
+
+
+def _cells(source: str, line: str, number: int) -> list[str]:
+    if len(line) > MAX_ROW_CHARS:
+        raise InputError(source, f"a line of {len(line):,} characters: a profile row has three numbers "
+                                 f"(at most {MAX_ROW_CHARS:,} characters)", number)
+    try:
+        return next(csv.reader([line]))
+    except csv.Error as exc:
+        raise InputError(source, f"invalid CSV: {exc}", number) from exc
 
 
 def _from_csv(source: str, text: str) -> list[ProfileRow]:
@@ -75,16 +79,16 @@ def _from_csv(source: str, text: str) -> list[ProfileRow]:
     if not lines:
         raise InputError(source, "empty profile: expected a header " + ",".join(COLUMNS) + " and rows")
     header_line, header = lines[0]
-    names = [c.strip() for c in next(csv.reader([header]))]
+    names = [c.strip() for c in _cells(source, header, header_line)]
     if sorted(names) != sorted(COLUMNS):
-        raise InputError(source, f"header {names} must name exactly the columns {', '.join(COLUMNS)}",
+        raise InputError(source, f"header {shown(names)} must name exactly the columns {', '.join(COLUMNS)}",
                          header_line)
     rows = []
-    for number, line in lines[1:]:
-        cells = next(csv.reader([line]))
+    for line_number, line in lines[1:]:
+        cells = _cells(source, line, line_number)
         if len(cells) != len(names):
-            raise InputError(source, f"{len(cells)} cells, expected {len(names)} ({','.join(names)})", number)
-        rows.append(_row(source, number, {n: _number(c) for n, c in zip(names, cells)}))
+            raise InputError(source, f"{len(cells)} cells, expected {len(names)} ({','.join(names)})", line_number)
+        rows.append(_row(source, line_number, {n: _number(c) for n, c in zip(names, cells)}))
     return rows
 
 
@@ -110,4 +114,6 @@ def calibrate(llm: LLMSpec, rows: list[ProfileRow]) -> LLMSpec:
     """`llm` with prefill MFU and per-batch overhead fitted to the measured rows (least squares)."""
     per_gpu = [(llm.prefill_flops(r.cached_tokens, r.new_tokens) / llm.gpus_per_engine, r.seconds) for r in rows]
     cost: CostModel = CostModel.fit(per_gpu, base=llm.cost)
-    return dataclasses.replace(llm, cost=cost)
+    # The fit sets prefill MFU and overhead for the base's peak: the three belong together.
+    pinned = set(llm.cost_pinned) | {"peak_tflops", "prefill_mfu", "prefill_overhead_s"}
+    return dataclasses.replace(llm, cost=cost, cost_pinned=tuple(sorted(pinned)))

@@ -12,7 +12,7 @@ import dataclasses
 from pathlib import Path
 
 from dualpath.cluster import ClusterSpec, parse_shorthand
-from dualpath.errors import InputError, SpecError, UnknownNameError
+from dualpath.errors import SpecError, UnknownNameError
 from dualpath.kvlayout import PAPER_BLOCK_TOKENS
 from dualpath.llm import LLMSpec
 from dualpath.models.cluster_file import load_cluster
@@ -26,6 +26,7 @@ from dualpath.models.nodes import list_nodes, node_preset
 from dualpath.models.sampling import poisson_arrivals, resample
 from dualpath.models.workloads import from_requests, from_trajectories
 from dualpath.request import Workload
+from dualpath.validate import read_lines
 
 # The paper's default cluster per model (design.md section 3); Qwen2.5-32B ran with 320 GB buffers.
 PAPER_CLUSTERS = {"deepseek-v3.2": "2P4D", "ds-27b": "1P1D", "qwen2.5-32b": "1P2D@paper-hopper-320g"}
@@ -75,8 +76,6 @@ def resolve_workload(text: str, agents: int | None = None, seed: int = 0, *,
     path = text[len("mooncake:"):] if mooncake else text
     if not (mooncake or _is_file_ref(path, ".jsonl")):
         raise UnknownNameError("workload", text, list_workloads() + list(_FILE_FORMS))
-    if not Path(path).is_file():
-        raise InputError(path, "no such file")
     if mooncake or looks_like_mooncake(_first_record(path)):
         workload = load_mooncake(path, block_tokens=mooncake_block_tokens, workload_block_tokens=block_tokens)
     else:
@@ -85,11 +84,8 @@ def resolve_workload(text: str, agents: int | None = None, seed: int = 0, *,
 
 
 def _first_record(path: str) -> str:
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if line.strip():
-                return line
-    return ""
+    """The first non-blank line; a missing, special or non-UTF-8 file fails here, in one line."""
+    return next((text for _, text in read_lines(path) if text.strip()), "")
 
 
 def _shape(workload: Workload, agents: int | None, seed: int, block_tokens: int,

@@ -12,8 +12,10 @@ from collections.abc import Sequence
 
 from dualpath.errors import SpecError
 from dualpath.kvlayout import PAPER_BLOCK_TOKENS
+from dualpath.limits import MAX_AGENTS, MAX_SECONDS
 from dualpath.models.workloads import from_requests, from_trajectories, request_order
 from dualpath.request import Trajectory, Turn, Workload, by_agent
+from dualpath.validate import integer, number
 
 
 def resample(trajectories: Sequence[Trajectory], num_agents: int, seed: int = 0) -> list[Trajectory]:
@@ -23,8 +25,7 @@ def resample(trajectories: Sequence[Trajectory], num_agents: int, seed: int = 0)
     """
     if not trajectories:
         raise SpecError("resample", "trajectories", 0, "at least one trajectory")
-    if isinstance(num_agents, bool) or not isinstance(num_agents, int) or num_agents < 1:
-        raise SpecError("resample", "num_agents", num_agents, "a positive integer")
+    integer("resample", "num_agents", num_agents, 1, MAX_AGENTS, cap="MAX_AGENTS")
     rng = random.Random(f"resample:{seed}")
     base = len(trajectories)
     out = list(trajectories[:num_agents])
@@ -40,12 +41,15 @@ def resample(trajectories: Sequence[Trajectory], num_agents: int, seed: int = 0)
 
 def poisson_arrivals(trajectories: Sequence[Trajectory], agents_per_s: float, seed: int = 0) -> list[Trajectory]:
     """Agents arrive as a Poisson process of rate `agents_per_s` (exponential gaps), in agent order."""
-    if isinstance(agents_per_s, bool) or not isinstance(agents_per_s, (int, float)) or not agents_per_s > 0:
-        raise SpecError("arrivals", "agents_per_s", agents_per_s, "a positive number")
+    rate = number("arrivals", "agents_per_s", agents_per_s, 0, MAX_AGENTS, low_open=True)
     rng = random.Random(f"poisson:{seed}")
     at, out = 0.0, []
     for traj in trajectories:
-        at += rng.expovariate(agents_per_s)
+        at += rng.expovariate(rate)
+        if at > MAX_SECONDS:  # a rate near 0: arrivals past any horizon the simulator's clock can step
+            raise SpecError("arrivals", "agents_per_s", agents_per_s,
+                            f"a rate whose {len(trajectories):,} arrivals fall within {MAX_SECONDS:g} s "
+                            "(dualpath.limits.MAX_SECONDS)")
         out.append(dataclasses.replace(traj, start_s=at))
     return out
 
@@ -57,8 +61,7 @@ def sample_batch(workload: Workload, num_requests: int, seed: int = 0,
     With trajectories: one turn per agent, at a random turn (agents resampled past the trace size).
     A trace of requests: its first N requests in arrival order.
     """
-    if isinstance(num_requests, bool) or not isinstance(num_requests, int) or num_requests < 1:
-        raise SpecError("batch", "num_requests", num_requests, "a positive integer")
+    integer("batch", "num_requests", num_requests, 1, MAX_AGENTS, cap="MAX_AGENTS")
     name = f"{workload.name}-batch{num_requests}"
     if workload.trajectories:
         source = workload

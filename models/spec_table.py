@@ -45,8 +45,8 @@ def convert(doc: TomlDoc, path: tuple[str, ...], value: object, kind: str,
             raise doc.error(path, value, "true or false")
         return value
     if kind == "int":
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)  # 80e9 is a float in TOML but an exact byte count here
+        if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+            value = int(value)  # 80e9 is a float in TOML but an exact byte count here (1e308 stays a float)
         if isinstance(value, bool) or not isinstance(value, int):
             raise doc.error(path, value, "an integer")
         return value

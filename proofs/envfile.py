@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from dualpath.errors import InputError
+from dualpath.errors import InputError, shown
 from dualpath.validate import read_text
 
 _LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.]*)\s*=\s*(.*?)\s*$")
@@ -44,7 +44,7 @@ class EnvSource:
 def _unquote(text: str, path: str, number: int) -> str:
     if text[:1] in ("'", '"'):
         if len(text) < 2 or text[-1] != text[0]:
-            raise InputError(path, f"unterminated quote in {text!r}", number)
+            raise InputError(path, f"unterminated quote in {shown(text)}", number)
         return text[1:-1]
     return text.split(" #", 1)[0].strip()
 
@@ -59,7 +59,7 @@ def load_env(path: str | Path) -> dict[str, EnvValue]:
             continue
         match = _LINE.match(line)
         if not match:
-            raise InputError(path, f"expected KEY=VALUE, got {line.strip()!r}", number)
+            raise InputError(path, f"expected KEY=VALUE, got {shown(line.strip())}", number)
         values[match.group(1)] = EnvValue(_unquote(match.group(2), path, number), path, number)
     return values
 

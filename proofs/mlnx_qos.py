@@ -21,19 +21,19 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from dualpath.errors import InputError, SpecError
+from dualpath.errors import InputError, SpecError, shown
 from dualpath.proofs.opensm import Where
 from dualpath.proofs.roce_hop import DEFAULT_DSCP_MAP, NUM_PRIORITIES, RoceHop
-from dualpath.validate import read_text
+from dualpath.validate import is_ascii_int, read_text
 
-_TC = re.compile(r"^tc:\s*(\d+)\b.*?tsa:\s*(\w+)(?:,\s*bw:\s*(\d+)%)?")
+_TC = re.compile(r"^tc:\s*(\d{1,9})\b.*?tsa:\s*(\w+)(?:,\s*bw:\s*(\d{1,9})%)?", re.ASCII)
 
 
 def _ints(text: str, path: str, line: int, what: str, high: int) -> list[int]:
-    try:
-        values = [int(t) for t in re.split(r"[,\s]+", text.strip()) if t]
-    except ValueError:
-        raise InputError(path, f"{what}: {text.strip()!r} is not a list of integers", line) from None
+    tokens = [t for t in re.split(r"[,\s]+", text.strip()) if t]
+    if not all(is_ascii_int(t) and len(t) <= 24 for t in tokens):  # int() reads other scripts' digits
+        raise InputError(path, f"{what}: {shown(text.strip())} is not a list of integers", line)
+    values = [int(t) for t in tokens]
     bad = [v for v in values if not 0 <= v <= high]
     if bad:
         raise SpecError(path, what, bad[0], f"an integer in 0..{high}", line)
@@ -65,7 +65,10 @@ def load_mlnx_qos(path: str | Path) -> RoceHop:
             where["trust"] = Where(path, number, "trust")
         elif line.startswith("prio:") and "dscp:" in line:
             prio_text, dscp_text = line[5:].split("dscp:", 1)
-            prio = _ints(prio_text, path, number, "dscp2prio priority", NUM_PRIORITIES - 1)[0]
+            prios = _ints(prio_text, path, number, "dscp2prio priority", NUM_PRIORITIES - 1)
+            if len(prios) != 1:
+                raise InputError(path, f"dscp2prio: {shown(line)} is not 'prio:<priority> dscp:<list>'", number)
+            prio = prios[0]
             for dscp in _ints(dscp_text, path, number, "dscp2prio dscp", 63):
                 dscp_map[dscp] = prio
                 where[f"dscp:{dscp}"] = Where(path, number, f"dscp2prio prio:{prio}")
@@ -82,7 +85,7 @@ def load_mlnx_qos(path: str | Path) -> RoceHop:
             match = _TC.match(line)
             if not match:
                 raise InputError(path, f"expected 'tc: N ratelimit: ..., tsa: ets|strict|vendor[, bw: P%]', "
-                                       f"got {line!r}", number)
+                                       f"got {shown(line)}", number)
             tc = int(match.group(1))
             if tc >= NUM_PRIORITIES:
                 raise SpecError(path, "tc", tc, f"a TC in 0..{NUM_PRIORITIES - 1}", number)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dualpath.errors import InputError, SpecError
+from dualpath.errors import InputError, SpecError, shown
 from dualpath.proofs.opensm_file import FGETS_CHARS, KNOWN_OPTIONS, OLD_OPTIONS, refuse_if_foreign, split_line
 from dualpath.proofs.opensm_rules import (
     build_sl2vl,
@@ -88,7 +88,7 @@ def parse_int(text: str, where: Where, low: int, high: int) -> int:
     """A strict integer for our own formats (overrides): C syntax only, no `_`, no non-ASCII digits."""
     number, end, ok = c_strtol(text.strip())
     if not ok or end != len(text.strip()):
-        raise InputError(where.file, f"{where.key}: {text!r} is not an integer", where.line)
+        raise InputError(where.file, f"{where.key}: {shown(text)} is not an integer", where.line)
     if not low <= number <= high:
         raise SpecError(where.file, where.key, number, f"an integer in {low}..{high}", where.line)
     return number
@@ -100,7 +100,7 @@ def parse_vlarb(text: str, where: Where) -> tuple[tuple[int, int], ...]:
     for token in (t for t in text.split(",") if t.strip()):
         vl_text, sep, weight_text = token.partition(":")
         if not sep:
-            raise InputError(where.file, f"{where.key}: entry {token!r} is not VL:weight", where.line)
+            raise InputError(where.file, f"{where.key}: entry {shown(token)} is not VL:weight", where.line)
         entries.append((parse_int(vl_text.strip(), where, 0, 14), parse_int(weight_text.strip(), where, 0, 255)))
     if len(entries) > MAX_VLARB_ENTRIES:
         raise SpecError(where.file, where.key, len(entries), f"at most {MAX_VLARB_ENTRIES} VL:weight entries",
@@ -205,7 +205,7 @@ def _unknown_key_warning(key: str, where: Where, warn) -> None:
         warn(where, f"no_qos is an OpenSM 3.0 option (`no_qos {where.text}` meant {meant}); current OpenSM ignores "
                     "the line: QoS is on only with `qos TRUE`", "osm_subnet.c opt_tbl has `qos`, no `no_qos`")
     elif "=" in key and (name in QOS_KEYS or name in KNOWN_OPTIONS):
-        warn(where, f"OpenSM reads the key {key!r}, which is no option, and ignores the line: write "
+        warn(where, f"OpenSM reads the key {shown(key)}, which is no option, and ignores the line: write "
                     f"`{name} {key.split('=', 1)[1] or where.text}`", "osm_subn_parse_conf_file: key ends at a blank")
     elif key.startswith("qos") and key not in KNOWN_OPTIONS:
         warn(where, "not an OpenSM option: OpenSM ignores this line", "osm_subnet.c opt_tbl")
@@ -240,7 +240,7 @@ def load_opensm(path: str | Path) -> OpenSMOptions:
     if "qos" in raw:
         qos = qos_where.text == "TRUE"  # opts_parse_boolean: strcmp("TRUE", value)
         if qos_where.text not in ("TRUE", "FALSE"):
-            warn(qos_where, f"{qos_where.text!r} is not TRUE: OpenSM reads FALSE and QoS stays off",
+            warn(qos_where, f"{shown(qos_where.text)} is not TRUE: OpenSM reads FALSE and QoS stays off",
                  "osm_subnet.c opts_parse_boolean (exact, case-sensitive TRUE)")
     max_op_vls, op_where = DEFAULT_MAX_OP_VLS, Where(path, None, "max_op_vls", str(DEFAULT_MAX_OP_VLS))
     if "max_op_vls" in raw:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from dualpath.errors import InputError
+from dualpath.errors import InputError, shown
 
 # osm_subnet.c opt_tbl (the option names OpenSM knows), the ones a QoS/fabric reader meets; any one of
 # them on a line is enough to call the file an options file.
@@ -92,4 +92,4 @@ def refuse_if_foreign(path: str, text: str) -> None:
     first, sample = content[0]
     raise InputError(path, f"not an OpenSM options file: none of its {len(content)} setting line(s) names an "
                            f"OpenSM option; it looks like {_looks_like([s for _, s in content])} "
-                           f"(line {first}: {sample.strip()[:60]!r})", first)
+                           f"(line {first}: {shown(sample.strip()[:60])})", first)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dualpath.errors import shown
+
 C_SPACE = " \t\n\v\f\r"  # isspace() in the C locale: no Unicode spaces
 ULONG = 1 << 64
 VLARB_ENTRIES = 64  # 2 * IB_NUM_VL_ARB_ELEMENTS_IN_BLOCK
@@ -88,8 +90,9 @@ def number_note(text: str, read: int, parser: str) -> Note | None:
     if ok and (not rest or rest.startswith("#")):  # a trailing comment is read away harmlessly
         return None
     conv = "strtol" if parser == "opts_parse_int32" else "strtoul"
-    shown = f"reads {read}" if ok else f"finds no number and uses {read}"
-    return Note(f"{text!r} is not a C integer: OpenSM's {conv} {shown}" + (f" and ignores {rest!r}" if ok else ""),
+    reading = f"reads {read}" if ok else f"finds no number and uses {read}"
+    ignored = f" and ignores {shown(rest)}" if ok else ""
+    return Note(f"{shown(text)} is not a C integer: OpenSM's {conv} {reading}{ignored}",
                 f"osm_subnet.c {parser}: {conv}(value, NULL, 0), end not checked")
 
 
@@ -134,16 +137,16 @@ def vlarb_notes(text: str, programmed: tuple[tuple[int, int], ...]) -> list[Note
     for tok in _tokens(text):
         vl_text, sep, weight_text = tok.partition(":")
         if not sep:
-            notes.append(Note(f"vl:weight={tok!r} improperly formatted", src))
+            notes.append(Note(f"vl:weight={shown(tok)} improperly formatted", src))
             continue
         for name, part, high, fold in (("vl", vl_text, 14, "VL % 15 (osm_qos.c parse_vlarb_entry)"),
                                        ("weight", weight_text, 255, "(uint8_t) weight (parse_vlarb_entry)")):
             value, end, ok = c_strtol(part)
             if not ok or end < len(part):
-                notes.append(Note(f"{name}={part!r} improperly formatted", src))
+                notes.append(Note(f"{name}={shown(part)} improperly formatted", src))
             elif not 0 <= value <= high:
                 read = value % (1 << 32) % 15 if name == "vl" else value % (1 << 32) & 0xFF
-                notes.append(Note(f"{name}={value} out of range: OpenSM programs {read} ({fold})", src))
+                notes.append(Note(f"{name}={shown(value)} out of range: OpenSM programs {read} ({fold})", src))
     if len(_tokens(text)) > VLARB_ENTRIES:
         notes.append(Note(f"> {VLARB_ENTRIES} listed: excess vl:weight pairs will be dropped", src))
     if notes:
@@ -158,9 +161,9 @@ def sl2vl_notes(text: str, programmed: tuple[int, ...]) -> list[Note]:
     for tok in tokens:
         value, end, ok = c_strtol(tok)
         if not ok or end < len(tok):
-            notes.append(Note(f"vl={tok!r} improperly formatted", src))
+            notes.append(Note(f"vl={shown(tok)} improperly formatted", src))
         elif not 0 <= value <= 15:
-            notes.append(Note(f"vl={value} out of range: OpenSM programs VL {value % (1 << 32) & 0xF}", src))
+            notes.append(Note(f"vl={shown(value)} out of range: OpenSM programs VL {value % (1 << 32) & 0xF}", src))
     if len(tokens) < NUM_SLS:
         missing = f"SL{len(tokens)}-15" if len(tokens) < NUM_SLS - 1 else "SL15"
         notes.append(Note(f"< 16 VLs listed: OpenSM maps {missing} to VL 0 (osm_qos.c parse_sl2vl_entry)", src))

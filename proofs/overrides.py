@@ -23,11 +23,13 @@ from pathlib import Path
 
 from dualpath.proofs.opensm import PORT_TYPES, Where, parse_sl2vl, parse_vlarb
 from dualpath.tomldoc import TomlDoc
+from dualpath.validate import is_ascii_int
 
 TABLE_FIELDS = ("max_vls", "high_limit", "vlarb_high", "vlarb_low", "sl2vl")
 HARDWARE_FIELDS = ("vl_cap", "vlarb_high_cap", "vlarb_low_cap")
 ENTRY_KEYS = frozenset(("node", "ports", "type", *TABLE_FIELDS, *HARDWARE_FIELDS))
 VL_CAP_VALUES = (1, 2, 4, 8, 15)
+MAX_PORT = 254  # InfiniBand switch port numbers
 
 
 @dataclass(frozen=True)
@@ -66,13 +68,16 @@ def _port_numbers(doc: TomlDoc, value, path: tuple) -> tuple[int, ...]:
     elif isinstance(value, str):
         numbers = []
         for part in (p.strip() for p in value.split(",") if p.strip()):
-            low, sep, high = part.partition("-")
-            if not (low.isdigit() and (not sep or high.isdigit())):
+            low, sep, high = (t.strip() for t in part.partition("-"))
+            if not (is_ascii_int(low) and (not sep or is_ascii_int(high))):
                 raise bad()
-            numbers.extend(range(int(low), int(high if sep else low) + 1))
+            first, last = int(low), int(high if sep else low)
+            if not 0 <= first <= last <= MAX_PORT:  # checked before expanding: "1-100000000000" is 10^11 ports
+                raise bad()
+            numbers.extend(range(first, last + 1))
     else:
         raise bad()
-    if not numbers or any(not 0 <= n <= 254 for n in numbers):
+    if not numbers or any(not 0 <= n <= MAX_PORT for n in numbers):
         raise bad()
     return tuple(sorted(set(numbers)))
 
@@ -81,7 +86,7 @@ def load_overrides(path: str | Path) -> Overrides:
     doc = TomlDoc.read(path)
     doc.check_keys(doc.data, {"port"})
     entries_data = doc.data.get("port", [])
-    if not isinstance(entries_data, list):
+    if not isinstance(entries_data, list) or not all(isinstance(e, dict) for e in entries_data):
         raise doc.error(("port",), entries_data, "an array of [[port]] tables")
     memo: dict[tuple[str, str], object] = {}  # big fabrics repeat the same table text
     entries = []

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dualpath.errors import InputError, require
+from dualpath.limits import MAX_NESTING_DEPTH
 from dualpath.proofs.envfile import EnvSource, EnvValue
 from dualpath.validate import read_text
 
@@ -54,6 +55,8 @@ def _container_env(container, label: str, path: str) -> EnvSource:
         if "name" not in item:
             raise InputError(path, "env entry without a name", line)
         key = item["name"].value
+        if not isinstance(key, str):  # a sequence or mapping node: not a name
+            raise InputError(path, "env entry name must be a string", line)
         if "value" in item:
             values[key] = EnvValue(str(item["value"].value), path, item["value"].start_mark.line + 1)
         elif "valueFrom" in item:
@@ -73,8 +76,11 @@ def load_pod_envs(path: str | Path) -> list[EnvSource]:
         documents = [d for d in yaml.compose_all(text) if d is not None]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        raise InputError(path, f"invalid YAML: {getattr(exc, 'problem', exc)}",
-                         mark.line + 1 if mark else None) from exc
+        reason = " ".join(str(getattr(exc, "problem", None) or exc).split())  # PyYAML's messages span lines
+        raise InputError(path, f"invalid YAML: {reason}", mark.line + 1 if mark else None) from exc
+    except RecursionError as exc:
+        raise InputError(path, f"nested more than {MAX_NESTING_DEPTH} levels deep "
+                               "(dualpath.limits.MAX_NESTING_DEPTH)") from exc
     sources = []
     for document in documents:
         for label, spec in _pod_specs(document, path):

@@ -14,9 +14,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dualpath.errors import InputError, SpecError
+from dualpath.errors import InputError, SpecError, shown
 from dualpath.proofs.opensm import Where
-from dualpath.validate import read_text
+from dualpath.validate import ascii_integer, is_ascii_int, read_text
 
 SECTIONS = {"port-groups": "port-group", "qos-setup": None, "qos-levels": "qos-level",
             "qos-match-rules": "qos-match-rule", "qos-ulps": None}
@@ -121,9 +121,12 @@ def _ranges(text: str, where: Where) -> tuple[tuple[int, int], ...]:
     for token in (t.strip() for t in text.split(",")):
         lo, _, hi = token.partition("-")
         try:
+            if not token.isascii() or len(token) > 60:  # int() reads other scripts' digits
+                raise ValueError(token)
             out.append((int(lo, 0), int(hi or lo, 0)))
         except ValueError:
-            raise InputError(where.file, f"{where.key}: {token!r} is not a number or range", where.line) from None
+            raise InputError(where.file, f"{where.key}: {shown(token)} is not a number or range",
+                             where.line) from None
     return tuple(out)
 
 
@@ -148,7 +151,7 @@ def load_qos_policy(path: str | Path) -> QosPolicy:
         where = Where(path, number, line)
         if section is None:
             if line not in SECTIONS:
-                raise InputError(path, f"expected a section ({', '.join(SECTIONS)}), got {line!r}", number)
+                raise InputError(path, f"expected a section ({', '.join(SECTIONS)}), got {shown(line)}", number)
             section, block = line, None
         elif line == f"end-{section}":
             if block is not None:
@@ -164,7 +167,7 @@ def load_qos_policy(path: str | Path) -> QosPolicy:
                 default = rule
         elif block is None:
             if line != SECTIONS[section]:
-                raise InputError(path, f"expected {SECTIONS[section]} in {section}, got {line!r}", number)
+                raise InputError(path, f"expected {SECTIONS[section]} in {section}, got {shown(line)}", number)
             block, entry = line, {"@": where}
         elif line == f"end-{block}":
             _close(block, entry, groups, levels, rules)
@@ -173,7 +176,7 @@ def load_qos_policy(path: str | Path) -> QosPolicy:
             key, sep, value = line.partition(":")
             allowed = {"port-group": GROUP_KEYS, "qos-level": LEVEL_KEYS, "qos-match-rule": RULE_KEYS}[block]
             if not sep or key.strip() not in allowed:
-                raise InputError(path, f"{line!r}: expected one of {', '.join(allowed)} followed by ':'", number)
+                raise InputError(path, f"{shown(line)}: expected one of {', '.join(allowed)} followed by ':'", number)
             entry.setdefault(key.strip(), []).append((value.strip(), Where(path, number, key.strip())))
     if section is not None:
         raise InputError(path, f"{section} is not closed (end-{section})")
@@ -197,9 +200,7 @@ def _close(block: str, entry: dict, groups: dict, levels: dict, rules: list) -> 
     elif block == "qos-level":
         name, _ = _one(entry, "name", block)
         text, where = _one(entry, "sl", block)
-        if not text.isdigit() or int(text) > 15:
-            raise SpecError(where.file, "sl", text, "an SL in 0..15", where.line)
-        levels[name] = (int(text), entry["@"])
+        levels[name] = (ascii_integer(where.file, "sl", text, 0, 15, where.line), entry["@"])
     else:
         rules.append(entry)
 
@@ -224,8 +225,8 @@ def _rule(entry: dict, groups: dict, levels: dict) -> Rule:
 def _ulp(line: str, where: Where) -> Rule:
     head, sep, sl_text = line.rpartition(":")
     sl_text = sl_text.strip()
-    if not sep or not sl_text.isdigit() or int(sl_text) > 15:
-        raise InputError(where.file, f"qos-ulps: {line!r} is not '<ulp>[, <criterion> <value>] : <SL 0..15>'",
+    if not sep or not is_ascii_int(sl_text) or int(sl_text) > 15:
+        raise InputError(where.file, f"qos-ulps: {shown(line)} is not '<ulp>[, <criterion> <value>] : <SL 0..15>'",
                          where.line)
     ulp, _, criterion = (p.strip() for p in head.partition(","))
     sl, at = int(sl_text), Where(where.file, where.line, f"qos-ulps {head.strip()}")
@@ -253,7 +254,7 @@ def _ulp(line: str, where: Where) -> Rule:
 def policy_file_of(opensm_path: str | Path) -> str | None:
     """The `qos_policy_file` an OpenSM options file names (relative paths: next to that file), if any."""
     path = Path(opensm_path)
-    for line in path.read_text().splitlines():
+    for line in read_text(path).splitlines():
         match = re.match(r"^\s*qos_policy_file\s+(\S+)", line)
         if match and match.group(1) != "(null)":
             return str(path.parent / match.group(1))

@@ -24,6 +24,7 @@ from pathlib import Path
 from dualpath.proofs.opensm import Where
 from dualpath.proofs.roce_hop import NUM_DSCP, NUM_PRIORITIES, RoceHop
 from dualpath.tomldoc import TomlDoc
+from dualpath.validate import is_ascii_int
 
 STATE_KEYS = {"trust", "priority_to_tc", "pfc_priorities", "strict_tcs", "ets_percent", "dscp_to_priority"}
 TOP_KEYS = STATE_KEYS | {"classes", "mlnx_qos", "sonic_config_db"}
@@ -75,10 +76,12 @@ def load_roce(path: str | Path, mlnx_qos_path=None, sonic_path=None) -> RoceConf
         return Where(doc.source, doc.line_of(*key), ".".join(map(str, key)))
 
     folder = Path(doc.source).parent
-    if mlnx_qos_path is None and "mlnx_qos" in doc.data:
-        mlnx_qos_path = folder / doc.string(doc.data, "mlnx_qos", ())
-    if sonic_path is None and "sonic_config_db" in doc.data:
-        sonic_path = folder / doc.string(doc.data, "sonic_config_db", ())
+    # Read (and type-checked) even when a flag replaces them: a number where a file name belongs is a mistake.
+    named = {key: folder / doc.string(doc.data, key, ()) for key in ("mlnx_qos", "sonic_config_db") if key in doc.data}
+    if mlnx_qos_path is None and "mlnx_qos" in named:
+        mlnx_qos_path = named["mlnx_qos"]
+    if sonic_path is None and "sonic_config_db" in named:
+        sonic_path = named["sonic_config_db"]
     hops: list[RoceHop] = []
     if mlnx_qos_path is not None:
         from dualpath.proofs.mlnx_qos import load_mlnx_qos
@@ -106,7 +109,7 @@ def _toml_hop(doc: TomlDoc, where) -> RoceHop:
     dscp_map = [d >> 3 for d in range(NUM_DSCP)]
     wheres = {k: where(k) for k in ("trust", "priority_to_tc", "pfc_priorities", "strict_tcs", "ets_percent")}
     for key, prio in doc.table("dscp_to_priority").items():
-        if not key.isdigit() or not 0 <= int(key) < NUM_DSCP:
+        if not is_ascii_int(key) or not 0 <= int(key) < NUM_DSCP:
             raise doc.error(("dscp_to_priority", key), key, "a DSCP 0..63 as the key")
         dscp_map[int(key)] = doc.integer({key: prio}, key, ("dscp_to_priority",), 0, 7)
         wheres[f"dscp:{int(key)}"] = where("dscp_to_priority", key)

@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from dualpath.errors import SpecError
 from dualpath.proofs.envfile import EnvSource, EnvValue, env_source
 from dualpath.proofs.opensm import Where
 from dualpath.tomldoc import TomlDoc
+from dualpath.validate import ascii_integer
 
 KINDS = ("collective", "kv", "management")
 MTUS = (256, 512, 1024, 2048, 4096)
@@ -37,6 +37,7 @@ KNOWN_TC_SETTINGS = {
 }
 LIBRARY_DEFAULT_TC = 0
 PATH_QUERY_KEYS = ("service_id", "pkey", "qos_class", "source", "destination")
+PATH_QUERY_BITS = {"service_id": 64, "pkey": 16, "qos_class": 12}  # their widths in an IB PathRecord
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,7 @@ def _classes(doc: TomlDoc) -> tuple[TrafficClass, ...]:
         kind = doc.string(data, "kind", path, KINDS)
         sl = doc.integer(data, "sl", path, 0, 15)
         vl = doc.integer(data, "vl", path, 0, 14)
+        doc.string(data, "description", path, default="")  # unused, but a number there is a mistake
         classes.append(TrafficClass(name, kind, sl, vl, _where(doc, *path)))
     if not classes:
         raise doc.error(("classes",), {}, "at least one traffic class")
@@ -153,7 +155,8 @@ def _libraries(doc: TomlDoc, classes: tuple[TrafficClass, ...], env: dict[str, E
             if "tc_setting" in data or name in KNOWN_TC_SETTINGS else None
         tc_value = doc.integer(data, "tc_value", path, 0, 255) if "tc_value" in data else None
         carries = data.get("carries")
-        if not isinstance(carries, list) or not carries or any(c not in names for c in carries):
+        if (not isinstance(carries, list) or not carries
+                or any(not isinstance(c, str) or c not in names for c in carries)):
             raise doc.error((*path, "carries"), carries, "a list of class names from [classes]: "
                             + ", ".join(sorted(names)))
         value = doc.integer(data, "value", path, 0, 15) if "value" in data else None
@@ -175,9 +178,7 @@ def env_int(entry: EnvValue, setting: str, high: int) -> int | None:
         return None
     if text == "auto" and high == 255:
         return LIBRARY_DEFAULT_TC  # UCX_IB_TRAFFIC_CLASS=auto: UCX's own default, taken as 0 here
-    if not text.isdigit() or not 0 <= int(text) <= high:
-        raise SpecError(entry.file, setting, text, f"an integer in 0..{high}", entry.line)
-    return int(text)
+    return ascii_integer(entry.file, setting, text, 0, high, entry.line)
 
 
 def _path_query(doc: TomlDoc, data: dict, path: tuple) -> dict:
@@ -188,11 +189,17 @@ def _path_query(doc: TomlDoc, data: dict, path: tuple) -> dict:
     doc.check_keys(query, set(PATH_QUERY_KEYS), p)
     out: dict = {}
     for key, value in query.items():
-        if key in ("service_id", "pkey", "qos_class"):
+        if key in PATH_QUERY_BITS:
+            high = (1 << PATH_QUERY_BITS[key]) - 1
             try:
-                number = value if isinstance(value, int) and not isinstance(value, bool) else int(str(value), 0)
+                if isinstance(value, bool) or not isinstance(value, (int, str)) or (
+                        isinstance(value, str) and (not value.isascii() or len(value) > 24)):
+                    raise ValueError(value)  # int() reads other scripts' digits; a long one is no id
+                number = value if isinstance(value, int) else int(value, 0)
+                if not 0 <= number <= high:
+                    raise ValueError(value)
             except ValueError:
-                raise doc.error((*p, key), value, "an integer (decimal or 0x hex)") from None
+                raise doc.error((*p, key), value, f"an integer in 0..{high:#x} (decimal or 0x hex)") from None
             out[key] = number
         elif isinstance(value, str) and value:
             out[key] = value  # a port GUID (0x...) or port name "node description/P<n>"

@@ -23,7 +23,7 @@ VERSION = 1
 ID_FIELD_BYTES = 64
 _FIXED = struct.Struct(f"<6sHIQ{ID_FIELD_BYTES}s{ID_FIELD_BYTES}s")
 ALIGN_BYTES = 4096
-_ID_RE = re.compile(rf"^[0-9a-f]{{8,{ID_FIELD_BYTES}}}$")
+_ID_RE = re.compile(rf"[0-9a-f]{{8,{ID_FIELD_BYTES}}}")
 
 
 class BlockError(DualpathError):
@@ -45,7 +45,8 @@ class BlockCorruptError(BlockError):
 
 
 def check_block_id(block_id: str) -> str:
-    if not isinstance(block_id, str) or not _ID_RE.match(block_id):
+    # fullmatch: `$` would also match before a trailing newline, and the id names a file.
+    if not isinstance(block_id, str) or not _ID_RE.fullmatch(block_id):
         raise SpecError("BlockStore", "block_id", block_id, f"8..{ID_FIELD_BYTES} lowercase hex digits")
     return block_id
 

@@ -138,7 +138,7 @@ class BlockStore:
         header = encode_header(self.layout, block_id, parent_id, data)
         path.parent.mkdir(exist_ok=True)
         temp = path.parent / f".{block_id}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # KV is as private as the prompts
         try:
             write_all(fd, header)
             write_all(fd, data)

@@ -203,4 +203,5 @@ class EngineBase:
         return {"used": used, "refused": self.control.num_refused + getattr(self.transport, "num_refused", 0),
                 "read_queue_bytes": self.read_queue_bytes,
                 "snic_read_bytes": sum(s.granted_bytes for s in self.snic_read.stats.values()),
-                "snic_write_bytes": sum(s.granted_bytes for s in self.snic_write.stats.values())}
+                "snic_write_bytes": sum(s.granted_bytes for s in self.snic_write.stats.values()),
+                "corrupted_reads": len(getattr(self.store, "corrupted", ()))}  # injected faults (`CorruptingStore`)

@@ -165,27 +165,34 @@ def run_agents(scheduler: Scheduler, workload: Workload, vocab_size: int, *, see
     return sorted(logs, key=lambda log: (log.agent, log.turn)), origin[0]
 
 
-def verify_turns(logs: Sequence[TurnLog], decoder) -> list[str]:
-    """Each turn's output against a full recompute with `decoder` (the whole prompt in one pass, nothing
-    from storage, then greedy decoding from that pass's KV); returns the mismatches."""
+def verify_turns(logs: Sequence[TurnLog], decoder, deadline: float | None = None) -> list[str]:
+    """Each completed turn's output against a full recompute with `decoder` (the whole prompt in one
+    pass, nothing from storage, then greedy decoding from that pass's KV); returns the mismatches.
+    Turns without output are the run's lost turns, counted there, not here. Raises `DualpathError`
+    once `deadline` (a `time.time()`) passes."""
+    done = [log for log in logs if log.outcome is not None]
     bad = []
-    for log in logs:
-        if log.outcome is None:
-            bad.append(f"{log.request}: no output ({log.error})")
-            continue
+    for checked, log in enumerate(done):
+        if deadline is not None and time.time() > deadline:
+            raise DualpathError(f"verification not done by the run's timeout ({checked} of {len(done)} turns "
+                                "checked): raise --timeout-s")
+        assert log.outcome is not None  # filtered above; tells the type checker
         produced = list(log.outcome.result.tokens)
-        expected = recompute(decoder, list(log.prompt), len(produced))
+        expected = recompute(decoder, list(log.prompt), len(produced), deadline)
         if expected != produced:
             bad.append(f"{log.request}: produced {produced} but a full recompute gives {expected}")
     return bad
 
 
-def recompute(decoder, prompt: list[int], num_tokens: int) -> list[int]:
+def recompute(decoder, prompt: list[int], num_tokens: int, deadline: float | None = None) -> list[int]:
     """Greedy tokens after `prompt`, computed from scratch (one forward over the prompt, then one per token)."""
     torch = decoder.torch
     logits, past = decoder.forward(prompt)
     out = [int(torch.argmax(logits[-1]))]
     while len(out) < num_tokens:
+        if deadline is not None and time.time() > deadline:
+            raise DualpathError(f"verification not done by the run's timeout (a turn of {num_tokens} tokens "
+                                f"at token {len(out)}): raise --timeout-s")
         logits, new = decoder.forward([out[-1]], past=past, start_pos=len(prompt) + len(out) - 1)
         past = [(torch.cat((k, nk)), torch.cat((v, nv))) for (k, v), (nk, nv) in zip(past, new)]
         out.append(int(torch.argmax(logits[-1])))
@@ -245,5 +252,7 @@ def utilisation_of(spans: Sequence[Span], nodes: Sequence[str], rates: Mapping[s
         for i in range(first, last + 1):
             overlap = min(s.end_s, (i + 1) * width) - max(s.start_s, i * width)
             row[i] += s.num_bytes * max(0.0, overlap) / duration if duration > 1e-9 else s.num_bytes
-    return {name: [(round(i * width, 9), v / (rates[kind_of[name]] * width)) for i, v in enumerate(row)]
+    # At most 1: spreading a span's bytes evenly is an approximation, and the emulated NIC's burst
+    # allowance lets a short span exceed the line rate within one bucket (a trace's utilisation is a share).
+    return {name: [(round(i * width, 9), min(1.0, v / (rates[kind_of[name]] * width))) for i, v in enumerate(row)]
             for name, row in buckets.items()}

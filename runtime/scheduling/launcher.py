@@ -2,6 +2,8 @@
 
 Each engine is `python -m dualpath.runtime.engine ...`, bound to loopback on a port it picks and
 announces (`READY host port`); the cluster secret reaches it through `DUALPATH_SECRET`, never argv.
+Engines run in their own process group (a terminal's Ctrl-C reaches the launcher, which stops them in
+order) and die with the launcher however it ends (`dualpath.runtime.engines.lifeline`).
 Logs go to `<log_dir>/<name>.log`. Engines on other hosts are started the same way by any launcher
 (ssh, Slurm, Kubernetes) and addressed by host:port; only this local variant lives here.
 """
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Self
 
 from dualpath.errors import DualpathError, SpecError
+from dualpath.runtime.engines.lifeline import launcher_env
 from dualpath.runtime.scheduling.client import ClusterClient
 from dualpath.runtime.transports.auth import SECRET_ENV, check_secret, generate_secret, secret_from_env
 
@@ -84,14 +87,16 @@ class LocalCluster:
 
 
 def spawn_engine(role: str, name: str, store_dir: Path, log_dir: Path, secret: bytes,
-                 engine_args: list[str] | None = None) -> tuple[subprocess.Popen, Path]:
-    """Start one engine process (not yet waited for)."""
+                 engine_args: list[str] | None = None, run_dir: Path | None = None) -> tuple[subprocess.Popen, Path]:
+    """Start one engine process (not yet waited for), tied to this process; `run_dir`: a directory
+    this process owns (`lifeline.mark_run_dir`) that the engines remove if this process dies first."""
     log_path = log_dir / f"{name}.log"
-    env = {**os.environ, SECRET_ENV: secret.hex()}
+    env = {**os.environ, SECRET_ENV: secret.hex(), **launcher_env(run_dir)}
     cmd = [sys.executable, "-m", "dualpath.runtime.engine", "--role", role, "--name", name,
            "--store", str(store_dir), *(engine_args or [])]
     with open(log_path, "ab") as log:
-        process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=env, text=True)
+        process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=env, text=True,
+                                   start_new_session=True)
     return process, log_path
 
 

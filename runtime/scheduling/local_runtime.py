@@ -25,6 +25,7 @@ from dualpath.kvlayout import chain_block_ids
 from dualpath.llm import AttentionKind, LLMSpec
 from dualpath.policy import Policy
 from dualpath.runtime.engines.faults import FaultPlan
+from dualpath.runtime.engines.lifeline import mark_run_dir, sweep_stale_runs
 from dualpath.runtime.engines.messages import Lead
 from dualpath.runtime.scheduling.client import ClusterClient
 from dualpath.runtime.scheduling.scheduler import EngineHandle, Scheduler
@@ -81,7 +82,11 @@ class LocalRuntime:
         self.own_dir = work_dir is None
         # Storage speed is the emulated SNIC's, not the disk's: by default the store lives in memory.
         shm = "/dev/shm" if Path("/dev/shm").is_dir() else None
+        if self.own_dir:  # what engines killed outright (with their launcher) could not remove
+            sweep_stale_runs(Path(shm or tempfile.gettempdir()))
         self.work = Path(work_dir or tempfile.mkdtemp(prefix="dualpath-run-", dir=shm))
+        if self.own_dir:
+            mark_run_dir(self.work)
         self.store_dir, self.log_dir = self.work / "store", self.work / "logs"
         self.store_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -150,7 +155,7 @@ class LocalRuntime:
         for name in names:
             args = [*self.options(self.specs[name]).to_args()[6:], "--log-level", self.log_level]
             process, log_path = spawn_engine(self.specs[name].role.value, name, self.store_dir, self.log_dir,
-                                             self.secret, args)
+                                             self.secret, args, self.work if self.own_dir else None)
             self._running[name] = process
             spawned.append((name, process, log_path))
         for name, process, log_path in spawned:

@@ -45,8 +45,12 @@ def run_real(cluster: ClusterSpec, llm: LLMSpec, workload: Workload, policy: Pol
     With `runtime` the engines are reused (dead ones restarted, storage emptied first); otherwise a
     `LocalRuntime` is started for this run and stopped after it. Each agent's first `warm_turns`
     turns run first, untimed, and are left out of the trace (`agents.timed_workload` is the rest).
-    `verify` recomputes every timed turn with the same seeded model and lists mismatches in
-    `meta["wrong_turns"]`. Raises `DualpathError` when the agents are not done within `timeout_s`."""
+    `verify` recomputes every completed timed turn with the same seeded model and lists mismatches in
+    `meta["wrong_turns"]` (turns without output are `failed_turns`, never wrong ones). Injected faults
+    that fired are in `meta["faults_fired"]`, those that never did (a kill after the run ended, a
+    corruption rate no read drew) in `meta["faults_unfired"]`. Raises `DualpathError` when the agents,
+    and the verification after them, are not done within `timeout_s` of the call."""
+    deadline = time.time() + timeout_s
     faults = faults or FaultPlan(seed=seed)
     if isinstance(policy, Plan):
         policy = PlanReplay(cluster, llm, policy, block_tokens)
@@ -63,19 +67,29 @@ def run_real(cluster: ClusterSpec, llm: LLMSpec, workload: Workload, policy: Pol
         runtime.clear_store()
         injector = FaultInjector(faults, runtime.kill)
         before: dict = {}
+        corrupted_before = [0]
         with runtime.scheduling(policy, interval_s=interval_s) as scheduler:
             def on_start(origin: float) -> None:  # the timed part begins: count from here
-                before.update(_nic_bytes(runtime))
+                nic, corrupted_before[0] = _counters(runtime)
+                before.update(nic)
                 scheduler.origin = origin
                 injector.start(origin)
 
             try:
                 logs, origin = run_agents(scheduler, workload, runtime.config.vocab_size, seed=seed, online=online,
-                                          warm_turns=warm_turns, on_start=on_start, timeout_s=timeout_s)
+                                          warm_turns=warm_turns, on_start=on_start,
+                                          timeout_s=max(0.0, deadline - time.time()))
             finally:
                 injector.stop()
         wall_s = time.time() - origin
-        after = _nic_bytes(runtime, scheduler.last_reports)
+        after, corrupted = _counters(runtime, scheduler.last_reports)
+        corrupted = max(0, corrupted - corrupted_before[0])
+        fired = [f"{n}@{t:.2f}s" for n, t in injector.fired]
+        unfired = [f"kill-engine:{k.engine}@{k.at_s:g}s" for k in faults.kills
+                   if k.engine not in {n for n, _ in injector.fired}]
+        if faults.corrupt_block_rate:
+            (fired if corrupted else unfired).append(f"corrupt-block:{faults.corrupt_block_rate:g}"
+                                                     + (f" ({corrupted} reads corrupted)" if corrupted else ""))
         trace = runtime_trace(logs, cluster, runtime.handles, policy.name, origin, runtime.layout.kv_bytes_per_token)
         trace.meta.update({
             "cluster": cluster.name or cluster.shorthand, "model": llm.name, "workload": workload.name,
@@ -84,28 +98,30 @@ def run_real(cluster: ClusterSpec, llm: LLMSpec, workload: Workload, policy: Pol
             "block_tokens": runtime.block_tokens,
             "snic_read_bytes": {n: after[n][0] - before.get(n, (0, 0))[0] for n in after},
             "snic_write_bytes": {n: after[n][1] - before.get(n, (0, 0))[1] for n in after},
-            "faults": faults.describe(), "faults_fired": [f"{n}@{t:.2f}s" for n, t in injector.fired],
+            "faults": faults.describe(), "faults_fired": fired, "faults_unfired": unfired,
             "retried": [f"{r}: {why}" for r, why in scheduler.retried], "scheduler_ticks": scheduler.num_ticks,
             "failed_turns": [f"{log.request}: {log.error}" for log in logs if log.outcome is None],
             "turns_expected": sum(1 for r in workload.requests if r.turn >= warm_turns),
             "turns_done": sum(1 for log in logs if log.outcome)})
         if verify:
-            trace.meta["wrong_turns"] = verify_turns(logs, runtime.reference_decoder())
+            trace.meta["wrong_turns"] = verify_turns(logs, runtime.reference_decoder(), deadline)
         return trace
     finally:
         if own:
             runtime.close()
 
 
-def _nic_bytes(runtime: LocalRuntime, last: dict | None = None) -> dict[str, tuple[int, int]]:
-    """Per node: SNIC bytes read and written so far (a dead engine counts as last reported)."""
+def _counters(runtime: LocalRuntime, last: dict | None = None) -> tuple[dict[str, tuple[int, int]], int]:
+    """Per node, SNIC bytes read and written so far (a dead engine counts as last reported); and the
+    block reads corrupted by fault injection so far, over the engines."""
     out: dict[str, tuple[int, int]] = {}
+    corrupted = 0
     for name, handle in runtime.handles.items():
         try:
             stats = runtime.client.channel(handle.address).call(Stats(), timeout_s=10)[0]
         except DualpathError:
             stats = (last or {}).get(name, {})
+        corrupted += stats.get("corrupted_reads", 0)
         read, write = out.get(handle.node, (0, 0))
         out[handle.node] = (read + stats.get("snic_read_bytes", 0), write + stats.get("snic_write_bytes", 0))
-    return out
-
+    return out, corrupted

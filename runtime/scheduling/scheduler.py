@@ -150,6 +150,9 @@ class Scheduler:
             usable = {n for n, h in self.engines.items() if self._usable(h, now)}
             if not waiting or {self.engines[n].role for n in usable} != {h.role for h in self.engines.values()}:
                 return  # nothing to do, or a role has no engine to take it
+            if now - self.started_at <= self.health_timeout_s and any(
+                    h.alive and h.name not in self.report_at for h in self.engines.values()):
+                return  # starting: a view without some engines would give all the work to the first to report
             reports = {n: r for n, r in self.last_reports.items() if n in usable}
             state = snapshot(self.engines, self.in_flight, reports, lambda h: h.name in usable, self.kv,
                              self.pe_free_hbm_bytes, time.time() - self.origin)

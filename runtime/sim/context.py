@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dualpath.calibration import Calibration
 from dualpath.llm import LLMSpec
 from dualpath.policy import ExecutionOptions, Policy
-from dualpath.runtime.sim.calibration import Calibration
 from dualpath.runtime.sim.events import EventQueue
 from dualpath.runtime.sim.parallelism import is_expert_parallel
 from dualpath.runtime.sim.recorder import TraceRecorder

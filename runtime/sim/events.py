@@ -12,6 +12,8 @@ from collections.abc import Callable
 from heapq import heappush
 from typing import Any
 
+from dualpath.errors import InputError
+
 # Same-instant order. A step end frees PE tokens before the scheduler looks; reads land before a
 # group decides what is ready; scheduling runs before a group starts so fresh zero-read requests join.
 STEP_END = 0
@@ -21,6 +23,11 @@ DECODE_BOUNDARY = 3
 ARRIVAL = 4
 SCHEDULE = 5
 GROUP_START = 6
+
+# Past ~1e14 s a 50 ms scheduler tick no longer changes a float time (t + step == t) and the queue
+# would spin forever at one instant. At 1e12 s (~32,000 years, far past any real workload) a float
+# still resolves 0.2 ms, so every periodic step still moves the clock.
+HORIZON_S = 1e12
 
 
 class EventQueue:
@@ -37,6 +44,9 @@ class EventQueue:
     def push(self, at_s: float, priority: int, handler: Callable[[Any], None], arg: Any = None) -> None:
         if self.now_s > at_s:  # float round-off must never move time backwards (max() without the call)
             at_s = self.now_s
+        elif not at_s <= HORIZON_S:  # NaN included
+            raise InputError("simulator", f"an event at {at_s:.3g} s, past the {HORIZON_S:.0e} s horizon beyond "
+                                          "which the clock's steps stop advancing (arrival times far too late?)")
         self._seq = seq = self._seq + 1
         heappush(self._heap, (at_s, priority, seq, handler, arg))
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from dualpath.calibration import Calibration
 from dualpath.cluster import ClusterSpec, Engine, Role
 from dualpath.errors import InfeasibleError, SpecError
 from dualpath.llm import LLMSpec
 from dualpath.request import Request
-from dualpath.runtime.sim.calibration import Calibration
 from dualpath.runtime.sim.nic import NicChannel, SpanSink, UsageMeter
-from dualpath.runtime.sim.parallelism import weight_bytes_per_gpu
+from dualpath.runtime.sim.parallelism import is_expert_parallel, weight_bytes_per_gpu
 from dualpath.runtime.sim.state import DEEngine, PEEngine
 from dualpath.runtime.sim.storage import NodeStorage
 
@@ -54,9 +54,16 @@ def _free_hbm_bytes(cluster: ClusterSpec, llm: LLMSpec, calibration: Calibration
     weights = weight_bytes_per_gpu(llm, group_gpus, calibration)
     free = int(usable - weights)
     if free <= 0:
-        raise SpecError(f"cluster {cluster.name or cluster.shorthand}", field_name, group_gpus,
-                        f"a group holding {llm.name}'s weights ({weights * group_gpus / 1e9:,.0f} GB) "
-                        f"with HBM left for KV (see dualpath.runtime.sim.parallelism.expert_groups)")
+        # A dense model is sharded over its engine's GPUs, an MoE model over its group's (see parallelism).
+        if is_expert_parallel(llm):
+            raise SpecError(f"cluster {cluster.name or cluster.shorthand}", field_name, group_gpus,
+                            f"a group holding {llm.name}'s weights ({weights * group_gpus / 1e9:,.0f} GB) "
+                            f"with HBM left for KV (see dualpath.runtime.sim.parallelism.expert_groups)")
+        total_bytes = llm.total_params * calibration.weight_bytes_per_param_of(llm)
+        raise SpecError(llm.name, "gpus_per_engine", llm.gpus_per_engine,
+                        f"enough GPUs to hold {total_bytes / 1e9:,.0f} GB of weights with HBM left for KV "
+                        f"({weights / 1e9:,.1f} GB per GPU of "
+                        f"{usable / 1e9:,.1f} GB usable)")
     return free, weights
 
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+from dualpath.calibration import PAPER_CALIBRATION, Calibration
 from dualpath.cluster import ClusterSpec
 from dualpath.errors import SpecError
 from dualpath.llm import LLMSpec
-from dualpath.runtime.sim.calibration import PAPER_CALIBRATION, Calibration
 
 DE_MIN_KV_SHARE = 0.5  # of each decode GPU's HBM
 

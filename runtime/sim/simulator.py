@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+from dualpath.calibration import PAPER_CALIBRATION, Calibration
 from dualpath.cluster import ClusterSpec
 from dualpath.errors import InfeasibleError, InputError
 from dualpath.llm import LLMSpec
@@ -21,7 +22,6 @@ from dualpath.policy import BatchItem, ExecutionOptions, Policy
 from dualpath.request import Request, Workload, by_agent
 from dualpath.runtime.sim import events as ev
 from dualpath.runtime.sim.board import EngineBoard
-from dualpath.runtime.sim.calibration import PAPER_CALIBRATION, Calibration
 from dualpath.runtime.sim.context import make_context
 from dualpath.runtime.sim.decode_groups import DecodeGroup
 from dualpath.runtime.sim.hardware import build_hardware, check_fits

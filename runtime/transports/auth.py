@@ -7,8 +7,9 @@ Mutual challenge-response over a connected socket, run before any other byte is 
     server -> client: HMAC(secret, "server" | client nonce | server nonce | name) | server name
 
 The secret never crosses the wire, nonces make replays useless and `hmac.compare_digest` keeps the
-comparison constant-time. A peer that fails is refused (socket closed) and logged on the
-`dualpath.runtime.transports.auth` logger with its address.
+comparison constant-time. Both ends then hold a `Session` (keys from the secret and both nonces) that
+tags every later frame (`dualpath.runtime.transports.session`). A peer that fails raises `AuthError`
+naming its address; the accept loop (`dualpath.runtime.transports.accepts`) logs and closes it.
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ import os
 import secrets
 import socket
 import struct
-import threading
-from collections.abc import Callable
 
 from dualpath.errors import DualpathError, SpecError
+from dualpath.runtime.transports.session import Session
 
 LOG = logging.getLogger("dualpath.runtime.transports.auth")
 
@@ -71,13 +71,19 @@ def _mac(secret: bytes, label: bytes, first: bytes, second: bytes, name: bytes) 
     return hmac.new(secret, label + first + second + name, hashlib.sha256).digest()
 
 
+_GROW_BYTES = 1 << 20
+
+
 def recv_exact(sock: socket.socket, nbytes: int) -> bytes:
-    """Read exactly `nbytes` (small control messages only; data goes through recv_into)."""
-    buf = bytearray(nbytes)
-    view = memoryview(buf)
+    """Read exactly `nbytes` (control messages; data goes through recv_into). Memory grows with the
+    bytes that arrive (doubling from 1 MiB), never with what a length field announced."""
+    buf = bytearray(min(nbytes, _GROW_BYTES))
     got = 0
     while got < nbytes:
-        n = sock.recv_into(view[got:])
+        if got == len(buf):
+            buf.extend(bytes(min(nbytes - got, len(buf))))
+        with memoryview(buf) as view, view[got:] as rest:  # both released before `buf` may grow
+            n = sock.recv_into(rest)
         if n == 0:
             raise ConnectionError(f"peer closed after {got} of {nbytes} bytes")
         got += n
@@ -102,12 +108,10 @@ def _peer_label(sock: socket.socket) -> str:
         return "<unknown peer>"
 
 
-def server_handshake(sock: socket.socket, secret: bytes, name: str = "") -> str:
-    """Authenticate the client on an accepted socket; returns the client's declared name.
-
-    Raises `AuthError` (and logs a warning naming the address) when the client fails; the caller
-    closes the socket.
-    """
+def server_handshake(sock: socket.socket, secret: bytes, name: str = "") -> tuple[str, Session]:
+    """Authenticate the client on an accepted socket; returns the client's declared name and the
+    session. Raises `AuthError` naming the address (and the name the client gave) when it fails; the
+    caller logs it and closes the socket."""
     label = _peer_label(sock)
     old_timeout = sock.gettimeout()
     sock.settimeout(HANDSHAKE_TIMEOUT_S)
@@ -119,20 +123,20 @@ def server_handshake(sock: socket.socket, secret: bytes, name: str = "") -> str:
         client_mac = recv_exact(sock, MAC_BYTES)
         expected = _mac(secret, b"client", server_nonce, client_nonce, client_name)
         if not hmac.compare_digest(client_mac, expected):
-            LOG.warning("refused peer %s (%r): bad cluster-secret proof", label, client_name.decode(errors="replace"))
-            raise AuthError(f"peer {label} failed the cluster-secret handshake")
+            raise AuthError(f"refused peer {label} ({client_name.decode(errors='replace')!r}): "
+                            "bad cluster-secret proof")
         own = name.encode()[:MAX_NAME_BYTES]
         sock.sendall(_mac(secret, b"server", client_nonce, server_nonce, own) + _pack_name(name))
-        return client_name.decode(errors="replace")
+        return client_name.decode(errors="replace"), Session.derive(secret, server_nonce, client_nonce, server=True)
     except (OSError, ConnectionError, struct.error) as exc:
-        LOG.warning("refused peer %s: handshake broken (%s)", label, exc)
-        raise AuthError(f"peer {label} broke the handshake: {exc}") from exc
+        raise AuthError(f"refused peer {label}: handshake broken ({exc})") from exc
     finally:
         sock.settimeout(old_timeout)
 
 
-def client_handshake(sock: socket.socket, secret: bytes, name: str = "") -> str:
-    """Prove the secret to the server and check the server's proof; returns the server's name."""
+def client_handshake(sock: socket.socket, secret: bytes, name: str = "") -> tuple[str, Session]:
+    """Prove the secret to the server and check the server's proof; returns the server's name and
+    the session."""
     label = _peer_label(sock)
     old_timeout = sock.gettimeout()
     sock.settimeout(HANDSHAKE_TIMEOUT_S)
@@ -150,7 +154,7 @@ def client_handshake(sock: socket.socket, secret: bytes, name: str = "") -> str:
         if not hmac.compare_digest(server_mac, expected):
             LOG.warning("refused server %s: bad cluster-secret proof", label)
             raise AuthError(f"server {label} failed the cluster-secret handshake")
-        return server_name.decode(errors="replace")
+        return server_name.decode(errors="replace"), Session.derive(secret, server_nonce, client_nonce, server=False)
     except (OSError, ConnectionError, struct.error) as exc:
         raise AuthError(
             f"server {label} refused the connection or broke the handshake "
@@ -158,23 +162,3 @@ def client_handshake(sock: socket.socket, secret: bytes, name: str = "") -> str:
         ) from exc
     finally:
         sock.settimeout(old_timeout)
-
-
-def serve_accepts(listener: socket.socket, is_closed: Callable[[], bool],
-                  admit: Callable[[socket.socket], None], name: str) -> threading.Thread:
-    """Accept connections until `is_closed()`, each admitted (handshake first) on its own thread, so
-    a slow or hostile peer never blocks the others. The listener needs a timeout to notice closing."""
-
-    def loop() -> None:
-        while not is_closed():
-            try:
-                sock, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=admit, args=(sock,), daemon=True).start()
-
-    thread = threading.Thread(target=loop, name=name, daemon=True)
-    thread.start()
-    return thread

@@ -4,9 +4,12 @@ KV bytes move over a `Transport` (one-sided writes); everything else (submit, ad
 trace, shutdown) is a small JSON message with an optional binary payload on a control connection.
 Every connection runs the cluster-secret handshake of `dualpath.runtime.transports.auth` first; a peer without
 the secret is refused, counted and logged. Frames: 4-byte JSON length, 8-byte payload length, JSON,
-payload. A message with `"re"` answers the call with that id; any other is a call: the owner's `decode`
-turns it into a typed `Message` (or refuses it, the error going back as the reply) and its handler
-runs on its own thread, so a handler that waits (admission, decoding) never blocks the connection.
+payload, then a 16-byte tag of the session's MAC (`dualpath.runtime.transports.session`) over all of
+it; lengths over `MAX_JSON_BYTES` / `MAX_PAYLOAD_BYTES`, a bad tag or a frame that is not a JSON
+object close the connection with the reason logged. A message with `"re"` answers the call with that
+id; any other is a call: the owner's `decode` turns it into a typed `Message` (or refuses it, the
+error going back as the reply) and its handler runs on its own thread, so a handler that waits
+(admission, decoding) never blocks the connection.
 The messages themselves are the owners' (`dualpath.runtime.engines.messages`); this module only
 frames, authenticates and matches replies to calls.
 """
@@ -24,19 +27,24 @@ from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
 from dualpath.errors import DualpathError
+from dualpath.runtime.transports.accepts import MAX_PENDING_HANDSHAKES, serve_accepts
 from dualpath.runtime.transports.auth import (
     DEFAULT_BIND_HOST,
     AuthError,
     check_secret,
     client_handshake,
     recv_exact,
-    serve_accepts,
-    server_handshake,
 )
+from dualpath.runtime.transports.session import Session
+from dualpath.runtime.transports.tcp_frames import send_buffers
 
 LOG = logging.getLogger("dualpath.runtime.transports.control")
 FRAME = struct.Struct("<IQ")
+# The largest control messages: a trace reply (JSON of up to 200,000 protocol steps) and a submit's
+# logits (float32 rows of the vocabulary per generated token). Reads grow with arriving bytes, so an
+# announced length below these costs nothing until the bytes come.
 MAX_JSON_BYTES = 64 << 20
+MAX_PAYLOAD_BYTES = 512 << 20
 
 Payload = bytes | bytearray | memoryview
 Reply = dict[str, Any] | tuple[dict[str, Any], bytes] | None
@@ -59,6 +67,10 @@ class ControlError(DualpathError):
     """A control call failed: the peer is gone, timed out, or its handler raised (message relayed)."""
 
 
+class ProtocolError(DualpathError):
+    """The peer sent a frame this end cannot accept (too long, bad tag, not a JSON object)."""
+
+
 class _Waiter:
     """A call waiting for its reply."""
 
@@ -71,9 +83,10 @@ class _Waiter:
 class Channel:
     """One authenticated control connection. `call` sends and waits for the reply; thread-safe."""
 
-    def __init__(self, sock: socket.socket, peer: str, name: str = "", handler: Handler | None = None,
-                 decode: Decode | None = None) -> None:
+    def __init__(self, sock: socket.socket, peer: str, session: Session, name: str = "",
+                 handler: Handler | None = None, decode: Decode | None = None) -> None:
         self.sock = sock
+        self.session = session
         self.peer = peer
         self.name = name
         self.handler, self.decode = handler, decode
@@ -100,9 +113,9 @@ class Channel:
             if not self.alive:
                 raise ControlError(f"{self.name}: control connection to {self.peer} is closed")
             try:
-                self.sock.sendall(FRAME.pack(len(raw), body.nbytes) + raw)
-                if body.nbytes:
-                    self.sock.sendall(body)
+                head = FRAME.pack(len(raw), body.nbytes)
+                tag = self.session.send.tag(head, raw, body)  # under the lock: tags go out in sequence order
+                send_buffers(self.sock, [memoryview(head + raw), body, memoryview(tag)])
             except OSError as exc:
                 self._fail(f"send failed: {exc}")
                 raise ControlError(f"{self.name}: control connection to {self.peer} lost: {exc}") from exc
@@ -130,11 +143,7 @@ class Channel:
     def _read_loop(self) -> None:
         try:
             while True:
-                json_len, payload_len = FRAME.unpack(recv_exact(self.sock, FRAME.size))
-                if json_len > MAX_JSON_BYTES:
-                    raise ConnectionError(f"control frame of {json_len} bytes")
-                header = json.loads(recv_exact(self.sock, json_len))
-                payload = recv_exact(self.sock, payload_len) if payload_len else b""
+                header, payload = self._read_frame()
                 if "re" in header:
                     with self._lock:
                         waiter = self._pending.get(header["re"])
@@ -144,8 +153,34 @@ class Channel:
                 else:
                     threading.Thread(target=self._dispatch, args=(header, payload), daemon=True,
                                      name=f"ctl-{header.get('op')}:{self.name}").start()
-        except (OSError, ConnectionError, ValueError) as exc:
+        except (OSError, ConnectionError) as exc:
             self._fail(str(exc))
+        except Exception as exc:  # a malformed frame: whatever it broke, the connection ends here, logged
+            LOG.warning("%s: closing the control connection to %s: %s", self.name, self.peer,
+                        f"{type(exc).__name__}: {exc}"[:500])
+            self._fail(str(exc))
+
+    def _read_frame(self) -> tuple[dict[str, Any], bytes]:
+        """One frame, its tag checked before its JSON is parsed; `ProtocolError` if it breaks the rules."""
+        head = recv_exact(self.sock, FRAME.size)
+        json_len, payload_len = FRAME.unpack(head)
+        if json_len > MAX_JSON_BYTES or payload_len > MAX_PAYLOAD_BYTES:
+            raise ProtocolError(f"frame announces {json_len} JSON and {payload_len} payload bytes "
+                                f"(at most {MAX_JSON_BYTES} and {MAX_PAYLOAD_BYTES})")
+        raw = recv_exact(self.sock, json_len)
+        payload = recv_exact(self.sock, payload_len) if payload_len else b""
+        mac = self.session.recv
+        tag = recv_exact(self.sock, mac.tag_bytes) if mac.tag_bytes else b""
+        check = mac.begin()
+        for part in (head, raw, payload):
+            if check is not None:
+                check.update(part)
+        if not mac.matches(check, tag):
+            raise ProtocolError(f"frame {mac.seq - 1} fails its integrity tag (altered, replayed or forged)")
+        header = json.loads(raw)
+        if not isinstance(header, dict):
+            raise ProtocolError(f"frame holds a JSON {type(header).__name__}, not an object")
+        return header, payload
 
     def _dispatch(self, header: dict[str, Any], payload: bytes) -> None:
         msg_id = header.get("id")
@@ -199,6 +234,7 @@ class ControlServer:
         self.handler, self.decode = handler, decode
         self.host, self.port = host, port
         self.num_refused = 0
+        self.max_pending = MAX_PENDING_HANDSHAKES  # connections in their handshake at once
         self.channels: list[Channel] = []
         self._listener: socket.socket | None = None
         self._closed = threading.Event()
@@ -208,18 +244,16 @@ class ControlServer:
         listener.settimeout(0.2)
         self._listener = listener
         self.host, self.port = listener.getsockname()[:2]
-        serve_accepts(self._listener, self._closed.is_set, self._admit, f"ctl-accept:{self.name}")
+        serve_accepts(self._listener, self._closed.is_set, self.secret, self.name, self._admit, self._refused,
+                      f"ctl-accept:{self.name}", self.max_pending)
         return self.host, self.port
 
-    def _admit(self, sock: socket.socket) -> None:
-        try:
-            peer = server_handshake(sock, self.secret, self.name)  # logs the refusal with the address
-        except AuthError:
-            self.num_refused += 1
-            sock.close()
-            return
+    def _refused(self) -> None:
+        self.num_refused += 1
+
+    def _admit(self, sock: socket.socket, peer: str, session: Session) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        channel = Channel(sock, peer, self.name, self.handler, self.decode)
+        channel = Channel(sock, peer, session, self.name, self.handler, self.decode)
         self.channels.append(channel)
         channel.start()
 
@@ -241,10 +275,10 @@ def connect(address: tuple[str, int], secret: bytes | str, name: str, handler: H
     except OSError as exc:
         raise ControlError(f"{name}: cannot connect to {host}:{port}: {exc}") from exc
     try:
-        peer = client_handshake(sock, check_secret(secret), name)
+        peer, session = client_handshake(sock, check_secret(secret), name)
     except AuthError as exc:
         sock.close()
         raise ControlError(f"{name}: {exc}") from exc
     sock.settimeout(None)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return Channel(sock, peer, name, handler, decode).start()
+    return Channel(sock, peer, session, name, handler, decode).start()

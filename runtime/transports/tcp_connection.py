@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import socket
 import threading
 from collections import deque
@@ -16,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 from dualpath.runtime.engines.memory import Memory
 from dualpath.runtime.transports.ratelimit import NicLimiter
+from dualpath.runtime.transports.session import Session
 from dualpath.runtime.transports.tcp_frames import (
     BOUNCE_BYTES,
     F_ACK,
@@ -25,32 +27,44 @@ from dualpath.runtime.transports.tcp_frames import (
     LOOKUP,
     MAX_IOV,
     WRITE,
+    seal,
     send_buffers,
 )
-from dualpath.runtime.transports.tcp_receiver import FoundRegion, FrameReader, LocalRegions, PendingReplies
+from dualpath.runtime.transports.tcp_receiver import (
+    FoundRegion,
+    FrameError,
+    FrameReader,
+    LocalRegions,
+    PendingReplies,
+)
 from dualpath.runtime.transports.transport_types import Completion, LocalRegion, Ticket, TransportError, WriteOp
+
+LOG = logging.getLogger("dualpath.runtime.tcp")
+Frame = tuple[bytes, bytes]  # a small frame's header and payload, sealed (tagged) only when it is sent
 
 
 class TcpConnection:
     """One authenticated socket to `peer`, with its reader and sender threads.
 
-    `local` is the owning transport (its name, and the regions peers write into); `limiter` paces
-    sends; `deliver` takes the completions of writes with an immediate; `on_lost(connection, error)`
-    is called once when the connection fails or is closed.
+    `local` is the owning transport (its name, and the regions peers write into); `session` tags what
+    is sent and checks what arrives; `limiter` paces sends; `deliver` takes the completions of writes
+    with an immediate; `on_lost(connection, error)` is called once when the connection fails or is closed.
+    Every tag is computed under `_send_lock`, so tags are taken in the order frames enter the socket.
     """
 
-    def __init__(self, local: LocalRegions, peer: str, sock: socket.socket, limiter: NicLimiter | None,
-                 deliver: Callable[[Completion], None],
+    def __init__(self, local: LocalRegions, peer: str, sock: socket.socket, session: Session,
+                 limiter: NicLimiter | None, deliver: Callable[[Completion], None],
                  on_lost: Callable[[TcpConnection, TransportError], None]) -> None:
         self.local = local
         self.peer = peer
         self.sock = sock
+        self._mac = session.send
         self.limiter = limiter
         self._on_lost = on_lost
         self.alive = True
         self._seq = itertools.count(1)
         self._cond = threading.Condition()
-        self._control: deque[bytes] = deque()
+        self._control: deque[Frame] = deque()
         self._posts: deque[tuple[Ticket, int, Sequence[WriteOp]]] = deque()
         self._replies = PendingReplies()
         self._bounce: dict[str, Memory] = {}
@@ -59,7 +73,8 @@ class TcpConnection:
         self._busy = False  # a post is being sent (by the sender thread or inline)
         self.closing = False
         self.closing_by_us = False
-        self._frames = FrameReader(sock, peer, local, self._replies, deliver, self.send_control_now, self.bounce)
+        self._frames = FrameReader(sock, peer, local, self._replies, deliver, self.send_control_now, self.bounce,
+                                   session.recv)
         self._reader = threading.Thread(target=self._read_loop, name=f"tcp-rx:{local.name}<-{peer}", daemon=True)
         self._sender = threading.Thread(target=self._send_loop, name=f"tcp-tx:{local.name}->{peer}", daemon=True)
 
@@ -70,32 +85,31 @@ class TcpConnection:
     def next_seq(self) -> int:
         return next(self._seq)
 
-    def enqueue_control(self, frame: bytes) -> None:
+    def enqueue_control(self, header: bytes, payload: bytes = b"") -> None:
         with self._cond:
-            self._control.append(frame)
+            self._control.append((header, payload))
             self._cond.notify()
 
-    def send_control_now(self, frame: bytes) -> None:
+    def send_control_now(self, header: bytes, payload: bytes = b"") -> None:
         """From the reader: send a small frame now if that cannot block, else queue it."""
         if self._send_lock.acquire(blocking=False):
             try:
-                if self._partial is None:
+                if self._partial is None and not self._control:
+                    frame = b"".join(seal(self._mac, header, payload))
                     try:
                         sent = self.sock.send(frame, socket.MSG_DONTWAIT)
                     except (BlockingIOError, InterruptedError):
                         sent = 0
-                    if sent == len(frame):
-                        return
-                    if sent:
+                    if sent < len(frame):  # its tags are taken: the rest goes out first, from the sender
                         self._partial = memoryview(frame)[sent:]
                         with self._cond:
                             self._cond.notify()
-                        return
+                    return
             except OSError:
-                pass  # the reader sees the broken socket next
+                return  # the reader sees the broken socket next
             finally:
                 self._send_lock.release()
-        self.enqueue_control(frame)
+        self.enqueue_control(header, payload)
 
     def enqueue_post(self, ticket: Ticket, seq: int, ops: Sequence[WriteOp], inline_ok: bool) -> None:
         """Queue a post for the sender thread, or send it from the caller when the connection is idle
@@ -125,7 +139,7 @@ class TcpConnection:
         seq = self.next_seq()
         lookup = self._replies.add_lookup(seq)
         raw = name.encode()
-        self.enqueue_control(HEADER.pack(LOOKUP, 0, 0, 0, 0, len(raw), 0, seq) + raw)
+        self.enqueue_control(HEADER.pack(LOOKUP, 0, 0, 0, 0, len(raw), 0, seq), raw)
         if not lookup.wait(timeout_s):
             raise TransportError(f"{self.local.name}: peer {self.peer} did not answer a lookup of region {name!r}")
         if not self.alive:
@@ -145,8 +159,15 @@ class TcpConnection:
         except (OSError, ConnectionError) as exc:
             if not self.closing:
                 self.fail(TransportError(f"{self.local.name}: connection to peer {self.peer} lost: {exc}"))
+        except FrameError as exc:
+            LOG.warning("%s: closing the connection to %s: %s", self.local.name, self.peer, exc)
+            self.fail(exc)
         except TransportError as exc:
             self.fail(exc)
+        except Exception as exc:  # whatever a malformed frame broke, the connection ends here, logged
+            reason = f"{type(exc).__name__}: {exc}"[:500]
+            LOG.warning("%s: closing the connection to %s: %s", self.local.name, self.peer, reason)
+            self.fail(TransportError(f"{self.local.name}: connection to peer {self.peer} broken: {reason}"))
 
     # -- sending -------------------------------------------------------------------------------------
     def _send_loop(self) -> None:
@@ -167,7 +188,7 @@ class TcpConnection:
                 with self._send_lock:
                     self._flush_partial()
                     if control:
-                        send_buffers(self.sock, [memoryview(frame) for frame in control])
+                        send_buffers(self.sock, [part for frame in control for part in seal(self._mac, *frame)])
                     if post is not None:
                         self._send_post(*post)
             except OSError as exc:
@@ -202,6 +223,7 @@ class TcpConnection:
                 lane_bytes.clear()
             send_buffers(self.sock, buffers + extra)
 
+        mac = self._mac
         for index, op in enumerate(ops):
             nbytes = op.size()
             flags = (F_IMM if op.imm is not None else 0) | (F_ACK if index == len(ops) - 1 else 0)
@@ -213,11 +235,11 @@ class TcpConnection:
             elif op.local.memory.view is not None:
                 view = op.local.memory.view
             else:  # GPU memory (`on_device`): through the pinned bounce buffer, never gathered
-                send([memoryview(header)])
+                send(seal(mac, header))
                 buffers, pending = [], 0
                 self._send_from_device(op.local.memory, op.local_offset, nbytes)
                 continue
-            buffers += [memoryview(header), view[op.local_offset : op.local_offset + nbytes]]
+            buffers += seal(mac, header, view[op.local_offset : op.local_offset + nbytes])
             pending += nbytes
             if len(buffers) >= MAX_IOV or pending >= GATHER_BYTES:
                 send([])
@@ -228,10 +250,15 @@ class TcpConnection:
     def _send_from_device(self, memory: Memory, offset: int, nbytes: int) -> None:
         bounce = self.bounce("tx")
         staging = bounce.host_view
+        mac = self._mac.begin() if nbytes else None
         for start in range(0, nbytes, BOUNCE_BYTES):
             size = min(BOUNCE_BYTES, nbytes - start)
             bounce.tensor[:size].copy_(memory.tensor[offset + start : offset + start + size])
+            if mac is not None:
+                mac.update(staging[:size])
             send_buffers(self.sock, [staging[:size]])
+        if mac is not None:
+            send_buffers(self.sock, [memoryview(self._mac.finish(mac))])
 
     # -- teardown ------------------------------------------------------------------------------------
     def fail(self, error: TransportError) -> None:

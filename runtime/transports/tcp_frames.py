@@ -1,6 +1,8 @@
-"""TCP frames: the 36-byte header, frame kinds and flags, sizes, and exact socket send/receive.
+"""TCP frames: the 36-byte header, frame kinds and flags, sizes, tags, and exact socket send/receive.
 
-Every frame is a `HEADER` then, for WRITE, ERR and LOOKUP, `length` payload bytes:
+Every frame is a `HEADER` and its tag, then, for WRITE, ERR and LOOKUP with `length` > 0, `length`
+payload bytes and their tag (tags: the session's MAC, `dualpath.runtime.transports.session`; the
+header's is checked before a payload byte is read or written anywhere):
 - WRITE: bytes for region `region id` at `offset`; F_IMM: deliver `imm`; F_ACK: last write of post `seq`;
 - ACK / ERR: post `seq` landed / was refused (ERR's payload is the reason);
 - LOOKUP / REGION: a region name to look up / the answer (F_FOUND, region id, `length` = its size).
@@ -12,6 +14,8 @@ from __future__ import annotations
 import socket
 import struct
 
+from dualpath.runtime.transports.session import FrameMac
+
 HEADER = struct.Struct("<BBHIQQIQ")  # kind, flags, reserved, region id, offset, length, imm, seq
 WRITE, ACK, ERR, LOOKUP, REGION = 1, 2, 3, 4, 5
 F_IMM, F_ACK, F_FOUND = 1, 2, 4
@@ -20,6 +24,17 @@ GATHER_BYTES = 4 << 20
 BOUNCE_BYTES = 4 << 20
 SOCKET_BUFFER_BYTES = 4 << 20
 INLINE_BYTES = 256 << 10  # posts up to this size are sent by the caller when the connection is idle
+PAYLOAD_KINDS = frozenset({WRITE, ERR, LOOKUP})
+MAX_MESSAGE_BYTES = 64 << 10  # an ERR's reason or a LOOKUP's region name: a line of text (a WRITE's
+# length is bounded by the region it targets, checked before any byte is read)
+
+
+def seal(mac: FrameMac, header: bytes, payload: bytes | memoryview = b"") -> list[memoryview]:
+    """A small frame with its tags, ready for `send_buffers` (call in the order frames are sent)."""
+    parts = [header, mac.tag(header)]
+    if payload:
+        parts += [payload, mac.tag(payload)]
+    return [memoryview(part) for part in parts if part]
 
 
 def send_buffers(sock: socket.socket, buffers: list[memoryview]) -> int:

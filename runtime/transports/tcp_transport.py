@@ -9,6 +9,8 @@ through a pinned bounce buffer (a DMA, not a Python copy).
 
 Each connection has a reader thread and a sender thread. The reader never sends: acks are queued to
 the sender, so two peers writing to each other at full speed cannot deadlock on full socket buffers.
+Every frame carries its session's MAC (`dualpath.runtime.transports.session`); `frame_mac=False`
+drops the tags on both ends of a connection, only to measure their cost (`benchmarks/transport.py`).
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import socket
 from collections.abc import Sequence
 
 from dualpath.errors import SpecError
-from dualpath.runtime.transports.auth import AuthError, client_handshake, serve_accepts, server_handshake
+from dualpath.runtime.transports.accepts import MAX_PENDING_HANDSHAKES, serve_accepts
+from dualpath.runtime.transports.auth import AuthError, client_handshake
 from dualpath.runtime.transports.peers import PeerRegistry
+from dualpath.runtime.transports.session import Session
 from dualpath.runtime.transports.tcp_connection import TcpConnection
 from dualpath.runtime.transports.tcp_frames import INLINE_BYTES, SOCKET_BUFFER_BYTES
 from dualpath.runtime.transports.transport import Transport
@@ -40,8 +44,10 @@ class TcpTransport(Transport):
 
     kind = "tcp"
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, frame_mac: bool = True, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.frame_mac = frame_mac
+        self.max_pending = MAX_PENDING_HANDSHAKES  # connections in their handshake at once
         self._conns: PeerRegistry[TcpConnection] = PeerRegistry(self.name)
         self._listener: socket.socket | None = None
         self._remote_cache: dict[tuple[str, str], RemoteRegion] = {}
@@ -53,17 +59,12 @@ class TcpTransport(Transport):
             listener.settimeout(0.2)
             self._listener = listener
             self.host, self.port = listener.getsockname()[:2]
-            serve_accepts(listener, lambda: self.closed, self._admit, f"tcp-accept:{self.name}")
+            serve_accepts(listener, lambda: self.closed, self.secret, self.name, self._add_connection,
+                          self._refused, f"tcp-accept:{self.name}", self.max_pending)
         return self.host, self.port
 
-    def _admit(self, sock: socket.socket) -> None:
-        try:
-            peer = server_handshake(sock, self.secret, self.name)
-        except AuthError:
-            self.num_refused += 1
-            sock.close()
-            return
-        self._add_connection(peer, sock)
+    def _refused(self) -> None:
+        self.num_refused += 1
 
     def connect(self, address: tuple[str, int], timeout_s: float = 10.0) -> str:
         host, port = address  # a list too: addresses decoded from JSON are lists
@@ -72,19 +73,20 @@ class TcpTransport(Transport):
         except OSError as exc:
             raise TransportError(f"{self.name}: cannot connect to {address[0]}:{address[1]}: {exc}") from exc
         try:
-            peer = client_handshake(sock, self.secret, self.name)
+            peer, session = client_handshake(sock, self.secret, self.name)
         except AuthError as exc:
             sock.close()
             raise TransportError(f"{self.name}: {exc}") from exc
-        return self._add_connection(peer, sock)
+        return self._add_connection(sock, peer, session)
 
-    def _add_connection(self, peer: str, sock: socket.socket) -> str:
+    def _add_connection(self, sock: socket.socket, peer: str, session: Session) -> str:
         sock.settimeout(None)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
             sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_BYTES)
-        conn = self._conns.add(peer, lambda unique: TcpConnection(self, unique, sock, self.limiter, self._deliver,
-                                                                  self._connection_lost))
+        session = session if self.frame_mac else Session.untagged()
+        conn = self._conns.add(peer, lambda unique: TcpConnection(self, unique, sock, session, self.limiter,
+                                                                  self._deliver, self._connection_lost))
         conn.start()
         LOG.info("%s: connected to %s", self.name, conn.peer)
         return conn.peer

@@ -23,9 +23,11 @@ from typing import Any
 
 from dualpath.errors import SpecError
 from dualpath.runtime.engines.memory import Memory
-from dualpath.runtime.transports.auth import AuthError, client_handshake, serve_accepts, server_handshake
+from dualpath.runtime.transports.accepts import serve_accepts
+from dualpath.runtime.transports.auth import AuthError, client_handshake
 from dualpath.runtime.transports.peers import PeerRegistry
 from dualpath.runtime.transports.ratelimit import NicLimiter
+from dualpath.runtime.transports.session import Session
 from dualpath.runtime.transports.transport import Transport
 from dualpath.runtime.transports.transport_types import (
     CopyOp,
@@ -85,43 +87,46 @@ class VerbsTransport(Transport):
             self._listener = socket.create_server((self.host, self.port), backlog=64)
             self._listener.settimeout(0.2)
             self.host, self.port = self._listener.getsockname()[:2]
-            serve_accepts(self._listener, lambda: self.closed, self._admit, f"verbs-accept:{self.name}")
+            serve_accepts(self._listener, lambda: self.closed, self.secret, self.name, self._admit,
+                          self._refused, f"verbs-accept:{self.name}")
         return self.host, self.port
 
-    def _admit(self, sock: socket.socket) -> None:
+    def _refused(self) -> None:
+        self.num_refused += 1
+
+    def _admit(self, sock: socket.socket, peer: str, session: Session) -> None:
         try:
-            peer = server_handshake(sock, self.secret, self.name)
-            kind, payload = recv_msg(sock)
+            kind, payload = recv_msg(sock, session.recv)
             if kind != QPINFO:
                 raise TransportError(f"peer {peer} sent message {kind} before its QP info")
             qp, local = self.nic.create_qp()
             self.nic.to_rts(qp, local, QPInfo.decode(payload))
-            send_msg(sock, QPINFO, local.encode())
-        except (AuthError, TransportError, OSError, ConnectionError) as exc:
+            send_msg(sock, session.send, QPINFO, local.encode())
+        except (TransportError, OSError, ConnectionError) as exc:
             LOG.warning("%s: refused a connection: %s", self.name, exc)
             self.num_refused += 1
             sock.close()
             return
-        self._add_peer(peer, sock, qp)
+        self._add_peer(peer, sock, qp, session)
 
     def connect(self, address: tuple[str, int], timeout_s: float = 10.0) -> str:
         host, port = address  # a list too: addresses decoded from JSON are lists
         try:
             sock = socket.create_connection((host, port), timeout=timeout_s)
-            peer = client_handshake(sock, self.secret, self.name)
+            peer, session = client_handshake(sock, self.secret, self.name)
             qp, local = self.nic.create_qp()
-            send_msg(sock, QPINFO, local.encode())
-            kind, payload = recv_msg(sock)
+            send_msg(sock, session.send, QPINFO, local.encode())
+            kind, payload = recv_msg(sock, session.recv)
             if kind != QPINFO:
                 raise TransportError(f"peer {peer} answered message {kind}, not its QP info")
             self.nic.to_rts(qp, local, QPInfo.decode(payload))
         except (AuthError, OSError, ConnectionError) as exc:
             raise TransportError(f"{self.name}: cannot connect to {address[0]}:{address[1]}: {exc}") from exc
-        return self._add_peer(peer, sock, qp)
+        return self._add_peer(peer, sock, qp, session)
 
-    def _add_peer(self, name: str, sock: socket.socket, qp: Any) -> str:
+    def _add_peer(self, name: str, sock: socket.socket, qp: Any, session: Session) -> str:
         sock.settimeout(None)
-        peer = self._peers.add(name, lambda unique: VerbsPeer(unique, sock, qp))
+        peer = self._peers.add(name, lambda unique: VerbsPeer(unique, sock, qp, session))
         with self._lock:
             self._by_qp[qp.qp_num] = peer
         threading.Thread(target=self._side_loop, args=(peer,), daemon=True,
@@ -134,15 +139,15 @@ class VerbsTransport(Transport):
     def _side_loop(self, peer: VerbsPeer) -> None:
         try:
             while True:
-                kind, payload = recv_msg(peer.sock)
+                kind, payload = recv_msg(peer.sock, peer.session.recv)
                 if kind == LOOKUP:
                     try:
                         info = self.nic.region_info(self.region(payload.decode()))
                         with peer.lock:
-                            send_msg(peer.sock, REGION, info.encode())
+                            send_msg(peer.sock, peer.session.send, REGION, info.encode())
                     except SpecError:
                         with peer.lock:
-                            send_msg(peer.sock, NOTFOUND, payload)
+                            send_msg(peer.sock, peer.session.send, NOTFOUND, payload)
                 elif kind in (REGION, NOTFOUND):
                     name = RegionInfo.decode(payload).name if kind == REGION else payload.decode()
                     lookup = peer.lookups.pop(name, None)
@@ -150,6 +155,9 @@ class VerbsTransport(Transport):
                         lookup.answer(RegionInfo.decode(payload) if kind == REGION else None)
         except (OSError, ConnectionError, TransportError) as exc:
             self._drop(peer, TransportError(f"{self.name}: side channel to peer {peer.name} lost: {exc}"))
+        except Exception as exc:  # a malformed message (bad UTF-8, a short descriptor): close, logged
+            LOG.warning("%s: closing the side channel to %s: %s: %s", self.name, peer.name, type(exc).__name__, exc)
+            self._drop(peer, TransportError(f"{self.name}: side channel to peer {peer.name} broken: {exc}"))
 
     def _drop(self, peer: VerbsPeer, error: TransportError) -> None:
         if not self._peers.remove(peer.name, peer):
@@ -175,7 +183,7 @@ class VerbsTransport(Transport):
         lookup: RegionLookup[RegionInfo] = RegionLookup()
         conn.lookups[name] = lookup
         with conn.lock:
-            send_msg(conn.sock, LOOKUP, name.encode())
+            send_msg(conn.sock, conn.session.send, LOOKUP, name.encode())
         if not lookup.wait(timeout_s) or lookup.found is None:
             raise TransportError(f"{self.name}: peer {peer} has no region {name!r} (or did not answer)")
         info = lookup.found

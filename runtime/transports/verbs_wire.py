@@ -2,7 +2,9 @@
 connected peer (`VerbsPeer`: its QP, side-channel socket and pending lookups).
 
 Queue-pair information (qp_num, lid, gid, psn, mtu) and region descriptors (addr, rkey) travel over
-a TCP side channel after the cluster-secret handshake. Pure Python: testable without pyverbs.
+a TCP side channel after the cluster-secret handshake, each message tagged with the session's MAC
+(`dualpath.runtime.transports.session`) and at most `MAX_MSG_BYTES` long. Pure Python: testable
+without pyverbs.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from dualpath.runtime.transports.auth import recv_exact
+from dualpath.runtime.transports.session import FrameMac, Session
 from dualpath.runtime.transports.transport_types import RegionLookup, TransportError
 
 _QP_INFO = struct.Struct("!4sBIH16sIB")  # magic, version, qp_num, lid, gid, psn, mtu enum
 _REGION = struct.Struct("!4sIQQIH")  # magic, region id, nbytes, addr, rkey, name length
 MSG = struct.Struct("!BI")  # side-channel message: kind, payload length
 QPINFO, LOOKUP, REGION, NOTFOUND = 1, 2, 3, 4
+MAX_MSG_BYTES = 64 << 10  # QP info, a region name or descriptor: far less
 
 
 @dataclass(frozen=True)
@@ -80,22 +84,35 @@ class RegionInfo:
         return cls(data[_REGION.size :].decode(), region_id, nbytes, addr, rkey)
 
 
-def send_msg(sock: socket.socket, kind: int, payload: bytes = b"") -> None:
-    sock.sendall(MSG.pack(kind, len(payload)) + payload)
+def send_msg(sock: socket.socket, mac: FrameMac, kind: int, payload: bytes = b"") -> None:
+    """One side-channel message (callers serialise sends per socket: tags are taken in order)."""
+    head = MSG.pack(kind, len(payload))
+    sock.sendall(head + payload + mac.tag(head, payload))
 
 
-def recv_msg(sock: socket.socket) -> tuple[int, bytes]:
-    kind, length = MSG.unpack(recv_exact(sock, MSG.size))
-    return kind, recv_exact(sock, length)
+def recv_msg(sock: socket.socket, mac: FrameMac) -> tuple[int, bytes]:
+    """The next message; `TransportError` when it is too long or fails its tag."""
+    head = recv_exact(sock, MSG.size)
+    kind, length = MSG.unpack(head)
+    if length > MAX_MSG_BYTES:
+        raise TransportError(f"side-channel message of {length} bytes (at most {MAX_MSG_BYTES})")
+    payload = recv_exact(sock, length)
+    check = mac.begin()
+    if check is not None:
+        check.update(head + payload)
+        if not mac.matches(check, recv_exact(sock, mac.tag_bytes)):
+            raise TransportError(f"side-channel message {mac.seq - 1} fails its integrity tag")
+    return kind, payload
 
 
 class VerbsPeer:
     """A connected peer: its RC QP (a pyverbs `QP`, untyped), its side-channel socket, on which
     messages are sent under `lock`, and its region lookups awaiting an answer, by region name."""
 
-    def __init__(self, name: str, sock: socket.socket, qp: Any) -> None:
+    def __init__(self, name: str, sock: socket.socket, qp: Any, session: Session) -> None:
         self.name = name
         self.sock = sock
+        self.session = session
         self.qp = qp
         self.alive = True
         self.lock = threading.Lock()

@@ -102,10 +102,15 @@ def test_simulate_writes_results_and_plots(capsys, tmp_path):
 def test_plan_reports_gap_and_writes_json(capsys, tmp_path):
     code, out, _ = run(capsys, "plan", "--cluster", "1P1D", "--model", "ds-27b", "--batch", "20",
                        "--solver", "ortools", "--time-limit", "5", "--json", str(tmp_path / "p.json"))
-    assert code == 0 and "gap" in out
+    assert code == 0 and "gap to the fluid bound" in out and "executed JCT (s)" in out and "makespan" not in out
     plan = json.loads((tmp_path / "p.json").read_text())
     assert len(plan["assignments"]) == 20 and plan["gap"] >= 0
-    assert plan["makespan_s"] <= plan["greedy_makespan_s"] * (1 + 1e-9)
+    assert plan["fluid_bottleneck_s"] <= plan["greedy_fluid_bottleneck_s"] * (1 + 1e-9)
+    # Executed, the plan takes longer than its fluid bottleneck (decode, read -> prefill order, batching).
+    assert plan["executed_jct_s"] > plan["fluid_bottleneck_s"]
+    code, out, _ = run(capsys, "plan", "--cluster", "1P1D", "--model", "ds-27b", "--batch", "20", "--no-execute",
+                       "--json", str(tmp_path / "q.json"))
+    assert code == 0 and json.loads((tmp_path / "q.json").read_text())["executed_jct_s"] is None
 
 
 def test_simulate_and_plan_refuse_bad_values(capsys):

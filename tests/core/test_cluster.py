@@ -45,3 +45,25 @@ def test_negative_bandwidth_is_refused_with_field_and_value():
 def test_group_must_divide_gpus():
     with pytest.raises(SpecError, match="de_group_gpus"):
         ClusterSpec(1, 1, de_group_gpus=3)
+
+
+def test_a_tiny_host_memory_bandwidth_gives_no_range_not_negative_numbers():
+    # (M / (B s) - 3) / 2 with M = 1 GB/s, B s = 50 GB/s: -1.49, under the low end 1/7 (issue 18).
+    r = bottleneck_free_pd_range(NodeSpec(host_mem_gb_per_s=1.0))
+    assert not r.exists and not r.contains(1.0) and not r.contains(r.low)
+    text = r.describe()
+    assert text.startswith("no bottleneck-free ratio") and "-" not in text.replace("bottleneck-free", "")
+    assert "DE host memory" in text
+    middle = bottleneck_free_pd_range(NodeSpec(host_mem_gb_per_s=155.0))  # high (3.1 - 3) / 2 = 0.05 < 1/7
+    assert not middle.exists and "P/D <= 0.050" in middle.describe() and "P/D >= 0.143" in middle.describe()
+    assert bottleneck_free_pd_range(PAPER_NODE).describe() == "0.143 .. 3.500"
+
+
+def test_info_prints_no_bottleneck_free_ratio(capsys, tmp_path):
+    from dualpath.cli import main
+
+    path = tmp_path / "c.toml"
+    path.write_text("prefill_nodes = 1\ndecode_nodes = 1\n[node]\nhost_mem_gb_per_s = 1.0\n")
+    assert main(["info", "--cluster", str(path), "--model", "ds-27b"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("bottleneck-free P/D"))
+    assert "no bottleneck-free ratio" in row and "-3/2" not in row and " .. " not in row

@@ -3,13 +3,13 @@ import math
 
 import pytest
 
-from dualpath.errors import InputError
+from dualpath.errors import InputError, SpecError
 from dualpath.plan import Assignment, Plan
 from dualpath.trace import RequestRecord, Span, Trace, percentile
 
 
 def plan():
-    return Plan(solver="greedy", status="feasible", makespan_s=12.0, lower_bound_s=10.0,
+    return Plan(solver="greedy", status="feasible", fluid_bottleneck_s=12.0, lower_bound_s=10.0,
                 assignments=[Assignment("r0", "PE0", "DE1", 100, 0), Assignment("r1", "PE1", "DE0", 30, 70)],
                 meta={"cluster": "2P4D"})
 
@@ -22,8 +22,10 @@ def test_plan_json_round_trip_and_gap(tmp_path):
     q = Plan.load(tmp_path / "plan.json")
     assert q.assignments == p.assignments and q.meta == p.meta and q.gap == pytest.approx(0.2)
     data = json.loads((tmp_path / "plan.json").read_text())
-    for key in ("solver", "status", "makespan_s", "lower_bound_s", "gap", "solve_time_s", "greedy_makespan_s"):
+    for key in ("solver", "status", "fluid_bottleneck_s", "lower_bound_s", "gap", "solve_time_s",
+                "greedy_fluid_bottleneck_s", "executed_jct_s"):
         assert key in data
+    assert Plan.from_json({**data, "executed_jct_s": 3.5}).executed_jct_s == 3.5
 
 
 def test_plan_loader_rejects_other_kinds_and_versions(tmp_path):
@@ -35,6 +37,10 @@ def test_plan_loader_rejects_other_kinds_and_versions(tmp_path):
     data["schema_version"] = 99
     path.write_text(json.dumps(data))
     with pytest.raises(InputError, match="schema_version 99"):
+        Plan.load(path)
+    data["schema_version"] = 1  # v1 called the fluid bottleneck time "makespan_s"
+    path.write_text(json.dumps(data))
+    with pytest.raises(InputError, match="re-plan it with `dualpath plan`"):
         Plan.load(path)
     path.write_text("{not json")
     with pytest.raises(InputError, match=r"x.json:1: invalid JSON"):
@@ -73,3 +79,53 @@ def test_chrome_export_windows_spans():
 def test_percentile_nearest_rank():
     assert percentile([3, 1, 2, 4], 50) == 2 and percentile([1, 2, 3, 4], 99) == 4
     assert math.isnan(percentile([], 50))
+
+
+@pytest.mark.parametrize(("edit", "needle"), [
+    (lambda d: d["assignments"][0].update(pe_read_bytes="abc"),
+     "assignments[0].pe_read_bytes = 'abc': expected an integer"),
+    (lambda d: d["assignments"][1].update(de_read_bytes=-1), "assignments[1].de_read_bytes = -1"),
+    (lambda d: d["assignments"][0].update(pe=None), "assignments[0].pe = None: expected a string"),
+    (lambda d: d["assignments"][0].update(pe="abc"), "assignments[0].pe = 'abc': expected an engine name PE0"),
+    (lambda d: d["assignments"][0].update(de="PE1"), "assignments[0].de = 'PE1': expected an engine name DE0"),
+    (lambda d: d["assignments"][0].update(order=2**63 - 1), "assignments[0].order = 9223372036854775807"),
+    (lambda d: d["assignments"][0].update(predicted_end_s=float("nan")), "assignments[0].predicted_end_s = nan"),
+    (lambda d: d["assignments"][0].pop("de"), "assignments[0].de = None: expected a value (required)"),
+    (lambda d: d["assignments"][0].update(extra=1), "assignments[0].extra = 1: expected one of the keys"),
+    (lambda d: d["assignments"][1].update(request="r0"), "assignments[1].request = 'r0': expected a request planned"),
+    (lambda d: d["assignments"].__setitem__(0, [1, 2]), "assignments[0] = [1, 2]: expected a JSON object"),
+    (lambda d: d.update(assignments={"r0": 1}), "assignments = {'r0': 1}: expected a JSON array"),
+    (lambda d: d.update(meta="x"), "meta = 'x': expected a JSON object"),
+    (lambda d: d.update(solver=None), "solver = None: expected a string"),
+    (lambda d: d.update(split_reads=1), "split_reads = 1: expected true or false"),
+    (lambda d: d.update(fluid_bottleneck_s={}), "fluid_bottleneck_s = {}: expected a number"),
+    (lambda d: d.update(lower_bound_s=float("inf")), "lower_bound_s = inf: expected a number"),
+    (lambda d: d.pop("status"), "status = None: expected a value (required)"),
+])
+def test_plan_json_fields_are_type_checked_and_errors_name_the_file(tmp_path, edit, needle):
+    data = json.loads(json.dumps(plan().to_json()))
+    edit(data)
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises((InputError, SpecError)) as info:
+        Plan.load(path)
+    assert str(info.value).startswith(f"{path}: ") and needle in str(info.value)
+
+
+@pytest.mark.parametrize(("edit", "needle"), [
+    (lambda d: d["records"][0].update(finish_s="late"), "records[0].finish_s = 'late'"),
+    (lambda d: d["records"][0].update(output_tokens=1.5), "records[0].output_tokens = 1.5"),
+    (lambda d: d["spans"][0].update(start_s=None), "spans[0].start_s = None"),
+    (lambda d: d.update(utilisation={"P0.snic": [[0.0]]}), "utilisation.P0.snic[0] = [0.0]"),
+    (lambda d: d.update(records=None), "records = None: expected a JSON array"),
+    (lambda d: d.update(meta=[]), "meta = []: expected a JSON object"),
+])
+def test_trace_json_fields_are_type_checked(tmp_path, edit, needle):
+    t = Trace("simulator", "dualpath", [record(0, 0.0, 1.0, 2.0)], spans=[Span("P0.snic", "read", 0.0, 1.0)])
+    data = json.loads(json.dumps(t.to_json()))
+    edit(data)
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(SpecError) as info:
+        Trace.load(path)
+    assert str(info.value).startswith(f"{path}: ") and needle in str(info.value)

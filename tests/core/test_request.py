@@ -32,3 +32,30 @@ def test_bad_turns_and_empty_workloads_are_refused():
         Turn(0, 5)
     with pytest.raises(SpecError, match="requests"):
         Workload("empty", ()).stats()
+
+
+def test_requests_and_trajectories_refuse_nan_inf_and_absurd_values():
+    from dualpath.request import Request
+
+    for arrival in (float("nan"), float("inf"), 1e300, -1.0):
+        with pytest.raises(SpecError, match="arrival_s"):
+            Request("r", 0, 0, 0, 10, 1, arrival)
+    with pytest.raises(SpecError, match="start_s"):
+        Trajectory(0, (Turn(1, 1),), float("nan"))
+    with pytest.raises(SpecError, match="new_tokens = True"):
+        Request("r", 0, 0, 0, True, 1)  # bool is not a count
+    with pytest.raises(SpecError, match="MAX_TOKENS"):
+        Turn(2**40, 1)
+
+
+def test_check_context_names_the_request_and_the_models_maximum():
+    from dualpath.request import Request, check_context
+
+    ok = Request("a0t0", 0, 0, 0, 1_000, 10)
+    long = Request("a3t5", 3, 5, 163_000, 37_000, 100)  # 200,100 tokens with its output
+    check_context(Workload("w", (ok,)), 163_840, "m")
+    with pytest.raises(SpecError) as info:
+        check_context(Workload("w", (ok, long)), 163_840, "deepseek-v3.2")
+    text = str(info.value)
+    assert "request a3t5 (agent 3, turn 5) context = 200100" in text
+    assert "at most 163,840 tokens, model deepseek-v3.2's max_context_tokens" in text

@@ -73,6 +73,9 @@ def test_a_json_file_under_any_name_is_not_read_as_toml(tmp_path):
     ({"num_key_value_heads": 7}, "num_key_value_heads"),
     ({"torch_dtype": "int4"}, "torch_dtype"),
     ({"hidden_size": None}, "hidden_size"),
+    ({"num_hidden_layers": 10**12}, "num_hidden_layers"),  # issue 18: bounded, not a 10^12-layer model
+    ({"rope_scaling": {"rope_type": "yarn", "factor": 1e308, "original_max_position_embeddings": 4096}},
+     "rope_scaling"),  # int(inf) would be an OverflowError traceback
 ])
 def test_errors_name_file_line_and_key(tmp_path, change, field):
     config = json.loads((HF / "qwen2.5-32b" / "config.json").read_text())
@@ -91,3 +94,13 @@ def test_broken_json_names_its_line(tmp_path):
     with pytest.raises(InputError) as info:
         resolve_model(str(path))
     assert info.value.line == 3
+
+
+def test_spec_bounds_past_the_readers_name_the_file(tmp_path):
+    config = json.loads((HF / "qwen2.5-32b" / "config.json").read_text())
+    config["num_hidden_layers"] = 100_000  # under the reader's token bound, over LLMSpec's MAX_LAYERS
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    with pytest.raises(SpecError, match=r"num_layers = 100000: .*MAX_LAYERS") as info:
+        resolve_model(str(path))
+    assert info.value.source == str(path)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from dualpath.errors import InputError
+from dualpath.errors import InputError, SpecError
 from dualpath.models.mooncake import load_mooncake
 from tests.paths import MOONCAKE_TRACE
 
@@ -53,11 +53,16 @@ def test_limit(tmp_path):
     ('{"timestamp": 5, "input_length": 10, "output_length": 1, "hash_ids": ["a"]}', "list of integers"),
     ('{"timestamp": 1, "input_length": 10, "output_length": 1, "hash_ids": [9]}', "timestamp = 1"),
     ('{"timestamp": 5, "input_length": 10, "output_length": -1, "hash_ids": [9]}', "output_length = -1"),
+    ('{"timestamp": NaN, "input_length": 10, "output_length": 1, "hash_ids": [9]}', "timestamp = nan"),
+    ('{"timestamp": 5, "input_length": 10, "output_length": 1, "hash_ids": [9223372036854775807]}', "hash_ids"),
+    ('{"timestamp": 1e300, "input_length": 10, "output_length": 1, "hash_ids": [9]}', "timestamp = 1e+300"),
+    ('{"timestamp": 5, "input_length": 10, "output_length": 1, "hash_ids": [9], "session_id": ' + "9" * 30 + "}",
+     "session_id"),
 ])
 def test_malformed_lines_name_file_and_line(tmp_path, bad, message):
     good = {"timestamp": 2, "input_length": 10, "output_length": 1, "hash_ids": [7]}
     path = _write(tmp_path, [good, "", bad])
-    with pytest.raises(InputError) as info:
+    with pytest.raises((InputError, SpecError)) as info:  # a bad field is a SpecError, a bad line an InputError
         load_mooncake(path)
     assert info.value.line == 3 and info.value.source == str(path)
     assert message in str(info.value)

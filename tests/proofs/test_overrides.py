@@ -62,6 +62,11 @@ def test_where_points_at_the_entry_or_falls_back_to_opensm(tmp_path):
     ('[[port]]\nnode = "a"\nports = 1\nhigh_limit = 256\n', 4, "0..255"),
     ('[[port]]\nnode = "a"\n', 1, "port numbers"),
     ('[switch]\nname = "a"\n', 1, "port"),
+    # issue 18: unicode digits, a range that would expand to 10^11 ports, [[port]] given as a plain array
+    ('[[port]]\nnode = "a"\nports = "²"\n', 3, "port number"),
+    ('[[port]]\nnode = "a"\nports = "١-٣"\n', 3, "port number"),
+    ('[[port]]\nnode = "a"\nports = "1-100000000000"\n', 3, "port number"),
+    ('port = [1, 2]\n', 1, "an array of [[port]] tables"),
 ])
 def test_bad_entries_name_file_and_line(tmp_path, text, line, fragment):
     path = tmp_path / "o.toml"

@@ -53,6 +53,8 @@ def test_broken_roce_configs(tmp_path, edit, check, needle):
     (("priority_to_tc = [0, 1, 2, 3, 4, 5, 6, 7]", "priority_to_tc = [0, 1, 2]"), "8 integers"),
     (("[classes.alltoall]\ndscp = 26", "[classes.alltoall]\ndscp = 99"), "0..63"),
     (("lossless = false", "lossless = 1"), "true or false"),
+    (('"26" = 3', '"٢٦" = 3'), "DSCP 0..63"),  # issue 18: isdigit() took Arabic digits, then int() read them
+    (('"26" = 3', '"²" = 3'), "DSCP 0..63"),  # ... and '²', which int() refuses with a traceback
 ])
 def test_bad_roce_values_name_the_line(tmp_path, edit, fragment):
     paths = variant(tmp_path, {"roce": [edit]})
@@ -125,6 +127,16 @@ def test_transcribed_state_next_to_mlnx_qos_is_refused(tmp_path):
     ("config_db.json", '{"PORT_QOS_MAP": {"Ethernet0": {"dscp_to_tc_map": "NOPE"}}}', "DSCP_TO_TC_MAP|NOPE"),
     ("config_db.json", '{"DEVICE_METADATA": {}}', "PORT_QOS_MAP"),
     ("config_db.json", '{"PORT_QOS_MAP": ', "invalid JSON"),
+    # issue 18: text numbers are ASCII integers in range, never int() on anything
+    ("nic.mlnx_qos", "Priority trust state: dscp\ntc: ٣ ratelimit: unlimited, tsa: ets, bw: 5%\n", "tc: N"),
+    ("config_db.json", '{"PORT_QOS_MAP": {"E0": {"dscp_to_tc_map": "M"}}, "DSCP_TO_TC_MAP": {"M": {"²": "1"}}}',
+     "an integer in 0..63"),
+    ("config_db.json", '{"PORT_QOS_MAP": {"E0": {"dscp_to_tc_map": "M"}}, "DSCP_TO_TC_MAP": {"M": {"3": "x"}}}',
+     "an integer in 0..7"),
+    ("config_db.json", '{"PORT_QOS_MAP": {"E0": {"pfc_enable": "3,x"}}}', "pfc_enable = 'x'"),
+    ("config_db.json", '{"PORT_QOS_MAP": {"E0": {"tc_to_queue_map": "Q"}}, "TC_TO_QUEUE_MAP": {"Q": {"1": "٣"}}}',
+     "an integer in 0..63"),
+    ("config_db.json", "[" * 50_000, "nested more than 64"),
 ])
 def test_bad_state_files_name_the_file(tmp_path, file, text, fragment):
     path = tmp_path / file

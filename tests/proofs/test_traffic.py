@@ -54,6 +54,9 @@ def test_env_file_errors_name_the_env_line(tmp_path):
     with pytest.raises(SpecError) as info:
         load_traffic(paths["traffic"])
     assert info.value.line == line_of(paths["env"], "MC_IB_SL=two") and "paper.env" in str(info.value)
+    paths = variant(tmp_path, {"env": [("MC_IB_SL=2", "MC_IB_SL=²")]})  # issue 18: isdigit() took '²'
+    with pytest.raises(SpecError, match=r"MC_IB_SL = '²': expected an integer in 0\.\.15"):
+        load_traffic(paths["traffic"])
     paths = variant(tmp_path, {"env": [("UCX_IB_SL=2", "UCX_IB_SL 2")]})
     with pytest.raises(InputError) as info:
         load_traffic(paths["traffic"])

@@ -5,8 +5,8 @@ from dataclasses import replace
 
 import pytest
 
+from dualpath.calibration import Calibration
 from dualpath.runtime.capacity import SLO, capacity_runner, find_capacity, online_summary, steady_state
-from dualpath.runtime.sim.calibration import Calibration
 from dualpath.runtime.sim.simulator import simulate
 from dualpath.solver.policies import make_policy
 from dualpath.trace import RequestRecord, Trace

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from dualpath.runtime.sim.calibration import Calibration
+from dualpath.calibration import Calibration
 from dualpath.runtime.sim.simulator import simulate
 from dualpath.solver.policies import make_policy
 from tests.runtime.sim.cases import TOY_MOE, agents_workload, toy_cluster

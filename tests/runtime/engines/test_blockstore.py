@@ -76,6 +76,14 @@ def test_file_layout_and_alignment(store):
     assert path.stat().st_size == header_bytes(LAYOUT.num_layers) + LAYOUT.full_block_bytes
     assert header_bytes(LAYOUT.num_layers) % 4096 == 0
     assert list(store.ids()) == [block_id]
+    assert path.stat().st_mode & 0o777 == 0o600  # KV is as private as the prompts it encodes
+
+
+@pytest.mark.parametrize("bad", ["deadbeef\n", "deadbeef\r", " deadbeef", "DEADBEEF", "deadbee", "d" * 65])
+def test_block_ids_match_exactly(store, bad):
+    assert store.path_of("deadbeef").name == "deadbeef.blk"
+    with pytest.raises(SpecError, match="block_id"):
+        store.path_of(bad)
 
 
 def test_trie_answers_hits_and_survives_reopen(store, tmp_path):

@@ -99,3 +99,42 @@ def test_a_killed_decode_engine_process_loses_no_turn():
     assert trace.meta["wrong_turns"] == [] and trace.meta["turns_done"] == trace.meta["turns_expected"] == 60
     killed_at = float(trace.meta["faults_fired"][0].split("@")[1][:-1])
     assert all(r.de == "DE1" for r in trace.records if r.arrival_s > killed_at + 0.5)
+
+
+def test_an_injection_that_never_fired_is_reported_and_fails_the_run(capsys):
+    pytest.importorskip("torch")
+    from dualpath import cli
+    from tests.paths import EXAMPLES
+
+    code = cli.main(["run", "--cluster", str(EXAMPLES / "clusters" / "local-1p1d.toml"), "--agents", "1",
+                     "--turns", "2", "--policy", "dualpath", "--in-process", "--verify", "--timeout-s", "60",
+                     "--inject", "kill-engine:DE0@600s", "--inject", "corrupt-block:0.000001"])
+    out, err = capsys.readouterr()
+    assert code == 1, out + err
+    assert "NEVER FIRED: kill-engine:DE0@600s, corrupt-block:1e-06" in out
+    assert "0 turns lost, 0 wrong; injected but never fired: kill-engine:DE0@600s, corrupt-block:1e-06" in err
+
+
+def test_lost_turns_are_not_wrong_turns_and_the_timeout_bounds_the_verification(monkeypatch):
+    pytest.importorskip("torch")
+    import time
+
+    from dualpath.cli_run import summarise
+    from dualpath.runtime.scheduling import realrun
+    from dualpath.solver.policies import make_policy
+    from tests.runtime.cases import BT, LLM, cluster, workload
+
+    deadlines = []
+    real_verify = realrun.verify_turns
+    monkeypatch.setattr(realrun, "verify_turns", lambda logs, decoder, deadline: (
+        deadlines.append(deadline), real_verify(logs, decoder, deadline))[1])
+    spec, w = cluster(1, 1), workload(2, 10, first=300)  # the only DE dies: the turns after it are lost
+    faults = parse_faults(["kill-engine:DE0@0.3s"], engines=["PE0", "DE0"])
+    began = time.time()
+    trace = realrun.run_real(spec, LLM, w, make_policy("dualpath", spec, LLM, BT), in_process=True, verify=True,
+                             timeout_s=60, faults=faults, warm_turns=1)
+    assert began + 60 - 1 < deadlines[0] <= time.time() + 60  # the run's own deadline, not a fresh one
+    row = summarise(trace, 1.0, 0.1)
+    assert trace.meta["faults_fired"] and row["faults_unfired"] == []
+    assert row["lost_turns"] == 18 - trace.meta["turns_done"] > 0 and trace.meta["failed_turns"]
+    assert row["wrong_turns"] == []  # every completed turn is right; the lost ones are not "wrong"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dualpath.errors import DualpathError
 from dualpath.request import Request, Trajectory, Turn, Workload, requests_of
 from dualpath.runtime.scheduling.agents import (
     append_tokens,
@@ -134,4 +137,11 @@ def test_the_recompute_matches_the_uncached_reference_and_catches_a_wrong_turn()
 
     assert verify_turns([log(expected)], decoder) == []
     wrong = [*expected[:-1], (expected[-1] + 1) % 256]
-    assert len(verify_turns([log(wrong), TurnLog("a0t1", 0, 1, (), error="lost")], decoder)) == 2
+    # A lost turn has no output to be wrong: the run counts it as lost, the verification does not count it.
+    mismatches = verify_turns([log(wrong), TurnLog("a0t1", 0, 1, (), error="lost")], decoder)
+    assert len(mismatches) == 1 and mismatches[0].startswith("a0t0: produced")
+    # The verification is bounded by the run's deadline, like the agents.
+    with pytest.raises(DualpathError, match=r"timeout \(0 of 1 turns checked\)"):
+        verify_turns([log(expected)], decoder, deadline=time.time() - 1)
+    with pytest.raises(DualpathError, match="at token 1"):
+        recompute(decoder, prompt, 5, deadline=time.time() - 1)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
+from dualpath.calibration import Calibration
 from dualpath.cluster import ClusterSpec, NodeSpec, Role
 from dualpath.llm import AttentionKind, CostModel, LLMSpec
 from dualpath.plan import Assignment
 from dualpath.policy import ClusterState, ExecutionOptions, Policy
 from dualpath.request import Request, Trajectory, Turn, Workload, requests_of
-from dualpath.runtime.sim.calibration import Calibration
 
 GB = 1_000_000_000
 

@@ -2,10 +2,10 @@
 
 import pytest
 
+from dualpath.calibration import PAPER_CALIBRATION
 from dualpath.cluster import parse_shorthand
 from dualpath.errors import SpecError
 from dualpath.models.llms import llm_preset
-from dualpath.runtime.sim.calibration import PAPER_CALIBRATION
 from dualpath.runtime.sim.hardware import build_hardware
 from dualpath.runtime.sim.parallelism import expert_groups, is_expert_parallel, weight_bytes_per_gpu
 from tests.runtime.sim.cases import EXACT, GB, TOY_LLM, TOY_MOE, toy_cluster
@@ -43,3 +43,18 @@ def test_hardware_groups_engines_and_leaves_hbm_for_kv():
     dense = build_hardware(cluster, TOY_LLM, EXACT, lockstep=False, sink=None)
     assert [len(g) for g in dense.pe_groups] == [1, 1, 1, 1] and [de.group for de in dense.des] == [0, 1, 2, 3]
     assert dense.pe_free_hbm_bytes == 78 * GB  # a dense engine holds all 2 GB of its weights
+
+
+def test_every_bundled_example_cluster_and_model_pair_builds_its_hardware():
+    """The qwen2.5-72b example once shipped with 2 GPUs per engine: 72.7 GB of weights per GPU, none left for KV."""
+    from dataclasses import replace
+
+    from dualpath.models.registry import resolve_cluster, resolve_model
+    from tests.paths import EXAMPLES
+
+    llm = resolve_model(str(EXAMPLES / "models" / "qwen2.5-72b.toml"))
+    cluster = resolve_cluster(str(EXAMPLES / "clusters" / "qwen-1p2d.toml"))
+    hw = build_hardware(expert_groups(cluster, llm), llm, PAPER_CALIBRATION, lockstep=True, sink=None)
+    assert hw.de_free_hbm_bytes > 0
+    with pytest.raises(SpecError, match="gpus_per_engine = 2: expected enough GPUs to hold 145 GB"):
+        build_hardware(cluster, replace(llm, gpus_per_engine=2), PAPER_CALIBRATION, lockstep=True, sink=None)

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dualpath.calibration import Calibration
 from dualpath.cluster import Role
-from dualpath.runtime.sim.calibration import Calibration
 from dualpath.runtime.sim.simulator import simulate
 from dualpath.solver.policies import POLICY_NAMES, make_policy
 from tests.runtime.sim.cases import TOY_LLM, TOY_MOE, agents_workload, toy_cluster

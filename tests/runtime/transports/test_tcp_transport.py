@@ -186,9 +186,10 @@ KILLED_SENDER = textwrap.dedent(
     from dualpath.runtime.transports.auth import client_handshake
     from dualpath.runtime.transports.tcp_frames import F_ACK, F_IMM, HEADER, WRITE
     sock = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
-    client_handshake(sock, sys.argv[2].encode(), "killed-writer")
+    _, session = client_handshake(sock, sys.argv[2].encode(), "killed-writer")
     length = 1 << 20
-    sock.sendall(HEADER.pack(WRITE, F_IMM | F_ACK, 0, int(sys.argv[3]), 0, length, 9, 1) + b"x" * (length // 2))
+    header = HEADER.pack(WRITE, F_IMM | F_ACK, 0, int(sys.argv[3]), 0, length, 9, 1)
+    sock.sendall(header + session.send.tag(header) + b"x" * (length // 2))
     print("half-sent", flush=True)
     time.sleep(60)
     """
