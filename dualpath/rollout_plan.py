@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from dualpath.errors import InputError
+from dualpath.errors import InputError, shown
 from dualpath.jsonio import check_versioned, read_versioned, write_json_atomic
 
 ROLLOUT_PLAN_KIND = "rollout-plan"
@@ -100,9 +100,10 @@ class RolloutPlan:
 
     def __post_init__(self) -> None:
         if self.rules not in RULES:
-            raise InputError("rollout plan", f"rules {self.rules!r}: expected one of {', '.join(RULES)}")
+            raise InputError("rollout plan", f"rules {shown(self.rules)}: expected one of {', '.join(RULES)}")
         if self.knowledge not in KNOWLEDGE:
-            raise InputError("rollout plan", f"knowledge {self.knowledge!r}: expected one of {', '.join(KNOWLEDGE)}")
+            raise InputError("rollout plan",
+                             f"knowledge {shown(self.knowledge)}: expected one of {', '.join(KNOWLEDGE)}")
         seen: set[int] = set()
         for d in self.agents:
             if d.agent in seen:
@@ -110,7 +111,7 @@ class RolloutPlan:
             seen.add(d.agent)
             f = d.pe_read_fraction
             if f is not None and not (isinstance(f, (int, float)) and 0.0 <= f <= 1.0):
-                raise InputError("rollout plan", f"agent {d.agent}: pe_read_fraction {f!r} is not in [0, 1]")
+                raise InputError("rollout plan", f"agent {d.agent}: pe_read_fraction {shown(f)} is not in [0, 1]")
 
     @property
     def gap(self) -> float | None:
@@ -161,19 +162,19 @@ class RolloutPlan:
             turn = data.get("turn_priority")
             turn_priority = None if turn is None else TurnPriority(
                 _int(turn["context_tokens"], "turn_priority.context_tokens"),
-                float(turn["min_remaining_turns"]),
+                _float(turn["min_remaining_turns"], "turn_priority.min_remaining_turns"),
                 _int(turn.get("first_turn_priority", 1), "turn_priority.first_turn_priority"))
             return cls(rollout, str(data["rules"]), agents, dict(data.get("options", {})), turn_priority,
                        str(data.get("knowledge", "first-turns")), str(data.get("candidate", "")),
                        _opt_float(data.get("executed_jct_s"), "executed_jct_s"),
                        _opt_float(data.get("lower_bound_s"), "lower_bound_s"),
-                       float(data.get("solve_time_s", 0.0)),
-                       {str(k): float(v) for k, v in dict(data.get("baselines", {})).items()},
+                       _float(data.get("solve_time_s", 0.0), "solve_time_s"),
+                       {str(k): _float(v, f"baselines.{shown(k)}") for k, v in dict(data.get("baselines", {})).items()},
                        dict(data.get("meta", {})))
         except InputError as exc:
             raise InputError(source, str(exc).split(": ", 1)[-1]) from None
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise InputError(source, f"malformed rollout plan: {type(exc).__name__} {exc}") from None
+            raise InputError(source, f"malformed rollout plan: {type(exc).__name__} {shown(str(exc))}") from None
 
     def save(self, path: str) -> None:
         write_json_atomic(path, self.to_json())
@@ -202,7 +203,7 @@ def _directive(row: object, i: int) -> AgentDirective:
 
 def _int(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InputError("rollout plan", f"{name}: expected an integer, found {value!r}")
+        raise InputError("rollout plan", f"{name}: expected an integer, found {shown(value)}")
     return value
 
 
@@ -210,5 +211,12 @@ def _opt_float(value: object, name: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InputError("rollout plan", f"{name}: expected a finite number, found {value!r}")
+        raise InputError("rollout plan", f"{name}: expected a finite number, found {shown(value)}")
     return float(value)
+
+
+def _float(value: object, name: str) -> float:
+    number = _opt_float(value, name)
+    if number is None:
+        raise InputError("rollout plan", f"{name}: expected a finite number, found null")
+    return number

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dualpath.errors import SpecError
 from dualpath.kvlayout import PAPER_BLOCK_TOKENS
 from dualpath.limits import MAX_AGENTS, MAX_SECONDS
-from dualpath.models.workloads import from_requests, from_trajectories, request_order
-from dualpath.request import Trajectory, Turn, Workload, by_agent
+from dualpath.models.workloads import from_requests, request_order
+from dualpath.request import Trajectory, Turn, Workload, by_agent, request_at
 from dualpath.validate import integer, number
 
 
@@ -64,16 +64,19 @@ def sample_batch(workload: Workload, num_requests: int, seed: int = 0,
     integer("batch", "num_requests", num_requests, 1, MAX_AGENTS, cap="MAX_AGENTS")
     name = f"{workload.name}-batch{num_requests}"
     if workload.trajectories:
-        source = workload
-        if num_requests > len(workload.trajectories):
-            source = from_trajectories(workload.name, resample(workload.trajectories, num_requests, seed),
-                                       block_tokens)
         rng = random.Random(f"batch:{seed}")
-        agents = by_agent(source.requests)
         picked = []
-        for agent in sorted(agents)[:num_requests]:
-            turns = agents[agent]
-            picked.append(turns[rng.randrange(len(turns))])
+        if num_requests > len(workload.trajectories):
+            # Only the picked turn of each resampled agent is built, not all its turns' requests.
+            resampled = sorted((t for t in resample(workload.trajectories, num_requests, seed) if t.turns),
+                               key=lambda t: t.agent)
+            for traj in resampled[:num_requests]:
+                picked.append(request_at(traj, rng.randrange(len(traj.turns)), block_tokens))
+        else:
+            agents = by_agent(workload.requests)
+            for agent in sorted(agents)[:num_requests]:
+                turns = agents[agent]
+                picked.append(turns[rng.randrange(len(turns))])
     else:
         if num_requests > len(workload.requests):
             raise SpecError(f"workload {workload.name}", "batch", num_requests,

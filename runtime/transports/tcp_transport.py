@@ -77,9 +77,13 @@ class TcpTransport(Transport):
         except AuthError as exc:
             sock.close()
             raise TransportError(f"{self.name}: {exc}") from exc
-        return self._add_connection(sock, peer, session)
+        added = self._add_connection(sock, peer, session)
+        if added is None:
+            raise TransportError(f"{self.name}: transport closed while connecting to {address[0]}:{address[1]}")
+        return added
 
-    def _add_connection(self, sock: socket.socket, peer: str, session: Session) -> str:
+    def _add_connection(self, sock: socket.socket, peer: str, session: Session) -> str | None:
+        """The new connection's peer name; None when the transport closed meanwhile (the socket is closed)."""
         sock.settimeout(None)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
@@ -88,6 +92,13 @@ class TcpTransport(Transport):
         conn = self._conns.add(peer, lambda unique: TcpConnection(self, unique, sock, session, self.limiter,
                                                                   self._deliver, self._connection_lost))
         conn.start()
+        if self.closed:
+            # close() ran while this handshake finished: it set `closed` before walking the registry, so
+            # either it closed this connection or this check sees the flag; without it both ends'
+            # threads outlived their transports.
+            conn.closing_by_us = True
+            conn.close()
+            return None
         LOG.info("%s: connected to %s", self.name, conn.peer)
         return conn.peer
 

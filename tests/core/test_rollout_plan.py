@@ -71,3 +71,18 @@ def test_turn_priority_predicts_turns_left_from_the_growth_so_far():
     assert rule.priority(10, 5_500, 500) == 1
     assert rule.priority(3, 500, 500) == 0  # no growth yet
     assert TurnPriority(10_000, 50, first_turn_priority=0).priority(0, 9_000, 9_000) == 0
+
+
+def test_a_huge_or_non_finite_value_is_cut_or_refused_in_one_line(tmp_path):
+    data = plan().to_json()
+    data["rules"] = "x" * 100_000
+    data["turn_priority"]["min_remaining_turns"] = "nan"
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(InputError) as err:
+        RolloutPlan.load(str(path))
+    assert "\n" not in str(err.value) and len(str(err.value)) < 300 and str(path) in str(err.value)
+    data["turn_priority"]["min_remaining_turns"] = 50.0
+    path.write_text(json.dumps(data))
+    with pytest.raises(InputError, match=r"chars\)"):
+        RolloutPlan.load(str(path))

@@ -356,3 +356,26 @@ def test_verbs_side_channel_messages_are_tagged_and_capped():
         a.sendall(MSG.pack(LOOKUP, MAX_MSG_BYTES + 1))
         with pytest.raises(TransportError, match=f"at most {MAX_MSG_BYTES}"):
             recv_msg(b, server.recv)
+
+
+def test_a_connection_that_lands_after_close_is_closed_with_its_threads():
+    """close() racing a handshake that just finished: the late connection must not outlive the transport."""
+    import threading
+
+    from dualpath.runtime.transports.session import Session
+
+    a = create_transport("tcp", "a", SECRET)
+    listener = socket.create_server(("127.0.0.1", 0))
+    right = socket.create_connection(listener.getsockname()[:2])
+    left, _ = listener.accept()
+    listener.close()
+    try:
+        a.close()
+        assert a._add_connection(left, "late-peer", Session.untagged()) is None
+        assert a.peers() == []
+        deadline = time.monotonic() + 5
+        while any(t.name.endswith("<-late-peer") or t.name.endswith("->late-peer") for t in threading.enumerate()):
+            assert time.monotonic() < deadline, "the late connection's threads lived on"
+            time.sleep(0.02)
+    finally:
+        right.close()
