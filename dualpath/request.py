@@ -101,23 +101,24 @@ def requests_of(trajectory: Trajectory, block_tokens: int) -> list[Request]:
     """Requests for each turn; the hit is the previous context rounded down to whole blocks."""
     out, context = [], 0
     for index, turn in enumerate(trajectory.turns):
-        hit = (context // block_tokens) * block_tokens
-        prompt = context + turn.append_tokens
-        out.append(Request(f"a{trajectory.agent}t{index}", trajectory.agent, index, hit, prompt - hit,
-                           turn.generate_tokens, trajectory.start_s))
-        context = prompt + turn.generate_tokens
+        out.append(_turn_request(trajectory, index, context, block_tokens))
+        context += turn.append_tokens + turn.generate_tokens
     return out
+
+
+def _turn_request(trajectory: Trajectory, index: int, context_tokens: int, block_tokens: int) -> Request:
+    """Turn `index`'s request given the context before it: the hit is that context in whole blocks."""
+    turn = trajectory.turns[index]
+    hit = (context_tokens // block_tokens) * block_tokens
+    return Request(f"a{trajectory.agent}t{index}", trajectory.agent, index, hit,
+                   context_tokens + turn.append_tokens - hit, turn.generate_tokens, trajectory.start_s)
 
 
 def request_at(trajectory: Trajectory, index: int, block_tokens: int) -> Request:
     """`requests_of(trajectory, block_tokens)[index]` alone: a batch sample of one turn per agent
     need not build every turn's request (1 M of them for 20,000 resampled agents)."""
     context = sum(t.append_tokens + t.generate_tokens for t in trajectory.turns[:index])
-    turn = trajectory.turns[index]
-    hit = (context // block_tokens) * block_tokens
-    prompt = context + turn.append_tokens
-    return Request(f"a{trajectory.agent}t{index}", trajectory.agent, index, hit, prompt - hit,
-                   turn.generate_tokens, trajectory.start_s)
+    return _turn_request(trajectory, index, context, block_tokens)
 
 
 @dataclass(frozen=True)
