@@ -11,6 +11,13 @@ each policy it prints measured and predicted JCT; the target is every prediction
 same order of policies.
 
     .venv/bin/python benchmarks/sim_vs_real.py [--agents 8] [--turns 3] [--policies layerwise,dualpath,optimized]
+
+`--sweep` runs the same cluster online instead: agents arrive as a Poisson process at three rates, from
+light load to the saturation of PE-side reading (fractions `--loads` of the fluid limit of the PE's SNIC:
+the agents' hit bytes per second it can read), and each row gives the real (median of `--repeats` runs)
+and simulated JCT, TTFT p50/p99 and TPOT; the target is JCT and TTFT p50 within 10% at every rate.
+
+    .venv/bin/python benchmarks/sim_vs_real.py --sweep [--agents 16] [--loads 0.3,0.6,1.0] [--json F]
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+import random
 from pathlib import Path
 
 from dualpath.cli_run import _policy
@@ -44,11 +52,86 @@ def benchmark_workload(agents: int, context_tokens: int, turns: int, append_toke
     return Workload(f"runtime-bench-{agents}x{turns}", requests, trajectories)
 
 
+def poisson_workload(workload: Workload, rate_per_s: float, seed: int, block_tokens: int) -> Workload:
+    """`workload` with agents arriving as a Poisson process of `rate_per_s` (the first at 0 s)."""
+    rng = random.Random(seed)
+    start_s, trajectories = 0.0, []
+    for index, traj in enumerate(workload.trajectories):
+        if index:
+            start_s += rng.expovariate(rate_per_s)
+        trajectories.append(dataclasses.replace(traj, start_s=start_s))
+    requests = tuple(r for t in trajectories for r in requests_of(t, block_tokens))
+    return Workload(f"{workload.name}@{rate_per_s:.3g}aps", requests, tuple(trajectories))
+
+
+def sweep(args, cluster, llm, workload: Workload, names: list[str]) -> list[dict]:
+    """Online runs at `--loads` of PE-side reading's fluid limit; real (median of repeats) and simulated."""
+    bt = args.block_tokens
+    timed_bytes = sum(r.hit_tokens for r in timed_workload(workload, 1, bt).requests) * llm.kv_bytes_per_token
+    limit_aps = cluster.node.snic_bytes_per_s / (timed_bytes / len(workload.trajectories))
+    loads = [float(x) for x in args.loads.split(",")]
+    print(f"PE-side reading saturates at {limit_aps:.3g} agents/s ({timed_bytes / MB / len(workload.trajectories):.1f} "
+          f"MB of hits per agent); loads {loads}", flush=True)
+    rows: list[dict] = []
+    with runtime_for(cluster, llm, workload, bt, seed=args.seed) as runtime:
+        profile = profile_engines(runtime, llm, interval_s=args.interval_s)
+        fitted = dataclasses.replace(llm, cost=profile.cost)
+        print(profile.describe(llm), flush=True)
+        for load in loads:
+            online = poisson_workload(workload, load * limit_aps, args.seed, bt)
+            timed = timed_workload(online, 1, bt)
+            for name in names:
+                runs = [run_real(cluster, fitted, online, _policy(name, cluster, fitted, bt), runtime=runtime,
+                                 seed=args.seed, warm_turns=1, interval_s=args.interval_s, online=True)
+                        for _ in range(max(1, args.repeats))]
+                runs.sort(key=lambda t: t.metrics().jct_s)
+                real = runs[len(runs) // 2].metrics()
+                sim = simulate(cluster, fitted, timed, _policy(name, cluster, fitted, bt), online=True,
+                               calibration=profile.calibration(), progress=False, seed=args.seed).metrics()
+                row = {"policy": name, "load": load, "rate": load * limit_aps,
+                       "real_jct_s": real.jct_s, "sim_jct_s": sim.jct_s,
+                       "real_jct_runs_s": [t.metrics().jct_s for t in runs],
+                       "real_ttft_p50_s": real.ttft_p50_s, "sim_ttft_p50_s": sim.ttft_p50_s,
+                       "real_ttft_p99_s": real.ttft_p99_s, "sim_ttft_p99_s": sim.ttft_p99_s,
+                       "real_tpot_s": real.tpot_mean_s, "sim_tpot_s": sim.tpot_mean_s}
+                rows.append(row)
+                print(f"{load:4.2f} x limit ({row['rate']:.3g} agents/s) {name:>10}: JCT real {real.jct_s:6.2f} s, sim "
+                      f"{sim.jct_s:6.2f} s ({sim.jct_s / real.jct_s - 1:+.1%}); TTFT p50 real {real.ttft_p50_s:.3f} s, "
+                      f"sim {sim.ttft_p50_s:.3f} s ({sim.ttft_p50_s / real.ttft_p50_s - 1:+.1%}); TTFT p99 real "
+                      f"{real.ttft_p99_s:.3f} s, sim {sim.ttft_p99_s:.3f} s; TPOT real "
+                      f"{real.tpot_mean_s * 1e3:.1f} ms, sim {sim.tpot_mean_s * 1e3:.1f} ms", flush=True)
+    return rows
+
+
+def sweep_verdict(rows: list[dict]) -> bool:
+    """Print the worst JCT and TTFT p50 errors and the order check per rate; True when all hold."""
+    worst_jct = max(abs(r["sim_jct_s"] / r["real_jct_s"] - 1) for r in rows)
+    worst_ttft = max(abs(r["sim_ttft_p50_s"] / r["real_ttft_p50_s"] - 1) for r in rows)
+    flipped = []
+    for load in sorted({r["load"] for r in rows}):
+        flipped += [f"{f}@{load:g}" for f in _flips([r for r in rows if r["load"] == load])[1]]
+    print(f"worst error JCT {worst_jct:.1%}, TTFT p50 {worst_ttft:.1%} (target <= 10%); order "
+          f"{'the same wherever real runs separate' if not flipped else 'DIFFERENT: ' + ', '.join(flipped)}")
+    return worst_jct <= 0.10 and worst_ttft <= 0.10 and not flipped
+
+
+def _flips(rows: list[dict]) -> tuple[list[str], list[str]]:
+    """(ties, flips): pairs whose real runs overlap, and separated pairs the simulator orders the other way."""
+    ties, flipped = [], []
+    for a, b in itertools.combinations(rows, 2):
+        lo, hi = sorted((a, b), key=lambda r: r["real_jct_s"])
+        if min(hi["real_jct_runs_s"]) <= max(lo["real_jct_runs_s"]):
+            ties.append(f"{lo['policy']}~{hi['policy']}")
+        elif not lo["sim_jct_s"] < hi["sim_jct_s"]:
+            flipped.append(f"{lo['policy']}<{hi['policy']}")
+    return ties, flipped
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cluster", default=str(ROOT / "examples" / "clusters" / "local-1p1d.toml"))
     p.add_argument("--snic-mb-s", type=float, default=25.0, help="emulated SNIC per node (runtime_dualpath's 25)")
-    p.add_argument("--cnic-mb-s", type=float, default=2000.0, help="emulated CNIC per GPU (runtime_dualpath's 2000)")
+    p.add_argument("--cnic-mb-s", type=float, default=200.0, help="emulated CNIC per GPU (8:1, as runtime_dualpath)")
     p.add_argument("--agents", type=int, default=8)
     p.add_argument("--context-tokens", type=int, default=1024)
     p.add_argument("--turns", type=int, default=3)
@@ -61,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default="", help="write the table as JSON here")
     p.add_argument("--save", default="", help="write each run's measured and simulated Trace into this folder")
     p.add_argument("--repeats", type=int, default=3, help="real runs per policy; the median JCT counts")
+    p.add_argument("--sweep", action="store_true", help="online: Poisson arrivals at --loads (see the docstring)")
+    p.add_argument("--loads", default="0.3,0.6,1.0", help="--sweep: arrival rates as fractions of the PE SNIC limit")
     args = p.parse_args(argv)
     base = load_cluster(args.cluster)
     node = dataclasses.replace(base.node, snic_gbps=args.snic_mb_s * 8e-3, cnic_gbps=args.cnic_mb_s * 8e-3,
@@ -74,6 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{cluster.name} {cluster.shorthand}: SNIC {args.snic_mb_s:g} MB/s, CNIC {args.cnic_mb_s:g} MB/s; "
           f"tiny model; {args.agents} agents, {args.context_tokens}-token context, {args.turns} timed turns of "
           f"+{args.append_tokens}/{args.new_tokens} tokens")
+    if args.sweep:
+        rows = sweep(args, cluster, llm, workload, names)
+        ok = sweep_verdict(rows)
+        if args.json:
+            write_json_atomic(args.json, versioned("benchmark.sim_vs_real.sweep", {"rows": rows}))
+        return 0 if ok else 1
     rows = []
     with runtime_for(cluster, llm, workload, bt, seed=args.seed) as runtime:
         profile = profile_engines(runtime, llm, interval_s=args.interval_s)
@@ -109,13 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     # Every pair the measurement separates (the slower policy's fastest run is slower than the faster
     # policy's slowest run) must be ordered the same way by the simulator; pairs whose runs overlap
     # are ties the measurement itself cannot order.
-    ties, flipped = [], []
-    for a, b in itertools.combinations(rows, 2):
-        lo, hi = sorted((a, b), key=lambda r: r["real_jct_s"])
-        if min(hi["real_jct_runs_s"]) <= max(lo["real_jct_runs_s"]):
-            ties.append(f"{lo['policy']}~{hi['policy']}")
-        elif not lo["sim_jct_s"] < hi["sim_jct_s"]:
-            flipped.append(f"{lo['policy']}<{hi['policy']}")
+    ties, flipped = _flips(rows)
     print(f"order by JCT measured {real_order}, simulated {sim_order}: "
           f"{'same' if not flipped else 'DIFFERENT ' + ', '.join(flipped)}"
           f"{' (ties, runs overlap: ' + ', '.join(ties) + ')' if ties else ''}; "
