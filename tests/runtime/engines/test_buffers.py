@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from dualpath.errors import SpecError
 from dualpath.protocol import ProtocolError, ReadPath, RequestSizes, Resource, transfer_steps
 from dualpath.runtime.engines.buffers import BufferPool, BufferTimeoutError, Memory
+from tests.cuda import needs_cuda
 
 PAGE = 4096
 
@@ -187,16 +188,8 @@ def test_memory_wraps_share_storage():
         Memory.wrap(bytes(4))
 
 
-def _cuda() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return torch.cuda.is_available()
-
-
 @pytest.mark.gpu
-@pytest.mark.skipif(not _cuda(), reason="needs a CUDA device (host buffers are pinned only on CUDA)")
+@needs_cuda  # host buffers are pinned only on CUDA
 def test_cuda_host_buffers_are_pinned_and_hbm_slots_on_device():
     pool = BufferPool()
     host = pool.add_paged(Resource.PE_BUFFER, "n", PAGE, 4, device="cuda:0")

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import pytest
 
+from tests.cuda import needs_cuda
+
 torch = pytest.importorskip("torch")
 
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(),
-                       reason="needs a CUDA device (torch.cuda.is_available() is False)"),
-]
+pytestmark = [pytest.mark.gpu, needs_cuda]
 
 from dualpath.protocol import Resource
 from dualpath.runtime.engine import EngineOptions, create_engine

@@ -17,6 +17,7 @@ from dualpath.runtime.scheduling.plan_replay import PlanReplay
 from dualpath.runtime.scheduling.realrun import runtime_for
 from dualpath.runtime.scheduling.scheduler import EngineHandle, Scheduler
 from dualpath.runtime.scheduling.scheduler_state import TurnTicket, snapshot
+from tests.cuda import needs_cuda
 from tests.runtime.cases import BT, LLM, cluster, workload
 
 
@@ -144,10 +145,8 @@ def test_plan_replay_follows_the_plan_order_and_replaces_dead_engines():
 
 
 @pytest.mark.gpu
+@needs_cuda
 def test_split_reads_and_recomputed_blocks_on_cuda():
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA device (torch.cuda.is_available() is False)")
     from dualpath.runtime.engines.decoder import Decoder
     from dualpath.runtime.engines.faults import parse_faults
 
