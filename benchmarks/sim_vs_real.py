@@ -26,6 +26,7 @@ import argparse
 import dataclasses
 import itertools
 import random
+import statistics
 from pathlib import Path
 
 from dualpath.cli_run import _policy
@@ -37,6 +38,7 @@ from dualpath.request import Trajectory, Turn, Workload, requests_of
 from dualpath.runtime.scheduling.agents import timed_workload
 from dualpath.runtime.scheduling.realrun import run_real, runtime_for
 from dualpath.runtime.sim.simulator import simulate
+from dualpath.trace import Metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 MB = 1_000_000
@@ -85,9 +87,18 @@ def sweep(args, cluster, llm, workload: Workload, names: list[str]) -> list[dict
                                  seed=args.seed, warm_turns=1, interval_s=args.interval_s, online=True)
                         for _ in range(max(1, args.repeats))]
                 runs.sort(key=lambda t: t.metrics().jct_s)
-                real = runs[len(runs) // 2].metrics()
-                sim = simulate(cluster, fitted, timed, _policy(name, cluster, fitted, bt), online=True,
-                               calibration=profile.calibration(), progress=False, seed=args.seed).metrics()
+                real_trace = runs[len(runs) // 2]
+                sim_trace = simulate(cluster, fitted, timed, _policy(name, cluster, fitted, bt), online=True,
+                                     calibration=profile.calibration(), progress=False, seed=args.seed,
+                                     chrome_window=(0.0, 1e9) if args.save else None)
+                if args.save:
+                    Path(args.save).mkdir(parents=True, exist_ok=True)
+                    real_trace.save(str(Path(args.save) / f"real_{name}_{load:g}.json"))
+                    sim_trace.save(str(Path(args.save) / f"sim_{name}_{load:g}.json"))
+                # real = the median of the runs, figure by figure
+                real = Metrics(*(statistics.median(getattr(t.metrics(), f.name) for t in runs)
+                                 for f in dataclasses.fields(Metrics)))
+                sim = sim_trace.metrics()
                 row = {"policy": name, "load": load, "rate": load * limit_aps,
                        "real_jct_s": real.jct_s, "sim_jct_s": sim.jct_s,
                        "real_jct_runs_s": [t.metrics().jct_s for t in runs],

@@ -8,6 +8,9 @@ taken first (`profile_engines`), and prints the measured JCT beside the predicte
 when a turn was lost, (with `--verify`) a completed turn differs from a full recompute, or an
 `--inject` fault never fired (the run did not test what was asked). Lost and wrong turns are
 counted apart. SIGTERM and SIGHUP stop the engines and remove the run's directory before exiting.
+`--transport` picks how engines move KV (tcp; verbs or nixl where this machine can run them, else one
+line and exit 2 before any engine starts). `--engines HOST:PORT,...` attaches to engines started
+elsewhere instead (`cli_run_engines`; `--engine-commands DIR` prints what to start).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from dualpath import flags
 from dualpath.cli_help import add_slo_arguments
+from dualpath.cli_run_engines import add_engines_arguments, check_attach_flags, engine_commands, runtime_of
 from dualpath.cli_run_profile import profile_engines
 
 if TYPE_CHECKING:
@@ -35,7 +39,7 @@ RUN_SCHEMA_VERSION = 1  # of the `run` JSON document
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     if name == "engine":
-        from dualpath.runtime.engine import add_arguments as engine_arguments
+        from dualpath.runtime.engine_cli import add_arguments as engine_arguments
 
         engine_arguments(parser)
         return
@@ -68,9 +72,11 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DIR", type=flags.out_dir, help="write traces and the simulator's plots here")
     parser.add_argument("--timeout-s", type=flags.seconds, default=600.0, help="fail a run not done by then")
     parser.add_argument("--device", type=flags.device, default="cpu", help="cpu, or cuda[:N] for the engines' HBM")
+    parser.add_argument("--transport", default="tcp", choices=("tcp", "verbs", "nixl"),
+                        help="how engines move KV (default tcp; verbs needs an RDMA device, nixl the nixl extra)")
     parser.add_argument("--in-process", action="store_true",
                         help="engines as threads of this process, not OS processes (quick checks)")
-
+    add_engines_arguments(parser)
 
 def _fault(text: str) -> str:
     """One --inject value, checked at parse time (whether a killed engine exists is checked once the
@@ -87,7 +93,7 @@ def _fault(text: str) -> str:
 
 def run(name: str, args: argparse.Namespace) -> int:
     if name == "engine":
-        from dualpath.runtime.engine import main
+        from dualpath.runtime.engine_cli import main
 
         return main(args=args)
     from dualpath.jsonio import json_owns_stdout
@@ -123,8 +129,10 @@ def _run(args: argparse.Namespace) -> int:
     from dualpath.plan import Plan
     from dualpath.runtime.engines.faults import parse_faults
     from dualpath.runtime.scheduling.agents import scale_workload
-    from dualpath.runtime.scheduling.realrun import run_real, runtime_for
+    from dualpath.runtime.scheduling.realrun import run_real
 
+    check_attach_flags(args)
+    _check_transport(args.transport)
     bt = args.block_tokens
     for flag in ("agents", "turns", "block_tokens"):
         if getattr(args, flag) < 1:
@@ -148,13 +156,20 @@ def _run(args: argparse.Namespace) -> int:
             raise SpecError("dualpath run", "--predict", "with a rollout plan",
                             "no --predict: `dualpath simulate --plan` predicts a rollout plan")
         runs, policies = [(rollout.name, None)], {rollout.name: rollout}
+    if args.in_process and args.transport == "nixl" and "ortools" in sys.modules:
+        # NIXL's bundled libraries and OR-Tools' abort a process that loads both (free(): invalid pointer).
+        raise SpecError("dualpath run", "--in-process", f"with --transport nixl and {', '.join(policies)}",
+                        "engines as processes (no --in-process): these policies load OR-Tools, which cannot "
+                        "share a process with NIXL")
+    if args.engine_commands:  # what to start on each machine; the run itself is --engines
+        print(engine_commands(args, cluster, llm, workload))
+        return 0
     results, traces = [], []
     print(f"{cluster.name or cluster.shorthand} ({cluster.num_pe} PE, {cluster.num_de} DE), {llm.name}, "
           f"{workload.name}: {args.agents} agents, {len(workload.requests)} turns ({args.warm_turns} warm-up per agent)"
           + (f", online at {args.aps:g} agents/s" if args.aps else "")
           + (f", faults {faults.describe()}" if not faults.empty else ""), flush=True)
-    with runtime_for(cluster, llm, workload, bt, seed=args.seed, faults=faults, device=args.device,
-                     in_process=args.in_process) as runtime:
+    with runtime_of(args, cluster, llm, workload, faults) as runtime:
         profile = profile_engines(runtime, llm) if args.predict else None
         if profile is not None:
             print(profile.describe(llm), flush=True)
@@ -181,6 +196,16 @@ def _run(args: argparse.Namespace) -> int:
         unfired = f"; injected but never fired: {', '.join(r['faults_unfired'])}" if r["faults_unfired"] else ""
         print(f"{r['policy']}: {r['lost_turns']} turns lost, {len(r['wrong_turns'])} wrong{unfired}", file=sys.stderr)
     return 1 if bad else 0
+
+
+def _check_transport(kind: str) -> None:
+    """Refuse, in one line and before any engine starts, a transport this machine cannot run."""
+    from dualpath.errors import DualpathError
+    from dualpath.runtime.engine import transport_unavailable
+
+    reason = transport_unavailable(kind) if kind != "tcp" else None
+    if reason:
+        raise DualpathError(f"--transport {kind}: {reason}")
 
 
 def _policy(name: str, cluster, llm, block_tokens: int):

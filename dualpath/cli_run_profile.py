@@ -35,16 +35,17 @@ class EngineProfile:
         c = self.cost
         step_ms = 2 * llm.active_params / (c.peak_tflops * 1e12 * c.decode_mfu) * 1e3
         return (f"engine profile: prefill {c.prefill_overhead_s * 1e3:.1f} ms + FLOPs at {c.prefill_mfu:.3g} x "
-                f"{c.peak_tflops:g} TFLOPS, decode {step_ms:.2f} ms per token, {self.rdma_submit_s * 1e6:.0f} us "
-                f"per layer block moved")
+                f"{c.peak_tflops:g} TFLOPS, decode step {c.decode_overhead_s * 1e3:.2f} ms + {step_ms:.2f} ms per "
+                f"sequence, {self.rdma_submit_s * 1e6:.0f} us per layer block moved")
 
 
 def profile_engines(runtime, llm, *, sizes=(16, 64, 128, 256, 384), hit_blocks=(8, 24, 48), new_tokens: int = 32,
-                    decode_tokens: int = 8, repeats: int = 3, interval_s: float = 0.05) -> EngineProfile:
+                    decode_tokens: int = 8, decode_batch: int = 4, repeats: int = 3,
+                    interval_s: float = 0.05) -> EngineProfile:
     """Measure this machine's engines once and fit the simulator's constants to them.
 
-    Fresh prompts of `sizes` tokens give prefill seconds per FLOP and per batch (`CostModel.fit`) and
-    decode seconds per token (charged per sequence: a DE runs no batches); prompts of `new_tokens`
+    Fresh prompts of `sizes` tokens give prefill seconds per FLOP and per batch (`CostModel.fit`);
+    decode steps alone and `decode_batch` together give a step's fixed and per-sequence seconds; prompts of `new_tokens`
     on `hit_blocks` cached blocks, on both read paths, give the per-Layer-Block cost of moving KV in
     and out of a PE, fitted to the simulator's layerwise step. Each point is the median of `repeats`
     runs. Storage is emptied afterwards."""
@@ -74,9 +75,14 @@ def profile_engines(runtime, llm, *, sizes=(16, 64, 128, 256, 384), hit_blocks=(
         steps += [(r.times["finish"] - r.times["second_token"]) / (decode_tokens - 2) for r in runs]
         rows.append(("fresh", n, "pe", seconds))
     cost = CostModel.fit(fresh, llm.cost)
-    # t(b) = b x step_s: all compute, no fixed part, memory never binding.
-    cost = replace(cost, decode_mfu=min(1.0, 2.0 * llm.active_params / (cost.peak_tflops * 1e12 * _median(steps))),
-                   decode_overhead_s=0.0, hbm_gb_per_s=1e6, hbm_efficiency=1.0)
+    # A DE's step runs every sequence at once: t(b) = fixed + b x per_sequence, from b = 1 and b = 4
+    # (memory never binding on these engines).
+    step_1 = _median(steps)
+    step_k = _median(_batched_steps(submit, runtime.seed, vocab, decode_batch, 2 * decode_tokens))
+    per_sequence_s = max((step_k - step_1) / (decode_batch - 1), step_1 / 100)
+    cost = replace(cost, decode_mfu=min(1.0, 2.0 * llm.active_params / (cost.peak_tflops * 1e12 * per_sequence_s)),
+                   decode_overhead_s=max(0.0, step_1 - per_sequence_s), hbm_gb_per_s=1e6, hbm_efficiency=1.0)
+    rows += [("decode step", 1, "de", step_1), ("decode step", decode_batch, "de", step_k)]
     hits = []
     for path in ("pe", "de"):
         for h in hit_blocks:
@@ -93,6 +99,18 @@ def profile_engines(runtime, llm, *, sizes=(16, 64, 128, 256, 384), hit_blocks=(
     fitted = replace(llm, cost=cost)
     submit_s = _fit_submit(fitted, runtime.cluster.node, bt, hits)
     return EngineProfile(cost, submit_s, interval_s, rows)
+
+
+def _batched_steps(submit, seed: int, vocab: int, batch: int, new_tokens: int) -> list[float]:
+    """Decode step times of `batch` requests sent together (their prefills batch, their decodes overlap)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dualpath.runtime.scheduling.agents import append_tokens
+
+    prompts = [append_tokens(seed + 211, i, 0, 48, vocab) for i in range(batch)]
+    with ThreadPoolExecutor(batch) as pool:
+        runs = list(pool.map(lambda tokens: submit(tokens, new=new_tokens), prompts))
+    return [(r.times["finish"] - r.times["second_token"]) / (new_tokens - 2) for r in runs]
 
 
 def _median(values: list[float]) -> float:

@@ -9,6 +9,19 @@ from dualpath.models.mooncake import load_mooncake
 from dualpath.request import Workload
 from tests.paths import MOONCAKE_TRACE
 
+NIXL_APART = ("nixl_cu12 and OR-Tools abort a process that loads both (their bundled libraries clash: "
+              "free(): invalid pointer): nixl tests run in a pytest process of their own, `pytest -m nixl` "
+              "(make test runs it after the rest)")
+
+
+@pytest.hookimpl(trylast=True)  # after `-m` and `-k` have deselected
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A session that mixes nixl tests with others skips the nixl ones (see NIXL_APART)."""
+    nixl = [item for item in items if item.get_closest_marker("nixl")]
+    if nixl and len(nixl) < len(items):
+        for item in nixl:
+            item.add_marker(pytest.mark.skip(reason=NIXL_APART))
+
 
 @pytest.fixture(scope="session")
 def mooncake_trace() -> Workload:

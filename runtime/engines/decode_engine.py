@@ -5,8 +5,10 @@ for the whole prompt, granted together or refused after a short wait), `Release`
 Full Blocks from storage into the request's buffer pages through this node's SNIC; it answers how many
 leading blocks were read intact, dropping a corrupt one from storage), `LoadLayer` (write layer k
 of the DE-read hit blocks into the PE's HBM slot), `Handoff` (prompt KV from the buffer into
-HBM, `start_decode` frees the buffer, greedy decoding, `finish` frees the HBM). Every Full Block the
-context completes and storage lacks is persisted (through this node's SNIC) before `finish`.
+HBM, `start_decode` frees the buffer, greedy decoding, `finish` frees the HBM). Decoding is
+continuous batching (`decode_batcher`): one forward per step over every running sequence, requests
+joining and leaving at step boundaries. Every Full Block the context completes and storage lacks is
+persisted (through this node's SNIC) as soon as it is complete, and all of them before `finish`.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from dualpath.errors import SpecError
 from dualpath.kvlayout import chain_block_ids
 from dualpath.protocol import ReadPath, RequestSizes, Resource, transfer_steps
 from dualpath.runtime.engine import EngineOptions
+from dualpath.runtime.engines.batch_log import BatchLog
 from dualpath.runtime.engines.blockstore import BlockError
 from dualpath.runtime.engines.buffers import BufferTimeoutError
+from dualpath.runtime.engines.decode_batcher import DecodeBatcher, Sequence
 from dualpath.runtime.engines.messages import Admit, Handoff, LoadLayer, Read, Release
-from dualpath.runtime.engines.worker import EngineBase, FifoLock, Handlers, local_step
+from dualpath.runtime.engines.worker import EngineBase, Handlers, local_step
 from dualpath.runtime.transports.control import Channel, Reply
 from dualpath.runtime.transports.ratelimit import KV_LANE
 from dualpath.runtime.transports.transport_types import WriteOp
@@ -54,9 +58,10 @@ class DecodeEngine(EngineBase):
         self.buffer_region = self.transport.register("de_buffer", self.buffer_mem)
         self.buffer_blocks = self.codec.blocks_view(self.buffer_mem.tensor, options.buffer_blocks)
         self.writer = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-persist")
-        self.compute = FifoLock()
         self.admitted: dict[str, Admitted] = {}
         self._watched: set[Channel] = set()
+        self.batches = BatchLog()  # sequences per decode step
+        self.batcher = DecodeBatcher(self)
 
     def handlers(self) -> Handlers:
         return {**super().handlers(), Admit: self.on_admit, Release: self.on_release, Read: self.on_read,
@@ -67,6 +72,7 @@ class DecodeEngine(EngineBase):
 
     def close(self) -> None:
         super().close()
+        self.batcher.close()
         self.writer.shutdown(wait=True)
 
     def _admitted(self, request: str) -> Admitted:
@@ -150,20 +156,12 @@ class DecodeEngine(EngineBase):
         kv[:, :, :num_prompt].copy_(flat[:, :, :num_prompt])
         self.take_step(entry.request, STEPS["start_decode"], entry.sizes, self.owners(), LOCAL)
         context = [*tokens, msg.first_token]
-        times: dict[str, float] = {}
         for block in range(hit_blocks, num_prompt // bt):
             self._persist(entry, kv, context, block)
-        rows = []
+        seq = Sequence(entry.request, kv, context, num_prompt, max_new,
+                       lambda block: self._persist(entry, kv, context, block), msg.return_logits)
         try:
-            while len(context) - num_prompt < max_new:
-                pos = len(context) - 1
-                with self.compute:
-                    logits = self._decode_step(kv, context[-1], pos)
-                context.append(int(torch.argmax(logits)))
-                times.setdefault("second_token", time.time())
-                rows.append(logits)
-                if (pos + 1) % bt == 0:
-                    self._persist(entry, kv, context, pos // bt)
+            self.batcher.decode(seq)
             for future in entry.persists:
                 future.result()
         except BaseException:
@@ -175,21 +173,11 @@ class DecodeEngine(EngineBase):
         if dropped:  # its PE went away mid-decode and `_drop_channel` already freed what it held
             raise SpecError(self.name, "request", entry.request, "a request whose prefill engine is still connected")
         self.take_step(entry.request, STEPS["finish"], entry.sizes, self.owners(), LOCAL)
-        times["finish"] = time.time()
+        times = {**seq.times, "finish": time.time()}
         out = b""
-        if msg.return_logits and rows:
-            out = codec.host_bytes(torch.stack(rows).float()).tobytes()
+        if msg.return_logits and seq.rows:
+            out = codec.host_bytes(torch.stack(seq.rows).float()).tobytes()
         return {"tokens": context[num_prompt:], "times": times}, out
-
-    def _decode_step(self, kv, token: int, pos: int):
-        decoder = self.decoder
-        hidden = decoder.embed([token])
-        positions = self.torch.tensor([pos], device=decoder.device)
-        for layer in range(decoder.config.num_layers):
-            hidden, k, v = decoder.layer(layer, hidden, positions, kv[layer, 0, :pos], kv[layer, 1, :pos])
-            kv[layer, 0, pos] = k[0]
-            kv[layer, 1, pos] = v[0]
-        return decoder.logits(hidden)[0]
 
     def _persist(self, entry: Admitted, kv, context: list[int], block: int) -> None:
         """Queue a write of Full Block `block` (its KV is complete in `kv`) unless storage has it."""
@@ -208,4 +196,5 @@ class DecodeEngine(EngineBase):
             requests = {r: e.sizes.context_bytes for r, e in self.admitted.items()}
         capacity = self.pool.ledger.capacity[(Resource.DE_HBM, self.name)]
         return {**super().stats(), "admitted": len(requests), "requests": requests,
-                "free_hbm_bytes": capacity - self.pool.used(Resource.DE_HBM, self.name)}
+                "free_hbm_bytes": capacity - self.pool.used(Resource.DE_HBM, self.name),
+                "decode_batches": self.batches.stats()}

@@ -165,23 +165,43 @@ class Decoder:
         `past_k`/`past_v` [P, kv_heads, head_dim] are the cached keys/values of positions 0..P-1 (K
         after RoPE). Returns (hidden_out, k_new, v_new) with k_new/v_new [T, kv_heads, head_dim].
         """
+        return self.layer_batch(index, hidden, positions, [(hidden.shape[0], past_k, past_v)])
+
+    def layer_batch(self, index: int, hidden, positions, segments):
+        """Layer `index` over several sequences at once: `hidden` [N, H] packs their new tokens one
+        sequence after another, `segments` is per sequence (num_new, past_k, past_v).
+
+        The projections and the MLP run once over all N rows (the work batching amortizes); attention
+        runs per sequence against its own cache (ragged, as a varlen kernel does). No row depends on
+        another sequence's rows, so a sequence's numbers are those of running it alone up to the last
+        bits a matrix product may round differently with another row count; greedy tokens are checked
+        against a full recompute (`generate`) in the tests, the acceptance criterion.
+        """
         torch, c = self.torch, self.config
         p = f"model.layers.{index}."
-        num_new = hidden.shape[0]
+        num_rows = hidden.shape[0]
         positions = torch.as_tensor(positions, dtype=torch.long, device=self.device)
         x = self._rms_norm(hidden, self.weights[p + "input_layernorm.weight"])
-        q = self._linear(x, p + "self_attn.q_proj").view(num_new, c.num_heads, c.head_dim)
-        k_new = self._linear(x, p + "self_attn.k_proj").view(num_new, c.num_kv_heads, c.head_dim)
-        v_new = self._linear(x, p + "self_attn.v_proj").view(num_new, c.num_kv_heads, c.head_dim)
+        q = self._linear(x, p + "self_attn.q_proj").view(num_rows, c.num_heads, c.head_dim)
+        k_new = self._linear(x, p + "self_attn.k_proj").view(num_rows, c.num_kv_heads, c.head_dim)
+        v_new = self._linear(x, p + "self_attn.v_proj").view(num_rows, c.num_kv_heads, c.head_dim)
         q, k_new = self._rope(q, positions), self._rope(k_new, positions)
-        if past_k is not None and past_k.shape[0]:
-            assert past_v is not None  # the cache comes as a pair: every caller passes both or neither
-            keys = torch.cat((past_k.to(k_new.dtype), k_new), 0)
-            values = torch.cat((past_v.to(v_new.dtype), v_new), 0)
-        else:
-            keys, values = k_new, v_new
-        attn = self._attention(q, keys, values, num_past=keys.shape[0] - num_new)
-        hidden = hidden + self._linear(attn.reshape(num_new, -1), p + "self_attn.o_proj")
+        parts, start = [], 0
+        for num_new, past_k, past_v in segments:
+            end = start + num_new
+            k_seq, v_seq = k_new[start:end], v_new[start:end]
+            if past_k is not None and past_k.shape[0]:
+                assert past_v is not None  # the cache comes as a pair: every caller passes both or neither
+                keys = torch.cat((past_k.to(k_seq.dtype), k_seq), 0)
+                values = torch.cat((past_v.to(v_seq.dtype), v_seq), 0)
+            else:
+                keys, values = k_seq, v_seq
+            parts.append(self._attention(q[start:end], keys, values, num_past=keys.shape[0] - num_new))
+            start = end
+        if start != num_rows:
+            raise SpecError("Decoder.layer_batch", "segments", start, f"new-token counts summing to {num_rows}")
+        attn = parts[0] if len(parts) == 1 else torch.cat(parts, 0)
+        hidden = hidden + self._linear(attn.reshape(num_rows, -1), p + "self_attn.o_proj")
         x = self._rms_norm(hidden, self.weights[p + "post_attention_layernorm.weight"])
         gate = self._linear(x, p + "mlp.gate_proj")
         up = self._linear(x, p + "mlp.up_proj")

@@ -5,7 +5,7 @@ On a control connection (`dualpath.runtime.transports.control`) a message travel
 field against the class's annotations, and raises `MessageError` naming the field otherwise, so a
 handler sees only well-formed messages and is chosen by the message's class. Every engine answers
 `Hello`, `Trace`, `Stats`, `Shutdown` and `Lead`; a PE `Submit`; a DE `Admit`, `Release`, `Read`,
-`LoadLayer` and `Handoff` (called by PEs); the scheduler `Fetch`, `Done` and `Failed` (called by
+`LoadLayer` and `Handoff` (called by PEs); the scheduler `Fetch`, `FormBatch`, `Done` and `Failed` (called by
 group leaders). Replies stay JSON objects; `TurnResult`, what a turn produced, travels inside `Done`.
 What only an engine can check (token ids against its vocabulary, sizes against its buffers) it checks.
 """
@@ -178,6 +178,15 @@ class Fetch(ControlMessage):
 
 
 @dataclass(frozen=True)
+class FormBatch(ControlMessage):
+    """A PE's prefill queue, for the scheduler's policy to form its next forward batch from."""
+
+    op: ClassVar[str] = "form_batch"
+    engine: str
+    items: tuple[tuple[str, int, int, float], ...] = ()  # (request, cached, new tokens, ready at time.time())
+
+
+@dataclass(frozen=True)
 class Done(ControlMessage):
     op: ClassVar[str] = "done"
     attempt: str
@@ -193,7 +202,8 @@ class Failed(ControlMessage):
 
 
 MESSAGES: dict[str, type[ControlMessage]] = {cls.op: cls for cls in (
-    Hello, Trace, Stats, Shutdown, Lead, Submit, Admit, Release, Read, LoadLayer, Handoff, Fetch, Done, Failed)}
+    Hello, Trace, Stats, Shutdown, Lead, Submit, Admit, Release, Read, LoadLayer, Handoff, Fetch, FormBatch, Done,
+    Failed)}
 
 
 def decode_message(header: dict[str, Any]) -> ControlMessage:

@@ -1,6 +1,6 @@
 """How a PE moves one request's layers: `SlotLoader` fills HBM layer slots, `DeSink` ships KV to the DE.
 
-They plug into `prefill_layerwise`. On the PE-read path the loader copies layer k of the hit blocks
+They plug into `prefill_batch` (`layerwise`). On the PE-read path the loader copies layer k of the hit blocks
 from the PE's DRAM buffer into a slot (`copy_local`, paced by the CNIC when CNIC-centric) and the sink
 sends the full layer (hit part straight from the slot, new part from a staging piece); on the DE-read
 path the DE writes the hit layer into the slot and the sink sends only the new tokens' KV. A split

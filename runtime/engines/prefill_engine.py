@@ -2,11 +2,12 @@
 
 Per request, on its own thread, the PE drives `transfer_steps(path)` in order: `admit` (DE HBM and
 DE buffer at the DE, the PE buffer too on the PE-read path, all granted together or none kept),
-`read` (hit Full Blocks from storage into the reader node's DRAM buffer), `start_prefill` (once the
-engine's compute is free), per layer `layer_load` / `layer_send` / `layer_done`, and `handoff`, after
-which the DE decodes. On the PE-read path layer k comes from the PE buffer (a local copy, paced by
-the CNIC when CNIC-centric) and the full layer KV goes to the DE; on the DE-read path the DE writes
-layer k into the PE's HBM slot and only the new tokens' KV goes back.
+`read` (hit Full Blocks from storage into the reader node's DRAM buffer); the request then queues for
+the engine's forward batches (`prefill_batcher`: the policy's `form_batch`, quota and chunking), whose
+thread takes `start_prefill` at its first chunk and per chunk and layer `layer_load` / `layer_send` /
+`layer_done`; then `handoff`, after which the DE decodes. On the PE-read path layer k comes from the
+PE buffer (a local copy, paced by the CNIC when CNIC-centric) and the full layer KV goes to the DE;
+on the DE-read path the DE writes layer k into the PE's HBM slot and only the new tokens' KV goes back.
 
 A split read (path "split", `pe_blocks` of the hit blocks through the PE node, the rest through the
 DE node) takes the PE-read steps with the PE share as the hit it buffers; the DE share lands in DE
@@ -27,13 +28,14 @@ from dataclasses import replace
 from dualpath.errors import SpecError
 from dualpath.protocol import Phase, ReadPath, Resource, transfer_steps
 from dualpath.runtime.engine import EngineOptions
+from dualpath.runtime.engines.batch_log import BatchLog
 from dualpath.runtime.engines.blockstore import BlockError
 from dualpath.runtime.engines.buffers import Memory
-from dualpath.runtime.engines.layerwise import prefill_layerwise
 from dualpath.runtime.engines.messages import Admit, Handoff, Hello, Read, ReadChoice, Release, Submit
 from dualpath.runtime.engines.pe_job import DeLink, Job, open_job
-from dualpath.runtime.engines.pe_layers import LOCAL, DeSink, SlotLoader
-from dualpath.runtime.engines.worker import EngineBase, FifoLock, Handlers, local_step
+from dualpath.runtime.engines.pe_layers import LOCAL
+from dualpath.runtime.engines.prefill_batcher import PrefillBatcher
+from dualpath.runtime.engines.worker import EngineBase, Handlers, local_step
 from dualpath.runtime.transports.control import Channel, ControlError, Reply, connect
 
 LOG = logging.getLogger("dualpath.runtime.engine")
@@ -64,12 +66,17 @@ class PrefillEngine(EngineBase):
         self.free_stages: queue.Queue[int] = queue.Queue()
         for piece in range(options.send_credits):
             self.free_stages.put(piece)
-        self.compute = FifoLock()
+        self.batches = BatchLog()  # requests per prefill forward
         self._des: dict[tuple[str, int], DeLink] = {}
         self._in_flight: set[str] = set()
         # What the scheduler's report needs: each request's phase and its tokens still to prefill.
         self._phase: dict[str, Phase] = {}
         self._prefill_tokens: dict[str, int] = {}
+        self.batcher = PrefillBatcher(self)
+
+    def close(self) -> None:
+        super().close()
+        self.batcher.close()
 
     def handlers(self) -> Handlers:
         return {**super().handlers(), Submit: self.on_submit}
@@ -110,7 +117,7 @@ class PrefillEngine(EngineBase):
                 self._phase.pop(job.request, None)
                 self._prefill_tokens.pop(job.request, None)
 
-    def _set_phase(self, job: Job, phase: Phase) -> None:
+    def set_phase(self, job: Job, phase: Phase) -> None:
         with self._lock:
             self._phase[job.request] = phase
             if phase is Phase.DECODING:
@@ -120,21 +127,15 @@ class PrefillEngine(EngineBase):
         try:
             self._admit(job, msg.path, msg.pe_blocks)
             times["admitted"] = time.time()
-            self._set_phase(job, Phase.READING)
+            self.set_phase(job, Phase.READING)
             self._read(job)
             times["read_done"] = time.time()
             hit_tokens = job.hit_blocks * self.layout.block_tokens  # a failed read may have cut the hit
-            with self.compute:
-                self._set_phase(job, Phase.PREFILLING)
-                steps = job.steps
-                self.take_step(job.request, steps["start_prefill"], job.sizes, job.owners(self), LOCAL)
-                times["prefill_start"] = time.time()
-                logits = prefill_layerwise(self.decoder, job.tokens[hit_tokens:], hit_tokens, SlotLoader(self, job),
-                                           DeSink(self, job), msg.chunk_tokens, preload=not msg.layerwise)
+            logits = self.batcher.prefill(job, hit_tokens, msg.chunk_tokens, msg.layerwise, times)
             first = int(self.torch.argmax(logits))
             times["first_token"] = time.time()
-            self._set_phase(job, Phase.DECODING)
-            self.take_step(job.request, steps["handoff"], job.sizes, job.owners(self), LOCAL)
+            self.set_phase(job, Phase.DECODING)
+            self.take_step(job.request, job.steps["handoff"], job.sizes, job.owners(self), LOCAL)
             handoff = Handoff(job.request, tuple(job.tokens), first, job.max_new_tokens, job.hit_blocks,
                               msg.return_logits)
             reply, rows = job.de.channel.call(handoff, timeout_s=None)
@@ -237,4 +238,5 @@ class PrefillEngine(EngineBase):
             phases = dict(self._phase)
             tokens = sum(self._prefill_tokens.values())
             num_seqs = len(self._prefill_tokens)
-        return {**super().stats(), "requests": phases, "num_seqs": num_seqs, "num_tokens": tokens}
+        return {**super().stats(), "requests": phases, "num_seqs": num_seqs, "num_tokens": tokens,
+                "prefill_batches": self.batches.stats()}

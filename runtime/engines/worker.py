@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 from dualpath.errors import DualpathError, SpecError
 from dualpath.protocol import Resource, Step
@@ -32,28 +32,6 @@ if TYPE_CHECKING:
 LOG = logging.getLogger("dualpath.runtime.engine")
 # Per message class, what answers it; each handler takes (channel, message of that class, payload).
 Handlers = dict[type[ControlMessage], Callable[[Channel, Any, bytes], Reply]]
-
-
-class FifoLock:
-    """A lock granted in arrival order: requests reach the engine's compute (one GPU) first come, first served."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._next_ticket = 0
-        self._serving = 0
-
-    def __enter__(self) -> Self:
-        with self._cond:
-            ticket = self._next_ticket
-            self._next_ticket += 1
-            while self._serving != ticket:
-                self._cond.wait()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        with self._cond:
-            self._serving += 1
-            self._cond.notify_all()
 
 
 def local_step(step: Step, resources: set[Resource]) -> Step:

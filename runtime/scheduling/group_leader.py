@@ -6,6 +6,8 @@ and tells the others to ask again later, so a group whose leader dies is led by 
 The leader's loop: gather the members' reports (its own in-process, the others' with `Stats`), send
 them in a `Fetch` (the scheduler holds the call up to a tick until there is work for the group), run
 each fetched turn on its PE and DE as any client does, and report it `Done` or `Failed`.
+A PE also asks the scheduler, leading or not, for each forward batch (`form_batch`): the policy that
+forms batches lives with the scheduler.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import threading
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from dualpath.runtime.engines.messages import Done, Failed, FailureKind, Fetch, Stats
+from dualpath.runtime.engines.messages import Done, Failed, FailureKind, Fetch, FormBatch, Stats
 from dualpath.runtime.scheduling.client import ClusterClient
 from dualpath.runtime.transports.control import Channel, ControlError, connect
 
@@ -39,6 +41,9 @@ class GroupLeader:
         self.num_fetched = 0  # assignments fetched so far
         self._target: tuple[str, int] | None = None
         self._channel: Channel | None = None
+        self._batch_channel: Channel | None = None  # the PE's `FormBatch` calls, beside the long-polling fetch
+        self._batch_lock = threading.Lock()
+        self._batch_target: tuple[str, int] | None = None
         self._stopped = False
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -64,9 +69,37 @@ class GroupLeader:
         with self._cond:
             self._stopped, old, self._channel = True, self._channel, None
             self._cond.notify_all()
-        if old is not None:
-            old.close()
+        with self._batch_lock:
+            batch_channel, self._batch_channel = self._batch_channel, None
+        for channel in (old, batch_channel):
+            if channel is not None:
+                channel.close()
         self.client.close()
+
+    def form_batch(self, items: list[tuple[str, int, int, float]]) -> list[tuple[str, int]] | None:
+        """The scheduler's policy's next forward batch out of this PE's queue `items` (request, cached
+        tokens, new tokens, ready at): (request, new tokens) per item taken; None when no scheduler
+        answers, and the PE applies the default rule."""
+        with self._cond:
+            target = None if self._stopped else self._target
+        if target is None:
+            return None
+        with self._batch_lock:
+            try:
+                channel = self._batch_channel
+                if channel is None or not channel.alive or self._batch_target != target:
+                    if channel is not None:
+                        channel.close()
+                    channel = self._batch_channel = connect(target, self.engine.secret, f"{self.name}-batch")
+                    self._batch_target = target
+                reply, _ = channel.call(FormBatch(self.name, tuple(items)), timeout_s=self.health_timeout_s)
+                return [(str(request), int(new)) for request, new in reply["batch"]]
+            except ControlError as exc:
+                LOG.warning("%s: no batch from the scheduler at %s (%s); taking the whole queue", self.name,
+                            target, exc)
+            except (KeyError, TypeError, ValueError) as exc:
+                LOG.error("%s: malformed form_batch reply from %s: %r", self.name, target, exc)
+        return None
 
     def _loop(self) -> None:
         while True:

@@ -4,8 +4,9 @@ Each engine is `python -m dualpath.runtime.engine ...`, bound to loopback on a p
 announces (`READY host port`); the cluster secret reaches it through `DUALPATH_SECRET`, never argv.
 Engines run in their own process group (a terminal's Ctrl-C reaches the launcher, which stops them in
 order) and die with the launcher however it ends (`dualpath.runtime.engines.lifeline`).
-Logs go to `<log_dir>/<name>.log`. Engines on other hosts are started the same way by any launcher
-(ssh, Slurm, Kubernetes) and addressed by host:port; only this local variant lives here.
+Logs go to `<log_dir>/<name>.log`. Engines on other hosts are started by any launcher (ssh, Slurm,
+Kubernetes) with `dualpath engine --host ADDRESS` and attached to by host:port (`attached_runtime`,
+`dualpath run --engines`); only this local variant lives here.
 """
 
 from __future__ import annotations

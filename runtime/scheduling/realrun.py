@@ -1,6 +1,7 @@
 """`run_real(cluster, llm, workload, policy) -> Trace`: a workload on real engines, measured.
 
-A `LocalRuntime` (see `local_runtime`) runs the cluster's engines on this machine; a `Scheduler`
+A `LocalRuntime` (see `local_runtime`) runs the cluster's engines on this machine, or an
+`AttachedRuntime` (`attached_runtime`) drives engines started elsewhere; a `Scheduler`
 runs the policy (or replays a `Plan`) and the engines' group leaders fetch its assignments; agents
 drive the turns, and the result is a `Trace` in the simulator's format.
 """
@@ -20,24 +21,29 @@ from dualpath.runtime.engines.messages import Stats
 from dualpath.runtime.scheduling.agents import run_agents, runtime_trace, verify_turns
 from dualpath.runtime.scheduling.local_runtime import LocalRuntime, decoder_fields
 from dualpath.runtime.scheduling.plan_replay import PlanReplay
+from dualpath.runtime.scheduling.runtime_base import RuntimeBase
 from dualpath.trace import Trace
 
-__all__ = ["LocalRuntime", "decoder_fields", "run_real", "runtime_for"]
+__all__ = ["LocalRuntime", "context_tokens_for", "decoder_fields", "run_real", "runtime_for"]
+
+
+def context_tokens_for(workload: Workload, block_tokens: int) -> int:
+    """The engines' context a run of `workload` needs: its longest turn, and at least 1K tokens (room
+    for a profile of the engines, `dualpath run --predict`)."""
+    return max(max(r.context_tokens for r in workload.requests) + block_tokens, 1024)
 
 
 def runtime_for(cluster: ClusterSpec, llm: LLMSpec, workload: Workload, block_tokens: int, **kwargs) -> LocalRuntime:
     """A `LocalRuntime` sized for `workload`: longest context, and buffers for every agent at once."""
     bt = block_tokens
-    longest = max(r.context_tokens for r in workload.requests)
     prompt_blocks = -(-max(r.prompt_tokens for r in workload.requests) // bt)
     agents = len({r.agent for r in workload.requests})
-    # At least 1K tokens of context: room for a profile of the engines (`dualpath run --predict`) too.
-    return LocalRuntime(cluster, llm, block_tokens=bt, max_context_tokens=max(longest + bt, 1024),
+    return LocalRuntime(cluster, llm, block_tokens=bt, max_context_tokens=context_tokens_for(workload, bt),
                         max_prompt_blocks=agents * prompt_blocks + 4, **kwargs)
 
 
 def run_real(cluster: ClusterSpec, llm: LLMSpec, workload: Workload, policy: Policy | Plan, *,
-             runtime: LocalRuntime | None = None, online: bool = False, faults: FaultPlan | None = None,
+             runtime: RuntimeBase | None = None, online: bool = False, faults: FaultPlan | None = None,
              seed: int = 0, timeout_s: float = 600.0, interval_s: float = 0.05, verify: bool = False,
              block_tokens: int = 16, in_process: bool = False, warm_turns: int = 0) -> Trace:
     """Run `workload` on real engines under `policy` (or replay a `Plan`) and return what happened.
@@ -111,7 +117,7 @@ def run_real(cluster: ClusterSpec, llm: LLMSpec, workload: Workload, policy: Pol
             runtime.close()
 
 
-def _counters(runtime: LocalRuntime, last: dict | None = None) -> tuple[dict[str, tuple[int, int]], int]:
+def _counters(runtime: RuntimeBase, last: dict | None = None) -> tuple[dict[str, tuple[int, int]], int]:
     """Per node, SNIC bytes read and written so far (a dead engine counts as last reported); and the
     block reads corrupted by fault injection so far, over the engines."""
     out: dict[str, tuple[int, int]] = {}

@@ -1,17 +1,18 @@
 """The global scheduler of a real run: a `Policy` (or a replayed `Plan`) deciding for live engines.
 
 It runs in the driving process behind an authenticated control server, and the engines come to it:
-each group's leader (a `GroupLeader` thread in the group's first live engine) sends `Fetch` every
-tick with its members' reports (per engine `seq_e`, `tok_e`, the node's read queue, free DE HBM),
-gets the assignments filed for its group since its last fetch, runs them and reports each `Done` or
-`Failed`. Turns wait FIFO; each tick (at most every `interval_s`) the policy gets the waiting
-requests and a `ClusterState` of the fresh reports plus the work handed out that they do not show
-yet, and each `Assignment` (PE, DE, hit blocks read through each side) is filed in its PE group's
-outbox. Faults: an engine whose leader's connection drops or stops fetching, or that stops answering
-its leader, is dead for good; one without a report in `health_timeout_s` gets no new work. A lost
-leader's fetched turns go back to the queue in their FIFO place under a fresh attempt id, and the
-group's next live engine leads it; a failed turn is requeued when a probe finds one of its engines
-gone. A PE runs one request per forward pass in arrival order: `form_batch` is not consulted.
+each group's leader (a `GroupLeader` thread in the group's first live engine) sends `Fetch` every tick
+with its members' reports (per engine `seq_e`, `tok_e`, the node's read queue, free DE HBM), gets the
+assignments filed for its group since its last fetch, runs them and reports each `Done` or `Failed`.
+Turns wait FIFO; each tick (at most every `interval_s`) the policy gets the waiting requests and a
+`ClusterState` of the fresh reports plus the work handed out that they do not show yet, and each
+`Assignment` (PE, DE, hit blocks read through each side) is filed in its PE group's outbox. A PE asks
+for each forward batch (`FormBatch`: its queue of read requests) and gets the policy's `form_batch`,
+the rule the simulator applies. Faults: an engine whose leader's connection drops or stops fetching,
+or that stops answering its leader, is dead for good; one without a report in `health_timeout_s` gets
+no new work. A lost leader's fetched turns go back to the queue in their FIFO place under a fresh
+attempt id, and the group's next live engine leads it; a failed turn is requeued when a probe finds
+one of its engines gone.
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ from dualpath.errors import DualpathError, InputError, SpecError
 from dualpath.plan import Assignment
 from dualpath.policy import Policy
 from dualpath.request import Request
-from dualpath.runtime.engines.messages import ControlMessage, Done, Failed, FailureKind, Fetch, Stats, decode_message
+from dualpath.runtime.engines import messages as wire
+from dualpath.runtime.scheduling import scheduler_state as state_of
 from dualpath.runtime.scheduling.client import ClusterClient
 from dualpath.runtime.scheduling.outbox import Outbox
 from dualpath.runtime.scheduling.plan_replay import PlanReplay
-from dualpath.runtime.scheduling.scheduler_state import EngineHandle, TurnOutcome, TurnTicket, snapshot
+from dualpath.runtime.scheduling.scheduler_state import EngineHandle, TurnOutcome, TurnTicket
 from dualpath.runtime.transports.auth import DEFAULT_BIND_HOST
 from dualpath.runtime.transports.control import Channel, ControlError, ControlServer, Reply
 
@@ -68,7 +70,7 @@ class Scheduler:
         self.address: tuple[str, int] | None = None  # once started
         self._server: ControlServer | None = None
         self._seq = itertools.count(1)
-        self._cond, self._closed = threading.Condition(), False
+        self._cond, self._closed, self._policy_lock = threading.Condition(), False, threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
 
     # -- public ----------------------------------------------------------------------------------
@@ -77,7 +79,7 @@ class Scheduler:
         if self.secret is None:
             raise SpecError("scheduler", "secret", None, "the cluster secret (or a client that holds it)")
         self.origin, self.started_at = time.time() if origin is None else origin, time.monotonic()
-        self._server = ControlServer("scheduler", self.secret, self._handle, decode_message, self.host, self.port)
+        self._server = ControlServer("scheduler", self.secret, self._handle, wire.decode_message, self.host, self.port)
         self.address = self._server.listen()
         self._thread.start()
         return self
@@ -124,9 +126,9 @@ class Scheduler:
                 if self._closed:
                     return
             time.sleep(max(0.0, last + self.interval_s - time.monotonic()))
-            last = time.monotonic()
             try:
-                self._tick()
+                if self._tick():  # as the simulator: only a tick that ran the policy delays the next
+                    last = time.monotonic()
             except Exception as exc:
                 LOG.exception("scheduler tick failed")
                 with self._cond:
@@ -137,46 +139,41 @@ class Scheduler:
                 if not self._closed:
                     self._cond.wait(self.interval_s)
 
-    def _tick(self) -> None:
+    def _tick(self) -> bool:
+        """Run the policy on the waiting turns (True), or not: none wait, or no engine can take them."""
         now = time.monotonic()
         with self._cond:
             stale = self.outbox.stale_leaders(now, self.health_timeout_s)
         for channel in stale:  # closing it runs `_channel_closed`
             channel.info["lost"] = f"no fetch within {self.health_timeout_s} s"
             channel.close()
-        self._fail_if_no_engines(now)
+        role = state_of.silent_role(self.engines, self.report_at, now - self.started_at > self.health_timeout_s)
+        with self._cond:  # its turns cannot run: they fail
+            failed, self.pending = (list(self.pending.values()), {}) if role else ([], self.pending)
+        for ticket in failed:
+            ticket.future.set_exception(DualpathError(f"{ticket.request.id}: no {role and role.value} engine answers"))
         with self._cond:
             waiting = sorted(self.pending.values(), key=lambda t: (t.arrived_at, t.seq))
             usable = {n for n, h in self.engines.items() if self._usable(h, now)}
             if not waiting or {self.engines[n].role for n in usable} != {h.role for h in self.engines.values()}:
-                return  # nothing to do, or a role has no engine to take it
+                return False  # nothing to do, or a role has no engine to take it
             if now - self.started_at <= self.health_timeout_s and any(
                     h.alive and h.name not in self.report_at for h in self.engines.values()):
-                return  # starting: a view without some engines would give all the work to the first to report
+                return False  # starting: a view without some engines would give all the work to the first
             reports = {n: r for n, r in self.last_reports.items() if n in usable}
-            state = snapshot(self.engines, self.in_flight, reports, lambda h: h.name in usable, self.kv,
+            state = state_of.snapshot(self.engines, self.in_flight, reports, lambda h: h.name in usable, self.kv,
                              self.pe_free_hbm_bytes, time.time() - self.origin)
-        self.policy.observe(state)
-        assignments = self.policy.schedule([t.request for t in waiting], state)
+        with self._policy_lock:
+            self.policy.observe(state)
+            assignments = self.policy.schedule([t.request for t in waiting], state)
         self.num_ticks += 1
         for a in assignments:
             self._dispatch(a)
+        return True
 
     def _usable(self, handle: EngineHandle, now: float) -> bool:
         at = self.report_at.get(handle.name)
         return handle.alive and at is not None and now - at <= self.health_timeout_s
-
-    def _fail_if_no_engines(self, now: float) -> None:
-        late = now - self.started_at > self.health_timeout_s
-        for role in {h.role for h in self.engines.values()}:
-            mine = [h for h in self.engines.values() if h.role is role]
-            if any(h.alive for h in mine) and not (late and not any(h.name in self.report_at for h in mine)):
-                continue
-            with self._cond:
-                failed, self.pending = list(self.pending.values()), {}
-            for ticket in failed:
-                ticket.future.set_exception(DualpathError(f"{ticket.request.id}: no {role.value} engine answers"))
-            return
 
     def _dispatch(self, a: Assignment) -> None:
         """File the assignment in its PE group's outbox, where the group leader fetches it."""
@@ -199,14 +196,18 @@ class Scheduler:
             self._cond.notify_all()
 
     # -- what the group leaders call ------------------------------------------------------------
-    def _handle(self, channel: Channel, message: ControlMessage, payload: bytes) -> Reply:
-        if isinstance(message, Fetch):
+    def _handle(self, channel: Channel, message: wire.ControlMessage, payload: bytes) -> Reply:
+        if isinstance(message, wire.Fetch):
             return self._fetch(channel, message)
-        if isinstance(message, Done | Failed):
+        if isinstance(message, wire.FormBatch):  # a PE's next forward batch, by the policy's rule
+            turn_of = {t.attempt_id: t.request.id for t in list(self.in_flight.values())}  # list(): an atomic copy
+            with self._policy_lock:  # policies are not thread-safe: ticks and PEs' batches take turns
+                return state_of.policy_batch(self.policy, message.items, turn_of, self.origin)
+        if isinstance(message, wire.Done | wire.Failed):
             return self._settle(channel, message)
-        raise SpecError("scheduler", "op", message.op, "fetch, done or failed")
+        raise SpecError("scheduler", "op", message.op, "fetch, form_batch, done or failed")
 
-    def _settle(self, channel: Channel, msg: Done | Failed) -> dict:
+    def _settle(self, channel: Channel, msg: wire.Done | wire.Failed) -> dict:
         """The outcome of an attempt, from the leader that fetched it (any other's no longer counts)."""
         with self._cond:
             ticket = self.in_flight.get(msg.attempt)
@@ -214,13 +215,13 @@ class Scheduler:
                 return {"ok": False}  # requeued meanwhile: this attempt no longer counts
             del self.in_flight[ticket.attempt_id]
             self._cond.notify_all()
-        if isinstance(msg, Done):
+        if isinstance(msg, wire.Done):
             ticket.future.set_result(ticket.outcome(msg.result))
         else:
-            self._failed(ticket, msg.error, msg.kind is FailureKind.ENGINES)
+            self._failed(ticket, msg.error, msg.kind is wire.FailureKind.ENGINES)
         return {"ok": True}
 
-    def _fetch(self, channel: Channel, msg: Fetch) -> dict:
+    def _fetch(self, channel: Channel, msg: wire.Fetch) -> dict:
         handle = self.engines.get(msg.engine)
         if handle is None:
             raise SpecError("scheduler", "engine", msg.engine, "an engine of this cluster")
@@ -279,7 +280,7 @@ class Scheduler:
         for handle in (pe, de) if engines_failed else ():
             try:
                 if self.client is not None:
-                    self.client.channel(handle.address).call(Stats(), timeout_s=self.health_timeout_s)
+                    self.client.channel(handle.address).call(wire.Stats(), timeout_s=self.health_timeout_s)
             except ControlError as probe:
                 self._mark_dead(handle, str(probe))
         if engines_failed and not (pe.alive and de.alive):

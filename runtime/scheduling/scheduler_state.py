@@ -1,4 +1,5 @@
-"""What the real-run scheduler keeps: engines, turns (`TurnTicket`s) and the `ClusterState` it gives a policy.
+"""What the real-run scheduler keeps: engines, turns (`TurnTicket`s) and the `ClusterState` it gives a policy,
+and how a PE's prefill queue becomes the policy's forward batch (`policy_batch`).
 
 The state is the group leaders' latest reports (per engine the unfinished requests `seq_e` and
 tokens `tok_e`, the node's storage read queue, free DE HBM) plus the work the scheduler has handed
@@ -7,13 +8,13 @@ out that those reports do not show yet (filed for a leader, fetched but not yet 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from dualpath.cluster import Role
 from dualpath.plan import Assignment
-from dualpath.policy import ClusterState, EngineState
+from dualpath.policy import BatchItem, ClusterState, EngineState, Policy
 from dualpath.protocol import Phase
 from dualpath.request import Request
 from dualpath.runtime.engines.messages import TurnResult
@@ -132,3 +133,24 @@ def snapshot(engines: Mapping[str, EngineHandle], in_flight: Mapping[str, TurnTi
     nodes = sorted({h.node for h in engines.values()})
     return ClusterState(now_s, states, {n: int(queues.get(n, 0.0)) // kv_bytes_per_token for n in nodes},
                         {n: queues.get(n, 0.0) for n in nodes})
+
+
+def policy_batch(policy: Policy, items: Sequence[tuple[str, int, int, float]], turn_of: Mapping[str, str],
+                 origin: float) -> dict:
+    """`policy.form_batch` over a PE's queue `items` (attempt id, cached, new tokens, ready at
+    time.time()), as the policy sees requests in `schedule`: by the turn's request id, times since the
+    run's `origin`. The reply names each chosen item by its attempt id again."""
+    attempt_of = {turn_of.get(a, a): a for a, _, _, _ in items}
+    queue = [BatchItem(turn_of.get(a, a), int(cached), int(new), ready_at - origin)
+             for a, cached, new, ready_at in items]
+    chosen = policy.form_batch(queue)
+    return {"batch": [[attempt_of.get(item.request, item.request), item.new_tokens] for item in chosen]}
+
+
+def silent_role(engines: Mapping[str, EngineHandle], report_at: Mapping[str, float], late: bool) -> Role | None:
+    """A role none of whose engines answers (or, once `late`, has ever reported): no turn can run."""
+    for role in {h.role for h in engines.values()}:
+        mine = [h for h in engines.values() if h.role is role]
+        if not any(h.alive for h in mine) or (late and not any(h.name in report_at for h in mine)):
+            return role
+    return None

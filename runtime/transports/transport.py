@@ -10,9 +10,10 @@ completes when the receiver has every byte of the post; do not modify the source
 Host<->GPU copies inside one process go through `copy_local` so that, with `cnic_centric=True`, they
 are paced by the engine's CNIC limiter (and on verbs become loopback RDMA writes), as in the paper.
 
-Backends: "tcp" (`dualpath.runtime.transports.tcp_transport`) and "verbs"
-(`dualpath.runtime.transports.verbs_transport`); build one with `create_transport(kind, ...)`. Both keep
-their connected peers in a `dualpath.runtime.transports.peers.PeerRegistry`.
+Backends: "tcp" (`dualpath.runtime.transports.tcp_transport`), "verbs"
+(`dualpath.runtime.transports.verbs_transport`) and "nixl" (`dualpath.runtime.transports.nixl_transport`,
+NVIDIA NIXL over UCX); build one with `create_transport(kind, ...)`. All keep their connected peers in
+a `dualpath.runtime.transports.peers.PeerRegistry`.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ LOG = logging.getLogger("dualpath.runtime.transports.transport")
 BACKENDS = {
     "tcp": "dualpath.runtime.transports.tcp_transport:TcpTransport",
     "verbs": "dualpath.runtime.transports.verbs_transport:VerbsTransport",
+    "nixl": "dualpath.runtime.transports.nixl_transport:NixlTransport",
 }
 
 
@@ -247,7 +249,7 @@ def copy_regions(ops: Sequence[CopyOp]) -> None:
 
 
 def create_transport(kind: str, name: str, secret: bytes | str, **kwargs) -> Transport:
-    """Build a backend by name ("tcp" or "verbs"); kwargs go to its constructor."""
+    """Build a backend by name ("tcp", "verbs" or "nixl"); kwargs go to its constructor."""
     if kind not in BACKENDS:
         raise UnknownNameError("transport", kind, list(BACKENDS))
     module_name, class_name = BACKENDS[kind].split(":")

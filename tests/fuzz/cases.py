@@ -41,7 +41,7 @@ def _readers() -> dict[str, Callable[[Path], object]]:
     from dualpath.proofs.roce_spec import load_roce
     from dualpath.proofs.sonic import load_sonic
     from dualpath.proofs.traffic import load_traffic
-    from dualpath.runtime.engine import _read_secret
+    from dualpath.runtime.engine_cli import _read_secret
 
     return {
         "cluster-toml": lambda p: resolve_cluster(str(p)), "model-toml": load_llm, "model-toml-sim": load_llm,

@@ -157,5 +157,6 @@ def test_engine_processes_serve_a_conversation_from_a_checkpoint(tmp_path):
             with pytest.raises(ControlError):
                 connect(local.prefill[0], WRONG, "intruder")
         pe_log = next(e.log_path for e in local.engines if e.role == "prefill")
-    assert all(e.process.returncode == 0 for e in local.engines)
+    codes = {e.name: e.process.returncode for e in local.engines}
+    assert set(codes.values()) == {0}, (codes, {e.name: e.log_path.read_text()[-1500:] for e in local.engines})
     assert "refused peer" in pe_log.read_text() and "intruder" in pe_log.read_text()

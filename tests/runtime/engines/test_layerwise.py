@@ -115,10 +115,10 @@ def test_next_layer_loads_while_this_layer_computes(decoder):
     layer1_loading = threading.Event()
 
     class Watching(Decoder):
-        def layer(self, index, *args, **kwargs):
+        def layer_batch(self, index, *args, **kwargs):
             if index == 0:
                 assert layer1_loading.wait(timeout=10), "layer 1 did not start loading during layer 0"
-            return super().layer(index, *args, **kwargs)
+            return super().layer_batch(index, *args, **kwargs)
 
     watching = Watching(CONFIG, decoder.weights)
     loader = MemoryLoader([(k[:32], v[:32]) for k, v in full_kv],

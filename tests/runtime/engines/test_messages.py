@@ -15,6 +15,7 @@ from dualpath.runtime.engines.messages import (
     Failed,
     FailureKind,
     Fetch,
+    FormBatch,
     Handoff,
     Hello,
     Lead,
@@ -39,6 +40,7 @@ EXAMPLES = [
     Admit("r1", RequestSizes(1, 2, 3, 4), 0.5), Release("r1"), Read("r1", ("b0", "b1"), 1),
     LoadLayer("r1", 1, 4096, "PE0", 3, 1), Handoff("r1", (1, 2), 3, 4, 0, True),
     Fetch("PE0", {"PE0": {"requests": {"r1": "reading"}}, "PE1": None}, wait=False),
+    FormBatch("PE0", (("r1", 32, 17, 1700000000.5), ("r2~1", 0, 5, 1700000001.0))),
     Done("a0t1~1", TurnResult("a0t1~1", [7, 8], 32, "pe", "PE0", "DE0", 1, {"arrival": 0.0})),
     Failed("a0t1", "lost", FailureKind.ENGINES),
 ]

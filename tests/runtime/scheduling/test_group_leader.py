@@ -146,7 +146,8 @@ def test_a_lost_leader_hands_back_its_turns_and_the_next_member_leads(sched):
 
 def test_engine_options_name_the_scheduler(monkeypatch):
     from dualpath.errors import SpecError
-    from dualpath.runtime.engine import EngineOptions, parse_args
+    from dualpath.runtime.engine import EngineOptions
+    from dualpath.runtime.engine_cli import parse_args
 
     options = EngineOptions(role="prefill", name="PE0", store_dir="/tmp/s", scheduler="10.0.0.2:7000")
     assert options.scheduler_address == ("10.0.0.2", 7000)

@@ -1,4 +1,5 @@
-"""Transport contract (tcp always; verbs where an RDMA device exists) and tcp-specific robustness."""
+"""Transport contract (tcp always; verbs where an RDMA device exists; nixl where nixl_cu12 is installed) and
+tcp-specific robustness."""
 
 from __future__ import annotations
 
@@ -17,14 +18,18 @@ import pytest
 from dualpath.errors import SpecError, UnknownNameError
 from dualpath.protocol import Resource
 from dualpath.runtime.engines.buffers import BufferPool, Memory
+from dualpath.runtime.transports.nixl_transport import unavailable_reason as nixl_unavailable_reason
 from dualpath.runtime.transports.ratelimit import KV_LANE, MODEL_LANE, cnic_limiter
 from dualpath.runtime.transports.transport import CopyOp, TransportError, WriteOp, create_transport
 from dualpath.runtime.transports.verbs_qp import device_unavailable_reason
 
 SECRET = b"test-cluster-secret-0123456789"
 VERBS_SKIP = device_unavailable_reason()
+NIXL_SKIP = nixl_unavailable_reason()
 KINDS = ["tcp", pytest.param("verbs", marks=[pytest.mark.rdma, pytest.mark.skipif(
-    VERBS_SKIP is not None, reason=f"verbs backend: {VERBS_SKIP}")])]
+    VERBS_SKIP is not None, reason=f"verbs backend: {VERBS_SKIP}")]),
+    pytest.param("nixl", marks=[pytest.mark.nixl, pytest.mark.skipif(
+        NIXL_SKIP is not None, reason=f"nixl backend: {NIXL_SKIP}")])]
 
 
 @pytest.fixture(params=KINDS)
