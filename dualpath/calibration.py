@@ -78,6 +78,10 @@ class Calibration:
     max_batch_new_tokens: int | None = None  # an engine's own per-step budget; None: the policy's batch
     weight_bytes_per_param: float | None = None
     schedule_interval_s: float = 0.05
+    # Per Full Block and layer of a DE's buffer -> HBM load; None: the PE's (`rdma_submit_s` layerwise,
+    # `cuda_copy_submit_s` without). The real engines gather a request's blocks in one copy under one
+    # CNIC grant, so their profile sets 0.
+    de_load_submit_s: float | None = None
 
     def __post_init__(self) -> None:
         fraction("Calibration", "snic_read_efficiency", self.snic_read_efficiency)
@@ -85,6 +89,8 @@ class Calibration:
         fraction("Calibration", "hbm_reserve_fraction", self.hbm_reserve_fraction, allow_zero=True)
         for name in ("cuda_copy_submit_s", "rdma_submit_s", "schedule_interval_s"):
             non_negative("Calibration", name, getattr(self, name))
+        if self.de_load_submit_s is not None:
+            non_negative("Calibration", "de_load_submit_s", self.de_load_submit_s)
         if self.max_batch_new_tokens is not None:
             positive("Calibration", "max_batch_new_tokens", self.max_batch_new_tokens, integer=True)
         if self.weight_bytes_per_param is not None:

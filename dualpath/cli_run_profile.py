@@ -29,7 +29,8 @@ class EngineProfile:
 
         return Calibration(cost_model=None, snic_read_efficiency=1.0, snic_write_efficiency=1.0,
                            weight_bytes_per_param=4.0, rdma_submit_s=self.rdma_submit_s,
-                           cuda_copy_submit_s=self.rdma_submit_s, schedule_interval_s=self.interval_s)
+                           cuda_copy_submit_s=self.rdma_submit_s, schedule_interval_s=self.interval_s,
+                           de_load_submit_s=0.0)  # a DE gathers a request's blocks in one copy
 
     def describe(self, llm) -> str:
         c = self.cost

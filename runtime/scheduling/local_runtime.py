@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 __all__ = ["HBM_RESERVE", "LocalRuntime", "decoder_fields"]
 
 HBM_RESERVE = 0.1  # as the simulator's default calibration keeps back
+# HBM layer slots for this many requests per PE forward (one slot per layer each): the forward's cap
+# in real runs, set above what the policies' 300 ms quota puts in one batch of these small models.
+BATCH_REQUESTS = 8
 
 
 class LocalRuntime(RuntimeBase):
@@ -86,7 +89,7 @@ class LocalRuntime(RuntimeBase):
             role=engine.role.value, name=engine.name, node=engine.node, store_dir=str(self.store_dir),
             model=str(self.work / "model.json"), seed=self.seed, dtype=self.fields["dtype"], device=self.device,
             block_tokens=self.block_tokens, max_context_tokens=self.max_context_tokens,
-            buffer_blocks=self.buffer_blocks, num_slots=max(2, llm.num_layers),
+            buffer_blocks=self.buffer_blocks, num_slots=BATCH_REQUESTS * llm.num_layers,
             hbm_bytes=max(1, int(node.hbm_bytes_per_gpu * (1 - HBM_RESERVE) - weights)),
             snic_bytes_per_s=node.snic_bytes_per_s / node.num_gpus,
             cnic_bytes_per_s=node.cnic_bytes_per_s * node.cnic_kv_share, cnic_centric=True,

@@ -188,6 +188,8 @@ class Simulator:
             blocks = -(-s.req.prompt_tokens // ctx.block_tokens) * ctx.num_layers  # whole blocks, per layer
             cal = ctx.calibration
             submit = cal.rdma_submit_s if ctx.options.layerwise else cal.cuda_copy_submit_s
+            if cal.de_load_submit_s is not None:
+                submit = cal.de_load_submit_s
             end = self.hw.de_in[s.de].reserve(now, s.prompt_bytes, blocks * submit, s.req.id)
         if end > now:
             ctx.events.push(end, ev.DE_READY, self.decode_start, s)

@@ -201,7 +201,8 @@ def test_specs_refuse_nan_inf_and_absurd_magnitudes():
         CostModel(prefill_overhead_s=float("nan"))
     from dualpath.calibration import Calibration
 
-    for field in ("rdma_submit_s", "schedule_interval_s", "snic_read_efficiency", "weight_bytes_per_param"):
+    for field in ("rdma_submit_s", "schedule_interval_s", "snic_read_efficiency", "weight_bytes_per_param",
+                  "de_load_submit_s"):
         for bad in (float("nan"), float("inf")):
             with pytest.raises(SpecError, match=field):
                 Calibration(**{field: bad})

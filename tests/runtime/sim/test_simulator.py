@@ -115,3 +115,20 @@ def test_weights_that_do_not_fit_name_the_group_field():
     cluster = toy_cluster()
     with pytest.raises(SpecError, match="pe_group_gpus"):
         simulate(cluster, big, one_request(), FixedPolicy(cluster, big), calibration=EXACT, progress=False)
+
+
+def test_a_des_load_into_hbm_pays_its_own_per_block_cost():
+    """Per Full Block and layer, the DE's buffer -> HBM load costs `de_load_submit_s` when set, else the PE's."""
+    from dataclasses import replace
+
+    cluster = toy_cluster()
+    policy = FixedPolicy(cluster, TOY_LLM, "pe", True)
+    blocks = -(-6500 // policy.block_tokens) * TOY_LLM.num_layers  # the prompt's blocks, per layer
+    submit_s = 2 * H2D_S / blocks  # submission-bound: twice the bytes' time
+    gaps = {}
+    for de_load in (None, 0.0):
+        cal = replace(EXACT, rdma_submit_s=submit_s, de_load_submit_s=de_load)
+        r = simulate(cluster, TOY_LLM, one_request(), policy, calibration=cal, progress=False).records[0]
+        gaps[de_load] = r.second_token_s - r.first_token_s
+    assert gaps[None] == pytest.approx(blocks * submit_s + STEP_S)
+    assert gaps[0.0] == pytest.approx(H2D_S + STEP_S)
