@@ -40,7 +40,7 @@ class EngineProfile:
                 f"sequence, {self.rdma_submit_s * 1e6:.0f} us per layer block moved")
 
 
-def profile_engines(runtime, llm, *, sizes=(16, 64, 128, 256, 384), hit_blocks=(8, 24, 48), new_tokens: int = 32,
+def profile_engines(runtime, llm, *, sizes=(16, 64, 128, 256, 384), hit_blocks=None, new_tokens: int = 32,
                     decode_tokens: int = 8, decode_batch: int = 4, repeats: int = 3,
                     interval_s: float = 0.05) -> EngineProfile:
     """Measure this machine's engines once and fit the simulator's constants to them.
@@ -57,6 +57,9 @@ def profile_engines(runtime, llm, *, sizes=(16, 64, 128, 256, 384), hit_blocks=(
 
     room = runtime.max_context_tokens - decode_tokens
     sizes = [n for n in sizes if n <= room]
+    if hit_blocks is None:  # 30%, 60% and 90% of the room: the per-block cost is a slope, fit across it
+        room_blocks = (room - 3 - new_tokens) // runtime.block_tokens
+        hit_blocks = sorted({max(1, room_blocks * tenths // 10) for tenths in (3, 6, 9)})
     hit_blocks = [h for h in hit_blocks if h * runtime.block_tokens + 3 + new_tokens <= room]
     if len(sizes) < 2 or not hit_blocks:
         raise SpecError("profile", "max_context_tokens", runtime.max_context_tokens,

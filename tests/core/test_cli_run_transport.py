@@ -51,6 +51,6 @@ def test_in_process_nixl_engines_refuse_a_policy_that_loads_ortools(capsys):
         pytest.skip(f"nixl cannot run here: {reason}")
     code = main([*RUN, "--transport", "nixl", "--in-process", "--policy", "optimized"])
     out, err = capsys.readouterr()
-    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert code == 2 and len(err.strip().splitlines()) == 1 and out == ""
     assert "cannot share a process with NIXL" in err and "Traceback" not in err
     assert "nixl_cu12" not in __import__("sys").modules  # the probe ran in a child process
