@@ -118,22 +118,28 @@ def sweep_verdict(rows: list[dict]) -> bool:
     """Print the worst JCT and TTFT p50 errors and the order check per rate; True when all hold."""
     worst_jct = max(abs(r["sim_jct_s"] / r["real_jct_s"] - 1) for r in rows)
     worst_ttft = max(abs(r["sim_ttft_p50_s"] / r["real_ttft_p50_s"] - 1) for r in rows)
-    flipped = []
+    flipped, ties = [], []
     for load in sorted({r["load"] for r in rows}):
-        flipped += [f"{f}@{load:g}" for f in _flips([r for r in rows if r["load"] == load])[1]]
+        load_ties, load_flips = _flips([r for r in rows if r["load"] == load])
+        flipped += [f"{f}@{load:g}" for f in load_flips]
+        ties += [f"{t}@{load:g}" for t in load_ties]
     print(f"worst error JCT {worst_jct:.1%}, TTFT p50 {worst_ttft:.1%} (target <= 10%); order "
-          f"{'the same wherever real runs separate' if not flipped else 'DIFFERENT: ' + ', '.join(flipped)}")
+          f"{'the same wherever real runs separate' if not flipped else 'DIFFERENT: ' + ', '.join(flipped)}"
+          f"{'; ties: ' + ', '.join(ties) if ties else ''}")
     return worst_jct <= 0.10 and worst_ttft <= 0.10 and not flipped
 
 
 def _flips(rows: list[dict]) -> tuple[list[str], list[str]]:
-    """(ties, flips): pairs whose real runs overlap, and separated pairs the simulator orders the other way."""
+    """(ties, flips): pairs the measurement cannot order (their real runs overlap) or the simulator does not
+    (equal simulated JCTs: it predicts a tie, not the other order), and separated pairs it orders the other way."""
     ties, flipped = [], []
     for a, b in itertools.combinations(rows, 2):
         lo, hi = sorted((a, b), key=lambda r: r["real_jct_s"])
         if min(hi["real_jct_runs_s"]) <= max(lo["real_jct_runs_s"]):
-            ties.append(f"{lo['policy']}~{hi['policy']}")
-        elif not lo["sim_jct_s"] < hi["sim_jct_s"]:
+            ties.append(f"{lo['policy']}~{hi['policy']} (runs overlap)")
+        elif lo["sim_jct_s"] == hi["sim_jct_s"]:
+            ties.append(f"{lo['policy']}~{hi['policy']} (simulated tie)")
+        elif lo["sim_jct_s"] > hi["sim_jct_s"]:
             flipped.append(f"{lo['policy']}<{hi['policy']}")
     return ties, flipped
 

@@ -39,7 +39,7 @@ from dualpath.runtime.transports.transport_types import (
     WriteOp,
     check_write,
 )
-from dualpath.runtime.transports.verbs_qp import VerbsDevice, pyverbs_module
+from dualpath.runtime.transports.verbs_qp import QueuePair, VerbsDevice, pyverbs_module
 from dualpath.runtime.transports.verbs_send_queue import RdmaWrite, SendQueue
 from dualpath.runtime.transports.verbs_wire import (
     LOOKUP,
@@ -57,21 +57,22 @@ LOG = logging.getLogger("dualpath.runtime.verbs")
 
 
 class VerbsTransport(Transport):
-    """RDMA backend. `device` defaults to the first RDMA device, `gid_index` to the first non-zero GID."""
+    """RDMA backend. `device` defaults to the first RDMA device; `gid` (an address in the port's GID
+    table) or `gid_index` picks the GID, else the port's RoCE v2 GID with the most routable address."""
 
     kind = "verbs"
 
     def __init__(self, name: str, secret: bytes | str, host: str = "127.0.0.1", port: int = 0,
                  limiter: NicLimiter | None = None, cnic_centric: bool = False, device: str | None = None,
-                 ib_port: int = 1, gid_index: int | None = None, sl: int = 0) -> None:
+                 ib_port: int = 1, gid_index: int | None = None, gid: str | None = None, sl: int = 0) -> None:
         super().__init__(name, secret, host, port, limiter, cnic_centric)
-        self.nic = VerbsDevice(name, device, ib_port, gid_index, sl)
+        self.nic = VerbsDevice(name, device, ib_port, gid_index, gid, sl)
         self.device = self.nic.name
         self._peers: PeerRegistry[VerbsPeer] = PeerRegistry(name)
-        self._by_qp: dict[int, VerbsPeer] = {}  # receive completions name the QP, not the peer
         self._listener: socket.socket | None = None
-        self._loopback: tuple[Any, Any] | None = None  # the QP pair that carries cnic-centric local copies
-        self._sends = SendQueue(name, self.nic, self._by_qp.get, self._deliver, self._drop, lambda: self.closed)
+        # The QP pair that carries cnic-centric local copies.
+        self._loopback: tuple[QueuePair, QueuePair] | None = None
+        self._sends = SendQueue(name, self.nic, self._deliver, self._drop, lambda: self.closed)
         self._sends.start()
 
     # -- memory ------------------------------------------------------------------------------------
@@ -95,6 +96,8 @@ class VerbsTransport(Transport):
         self.num_refused += 1
 
     def _admit(self, sock: socket.socket, peer: str, session: Session) -> None:
+        qp: QueuePair | None = None
+        pv_error = pyverbs_module("pyverbs.pyverbs_error").PyverbsError
         try:
             kind, payload = recv_msg(sock, session.recv)
             if kind != QPINFO:
@@ -102,15 +105,19 @@ class VerbsTransport(Transport):
             qp, local = self.nic.create_qp()
             self.nic.to_rts(qp, local, QPInfo.decode(payload))
             send_msg(sock, session.send, QPINFO, local.encode())
-        except (TransportError, OSError, ConnectionError) as exc:
+        except (TransportError, OSError, ConnectionError, pv_error) as exc:
             LOG.warning("%s: refused a connection: %s", self.name, exc)
             self.num_refused += 1
             sock.close()
+            if qp is not None:
+                qp.close()
             return
         self._add_peer(peer, sock, qp, session)
 
     def connect(self, address: tuple[str, int], timeout_s: float = 10.0) -> str:
         host, port = address  # a list too: addresses decoded from JSON are lists
+        qp: QueuePair | None = None
+        pv_error = pyverbs_module("pyverbs.pyverbs_error").PyverbsError
         try:
             sock = socket.create_connection((host, port), timeout=timeout_s)
             peer, session = client_handshake(sock, self.secret, self.name)
@@ -120,15 +127,16 @@ class VerbsTransport(Transport):
             if kind != QPINFO:
                 raise TransportError(f"peer {peer} answered message {kind}, not its QP info")
             self.nic.to_rts(qp, local, QPInfo.decode(payload))
-        except (AuthError, OSError, ConnectionError) as exc:
+        except (AuthError, OSError, ConnectionError, TransportError, pv_error) as exc:
+            if qp is not None:
+                qp.close()
             raise TransportError(f"{self.name}: cannot connect to {address[0]}:{address[1]}: {exc}") from exc
         return self._add_peer(peer, sock, qp, session)
 
-    def _add_peer(self, name: str, sock: socket.socket, qp: Any, session: Session) -> str:
+    def _add_peer(self, name: str, sock: socket.socket, qp: QueuePair, session: Session) -> str:
         sock.settimeout(None)
         peer = self._peers.add(name, lambda unique: VerbsPeer(unique, sock, qp, session))
-        with self._lock:
-            self._by_qp[qp.qp_num] = peer
+        self._sends.attach(qp, peer)
         threading.Thread(target=self._side_loop, args=(peer,), daemon=True,
                          name=f"verbs-side:{peer.name}").start()
         return peer.name
@@ -168,9 +176,7 @@ class VerbsTransport(Transport):
         for lookup in peer.lookups.values():
             lookup.cancel()
         peer.sock.close()
-        with self._lock:
-            self._by_qp.pop(peer.qp.qp_num, None)
-        self._sends.wake()
+        self._sends.detach(peer.qp)  # from here on no thread uses the QP: it can be destroyed
         try:
             peer.qp.close()
         except pyverbs_module("pyverbs.pyverbs_error").PyverbsError as exc:
@@ -216,6 +222,8 @@ class VerbsTransport(Transport):
             self.nic.to_rts(qa, ia, ib)
             self.nic.to_rts(qb, ib, ia)
             self._loopback = (qa, qb)
+            self._sends.attach(qa, None)
+            self._sends.attach(qb, None)
         ticket = Ticket(self.name, len(ops), sum(op.nbytes for op in ops))
         writes = [RdmaWrite(op.src, op.src_offset, op.dst.memory.ptr + op.dst_offset, op.dst.backend.rkey,
                             op.nbytes, None) for op in ops]
@@ -230,5 +238,7 @@ class VerbsTransport(Transport):
             self._listener.close()
         for peer in self._peers.connections():
             self._drop(peer, TransportError(f"{self.name}: transport closed"))
+        for pair in self._loopback or ():
+            self._sends.detach(pair)  # the poller must not be inside a CQ the context is about to destroy
         self._sends.join(timeout_s=1.0)
         self.nic.close()

@@ -25,6 +25,7 @@ from dualpath.runtime.transports.nixl_wire import Hello, NixlPeer, NixlRegion, N
 from dualpath.runtime.transports.ratelimit import KV_LANE, MODEL_LANE, cnic_limiter
 from dualpath.runtime.transports.session import Session
 from dualpath.runtime.transports.transport import CopyOp, TransportError, WriteOp, create_transport
+from tests.cuda import needs_cuda
 
 pytestmark = pytest.mark.nixl  # its own pytest process: see tests/conftest.py
 
@@ -228,17 +229,10 @@ def test_a_killed_peer_runs_disconnect_handlers_and_fails_writes():
             proc.kill()
 
 
-def _cuda() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return torch.cuda.is_available()
-
 
 @needs_nixl
 @pytest.mark.gpu
-@pytest.mark.skipif(not _cuda(), reason="needs a CUDA device (a CUDA tensor region is NIXL VRAM)")
+@needs_cuda  # a CUDA tensor region is NIXL VRAM
 def test_writes_between_gpu_and_host_memory_in_one_post(pair):
     import torch
 

@@ -22,6 +22,7 @@ from dualpath.runtime.transports.nixl_transport import unavailable_reason as nix
 from dualpath.runtime.transports.ratelimit import KV_LANE, MODEL_LANE, cnic_limiter
 from dualpath.runtime.transports.transport import CopyOp, TransportError, WriteOp, create_transport
 from dualpath.runtime.transports.verbs_qp import device_unavailable_reason
+from tests.cuda import needs_cuda
 
 SECRET = b"test-cluster-secret-0123456789"
 VERBS_SKIP = device_unavailable_reason()
@@ -290,16 +291,9 @@ def test_many_threads_posting_to_one_peer(tcp_pair):
     assert all(dst.memory.view[(k * 16) * 4096] == k for k in range(4))
 
 
-def _cuda() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return torch.cuda.is_available()
-
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not _cuda(), reason="needs a CUDA device (GPU regions go through a pinned bounce buffer)")
+@needs_cuda  # GPU regions go through a pinned bounce buffer
 def test_tcp_writes_into_and_out_of_gpu_memory(tcp_pair):
     import torch
 
@@ -318,7 +312,7 @@ def test_tcp_writes_into_and_out_of_gpu_memory(tcp_pair):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not _cuda(), reason="needs a CUDA device")
+@needs_cuda
 def test_copy_local_host_to_gpu_and_back():
     limiter = cnic_limiter("e0", None)
     transport = create_transport("tcp", "e0", SECRET, limiter=limiter, cnic_centric=True)

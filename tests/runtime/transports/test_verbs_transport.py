@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from dualpath.errors import MissingExtraError
 from dualpath.runtime.transports import verbs_transport
 from dualpath.runtime.transports.transport import TransportError, create_transport
-from dualpath.runtime.transports.verbs_qp import PYVERBS_NAMES, device_unavailable_reason
+from dualpath.runtime.transports.verbs_gid import GidEntry, choose_gid, find_gid, gid_text
+from dualpath.runtime.transports.verbs_qp import PYVERBS_ENUMS, PYVERBS_NAMES, device_unavailable_reason, verbs_enums
 from dualpath.runtime.transports.verbs_wire import QPInfo, RegionInfo
 
 SECRET = b"test-cluster-secret-0123456789"
@@ -86,6 +87,40 @@ def test_region_info_round_trip_and_errors():
         RegionInfo.decode(b"DPRG")
 
 
+V2, V1 = "RoCEv2", "RoCEv1"
+LINK_LOCAL, MAPPED = gid_text("fe80::1"), gid_text("::ffff:10.0.0.1")
+GLOBAL = gid_text("2001:db8::7")
+
+
+def test_gid_text_spells_any_ipv6_form_as_pyverbs_does():
+    assert MAPPED == "0000:0000:0000:0000:0000:ffff:0a00:0001"
+    assert gid_text(MAPPED) == MAPPED
+    with pytest.raises(TransportError, match="not an IPv6-style address"):
+        gid_text("10.0.0.1")
+
+
+def test_automatic_gid_prefers_roce_v2_then_ipv4_mapped_then_global_then_link_local():
+    # The order RoCE tables list them in: link-local first, then each address, v1 before v2.
+    table = [GidEntry(0, LINK_LOCAL, V1), GidEntry(1, LINK_LOCAL, V2), GidEntry(2, GLOBAL, V1),
+             GidEntry(3, GLOBAL, V2), GidEntry(4, MAPPED, V1), GidEntry(5, MAPPED, V2)]
+    assert choose_gid(table, ethernet=True).index == 5
+    assert choose_gid(table[:4], ethernet=True).index == 3
+    assert choose_gid(table[:2], ethernet=True).index == 1  # link-local v2 beats link-local v1
+    assert choose_gid([GidEntry(4, MAPPED, V1)], ethernet=True).index == 4  # v1-only NICs still work
+    ib = [GidEntry(0, "fe80:0000:0000:0000:0002:c903:0000:0001", "IB"), GidEntry(1, GLOBAL, "IB")]
+    assert choose_gid(ib, ethernet=False).index == 0
+    with pytest.raises(TransportError, match="no valid entry"):
+        choose_gid([GidEntry(0, "0000:0000:0000:0000:0000:0000:0000:0000", V2)], ethernet=True)
+
+
+def test_explicit_gid_is_found_by_any_spelling_and_refused_when_absent():
+    table = [GidEntry(0, LINK_LOCAL, V2), GidEntry(1, MAPPED, V1), GidEntry(2, MAPPED, V2)]
+    assert find_gid(table, "::ffff:10.0.0.1").index == 2
+    assert find_gid(table, "fe80::1").index == 0
+    with pytest.raises(TransportError, match=r"not in the port's GID table \(valid entries: 0=fe80"):
+        find_gid(table, "2001:db8::1")
+
+
 def test_module_imports_without_pyverbs_and_names_the_extra():
     assert verbs_transport.VerbsTransport.kind == "verbs"
     if not _has_pyverbs():
@@ -118,11 +153,25 @@ def test_every_pyverbs_name_the_backend_uses_exists(module, name):
 
 @pytest.mark.rdma
 @needs_pyverbs
+@pytest.mark.parametrize("name", PYVERBS_ENUMS)
+def test_every_libibverbs_enum_the_backend_uses_exists(name):
+    if NATIVE_ERROR is None:
+        assert isinstance(getattr(verbs_enums(), name, None), int), f"enum member {name} is gone"
+        return
+    spec = importlib.util.find_spec("pyverbs.libibverbs_enums")
+    assert spec is not None and spec.origin
+    with open(spec.origin, "rb") as f:
+        assert name.encode() in f.read(), f"enum member {name} is gone"
+
+
+@pytest.mark.rdma
+@needs_pyverbs
 @needs_native
 def test_qp_exchange_encoding_agrees_with_pyverbs():
     """Our GID text survives pyverbs' own GID parser, and every MTU enum fits the wire field."""
-    import pyverbs.libibverbs_enums as e
     from pyverbs.addr import GID as PyverbsGID
+
+    e = verbs_enums()
 
     info = QPInfo.decode(QPInfo(0xABCDE, 3, GID, 77, e.IBV_MTU_4096).encode())
     assert PyverbsGID(info.gid).gid == GID
