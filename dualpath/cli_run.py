@@ -95,7 +95,7 @@ def run(name: str, args: argparse.Namespace) -> int:
     if name == "engine":
         from dualpath.runtime.engine_cli import main
 
-        return main(args=args)
+        return main(args=args, exit_process=True)  # returns only when the engine never started
     from dualpath.jsonio import json_owns_stdout
 
     with json_owns_stdout(args.json), _exit_on_termination():

@@ -206,12 +206,13 @@ def create_engine(options: EngineOptions, secret: bytes | str) -> EngineBase:
     return DecodeEngine(options, secret)
 
 
-def main(argv: list[str] | None = None, args: argparse.Namespace | None = None) -> int:
+def main(argv: list[str] | None = None, args: argparse.Namespace | None = None,
+         exit_process: bool = False) -> int:
     """The engine process (`dualpath.runtime.engine_cli.main`), kept here for `python -m dualpath.runtime.engine`."""
     from dualpath.runtime.engine_cli import main as engine_main
 
-    return engine_main(argv, args)
+    return engine_main(argv, args, exit_process)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(exit_process=True))

@@ -120,11 +120,13 @@ def parse_args(argv: list[str] | None, args: argparse.Namespace | None = None) -
     return options, secret, args.ready_file
 
 
-def main(argv: list[str] | None = None, args: argparse.Namespace | None = None) -> int:
+def main(argv: list[str] | None = None, args: argparse.Namespace | None = None,
+         exit_process: bool = False) -> int:
     """Run an engine until `shutdown`, SIGTERM or SIGINT, or until the launcher that started it is
     gone (`dualpath.runtime.engines.lifeline`). Prints `READY host port` when listening.
 
-    `args`: flags already parsed by a parser that `add_arguments` built (`dualpath engine`)."""
+    `args`: flags already parsed by a parser that `add_arguments` built (`dualpath engine`). `exit_process`:
+    after a clean stop, end the process at once (engine processes; never a caller that goes on)."""
     from dualpath.runtime.engines.lifeline import Lifeline
 
     try:
@@ -172,4 +174,12 @@ def main(argv: list[str] | None = None, args: argparse.Namespace | None = None) 
     engine.close()
     lifeline.cleanup()
     LOG.info("%s stopped", options.name)
+    if exit_process:
+        # Everything the engine owns is closed and flushed: end here rather than in interpreter
+        # finalization, where torch's native threads can abort the process (SIGABRT, "terminate called
+        # without an active exception") after a clean stop.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from dualpath.errors import DualpathError
 
+CLOSE_JOIN_S = 5.0  # a step in flight ends well within this
+
 if TYPE_CHECKING:
     from dualpath.runtime.engines.decode_engine import DecodeEngine
 
@@ -82,6 +84,8 @@ class DecodeBatcher:
             self._cond.notify_all()
         for seq in left:
             _fail(seq, DualpathError(f"{self.de.name}: engine closed"))
+        if threading.current_thread() is not self._thread:  # no torch call may outlive its engine
+            self._thread.join(CLOSE_JOIN_S)
 
     def _loop(self) -> None:
         torch = self.de.torch

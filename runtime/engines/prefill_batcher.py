@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from dualpath.runtime.engines.prefill_engine import PrefillEngine
 
 LOG = logging.getLogger("dualpath.runtime.engine")
+CLOSE_JOIN_S = 5.0  # the forward in flight ends well within this
 EMPTY_BATCH_WAIT_S = 0.05  # the policy took nothing: ask again after this long, or on an arrival
 
 
@@ -103,6 +104,8 @@ class PrefillBatcher:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        if threading.current_thread() is not self._thread:  # no torch call may outlive its engine
+            self._thread.join(CLOSE_JOIN_S)
 
     # -- the GPU's thread --------------------------------------------------------------------------
     def _loop(self) -> None:
