@@ -9,6 +9,8 @@ mkdir -p /dev/shm  # devtmpfs starts empty; multiprocessing and torch want /dev/
 for dir in /tmp /run /dev/shm; do mount -t tmpfs tmpfs "$dir"; done
 mkdir -p /tmp/results /tmp/home
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 results /tmp/results
+# The checkout at its own path again: a tmpfs above (/tmp, /run) may have hidden it.
+mkdir -p "$dprepo" && mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,ro repo "$dprepo" || finish 93
 results=/tmp/results
 
 finish() {  # the status file is how the host learns the result; power off rather than panic

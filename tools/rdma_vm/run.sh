@@ -2,8 +2,9 @@
 # Run a job script inside a throwaway QEMU guest with two soft-RoCE devices and exit with its status.
 #   tools/rdma_vm/run.sh JOB [TIMEOUT_S]     (from the repository root, as root)
 # The guest is Debian's kernel under TCG (KVM guests hang at boot on these hosts), its root is the
-# host's root read-only over 9p, so it runs this checkout and venv as they are; build/rdma-vm/ is its
-# one writable share (job, log, exit status). `-nic none`: nothing leaves the VM.
+# host's root read-only over 9p, and this checkout (venv included) is mounted again at its own path
+# (the guest's tmpfs /tmp would hide a checkout under /tmp); build/rdma-vm/ is its one writable share
+# (job, log, exit status). `-nic none`: nothing leaves the VM.
 set -eu
 job=$1 timeout_s=${2:-3000}
 repo=$(pwd)
@@ -23,6 +24,7 @@ timeout --kill-after=10 "$timeout_s" qemu-system-x86_64 \
 	-serial stdio -kernel "/boot/vmlinuz-$kver" -initrd "$results/initrd.gz" \
 	-append "console=ttyS0 panic=-1 quiet dpinit=$repo/tools/rdma_vm/guest_init.sh dprepo=$repo" \
 	-virtfs local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on,multidevs=remap \
+	-virtfs "local,path=$repo,mount_tag=repo,security_model=passthrough,readonly=on,multidevs=remap" \
 	-virtfs "local,path=$results,mount_tag=results,security_model=none" \
 	</dev/null | tee "$results/console.log" || true
 if [ ! -s "$results/rc" ]; then
