@@ -128,8 +128,10 @@ class FaultInjector:
             self._timers.append(timer)
 
     def _fire(self, engine: str, origin: float) -> None:
-        self.kill(engine)
+        # Recorded before the kill returns: closing an engine waits for its forward in flight, and a run
+        # that ends meanwhile must still report the fault as fired.
         self.fired.append((engine, time.time() - origin))
+        self.kill(engine)
 
     def stop(self) -> None:
         for timer in self._timers:
