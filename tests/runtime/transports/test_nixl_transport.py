@@ -22,10 +22,11 @@ from dualpath.runtime.transports.nixl_agent import nixl_module
 from dualpath.runtime.transports.nixl_poller import Group, NixlPost, NixlTicket, plan_writes
 from dualpath.runtime.transports.nixl_transport import unavailable_reason
 from dualpath.runtime.transports.nixl_wire import Hello, NixlPeer, NixlRegion, Notice
-from dualpath.runtime.transports.ratelimit import KV_LANE, MODEL_LANE, cnic_limiter
+from dualpath.runtime.transports.ratelimit import KV_LANE, MODEL_LANE
 from dualpath.runtime.transports.session import Session
 from dualpath.runtime.transports.transport import CopyOp, TransportError, WriteOp, create_transport
 from tests.cuda import needs_cuda
+from tests.runtime.transports.cases import connected_pair
 
 pytestmark = pytest.mark.nixl  # its own pytest process: see tests/conftest.py
 
@@ -97,13 +98,8 @@ def test_import_dualpath_does_not_load_nixl():
 
 @pytest.fixture
 def pair():
-    a = create_transport("nixl", "a", SECRET, limiter=cnic_limiter("a", None))
-    b = create_transport("nixl", "b", SECRET)
-    b.listen()
-    peer = a.connect(b.address)
-    yield a, b, peer
-    a.close()
-    b.close()
+    with connected_pair("nixl", limited=True) as connected:
+        yield connected
 
 
 @needs_nixl

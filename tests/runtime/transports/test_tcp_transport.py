@@ -23,6 +23,7 @@ from dualpath.runtime.transports.ratelimit import KV_LANE, MODEL_LANE, cnic_limi
 from dualpath.runtime.transports.transport import CopyOp, TransportError, WriteOp, create_transport
 from dualpath.runtime.transports.verbs_qp import device_unavailable_reason
 from tests.cuda import needs_cuda
+from tests.runtime.transports.cases import connected_pair
 
 SECRET = b"test-cluster-secret-0123456789"
 VERBS_SKIP = device_unavailable_reason()
@@ -36,13 +37,8 @@ KINDS = ["tcp", pytest.param("verbs", marks=[pytest.mark.rdma, pytest.mark.skipi
 @pytest.fixture(params=KINDS)
 def pair(request):
     """(a, b, name of b as seen from a): a connected to b, both closed afterwards."""
-    a = create_transport(request.param, "a", SECRET)
-    b = create_transport(request.param, "b", SECRET)
-    b.listen()
-    peer = a.connect(b.address)
-    yield a, b, peer
-    a.close()
-    b.close()
+    with connected_pair(request.param) as connected:
+        yield connected
 
 
 def _pattern(nbytes: int, seed: int = 1) -> bytearray:
@@ -129,13 +125,8 @@ def test_engines_bind_to_loopback_by_default(pair):
 
 @pytest.fixture
 def tcp_pair():
-    a = create_transport("tcp", "a", SECRET, limiter=cnic_limiter("a", None))
-    b = create_transport("tcp", "b", SECRET)
-    b.listen()
-    peer = a.connect(b.address)
-    yield a, b, peer
-    a.close()
-    b.close()
+    with connected_pair("tcp", limited=True) as connected:
+        yield connected
 
 
 def test_tcp_writes_from_plain_buffers_and_reports_offsets(tcp_pair):
