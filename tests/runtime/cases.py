@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
 from dualpath.cluster import ClusterSpec, NodeSpec
 from dualpath.llm import AttentionKind, CostModel, LLMSpec
 from dualpath.request import Trajectory, Turn, Workload, requests_of
@@ -25,3 +29,22 @@ def workload(agents: int, turns: int, first: int = 150, append: int = 9, generat
     trajectories = tuple(Trajectory(a, (Turn(first + 7 * a, generate),) + (Turn(append, generate),) * (turns - 1))
                          for a in range(agents))
     return Workload("test", tuple(r for t in trajectories for r in requests_of(t, BT)), trajectories)
+
+
+@contextlib.contextmanager
+def engine_pair(secret: str, pe_options: dict[str, Any] | None = None, **common: Any) -> Iterator[tuple]:
+    """An in-process PE (pe0) and DE (de0) on the `EngineOptions` fields `common` (plus `pe_options` for the PE),
+    started, and a client: (pe, de, pe_address, de_address, client), all closed afterwards."""
+    from dualpath.runtime.engine import EngineOptions, create_engine
+    from dualpath.runtime.scheduling.client import ClusterClient
+
+    de = create_engine(EngineOptions(role="decode", name="de0", **common), secret)
+    pe = create_engine(EngineOptions(role="prefill", name="pe0", **{**common, **(pe_options or {})}), secret)
+    de_address, pe_address = de.start(), pe.start()
+    client = ClusterClient(secret)
+    try:
+        yield pe, de, pe_address, de_address, client
+    finally:
+        client.close()
+        pe.close()
+        de.close()

@@ -13,14 +13,15 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from dualpath.protocol import ALL_STEP_NAMES
-from dualpath.runtime.engine import ENGINE_STEP_NAMES, PRESETS, EngineOptions, create_engine
+from dualpath.runtime.engine import ENGINE_STEP_NAMES, PRESETS
 from dualpath.runtime.engines.checkpoint import save_checkpoint
 from dualpath.runtime.engines.decoder import Decoder, DecoderConfig, random_weights
-from dualpath.runtime.scheduling.client import ClusterClient, turn_record
+from dualpath.runtime.scheduling.client import turn_record
 from dualpath.runtime.scheduling.launcher import launch_local
 from dualpath.runtime.transports.control import ControlError, connect
 from dualpath.runtime.transports.transport import TransportError, create_transport
 from dualpath.trace import Trace
+from tests.runtime.cases import engine_pair
 
 SECRET = "correct horse battery staple 42"
 WRONG = "wrong horse battery staple 4242"
@@ -33,14 +34,8 @@ COARSE = ["admit", "read", "start_prefill", "handoff", "start_decode", "finish"]
 def cluster(tmp_path_factory):
     store = tmp_path_factory.mktemp("store")
     common = {"store_dir": str(store), "block_tokens": BLOCK, "max_context_tokens": 512, "buffer_blocks": 96}
-    de = create_engine(EngineOptions(role="decode", name="de0", **common), SECRET)
-    pe = create_engine(EngineOptions(role="prefill", name="pe0", **common), SECRET)
-    de_address, pe_address = de.start(), pe.start()
-    client = ClusterClient(SECRET)
-    yield pe, de, pe_address, de_address, client
-    client.close()
-    pe.close()
-    de.close()
+    with engine_pair(SECRET, **common) as pair:
+        yield pair
 
 
 def converse(client, pe, de, reference, seed, paths, chunk_tokens=None, first_tokens=37, append=13, new=6):

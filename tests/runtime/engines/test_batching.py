@@ -13,7 +13,7 @@ from dualpath.runtime.engine import EngineOptions, create_engine
 from dualpath.runtime.engines.decode_batcher import Sequence
 from dualpath.runtime.engines.decoder import Decoder, DecoderConfig
 from dualpath.runtime.engines.layerwise import ChunkWork, prefill_batch
-from dualpath.runtime.scheduling.client import ClusterClient
+from tests.runtime.cases import engine_pair
 from tests.runtime.engines.test_layerwise import MemoryLoader, MemorySink
 
 CONFIG = DecoderConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_layers=3, num_heads=4,
@@ -133,14 +133,8 @@ def test_decode_steps_batch_every_running_sequence_and_they_join_and_leave_at_st
 @pytest.fixture
 def engines(tmp_path):
     common = {"store_dir": str(tmp_path), "block_tokens": BLOCK, "max_context_tokens": 512, "buffer_blocks": 160}
-    de = create_engine(EngineOptions(role="decode", name="de0", **common), SECRET)
-    pe = create_engine(EngineOptions(role="prefill", name="pe0", num_slots=8, **common), SECRET)
-    de_address, pe_address = de.start(), pe.start()
-    client = ClusterClient(SECRET)
-    yield pe, de, pe_address, de_address, client
-    client.close()
-    pe.close()
-    de.close()
+    with engine_pair(SECRET, {"num_slots": 8}, **common) as pair:
+        yield pair
 
 
 # Per conversation: read path and chunk size of its turns (split reads one hit block through the PE).

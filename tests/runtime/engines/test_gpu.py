@@ -15,8 +15,7 @@ torch = pytest.importorskip("torch")
 pytestmark = [pytest.mark.gpu, needs_cuda]
 
 from dualpath.protocol import Resource
-from dualpath.runtime.engine import EngineOptions, create_engine
-from dualpath.runtime.scheduling.client import ClusterClient
+from tests.runtime.cases import engine_pair
 
 SECRET = "correct horse battery staple 42"
 BLOCK = 16
@@ -29,14 +28,8 @@ def cuda_cluster(tmp_path_factory):
     store = tmp_path_factory.mktemp("store")
     common = {"store_dir": str(store), "block_tokens": BLOCK, "max_context_tokens": 512, "buffer_blocks": 96,
               "device": "cuda", "cnic_centric": True}
-    de = create_engine(EngineOptions(role="decode", name="de0", **common), SECRET)
-    pe = create_engine(EngineOptions(role="prefill", name="pe0", **common), SECRET)
-    de_address, pe_address = de.start(), pe.start()
-    client = ClusterClient(SECRET)
-    yield pe, de, pe_address, de_address, client
-    client.close()
-    pe.close()
-    de.close()
+    with engine_pair(SECRET, **common) as pair:
+        yield pair
 
 
 def test_memory_is_where_the_paper_puts_it(cuda_cluster):
