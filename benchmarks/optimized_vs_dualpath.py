@@ -10,9 +10,10 @@ start together; JCT = time until every agent is done. Checks: `optimized` JCT <=
 every configuration; on DS 27B 1P1D the share of the dualpath -> oracle gap it closes, next to the
 share any policy *can* close: every hit byte must cross a SNIC, so total hit bytes over the summed
 effective SNIC read rate is a floor no scheduler goes under (the oracle skips reads).
-Online: agents arrive as a Poisson process; capacity = the highest rate whose steady state meets the
-paper's SLO (mean TTFT <= 4 s, mean TPOT <= 50 ms), found by the simulator's own search
-(`dualpath.runtime.capacity`). Check: `optimized` capacity >= `dualpath`'s.
+Online: agents arrive as a Poisson process over a warm-up plus a measurement window; capacity = the
+highest rate whose steady state meets the paper's SLO (mean TTFT <= 4 s, mean TPOT <= 50 ms), found
+below the fluid limit by the simulator's own search (`dualpath.runtime.sim.online`).
+Check: `optimized` capacity >= `dualpath`'s.
 Exit code 1 when a check fails.
 """
 
@@ -62,22 +63,27 @@ def run_offline(job: tuple[str, int, str]) -> dict:
     return row
 
 
-def run_capacity(job: tuple[str, str, int]) -> dict:
-    """The simulator's own capacity search (`dualpath.runtime.capacity`): doubling then bisection on
-    the agents-per-second rate, SLO = mean TTFT <= 4 s and mean TPOT <= 50 ms in the steady state."""
-    from dualpath.runtime.capacity import PAPER_SLO, capacity_runner, find_capacity
+def run_capacity(job: tuple[str, str, float]) -> dict:
+    """The simulator's own capacity search (`dualpath.runtime.sim.online`): Poisson arrivals over the
+    warm-up plus `window` seconds, probes below the fluid limit, SLO = mean TTFT <= 4 s and mean TPOT
+    <= 50 ms in the steady state."""
+    from dualpath.models.sampling import online_trajectories
+    from dualpath.models.workloads import from_trajectories
+    from dualpath.runtime.capacity import PAPER_SLO, online_horizon_s
+    from dualpath.runtime.sim.online import search_capacity
 
-    config, name, agents = job
+    config, name, window_s = job
     cluster, llm = setup(config)
+    trace = resolve_workload("agentic-64k", seed=0)
+    horizon_s = online_horizon_s(trace.trajectories, PAPER_SLO, window_s)
 
     def workload_at(aps: float):
-        return resolve_workload("agentic-64k", agents=agents, seed=0, aps=aps)
+        return from_trajectories(trace.name, online_trajectories(trace.trajectories, aps, horizon_s, seed=0))
 
-    run_at = capacity_runner(simulate, workload_at, lambda: policy_of(name, cluster, llm), cluster=cluster,
-                             llm=llm, seed=0, progress=False)
-    found = find_capacity(run_at, PAPER_SLO)
-    return {"config": config, "policy": name, "aps": found.capacity_aps,
-            "probes": [(p["aps"], p["slo_met"], p["ttft_mean_s"], p["tpot_mean_s"]) for p in found.probes]}
+    row = search_capacity(cluster, llm, workload_at, lambda: policy_of(name, cluster, llm), PAPER_SLO)
+    return {"config": config, "policy": name, "aps": row["capacity_aps"], "fluid_limit_aps": row["fluid_limit_aps"],
+            "bound_by": row["bound_by"],
+            "probes": [(p["aps"], p["slo_met"], p["ttft_mean_s"], p["tpot_mean_s"]) for p in row["probes"]]}
 
 
 def pool_map(fn, jobs, processes: int):
@@ -98,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--online", action="store_true", help="also measure SLO capacity (slow)")
     parser.add_argument("--online-configs", default="ds-27b:1P1D,deepseek-v3.2:2P4D")
-    parser.add_argument("--online-agents", type=int, default=500)
+    parser.add_argument("--online-window", type=float, default=600.0,
+                        help="seconds of steady state each online probe measures after its warm-up")
     parser.add_argument("--json", help="write every figure here")
     args = parser.parse_args(argv)
     configs = args.configs.split(",")
@@ -135,14 +142,16 @@ def main(argv: list[str] | None = None) -> int:
                   f"(I/O floor {d['io_floor_s']:,.0f} s) | {o['tick_p99_ms']:.1f} | {'ok' if ok else 'FAIL'} |")
     capacity = []
     if args.online:
-        cap_jobs = [(c, p, args.online_agents) for c in args.online_configs.split(",")
+        cap_jobs = [(c, p, args.online_window) for c in args.online_configs.split(",")
                     for p in ("dualpath", "optimized")]
         capacity = list(pool_map(run_capacity, cap_jobs, args.jobs))
-        print("\n| config | policy | SLO capacity (agents/s) | probes (APS: met, mean TTFT s, mean TPOT ms) |")
-        print("|---|---|---:|---|")
+        print("\n| config | policy | SLO capacity (agents/s) | fluid limit (agents/s), bound by | "
+              "probes (APS: met, mean TTFT s, mean TPOT ms) |")
+        print("|---|---|---:|---|---|")
         for r in sorted(capacity, key=lambda r: (r["config"], r["policy"])):
             probes = ", ".join(f"{a:.3g}: {'yes' if ok else 'no'} {t:.1f}/{1e3 * p:.0f}" for a, ok, t, p in r["probes"])
-            print(f"| {r['config']} | {r['policy']} | {r['aps']:.3f} | {probes} |")
+            print(f"| {r['config']} | {r['policy']} | {r['aps']:.3f} | {r['fluid_limit_aps']:.3f}, {r['bound_by']} | "
+                  f"{probes} |")
         caps = {(r["config"], r["policy"]): r["aps"] for r in capacity}
         for c in args.online_configs.split(","):
             if caps.get((c, "optimized"), 0.0) < caps.get((c, "dualpath"), 0.0):

@@ -8,8 +8,14 @@ DualPath; ablation at 1,024 and 2,048 agents, mean JCT reduction against Basic, 
     python benchmarks/reproduce_paper.py                       # 1,024 and 2,048 agents, all cores
     python benchmarks/reproduce_paper.py --agents 2048 --jobs 1 --json out.json --markdown table.md
 
-Every number comes from one calibration (`dualpath.calibration`); `--set key=value` overrides
-a calibration field for sensitivity studies only (`--set snic_read_efficiency=0.7`,
+Plus, as a check of magnitude only, Table 3's online row (DualPath, 0.4 agents/s): TTFT 1.739 s,
+TTST 0.228 s (first to second token), TPOT 0.039 s.
+
+Every number comes from one set of constants (`dualpath.llm.CostModel`, `dualpath.calibration`),
+of which ONE is fitted: `prefill_mfu`, to DualPath's JCT at 2,048 agents (`calibrate_sim.py`); that
+row is marked "fitted", every other row is a prediction. Tolerances (the issue's): ratios +-10%
+(ablation rows compare JCT / Basic JCT), absolute times +-25%, the online row +-50%. `--set key=value`
+overrides a constant for sensitivity studies only (`--set snic_read_efficiency=0.7`,
 `--set cost.prefill_mfu=0.3`). Exit code 1 when an acceptance check fails.
 """
 
@@ -35,6 +41,9 @@ POLICIES = ("basic", "layerwise", "dualpath-rr", "dualpath", "oracle")
 PAPER_JCT_S = {2048: {"basic": 10_100.0, "dualpath": 5_400.0}}
 PAPER_RATIO = 1.87
 PAPER_ABLATION = {"layerwise": -17.2, "dualpath-rr": -38.2, "dualpath": -45.6}
+FITTED = ("dualpath", 2048)  # the one figure `prefill_mfu` is fitted to
+PAPER_ONLINE = {"aps": 0.4, "ttft_s": 1.739, "ttst_s": 0.228, "tpot_s": 0.039}  # Table 3, V3.2 2P4D
+ONLINE_WARMUP_S, ONLINE_WINDOW_S = 600.0, 1800.0  # arrivals over warm-up + window; measure the window
 
 
 def calibration_with(overrides: list[str]) -> Calibration:
@@ -85,37 +94,70 @@ def run_one(job: tuple) -> dict:
             "snic_balance": trace.meta["snic_balance_max_over_avg"]}
 
 
+def run_online(overrides: tuple[str, ...] = (), seed: int = 0) -> dict:
+    """DualPath at Table 3's rate; means over requests arriving after the warm-up. TTST is the paper's
+    (second token minus first: the KV's trip to the DE and the first decode step)."""
+    cal = calibration_with(list(overrides))
+    llm = calibrated_llm(llm_preset("deepseek-v3.2"), cal)
+    cluster = expert_groups(resolve_cluster("2P4D"), llm, cal)
+    aps = PAPER_ONLINE["aps"]
+    agents = round(aps * (ONLINE_WARMUP_S + ONLINE_WINDOW_S))
+    workload = resolve_workload("agentic-64k", agents=agents, seed=seed, aps=aps)
+    trace = simulate(cluster, llm, workload, make_policy("dualpath", cluster, llm), calibration=cal, online=True,
+                     progress=False, seed=seed)
+    done = [r for r in trace.records if r.status == "done" and r.arrival_s >= ONLINE_WARMUP_S]
+    many = [r for r in done if r.output_tokens > 1]
+    return {"policy": "dualpath-online", "aps": aps, "requests": len(done),
+            "ttft_s": sum(r.first_token_s - r.arrival_s for r in done) / len(done),
+            "ttst_s": sum(r.second_token_s - r.first_token_s for r in many) / len(many),
+            "tpot_s": sum((r.finish_s - r.first_token_s) / (r.output_tokens - 1) for r in many) / len(many)}
+
+
+def _row(name: str, paper: float, ours: float, tolerance: float, unit: str, fitted: bool = False
+         ) -> tuple[str, str, str, bool]:
+    fmt = (lambda v: f"{v:,.0f} s") if unit == "s" else (lambda v: f"{v:.3f} s") if unit == "s3" else \
+        (lambda v: f"{v:.2f}")
+    label = f"{name} (fitted)" if fitted else f"{name} (predicted)"
+    return label, fmt(paper), f"{fmt(ours)} ({ours / paper - 1:+.1%})", abs(ours / paper - 1) <= tolerance
+
+
 def checks(results: list[dict]) -> list[tuple[str, str, str, bool]]:
     """(criterion, paper, ours, pass) for the issue's acceptance figures that the results cover."""
-    jct = {(r["agents"], r["policy"]): r["jct_s"] for r in results}
+    jct = {(r["agents"], r["policy"]): r["jct_s"] for r in results if "agents" in r}
     out = []
+    for policy, paper in PAPER_JCT_S[2048].items():
+        if (2048, policy) in jct:
+            out.append(_row(f"{policy} JCT, 2,048 agents", paper, jct[2048, policy], 0.25, "s",
+                            fitted=(policy, 2048) == FITTED))
     if (2048, "basic") in jct and (2048, "dualpath") in jct:
-        ratio = jct[2048, "basic"] / jct[2048, "dualpath"]
-        out.append(("basic/dualpath JCT, 2,048 agents", f"{PAPER_RATIO:.2f}", f"{ratio:.2f}",
-                    abs(ratio / PAPER_RATIO - 1) <= 0.10))
-        for policy, paper in PAPER_JCT_S[2048].items():
-            ours = jct[2048, policy]
-            out.append((f"{policy} JCT, 2,048 agents", f"{paper:,.0f} s", f"{ours:,.0f} s",
-                        abs(ours / paper - 1) <= 0.25))
+        out.append(_row("basic/dualpath JCT, 2,048 agents", PAPER_RATIO, jct[2048, "basic"] / jct[2048, "dualpath"],
+                        0.10, "x"))
     for agents in sorted({a for a, _ in jct}):
         if (agents, "oracle") in jct and (agents, "dualpath") in jct:
             gap = jct[agents, "dualpath"] / jct[agents, "oracle"] - 1
-            out.append((f"dualpath above oracle, {agents:,} agents", "a few %", f"{gap:+.1%}", abs(gap) <= 0.10))
+            out.append((f"dualpath above oracle, {agents:,} agents (predicted)", "a few % (0 to +10%)",
+                        f"{gap:+.1%}", 0.0 <= gap <= 0.10))
     sizes = sorted({a for a, p in jct if p == "basic"})
     for policy, paper in PAPER_ABLATION.items():
-        cuts = [100 * (jct[a, policy] / jct[a, "basic"] - 1) for a in sizes if (a, policy) in jct]
-        if cuts:
-            mean = sum(cuts) / len(cuts)
-            each = ", ".join(f"{c:+.1f}" for c in cuts)
-            out.append((f"ablation {policy} vs basic (mean of {'/'.join(map(str, sizes))})", f"{paper:+.1f}%",
-                        f"{mean:+.1f}% ({each})", abs(mean - paper) <= 5.0))
+        ratios = [jct[a, policy] / jct[a, "basic"] for a in sizes if (a, policy) in jct]
+        if ratios:
+            mean = sum(ratios) / len(ratios)
+            each = ", ".join(f"{100 * (r - 1):+.1f}" for r in ratios)
+            off = mean / (1 + paper / 100) - 1  # the JCT ratio's error: what the +-10% applies to
+            out.append((f"ablation {policy} vs basic, mean of {'/'.join(map(str, sizes))} (predicted)",
+                        f"{paper:+.1f}%", f"{100 * (mean - 1):+.1f}% ({each}); JCT ratio {off:+.1%}", abs(off) <= 0.10))
+    for r in results:
+        if r.get("policy") == "dualpath-online":
+            for key, name in (("ttft_s", "TTFT"), ("ttst_s", "TTST"), ("tpot_s", "TPOT")):
+                out.append(_row(f"Table 3 {name}, dualpath at {r['aps']} APS (magnitude)", PAPER_ONLINE[key], r[key],
+                                0.50, "s3"))
     return out
 
 
 def markdown(results: list[dict], rows: list[tuple[str, str, str, bool]]) -> str:
     lines = ["| agents | policy | requests | JCT (s) | mean agent JCT (s) | TTFT mean (s) | TPOT mean (ms) |",
              "|---:|---|---:|---:|---:|---:|---:|"]
-    for r in sorted(results, key=lambda r: (r["agents"], POLICIES.index(r["policy"]))):
+    for r in sorted((r for r in results if "agents" in r), key=lambda r: (r["agents"], POLICIES.index(r["policy"]))):
         lines.append(f"| {r['agents']:,} | {r['policy']} | {r['requests']:,} | {r['jct_s']:,.0f} | "
                      f"{r['mean_agent_jct_s']:,.0f} | {r['ttft_mean_s']:.2f} | {r['tpot_mean_s'] * 1000:.1f} |")
     lines += ["", "| figure | paper | ours | within tolerance |", "|---|---:|---:|:---:|"]
@@ -133,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", help="write the paper-vs-ours table here")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a calibration field (sensitivity studies only)")
+    parser.add_argument("--no-online", action="store_true", help="skip Table 3's online row")
     parser.add_argument("--fresh", action="store_true",
                         help="generate every agent's trajectory instead of resampling the 500-trajectory trace")
     args = parser.parse_args(argv)
@@ -149,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         for job in jobs:
             results.append(run_one(job))
+    if not args.no_online:
+        results.append(run_online(tuple(args.set), args.seed))
     rows = checks(results)
     table = markdown(results, rows)
     print(table)

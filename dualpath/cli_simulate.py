@@ -2,7 +2,12 @@
 
 Offline (no `--aps`) every agent starts at 0, as in the paper, unless the workload file carries its
 own arrival times (a trace's timestamps, trajectories' `start_s`): those are always replayed, and the
-JCT runs from the first arrival to the last finish.
+JCT runs from the first arrival to the last finish, and the run reports the online figures too.
+
+Online runs: `--aps X` (Poisson arrivals over warm-up plus `--window` seconds, the agent count
+following from the rate unless `--agents` fixes it), a timestamped trace (replayed at its own times),
+or `--find-capacity` (the highest rate within SLO, below the fluid limit it names). The warm-up and
+drain rule is `dualpath.runtime.capacity`'s.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=flags.seed, default=0, help="seed of the workload and the simulator")
     parser.add_argument("--aps", type=flags.aps, help="online: Poisson agent arrivals per second")
     parser.add_argument("--find-capacity", action="store_true", help="online: search the highest APS within SLO")
+    parser.add_argument("--window", type=flags.seconds, default=600.0, metavar="S",
+                        help="online: seconds of steady state the arrivals cover after the warm-up")
     add_slo_arguments(parser)
     parser.add_argument("--plan", metavar="FILE", type=flags.in_file,
                         help="replay a plan.json instead of an online policy")
@@ -81,6 +88,8 @@ def _run(args: argparse.Namespace) -> int:
         raise SpecError("--aps", "aps", args.aps, "a positive rate (agents per second)")
     if args.jobs < 1:
         raise SpecError("--jobs", "jobs", args.jobs, "a positive integer")
+    if not args.window > 0:
+        raise SpecError("--window", "window", args.window, "positive seconds")
     # Policies size their quotas from the cost model the simulator runs with: the calibrated one.
     cluster, llm = resolve_cluster(args.cluster), calibrated_llm(resolve_model(args.model))
     names = [p.strip() for p in args.policy.split(",") if p.strip()]
@@ -108,7 +117,7 @@ def _run(args: argparse.Namespace) -> int:
     results = [row for row, _ in done]
     traces = [trace for _, trace in done if trace is not None]
 
-    online = args.aps is not None or args.find_capacity
+    online = args.aps is not None or any("aps" in r for r in results)
     _print(results, online, args.find_capacity)
     if args.json:
         payload = {"cluster": cluster.name or cluster.shorthand, "model": llm.name, "workload": args.workload,
@@ -128,43 +137,80 @@ def _simulate_one(policy_name: str, *, cluster, llm, args: argparse.Namespace, s
                   progress: bool) -> tuple[dict[str, Any], Any]:
     """One policy's result row and Trace (no Trace for a capacity search); module level so a pool can run it."""
     from dualpath.models.registry import resolve_workload
+    from dualpath.models.sampling import online_trajectories
+    from dualpath.models.workloads import from_trajectories
     from dualpath.request import check_context
-    from dualpath.runtime.capacity import capacity_runner, find_capacity
-    from dualpath.runtime.sim.results import capacity_row, offline_row, online_row
+    from dualpath.runtime.capacity import online_horizon_s
+    from dualpath.runtime.sim.online import search_capacity
+    from dualpath.runtime.sim.results import offline_row, online_row
     from dualpath.runtime.sim.simulator import simulate
     from dualpath.solver.policies import make_policy
 
-    def workload_at(aps: float | None):
-        return resolve_workload(args.workload, agents=args.agents, seed=args.seed, aps=aps)
+    rated = args.aps is not None or args.find_capacity
+    base = resolve_workload(args.workload, agents=None if rated else args.agents, seed=args.seed)
+    if rated and not base.trajectories:
+        raise SpecError(f"workload {base.name}", "--aps/--find-capacity", args.aps,
+                        "agent trajectories (a trace of requests replays at its own arrival times)")
+    horizon_s = online_horizon_s(base.trajectories, slo, args.window) if rated else 0.0
+
+    def workload_at(aps: float):
+        if args.agents is not None:  # a fixed count: the user chose it, steady state or not
+            return resolve_workload(args.workload, agents=args.agents, seed=args.seed, aps=aps)
+        return from_trajectories(base.name, online_trajectories(base.trajectories, aps, horizon_s, args.seed))
 
     if args.find_capacity:
-        run_at = capacity_runner(simulate, workload_at, partial(make_policy, policy_name, cluster, llm),
-                                 cluster=cluster, llm=llm, seed=args.seed)
-        return capacity_row(find_capacity(run_at, slo), policy_name), None
-    online = args.aps is not None
-    workload = workload_at(args.aps)
+        row = search_capacity(cluster, llm, workload_at, partial(make_policy, policy_name, cluster, llm), slo,
+                              seed=args.seed)
+        row["policy"] = policy_name
+        row["arrival_horizon_s"] = horizon_s
+        return row, None
+    workload = workload_at(args.aps) if args.aps is not None else base
     check_context(workload, llm.max_context_tokens, llm.name)
     policy = plan if plan is not None else make_policy(policy_name, cluster, llm)
-    # A workload file's own arrival times are replayed (`Workload.timed`); only an untimed workload
-    # runs the paper's offline batch, every agent at 0.
-    trace = simulate(cluster, llm, workload, policy, online=online or workload.timed, progress=progress,
+    # A workload file's own arrival times are replayed (`Workload.timed`) and reported as an online run;
+    # only an untimed workload runs the paper's offline batch, every agent at 0.
+    online = args.aps is not None or workload.timed
+    trace = simulate(cluster, llm, workload, policy, online=online, progress=progress,
                      chrome_window=window, seed=args.seed)
     row = online_row(trace, args.aps, slo) if online else offline_row(trace, slo)
     row["policy"] = policy_name
+    if args.aps is not None:
+        row["arrival_horizon_s"] = horizon_s
     return row, trace
+
+
+def _print_capacity(results: list[dict]) -> None:
+    base = results[0]["capacity_aps"]
+    rows = [(r["policy"], f"{r['capacity_aps']:.3f}", f"{r['capacity_aps'] / base:.2f}x" if base else "-",
+             f"{r['fluid_limit_aps']:.3f}" if r.get("fluid_limit_aps") else "none", r.get("bound_by", "-"),
+             f"{r['capacity_over_limit']:.0%}" if "capacity_over_limit" in r else "-", len(r["probes"]),
+             f"{r['search_wall_s']:.0f}") for r in results]
+    print(format_table(("policy", "capacity (agents/s)", "vs first", "fluid limit (agents/s)", "bound by",
+                        "of limit", "probes", "wall (s)"), rows))
 
 
 def _print(results: list[dict], online: bool, capacity: bool) -> None:
     if capacity:
-        print(format_table(("policy", "capacity (agents/s)", "probes"),
-                           [(r["policy"], r["capacity_aps"], len(r["probes"])) for r in results]))
+        _print_capacity(results)
         return
     base = results[0]["jct_s"]
     headers = ["policy", "agents", "JCT (s)", "vs first", "tokens/s", "SNIC max/avg"]
     rows = [[r["policy"], r["agents"], r["jct_s"], f"{base / r['jct_s']:.2f}x" if r["jct_s"] else "-",
              r["tokens_per_s"], r.get("snic_balance_max_over_avg") or math.nan] for r in results]
-    if online:
-        headers += ["TTFT p50 (s)", "TTFT p99 (s)", "TPOT mean (s)", "SLO met"]
-        for row, r in zip(rows, results):
-            row += [r["ttft_p50_s"], r["ttft_p99_s"], r["tpot_mean_s"], "yes" if r["slo_met"] else "no"]
+    print(format_table(headers, rows))
+    if not online:
+        return
+    # Online figures of the steady state: percentiles of each latency and the share within both SLOs.
+    headers = ["policy", "aps", "steady window (s)", "requests"]
+    units = (("TTFT", "s"), ("TTST", "s"), ("TPOT", "ms"))
+    headers += [f"{m} {q} ({u})" for m, u in units for q in ("p50", "p90", "p99")]
+    headers += ["SLO attain", "SLO met"]
+    rows = []
+    for r in results:
+        steady = f"{r['steady_start_s']:.0f}-{r['steady_end_s']:.0f}" + ("" if r["steady_state_found"] else " (none)")
+        row = [r["policy"], "trace" if r["aps"] is None else r["aps"], steady, r["steady_requests"]]
+        for metric, scale in (("ttft", 1), ("ttst", 1), ("tpot", 1000)):
+            row += [f"{r[f'{metric}_{q}_s'] * scale:.2f}" if r[f"{metric}_{q}_s"] is not None else "-"
+                    for q in ("p50", "p90", "p99")]
+        rows.append([*row, f"{r['slo_attainment']:.1%}", "yes" if r["slo_met"] else "no"])
     print(format_table(headers, rows))

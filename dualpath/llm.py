@@ -1,8 +1,12 @@
-"""LLM spec: architecture, KV bytes per token derived from it, and a FLOP-based compute cost model.
+"""LLM spec: architecture, KV bytes per token derived from it, and a first-principles cost model.
 
-The cost model is a roofline: prefill is compute bound (FLOPs / (peak x MFU) plus a per-batch
-overhead); a decode step is the max of its FLOPs and its HBM bytes (weights + KV read) at their
-efficiencies, plus an overhead. `CostModel.fit` calibrates MFU and overhead from a profile table.
+Prefill is compute bound: FLOPs (dense/expert GEMMs at 2 x active params per token, attention over
+the cached context, MLA absorbed or GQA, sparse top-k, and the sparse-attention indexer over every
+key) at `prefill_mfu` of the GPU's peak. A decode step is a roofline per kernel family: the weights
+a GPU holds (memory bound at decode batch sizes) plus attention (max of its KV + indexer bytes at
+HBM speed and its FLOPs), overlapped with the expert-parallel all-to-all (dispatch and combine
+bytes over the compute NIC). Every constant but `prefill_mfu` comes from a public measurement; see
+`CostModel`. `CostModel.fit` refits MFU and overhead from a profile table of one's own hardware.
 """
 
 from __future__ import annotations
@@ -25,19 +29,36 @@ class AttentionKind(str, Enum):
 
 @dataclass(frozen=True)
 class CostModel:
-    """Per-GPU compute cost. Defaults: H800/H100 SXM dense BF16 peak 989 TFLOPS, HBM3 3.35 TB/s."""
+    """Per-GPU cost of an H800/H100 SXM, the paper's Hopper GPUs. Sources, one per number:
+
+    - `peak_tflops` 989: NVIDIA H100 SXM datasheet, dense BF16 (the H800 has the same SMs and clocks).
+    - `prefill_mfu` 0.1647: the ONE FITTED constant, to the paper's DualPath JCT at 2,048 agents
+      (5,400 s; `benchmarks/calibrate_sim.py`). Cross-check: DeepSeek's inference-system overview
+      (2025-03-01) reports 73.7k input tokens/s per H800 node at a 56.3% cache hit, i.e. ~4.0k
+      computed tokens/s per GPU on ~4.4K-token prompts, ~0.37 of this peak end to end (V3's dense
+      MLA). The fit is 0.45 of that production figure, on 16-64K contexts under a 300 ms quota.
+    - `decode_mfu` 0.41: FlashMLA's token-level sparse decoding kernel, 410 TFLOPS on H800 (README).
+    - `hbm_gb_per_s` 3,350 and `hbm_efficiency` 0.9: HBM3 datasheet; FlashMLA reaches 3,000 GB/s in
+      its memory-bound configuration on H800 (3,000 / 3,350 = 0.9).
+    - `a2a_gb_per_s` 50: DeepEP's low-latency dispatch/combine over a 400 Gb/s CX7 at EP32 (48 and
+      53 GB/s RDMA bandwidth; 155 + 273 us for 128 tokens, top-8, hidden 7,168).
+    - overheads 0: DeepSeek overlaps the all-to-all with compute by two micro-batches in prefill and
+      decode (same overview), and decode runs under CUDA graphs; no unmeasured per-step constant.
+    """
 
     peak_tflops: float = 989.0
-    prefill_mfu: float = 0.4
-    decode_mfu: float = 0.2
+    prefill_mfu: float = 0.1647
+    decode_mfu: float = 0.41
     hbm_gb_per_s: float = 3350.0
-    hbm_efficiency: float = 0.7
-    prefill_overhead_s: float = 0.005
-    decode_overhead_s: float = 0.005
+    hbm_efficiency: float = 0.9
+    prefill_overhead_s: float = 0.0
+    decode_overhead_s: float = 0.0
+    a2a_gb_per_s: float = 50.0
 
     def __post_init__(self) -> None:
         positive("CostModel", "peak_tflops", self.peak_tflops, cap="MAX_TFLOPS")
         positive("CostModel", "hbm_gb_per_s", self.hbm_gb_per_s, cap="MAX_GBPS")
+        positive("CostModel", "a2a_gb_per_s", self.a2a_gb_per_s, cap="MAX_GBPS")
         for name in ("prefill_mfu", "decode_mfu", "hbm_efficiency"):
             fraction("CostModel", name, getattr(self, name))
         non_negative("CostModel", "prefill_overhead_s", self.prefill_overhead_s)
@@ -81,6 +102,8 @@ class LLMSpec:
     index_topk_tokens: int = 0  # sparse attention: tokens each query attends (0 = dense)
     indexer_heads: int = 0
     indexer_head_dim: int = 0
+    num_moe_layers: int = 0  # layers whose FFN is routed experts (0: dense model)
+    experts_per_token: int = 0  # routed experts each token is dispatched to (shared ones are local)
     total_params: float = 0.0
     active_params: float = 0.0
     vocab_size: int = 32000
@@ -103,6 +126,8 @@ class LLMSpec:
         integer(src, "index_topk_tokens", self.index_topk_tokens, 0, limits.MAX_TOKENS, cap="MAX_TOKENS")
         positive(src, "active_params", self.active_params, cap="MAX_PARAMS")
         number(src, "total_params", self.total_params, self.active_params, limits.MAX_PARAMS, cap="MAX_PARAMS")
+        integer(src, "num_moe_layers", self.num_moe_layers, 0, limits.MAX_LAYERS, cap="MAX_LAYERS")
+        integer(src, "experts_per_token", self.experts_per_token, 0, limits.MAX_WIDTH, cap="MAX_WIDTH")
         if not isinstance(self.attention, AttentionKind):
             raise SpecError(src, "attention", self.attention, "one of " + ", ".join(k.value for k in AttentionKind))
         if not isinstance(self.cost, CostModel):
@@ -171,23 +196,39 @@ class LLMSpec:
     def prefill_time_s(self, batch: Sequence[tuple[int, int]]) -> float:
         """Seconds for one forward batch of (cached_tokens, new_tokens) pairs on one engine."""
         flops = sum(self.prefill_flops(c, n) for c, n in batch)
-        rate = self.cost.peak_tflops * 1e12 * self.cost.prefill_mfu * self.gpus_per_engine
-        return self.cost.prefill_overhead_s + flops / rate
+        return self.cost.prefill_overhead_s + flops / self.prefill_flops_per_s
 
     def attention_time_s(self, batch: Sequence[tuple[int, int]]) -> float:
         """The attention share of `prefill_time_s`, what the paper's 300 ms batch quota limits."""
         flops = sum(self.attention_flops(c, n) for c, n in batch)
-        return flops / (self.cost.peak_tflops * 1e12 * self.cost.prefill_mfu * self.gpus_per_engine)
+        return flops / self.prefill_flops_per_s
+
+    @property
+    def prefill_flops_per_s(self) -> float:
+        """What one engine computes per second in prefill: the rate every prefill prediction uses."""
+        return self.cost.peak_tflops * 1e12 * self.cost.prefill_mfu * self.gpus_per_engine
+
+    def a2a_s(self, tokens: int) -> float:
+        """Expert-parallel all-to-all of one forward pass for `tokens` tokens on a GPU: each token's
+        hidden state goes to its routed experts in FP8 (dispatch) and comes back in BF16 (combine)."""
+        bytes_per_token = self.num_moe_layers * self.experts_per_token * self.hidden_size * (1 + 2)
+        return tokens * bytes_per_token / (self.cost.a2a_gb_per_s * 1e9)
 
     def decode_step_s(self, batch_size: int, total_context_tokens: int, weight_bytes_per_gpu: float) -> float:
         """One decode step for `batch_size` sequences holding `total_context_tokens` in all."""
         if batch_size <= 0:
             return 0.0
+        cost = self.cost
         mean_context = total_context_tokens / batch_size
-        attention = self.num_layers * self._attention_flops_per_query(mean_context) * batch_size
-        flops = 2.0 * self.active_params * batch_size + attention
-        compute_s = flops / (self.cost.peak_tflops * 1e12 * self.cost.decode_mfu * self.gpus_per_engine)
-        kv_read = (self.num_layers * self.attention_kv_bytes_per_token_per_layer
-                   * self.attended_tokens(mean_context) * batch_size)
-        memory_s = (weight_bytes_per_gpu + kv_read) / (self.cost.hbm_gb_per_s * 1e9 * self.cost.hbm_efficiency)
-        return self.cost.decode_overhead_s + max(compute_s, memory_s)
+        hbm_bytes_per_s = cost.hbm_gb_per_s * 1e9 * cost.hbm_efficiency
+        flops_per_s = cost.peak_tflops * 1e12 * cost.decode_mfu * self.gpus_per_engine
+        # GEMMs: every GPU streams the weights it holds (at decode batch sizes every expert gets tokens).
+        gemm_s = max(weight_bytes_per_gpu / hbm_bytes_per_s, 2.0 * self.active_params * batch_size / flops_per_s)
+        # Attention reads the top-k KV, the indexer scans every cached key.
+        kv_bytes = self.num_layers * batch_size * (
+            self.attended_tokens(mean_context) * self.attention_kv_bytes_per_token_per_layer
+            + mean_context * self.indexer_bytes_per_token_per_layer)
+        attention_flops = self.num_layers * batch_size * self._attention_flops_per_query(mean_context)
+        attention_s = max(kv_bytes / hbm_bytes_per_s, attention_flops / flops_per_s)
+        # Two micro-batches hide the all-to-all behind compute, or compute behind it.
+        return cost.decode_overhead_s + max(gemm_s + attention_s, self.a2a_s(batch_size))

@@ -14,13 +14,11 @@ layer): 20 heads (= 2560 / 128), V3's MLA ranks (q 1536, kv 512, rope 64, nope 1
 indexer (64 heads x 128), one dense layer of width 8 x 1536, and an expert width of 1536, the value
 that makes the total come to the name's 27B (27.1B; active 4.2B).
 
-Cost models (per GPU, `dualpath.llm.CostModel`): the GPU presets keep the core defaults, NVIDIA's
-H100/H800 SXM datasheet (989 TFLOPS dense BF16, 3.35 TB/s HBM3) with 40% prefill MFU. Cross-check:
-DeepSeek's inference-system overview (2025-03-01) reports 73.7k prefill tokens/s per H800 node with a
-56.3% cache hit ratio, about 4.0k computed tokens/s per GPU; this model gives V3.2 3.5k tokens/s for a
-fresh 4K-token prompt and 3.1k tokens/s for 4K new tokens on a 16K cached context. `tiny` runs on CPU
-cores: 0.1 TFLOPS fp32 (two AVX2 cores, 2 x 16 FLOP/cycle x 3 GHz) at 25% of it, DRAM at 20 GB/s;
-calibrate any preset with a profile table (`dualpath.models.profile`).
+Cost models (per GPU, `dualpath.llm.CostModel`): the GPU presets keep the core defaults, a Hopper
+SXM GPU with every constant from a public measurement (see `CostModel`) but `prefill_mfu`, fitted once
+to the paper's DualPath JCT. `tiny` runs on CPU cores: 0.1 TFLOPS fp32 (two AVX2 cores, 2 x 16
+FLOP/cycle x 3 GHz) at 25% of it, DRAM at 20 GB/s; calibrate any preset with a profile table
+(`dualpath.models.profile`).
 """
 
 from __future__ import annotations
@@ -96,12 +94,13 @@ def _dense(name: str, *, num_layers: int, hidden: int, num_heads: int, num_kv_he
 
 
 def _deepseek(name: str, *, num_layers: int, hidden: int, num_heads: int, index_topk_tokens: int,
-              total: int, active: int) -> LLMSpec:
+              total: int, active: int, num_moe_layers: int, experts_per_token: int) -> LLMSpec:
     # FP8 KV cache: 656 B attention (FlashMLA layout) + 132 B indexer key per token per layer.
     return LLMSpec(name=name, num_layers=num_layers, hidden_size=hidden, num_heads=num_heads,
                    attention=AttentionKind.MLA, head_dim=_MLA["qk_nope_dim"] + _MLA["qk_rope_dim"],
                    kv_lora_rank=_MLA["kv_lora_rank"], qk_rope_head_dim=_MLA["qk_rope_dim"], kv_dtype_bytes=1,
                    index_topk_tokens=index_topk_tokens, indexer_heads=64, indexer_head_dim=128,
+                   num_moe_layers=num_moe_layers, experts_per_token=experts_per_token,
                    total_params=float(total), active_params=float(active), vocab_size=129280,
                    max_context_tokens=163840)
 
@@ -111,9 +110,10 @@ _CPU_COST = CostModel(peak_tflops=0.1, prefill_mfu=0.25, decode_mfu=0.1, hbm_gb_
 
 LLM_PRESETS: dict[str, LLMSpec] = {
     "deepseek-v3.2": _deepseek("deepseek-v3.2", num_layers=61, hidden=7168, num_heads=128,
-                               index_topk_tokens=2048, total=_V32_TOTAL, active=_V32_ACTIVE),
+                               index_topk_tokens=2048, total=_V32_TOTAL, active=_V32_ACTIVE,
+                               num_moe_layers=61 - 3, experts_per_token=8),
     "ds-27b": _deepseek("ds-27b", num_layers=30, hidden=2560, num_heads=20, index_topk_tokens=1024,
-                        total=_DS27_TOTAL, active=_DS27_ACTIVE),
+                        total=_DS27_TOTAL, active=_DS27_ACTIVE, num_moe_layers=30 - 1, experts_per_token=6),
     # Qwen2.5 ships 32K native context and 128K with YaRN rope scaling, which the 64K traces need.
     "qwen2.5-32b": _dense("qwen2.5-32b", num_layers=64, hidden=5120, num_heads=40, num_kv_heads=8, head_dim=128,
                           intermediate=27648, vocab=152064, max_context_tokens=131072, qkv_bias=True),

@@ -1,5 +1,10 @@
 """Sampling over workloads: the paper's resampling past 500 agents, Poisson arrivals, optimizer batches.
 
+An online run needs agents arriving for as long as it measures: `online_trajectories` draws Poisson
+arrivals over a horizon (warm-up plus measurement window), so the number of agents follows from the
+rate and the horizon, and deals the trace's whole trajectories to the arrivals in seeded rounds, so the
+agent mix is the trace's at every rate.
+
 Each function takes its own seed and derives a private `random.Random` from it, so adding a draw in one
 never shifts another.
 """
@@ -52,6 +57,38 @@ def poisson_arrivals(trajectories: Sequence[Trajectory], agents_per_s: float, se
                             "(dualpath.limits.MAX_SECONDS)")
         out.append(dataclasses.replace(traj, start_s=at))
     return out
+
+
+def online_trajectories(trajectories: Sequence[Trajectory], agents_per_s: float, horizon_s: float,
+                        seed: int = 0) -> list[Trajectory]:
+    """Agents arriving as a Poisson process of rate `agents_per_s` over [0, `horizon_s`): as many as
+    arrive (at least one), agent i the whole trajectory dealt to arrival slot i.
+
+    Trajectories are dealt in rounds, each a seeded shuffle of the whole trace, so every trajectory
+    serves equally often and the per-agent demand (hit bytes, prefill FLOPs, output tokens) is the
+    trace's at every rate and every point of the run. Offline resampling from a random turn
+    (`resample`) would not do: its agents skip their early turns and prefill their history without a
+    hit, so the mix, and with it the demand per agent, would shift with the number of agents, i.e. the
+    rate. Copies share no prefix with their source: each agent's hits are its own history.
+    """
+    if isinstance(agents_per_s, bool) or not isinstance(agents_per_s, (int, float)) or not agents_per_s > 0:
+        raise SpecError("arrivals", "agents_per_s", agents_per_s, "a positive number")
+    if isinstance(horizon_s, bool) or not isinstance(horizon_s, (int, float)) or not horizon_s > 0:
+        raise SpecError("arrivals", "horizon_s", horizon_s, "a positive number of seconds")
+    if not trajectories:
+        raise SpecError("arrivals", "trajectories", 0, "at least one trajectory")
+    rng = random.Random(f"online:{seed}")
+    starts: list[float] = []
+    at = rng.expovariate(agents_per_s)
+    while at < horizon_s or not starts:
+        starts.append(at)
+        at += rng.expovariate(agents_per_s)
+    order: list[int] = []
+    while len(order) < len(starts):
+        deal = list(range(len(trajectories)))
+        rng.shuffle(deal)
+        order.extend(deal)
+    return [Trajectory(i, trajectories[source].turns, start) for i, (source, start) in enumerate(zip(order, starts))]
 
 
 def sample_batch(workload: Workload, num_requests: int, seed: int = 0,

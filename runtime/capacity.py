@@ -1,22 +1,36 @@
 """Online serving: SLO checks on the steady state and the search for the highest SLO-compliant rate.
 
-The paper's rule: agents arrive as a Poisson process at X agents per second; the SLO (TTFT <= 4 s,
-TPOT <= 50 ms) must hold in the steady state. With a finite run the load first ramps up (agents
-arrive, none has finished), then holds, then drains after the last arrival; the steady state is
-taken as the requests that become ready between the first agent's completion and the last agent's
-arrival (the middle half of the arrival span when a run is too short to have both). The capacity is
-found by doubling the rate until the SLO fails, then bisecting, each probe one deterministic run.
+Agents arrive as a Poisson process at X agents per second; the SLO (TTFT <= 4 s, TPOT <= 50 ms, on
+the means) must hold in the steady state. design.md states no rule for the warm-up and the drain, so
+this module's, applied the same way to simulated runs, real runs and timestamped trace replays:
+
+- *arrivals cover the measurement*: an online run draws arrivals over a horizon of warm-up plus
+  measurement window (`online_horizon_s`), so the number of agents follows from the rate;
+- *warm-up*: the load (agents in the system) of a Poisson stream of agents grows until the time
+  equals the agents' lifetimes, then holds (an M/G/infinity system). Requests that arrive before the
+  first arrival plus the 90th percentile of the agents' measured lifetimes are excluded; the horizon
+  sizes that warm-up a priori with the 90th percentile of the lifetimes the SLO allows (each turn
+  4 s to its first token, then 50 ms per output token), an upper bound whenever the SLO holds;
+- *drain*: once the last agent has arrived the load only decays: requests after it are excluded;
+- a run whose warm-up ends after the last arrival has no steady state (overload stretches the
+  lifetimes past the horizon) and does not meet the SLO; its statistics cover every request.
+
+The capacity is searched below the fluid limit (`dualpath.runtime.fluid`): a rate at or above the
+smallest per-resource limit has no steady state, so the search starts at half of it, doubles while
+the SLO holds and bisects, never probing or reporting the limit itself. Each probe is one
+deterministic run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from dualpath.errors import SpecError
 from dualpath.policy import Policy
-from dualpath.request import Workload
+from dualpath.request import Trajectory, Workload
 from dualpath.trace import RequestRecord, Trace, percentile
 
 STATISTICS = ("mean", "p50", "p90", "p99")
@@ -50,8 +64,28 @@ def _stat(values: list[float], statistic: str) -> float:
     return percentile(values, float(statistic[1:]))
 
 
+WARMUP_LIFETIME_PERCENTILE = 90.0  # the warm-up lasts this percentile of the agents' lifetimes
+DEFAULT_WINDOW_S = 600.0  # measurement window an online run's arrivals cover after the warm-up
+
+
+def slo_lifetime_s(turns: Sequence[tuple[int, int]], slo: SLO = PAPER_SLO) -> float:
+    """The longest life an agent of (append, generate) turns has when every turn just meets `slo`."""
+    return sum(slo.ttft_s + slo.tpot_s * max(0, generate - 1) for _, generate in turns)
+
+
+def online_horizon_s(trajectories: Sequence[Trajectory], slo: SLO = PAPER_SLO,
+                     window_s: float = DEFAULT_WINDOW_S) -> float:
+    """Seconds of arrivals an online run needs: the SLO-bound warm-up of these agents plus `window_s`."""
+    if not trajectories or not window_s > 0:
+        raise SpecError("online run", "trajectories/window_s", (len(trajectories), window_s),
+                        "at least one trajectory and a positive window")
+    lives = [slo_lifetime_s([(t.append_tokens, t.generate_tokens) for t in traj.turns], slo) for traj in trajectories]
+    return percentile(lives, WARMUP_LIFETIME_PERCENTILE) + window_s
+
+
 def steady_state(trace: Trace) -> tuple[float, float, bool]:
-    """(start_s, end_s, found): the window between the first agent's completion and the last arrival."""
+    """(start_s, end_s, found): from the first arrival plus the 90th-percentile agent lifetime to the
+    last agent's arrival; (first arrival, last arrival, False) when that window is empty."""
     records = [r for r in trace.records if r.status != "failed"]
     if not records:
         return 0.0, 0.0, False
@@ -60,11 +94,12 @@ def steady_state(trace: Trace) -> tuple[float, float, bool]:
     for r in records:
         first_arrival[r.agent] = min(first_arrival.get(r.agent, r.arrival_s), r.arrival_s)
         done_at[r.agent] = max(done_at.get(r.agent, r.finish_s), r.finish_s)
-    start, end = min(done_at.values()), max(first_arrival.values())
+    lives = [done_at[a] - first_arrival[a] for a in first_arrival]
+    t0, end = min(first_arrival.values()), max(first_arrival.values())
+    start = t0 + percentile(lives, WARMUP_LIFETIME_PERCENTILE)
     if start < end:
         return start, end, True
-    arrivals = sorted(first_arrival.values())
-    return arrivals[len(arrivals) // 4], arrivals[(3 * len(arrivals)) // 4], False
+    return t0, end, False
 
 
 def online_summary(trace: Trace, slo: SLO = PAPER_SLO) -> dict[str, Any]:
@@ -81,8 +116,9 @@ def online_summary(trace: Trace, slo: SLO = PAPER_SLO) -> dict[str, Any]:
             out[f"{name}_{statistic}_s"] = _stat(values, statistic)
     ok = sum(1 for r in window if r.first_token_s - r.arrival_s <= slo.ttft_s and (_tpot(r) or 0.0) <= slo.tpot_s)
     out["slo_attainment"] = ok / len(window) if window else 0.0
-    met = bool(window) and out[f"ttft_{slo.statistic}_s"] <= slo.ttft_s and out[f"tpot_{slo.statistic}_s"] <= slo.tpot_s
-    out["slo_met"] = met
+    # No steady state (overload stretched the agents' lives past the arrivals): the SLO is not met.
+    within = out[f"ttft_{slo.statistic}_s"] <= slo.ttft_s and out[f"tpot_{slo.statistic}_s"] <= slo.tpot_s
+    out["slo_met"] = found and bool(window) and within
     return out
 
 
@@ -105,18 +141,24 @@ def latency_summary(trace: Trace, slo: SLO = PAPER_SLO) -> dict[str, Any]:
 class CapacityResult:
     capacity_aps: float  # highest rate probed that met the SLO (0 when none did)
     probes: list[dict[str, Any]] = field(default_factory=list)  # in probe order: aps, slo_met and the statistics
+    limit_aps: float = math.inf  # the fluid limit the search stayed below
 
 
 def find_capacity(run_at: Callable[[float], Trace], slo: SLO = PAPER_SLO, *, start_aps: float = 0.5,
-                  rel_tol: float = 0.05, max_probes: int = 16, min_aps: float = 1e-3) -> CapacityResult:
+                  rel_tol: float = 0.05, max_probes: int = 16, min_aps: float = 1e-3,
+                  limit_aps: float = math.inf) -> CapacityResult:
     """Highest agents-per-second rate whose run (`run_at(aps) -> Trace`) meets `slo` in steady state.
 
     Doubling from `start_aps` (halving while it fails) brackets the capacity; bisection narrows the
-    bracket to `rel_tol`. Deterministic when `run_at` is.
+    bracket to `rel_tol`. With a finite `limit_aps` (the fluid limit) the search starts at half of it
+    and treats the limit as failing without running it. Deterministic when `run_at` is.
     """
-    if not start_aps > 0 or not 0 < rel_tol < 1:
-        raise SpecError("find_capacity", "start_aps/rel_tol", (start_aps, rel_tol), "start_aps > 0, 0 < rel_tol < 1")
-    result = CapacityResult(0.0)
+    if not start_aps > 0 or not 0 < rel_tol < 1 or not limit_aps > 0:
+        raise SpecError("find_capacity", "start_aps/rel_tol/limit_aps", (start_aps, rel_tol, limit_aps),
+                        "start_aps > 0, 0 < rel_tol < 1, limit_aps > 0")
+    if math.isfinite(limit_aps):
+        start_aps = limit_aps / 2
+    result = CapacityResult(0.0, limit_aps=limit_aps)
 
     def probe(aps: float) -> bool:
         summary = online_summary(run_at(aps), slo)
@@ -130,6 +172,9 @@ def find_capacity(run_at: Callable[[float], Trace], slo: SLO = PAPER_SLO, *, sta
     if probe(aps):
         low = aps
         while len(result.probes) < max_probes:
+            if aps * 2 >= limit_aps:
+                high = limit_aps  # at the fluid limit a resource is saturated: no steady state to probe
+                break
             aps *= 2
             if not probe(aps):
                 high = aps

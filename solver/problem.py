@@ -35,7 +35,8 @@ TIME_SCALE = 10**13  # integer coefficients in 0.1 ps: one token's bytes on a 40
 
 
 def compute_rate_flops(llm: LLMSpec) -> float:
-    return llm.cost.peak_tflops * 1e12 * llm.cost.prefill_mfu * llm.gpus_per_engine
+    """The simulator's prefill rate: the same `LLMSpec` cost model, so plans predict what runs."""
+    return llm.prefill_flops_per_s
 
 
 def request_compute_s(llm: LLMSpec, hit_tokens: int, new_tokens: int) -> float:

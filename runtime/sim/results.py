@@ -3,8 +3,11 @@
 Offline: {"policy", "agents", "requests", "jct_s", "mean_agent_jct_s", "tokens_per_s",
 "snic_balance_max_over_avg", "read_bytes_pe", "read_bytes_de", "wall_s", ...} and, as `dualpath run`
 reports them, mean/p50/p90/p99 TTFT/TTST/TPOT over all requests ("ttft_p50_s", "tpot_p99_s", ...),
-"slo_attainment" and "goodput_requests_per_s"; online rows add "aps", replace the latency statistics
-and "slo_attainment" with the steady state's, and add "slo_met"; a capacity search adds "capacity_aps".
+"slo_attainment" and "goodput_requests_per_s". Online rows (a rate `--aps`, or a timestamped trace
+replay, whose "aps" is null) add "aps" and the steady window ("steady_start_s", "steady_end_s",
+"steady_state_found", "steady_requests"), replace the latency statistics and "slo_attainment" (the share
+of requests within both SLOs) with the steady window's, and add "slo_met"; a capacity search gives
+"capacity_aps", the fluid limit ("fluid_limit_aps", "bound_by", per-resource "resources") and its probes.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import math
 from typing import Any
 
 from dualpath.runtime.capacity import PAPER_SLO, SLO, CapacityResult, latency_summary, online_summary
+from dualpath.runtime.fluid import FluidLimits
 from dualpath.trace import Trace
 
 
@@ -40,7 +44,7 @@ def offline_row(trace: Trace, slo: SLO = PAPER_SLO) -> dict[str, Any]:
     return {k: _clean(v) for k, v in row.items()}
 
 
-def online_row(trace: Trace, aps: float, slo: SLO = PAPER_SLO) -> dict[str, Any]:
+def online_row(trace: Trace, aps: float | None, slo: SLO = PAPER_SLO) -> dict[str, Any]:
     """The offline columns plus the arrival rate and the steady state's latencies against `slo`."""
     row = offline_row(trace, slo)
     row["aps"] = aps
@@ -48,6 +52,11 @@ def online_row(trace: Trace, aps: float, slo: SLO = PAPER_SLO) -> dict[str, Any]
     return {k: _clean(v) for k, v in row.items()}
 
 
-def capacity_row(result: CapacityResult, policy: str) -> dict[str, Any]:
-    return {"policy": policy, "capacity_aps": result.capacity_aps,
-            "probes": [{k: _clean(v) for k, v in p.items()} for p in result.probes]}
+def capacity_row(result: CapacityResult, policy: str, limits: FluidLimits | None = None) -> dict[str, Any]:
+    """The search's answer; `limits` are the fluid limits of the workload at the reported rate."""
+    row: dict[str, Any] = {"policy": policy, "capacity_aps": result.capacity_aps}
+    if limits is not None:
+        row.update(limits.as_dict())
+        row["capacity_over_limit"] = result.capacity_aps / limits.limit_aps
+    row["probes"] = [{k: _clean(v) for k, v in p.items()} for p in result.probes]
+    return row

@@ -99,6 +99,40 @@ def test_simulate_writes_results_and_plots(capsys, tmp_path):
     assert (tmp_path / "jct.png").stat().st_size > 0
 
 
+def test_simulate_online_reports_the_steady_state_percentiles(capsys, tmp_path):
+    code, out, _ = run(capsys, "simulate", "--cluster", "1P1D", "--model", "ds-27b", "--workload", "agentic-32k",
+                       "--aps", "0.03", "--window", "30", "--policy", "dualpath", "--json", str(tmp_path / "o.json"))
+    assert code == 0
+    for header in ("TTFT p50 (s)", "TTST p90 (s)", "TPOT p99 (ms)", "SLO attain", "steady window (s)"):
+        assert header in out
+    payload = json.loads((tmp_path / "o.json").read_text())
+    row = payload["results"][0]
+    assert row["aps"] == 0.03 and row["steady_state_found"] and 0 <= row["slo_attainment"] <= 1
+    # The agents follow from the rate and the horizon (warm-up + window), not a fixed 500.
+    assert row["agents"] == pytest.approx(0.03 * payload["arrival_horizon_s"], rel=0.5)
+
+
+def test_simulate_replays_a_timed_trace_online(capsys, tmp_path):
+    trace = tmp_path / "t.jsonl"
+    # 60 requests, 2 per second, each sharing a growing prefix of 512-token blocks with the earlier ones.
+    rows = [{"timestamp": 500 * i, "input_length": 512 * (4 + i // 8), "output_length": 20,
+             "hash_ids": list(range(4 + i // 8))} for i in range(60)]
+    trace.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, out, _ = run(capsys, "simulate", "--cluster", "1P1D", "--model", "ds-27b", "--workload", f"mooncake:{trace}",
+                       "--policy", "basic,dualpath", "--json", str(tmp_path / "r.json"))
+    assert code == 0 and "TTFT p99 (s)" in out and "trace" in out
+    result = json.loads((tmp_path / "r.json").read_text())["results"][0]
+    assert result["aps"] is None and result["ttft_p90_s"] > 0 and "slo_met" in result
+
+
+def test_simulate_refuses_a_rate_for_a_trace_of_requests(capsys, tmp_path):
+    trace = tmp_path / "t.jsonl"
+    trace.write_text(json.dumps({"timestamp": 0, "input_length": 100, "output_length": 5, "hash_ids": [0]}) + "\n")
+    code, _, err = run(capsys, "simulate", "--workload", f"mooncake:{trace}", "--aps", "1")
+    assert code == 2 and "arrival times" in err and len(err.strip().splitlines()) == 1
+    assert run(capsys, "simulate", "--aps", "1", "--window", "0")[0] == 2
+
+
 def test_plan_reports_gap_and_writes_json(capsys, tmp_path):
     code, out, _ = run(capsys, "plan", "--cluster", "1P1D", "--model", "ds-27b", "--batch", "20",
                        "--solver", "ortools", "--time-limit", "5", "--json", str(tmp_path / "p.json"))

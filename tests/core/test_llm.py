@@ -54,3 +54,56 @@ def test_bad_specs_name_the_field():
         CostModel(prefill_mfu=1.5)
     with pytest.raises(SpecError, match="rows"):
         CostModel.fit([(1e12, 0.1)])
+
+
+def moe(**kw):
+    """DeepSeek-V3.2's shape: MLA, FP8 KV, top-2048 sparse attention, 58 MoE layers, top-8 routing."""
+    base = {"name": "m", "num_layers": 61, "hidden_size": 7168, "num_heads": 128, "attention": AttentionKind.MLA,
+            "head_dim": 192, "kv_lora_rank": 512, "qk_rope_head_dim": 64, "kv_dtype_bytes": 1,
+            "index_topk_tokens": 2048, "indexer_heads": 64, "indexer_head_dim": 128, "total_params": 671e9,
+            "active_params": 37e9, "num_moe_layers": 58, "experts_per_token": 8}
+    base.update(kw)
+    return LLMSpec(**base)
+
+
+def test_all_to_all_matches_deepeps_published_latency():
+    # DeepEP, low-latency kernels, EP32 on H800 + CX7: 155 us dispatch + 273 us combine for 128 tokens,
+    # top-8, hidden 7,168 (FP8 dispatch, BF16 combine). Ours: 128 x 8 x 7,168 x 3 B / 50 GB/s per layer.
+    per_layer_s = moe().a2a_s(128) / 58
+    assert per_layer_s == pytest.approx(128 * 8 * 7168 * 3 / 50e9)
+    assert per_layer_s == pytest.approx((155 + 273) * 1e-6, rel=0.05)
+    assert gqa().a2a_s(128) == 0.0  # dense: no expert parallelism
+
+
+def test_decode_step_is_weights_plus_attention_bytes_at_small_batch():
+    m, weights = moe(), 21e9
+    hbm = 3350e9 * 0.9
+    # one sequence at 32K context: top-2048 KV (656 B) read, the indexer scans all 32K keys (132 B)
+    kv = 61 * (2048 * 656 + 32768 * 132)
+    flops_s = 61 * m._attention_flops_per_query(32768) / (989e12 * 0.41)
+    expected = weights / hbm + max(kv / hbm, flops_s)
+    assert m.decode_step_s(1, 32768, weights) == pytest.approx(expected)
+    assert m.decode_step_s(0, 0, weights) == 0.0
+
+
+def test_decode_step_overlaps_the_all_to_all_with_compute():
+    # With a slow network the all-to-all dominates: the step is the all-to-all, not the sum.
+    slow = moe(cost=CostModel(a2a_gb_per_s=0.1))
+    assert slow.decode_step_s(64, 64 * 1000, 1e9) == pytest.approx(slow.a2a_s(64))
+    fast = moe()
+    assert fast.decode_step_s(64, 64 * 1000, 1e9) > fast.a2a_s(64)
+
+
+def test_prefill_time_is_flops_at_the_one_prefill_rate():
+    m = moe()
+    batch = [(30_000, 500), (0, 2000)]
+    flops = sum(m.prefill_flops(c, n) for c, n in batch)
+    assert m.prefill_flops_per_s == pytest.approx(989e12 * m.cost.prefill_mfu)
+    assert m.prefill_time_s(batch) == pytest.approx(m.cost.prefill_overhead_s + flops / m.prefill_flops_per_s)
+
+
+def test_moe_fields_are_validated():
+    with pytest.raises(SpecError, match="num_moe_layers"):
+        moe(num_moe_layers=-1)
+    with pytest.raises(SpecError, match="a2a_gb_per_s"):
+        CostModel(a2a_gb_per_s=0)

@@ -1,12 +1,13 @@
 """Resampling past 500 agents, Poisson arrivals and optimizer batches."""
 
+import math
 import statistics
 
 import pytest
 
 from dualpath.errors import SpecError
 from dualpath.models.generators import agentic_trajectories, agentic_workload
-from dualpath.models.sampling import poisson_arrivals, resample, sample_batch
+from dualpath.models.sampling import online_trajectories, poisson_arrivals, resample, sample_batch
 from dualpath.models.workloads import from_trajectories
 from dualpath.request import Trajectory, Turn, by_agent
 from tests.paths import MOONCAKE_TRACE
@@ -69,6 +70,37 @@ def test_poisson_rate_and_exponential_gaps():
     assert poisson_arrivals(trajs, 2.5, seed=7) == arrived
     with pytest.raises(SpecError):
         poisson_arrivals(trajs, 0)
+
+
+def test_online_arrivals_cover_the_horizon_at_the_rate(trace_64k):
+    arrived = online_trajectories(trace_64k, agents_per_s=2.0, horizon_s=1000.0, seed=3)
+    starts = sorted(t.start_s for t in arrived)
+    assert len(arrived) == pytest.approx(2000, rel=0.1)  # the count follows from rate x horizon
+    assert starts[-1] < 1000.0 and starts[-1] > 990.0  # arrivals continue to the end of the horizon
+    assert [t.agent for t in arrived] == list(range(len(arrived)))
+    assert [t.start_s for t in arrived] == starts
+    assert online_trajectories(trace_64k, 2.0, 1000.0, seed=3) == arrived
+
+
+def test_online_agents_are_whole_trajectories_dealt_evenly(trace_64k):
+    arrived = online_trajectories(trace_64k, agents_per_s=2.0, horizon_s=1000.0, seed=0)
+    by_turns: dict[tuple, int] = {}
+    for t in arrived:
+        by_turns[t.turns] = by_turns.get(t.turns, 0) + 1
+    rounds = len(arrived) / len(trace_64k)
+    assert all(math.floor(rounds) <= n <= math.ceil(rounds) for n in by_turns.values())  # each served alike
+    assert len(by_turns) == len({t.turns for t in trace_64k})
+    early = [t for t in arrived if t.start_s < 500.0]
+    mean_turns = statistics.fmean(len(t.turns) for t in trace_64k)
+    assert statistics.fmean(len(t.turns) for t in early) == pytest.approx(mean_turns, rel=0.1)
+
+
+def test_online_arrivals_reject_bad_values(trace_64k):
+    with pytest.raises(SpecError):
+        online_trajectories(trace_64k, 0.0, 100.0)
+    with pytest.raises(SpecError):
+        online_trajectories(trace_64k, 1.0, -1.0)
+    assert len(online_trajectories(trace_64k, 1e-6, 1.0)) == 1  # at least one agent
 
 
 def test_online_workload_requests_arrive_with_their_agent():

@@ -6,7 +6,17 @@ from dataclasses import replace
 import pytest
 
 from dualpath.calibration import Calibration
-from dualpath.runtime.capacity import SLO, capacity_runner, find_capacity, online_summary, steady_state
+from dualpath.errors import SpecError
+from dualpath.request import Trajectory, Turn
+from dualpath.runtime.capacity import (
+    SLO,
+    capacity_runner,
+    find_capacity,
+    online_horizon_s,
+    online_summary,
+    slo_lifetime_s,
+    steady_state,
+)
 from dualpath.runtime.sim.simulator import simulate
 from dualpath.solver.policies import make_policy
 from dualpath.trace import RequestRecord, Trace
@@ -26,20 +36,38 @@ def fake_run(threshold_aps: float):
 
     def run_at(aps: float) -> Trace:
         ttft = 1.0 if aps <= threshold_aps else 10.0
-        recs = [record(a, t, a * 10 + t, ttft, 0.02) for a in range(5) for t in range(3)]
+        recs = [record(a, t, a * 10 + t * 0.1, ttft, 0.02) for a in range(5) for t in range(3)]
         return Trace("simulator", "fake", recs)
 
     return run_at
 
 
-def test_steady_state_is_between_first_completion_and_last_arrival():
-    recs = [record(0, 0, 0.0, 1.0, 0.01), record(0, 1, 1.2, 1.0, 0.01), record(1, 0, 5.0, 1.0, 0.01)]
+def test_steady_state_starts_after_the_p90_lifetime_and_ends_at_the_last_arrival():
+    # 20 one-turn agents every second, each living 1.1 s (TTFT 1 s, 10 tokens at 10 ms), one of 20 s.
+    recs = [record(a, 0, float(a), 1.0, 0.01) for a in range(20)]
+    recs.append(record(20, 0, 20.0, 1.0, 0.01, finish_delta=18.9))
     start, end, found = steady_state(Trace("simulator", "x", recs))
-    assert found and start == pytest.approx(1.2 + 1.0 + 0.1) and end == 5.0
+    assert found and start == pytest.approx(1.1) and end == 20.0
+
+
+def test_no_steady_state_when_lifetimes_outlast_the_arrivals():
+    recs = [record(a, t, a + 10.0 * t, 1.0, 0.01) for a in range(3) for t in range(5)]  # live 41 s, arrive over 2
+    trace = Trace("simulator", "x", recs)
+    assert steady_state(trace) == (0.0, 2.0, False)
+    summary = online_summary(trace, SLO())
+    assert not summary["steady_state_found"] and not summary["slo_met"]  # within SLO, but no steady state
+    assert summary["ttft_p99_s"] == pytest.approx(1.0)
+
+
+def test_horizon_is_the_slo_bound_warmup_plus_the_window():
+    assert slo_lifetime_s([(10, 11), (5, 1)], SLO(ttft_s=4.0, tpot_s=0.05)) == pytest.approx(4 + 0.5 + 4)
+    trajs = [Trajectory(i, tuple(Turn(10, 11) for _ in range(i + 1))) for i in range(10)]
+    # Lifetimes 4.5 s per turn; the 90th percentile agent has 9 turns.
+    assert online_horizon_s(trajs, SLO(), window_s=100.0) == pytest.approx(9 * 4.5 + 100.0)
 
 
 def test_slo_uses_the_steady_state_statistic():
-    recs = [record(a, 0, a * 1.0, 1.0 + a, 0.02) for a in range(10)]
+    recs = [record(a, 0, a * 1.0, 1.0 + a % 3, 0.02) for a in range(30)]
     summary = online_summary(Trace("simulator", "x", recs), SLO(ttft_s=4.0, tpot_s=0.05))
     assert summary["steady_requests"] > 0
     assert summary["slo_met"] == (summary["ttft_mean_s"] <= 4.0)
@@ -54,6 +82,17 @@ def test_bisection_brackets_the_threshold():
     failed = [p["aps"] for p in result.probes if not p["slo_met"]]
     assert max(met) == result.capacity_aps and min(failed) > result.capacity_aps
     assert find_capacity(fake_run(0.001), SLO(), start_aps=0.5, max_probes=4).capacity_aps == 0.0
+
+
+def test_search_stays_below_the_fluid_limit():
+    result = find_capacity(fake_run(100.0), SLO(), rel_tol=0.02, limit_aps=2.0)  # SLO met at any rate probed
+    assert result.probes[0]["aps"] == 1.0  # starts at half the limit
+    assert all(p["aps"] < 2.0 for p in result.probes)
+    assert 2.0 / 1.02 <= result.capacity_aps < 2.0 and result.limit_aps == 2.0
+    below = find_capacity(fake_run(0.3), SLO(), rel_tol=0.02, limit_aps=2.0)
+    assert 0.3 / 1.02 <= below.capacity_aps <= 0.3
+    with pytest.raises(SpecError):
+        find_capacity(fake_run(1.0), SLO(), limit_aps=0.0)
 
 
 def poisson_workload(aps: float, agents: int = 24, seed: int = 0):

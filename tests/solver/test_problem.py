@@ -20,7 +20,7 @@ def test_coefficients_follow_the_specs():
     kv = DS27B.kv_bytes_per_token
     assert pb.hit_bytes == (3072 * kv,) and pb.new_bytes == (10 * kv,)
     assert pb.prompt_bytes == (3082 * kv,) and pb.context_bytes == (3087 * kv,)
-    assert pb.compute_s[0] == pytest.approx(DS27B.prefill_flops(3072, 10) / (989e12 * 0.4))
+    assert pb.compute_s[0] == pytest.approx(DS27B.prefill_flops(3072, 10) / (989e12 * DS27B.cost.prefill_mfu))
     assert pb.snic_bytes_per_s == (50e9, 50e9) and pb.cnic_bytes_per_s == 400e9
     co = coefficients(pb)
     assert co.token_snic_s == (kv / 50e9, kv / 50e9) and co.hit_tokens == (3072,)
