@@ -122,6 +122,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         payload = {"cluster": cluster.name or cluster.shorthand, "model": llm.name, "workload": args.workload,
                    "seed": args.seed, "slo_ttft_s": slo.ttft_s, "slo_tpot_s": slo.tpot_s, "results": results}
+        horizons = {r["arrival_horizon_s"] for r in results if "arrival_horizon_s" in r}
+        if horizons:
+            payload["arrival_horizon_s"] = horizons.pop()  # one per run: it follows from the workload
         if args.traces:
             payload["traces"] = [t.to_json() for t in traces]
         write_json_atomic(args.json, versioned("simulate", payload, SCHEMA_VERSION))

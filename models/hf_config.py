@@ -101,8 +101,9 @@ def _to_llm(cfg: _Fields, name: str) -> LLMSpec:
     indexed = model_type == "deepseek_v32"
     indexer = ({"indexer_heads": cfg.integer("index_n_heads"), "indexer_dim": cfg.integer("index_head_dim")}
                if indexed else {})
+    num_dense_layers = cfg.integer("first_k_dense_replace", 0, minimum=0)
     total, active = mla_moe_params(
-        num_heads=heads, **common, **mla, num_dense_layers=cfg.integer("first_k_dense_replace", 0, minimum=0),
+        num_heads=heads, **common, **mla, num_dense_layers=num_dense_layers,
         dense_intermediate=cfg.integer("intermediate_size"), moe_intermediate=cfg.integer("moe_intermediate_size"),
         num_routed=cfg.integer("n_routed_experts"), num_shared=cfg.integer("n_shared_experts", 0, minimum=0),
         num_active=cfg.integer("num_experts_per_tok"), **indexer)
@@ -113,7 +114,8 @@ def _to_llm(cfg: _Fields, name: str) -> LLMSpec:
                    index_topk_tokens=cfg.integer("index_topk") if indexed else 0,
                    indexer_heads=indexer.get("indexer_heads", 0), indexer_head_dim=indexer.get("indexer_dim", 0),
                    total_params=float(total), active_params=float(active), vocab_size=common["vocab"],
-                   max_context_tokens=context)
+                   max_context_tokens=context, num_moe_layers=common["num_layers"] - num_dense_layers,
+                   experts_per_token=cfg.integer("num_experts_per_tok"))
 
 
 class _Fields:

@@ -21,13 +21,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from dualpath.calibration import PAPER_CALIBRATION, Calibration
 from dualpath.cluster import ClusterSpec
 from dualpath.llm import LLMSpec
 from dualpath.policy import Policy
 from dualpath.request import Request, Workload
 from dualpath.runtime.capacity import SLO, capacity_runner, find_capacity
 from dualpath.runtime.fluid import DecodeHardware, FluidLimits, fluid_limits
-from dualpath.calibration import PAPER_CALIBRATION, Calibration
 from dualpath.runtime.sim.hardware import build_hardware
 from dualpath.runtime.sim.parallelism import expert_groups
 from dualpath.runtime.sim.results import capacity_row

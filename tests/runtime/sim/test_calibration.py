@@ -4,9 +4,9 @@ from dataclasses import fields
 
 import pytest
 
+from dualpath.calibration import PAPER_CALIBRATION, calibrated_llm
 from dualpath.llm import CostModel
 from dualpath.models.llms import llm_preset
-from dualpath.calibration import PAPER_CALIBRATION, calibrated_llm
 from dualpath.solver.problem import request_compute_s
 
 

@@ -7,8 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from dualpath.runtime.capacity import SLO, CapacityResult
 from dualpath.calibration import Calibration
+from dualpath.runtime.capacity import SLO, CapacityResult
 from dualpath.runtime.sim.online import readers_of, search_capacity, sim_fluid_limits
 from dualpath.runtime.sim.results import capacity_row, online_row
 from dualpath.runtime.sim.simulator import simulate
