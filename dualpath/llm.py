@@ -27,33 +27,49 @@ class AttentionKind(str, Enum):
     MLA = "mla"
 
 
+# DeepEP README, low-latency kernels on H800 + CX7 400 Gb/s, 128 tokens per rank, hidden 7,168, top-8:
+# dispatch + combine in us per EP size, relative to EP32's 155 + 273 us.
+_DEEPEP_US = {8: 77 + 114, 16: 118 + 195, 32: 155 + 273, 64: 173 + 314, 128: 192 + 369, 256: 194 + 360}
+
+
+def deepep_latency_vs_ep32(ep_gpus: int) -> float:
+    """DeepEP's measured latency at the largest tabulated EP size <= `ep_gpus` (EP8's below 8)."""
+    size = max((n for n in _DEEPEP_US if n <= ep_gpus), default=8)
+    return _DEEPEP_US[size] / _DEEPEP_US[32]
+
+
 @dataclass(frozen=True)
 class CostModel:
     """Per-GPU cost of an H800/H100 SXM, the paper's Hopper GPUs. Sources, one per number:
 
     - `peak_tflops` 989: NVIDIA H100 SXM datasheet, dense BF16 (the H800 has the same SMs and clocks).
-    - `prefill_mfu` 0.1647: the ONE FITTED constant, to the paper's DualPath JCT at 2,048 agents
+    - `prefill_mfu` 0.1769: the ONE FITTED constant, to the paper's DualPath JCT at 2,048 agents
       (5,400 s; `benchmarks/calibrate_sim.py`). Cross-check: DeepSeek's inference-system overview
       (2025-03-01) reports 73.7k input tokens/s per H800 node at a 56.3% cache hit, i.e. ~4.0k
       computed tokens/s per GPU on ~4.4K-token prompts, ~0.37 of this peak end to end (V3's dense
-      MLA). The fit is 0.45 of that production figure, on 16-64K contexts under a 300 ms quota.
+      MLA). The fit is 0.48 of that production figure, on 16-64K contexts under a 300 ms quota.
     - `decode_mfu` 0.41: FlashMLA's token-level sparse decoding kernel, 410 TFLOPS on H800 (README).
     - `hbm_gb_per_s` 3,350 and `hbm_efficiency` 0.9: HBM3 datasheet; FlashMLA reaches 3,000 GB/s in
       its memory-bound configuration on H800 (3,000 / 3,350 = 0.9).
     - `a2a_gb_per_s` 50: DeepEP's low-latency dispatch/combine over a 400 Gb/s CX7 at EP32 (48 and
       53 GB/s RDMA bandwidth; 155 + 273 us for 128 tokens, top-8, hidden 7,168).
+    - `a2a_latency_s` 428 us: the same measurement as a floor per MoE layer of a decode step (dispatch
+      155 + combine 273 us at EP32). Below 128 tokens per GPU the kernels are bound by RDMA latency
+      and the ranks' synchronisation, not bytes (our byte formula gives 440 us at 128 tokens, so the
+      two agree where they meet); other EP sizes scale by DeepEP's table (`DEEPEP_LATENCY_VS_EP32`).
     - overheads 0: DeepSeek overlaps the all-to-all with compute by two micro-batches in prefill and
       decode (same overview), and decode runs under CUDA graphs; no unmeasured per-step constant.
     """
 
     peak_tflops: float = 989.0
-    prefill_mfu: float = 0.1647
+    prefill_mfu: float = 0.1769
     decode_mfu: float = 0.41
     hbm_gb_per_s: float = 3350.0
     hbm_efficiency: float = 0.9
     prefill_overhead_s: float = 0.0
     decode_overhead_s: float = 0.0
     a2a_gb_per_s: float = 50.0
+    a2a_latency_s: float = 428e-6
 
     def __post_init__(self) -> None:
         positive("CostModel", "peak_tflops", self.peak_tflops, cap="MAX_TFLOPS")
@@ -63,6 +79,7 @@ class CostModel:
             fraction("CostModel", name, getattr(self, name))
         non_negative("CostModel", "prefill_overhead_s", self.prefill_overhead_s)
         non_negative("CostModel", "decode_overhead_s", self.decode_overhead_s)
+        non_negative("CostModel", "a2a_latency_s", self.a2a_latency_s)
 
     @staticmethod
     def fit(flops_and_seconds: Iterable[tuple[float, float]], base: CostModel | None = None) -> CostModel:
@@ -208,14 +225,20 @@ class LLMSpec:
         """What one engine computes per second in prefill: the rate every prefill prediction uses."""
         return self.cost.peak_tflops * 1e12 * self.cost.prefill_mfu * self.gpus_per_engine
 
-    def a2a_s(self, tokens: int) -> float:
-        """Expert-parallel all-to-all of one forward pass for `tokens` tokens on a GPU: each token's
-        hidden state goes to its routed experts in FP8 (dispatch) and comes back in BF16 (combine)."""
-        bytes_per_token = self.num_moe_layers * self.experts_per_token * self.hidden_size * (1 + 2)
-        return tokens * bytes_per_token / (self.cost.a2a_gb_per_s * 1e9)
+    def a2a_s(self, tokens: int, ep_gpus: int = 1) -> float:
+        """Expert-parallel all-to-all of one decode step for `tokens` tokens on a GPU of an `ep_gpus`
+        group: each token's hidden state goes to its routed experts in FP8 (dispatch) and comes back in
+        BF16 (combine), per MoE layer no faster than DeepEP's latency at that EP size."""
+        if ep_gpus <= 1 or not self.num_moe_layers:
+            return 0.0
+        bytes_per_layer = tokens * self.experts_per_token * self.hidden_size * (1 + 2)
+        floor_s = self.cost.a2a_latency_s * deepep_latency_vs_ep32(ep_gpus)
+        return self.num_moe_layers * max(floor_s, bytes_per_layer / (self.cost.a2a_gb_per_s * 1e9))
 
-    def decode_step_s(self, batch_size: int, total_context_tokens: int, weight_bytes_per_gpu: float) -> float:
-        """One decode step for `batch_size` sequences holding `total_context_tokens` in all."""
+    def decode_step_s(self, batch_size: int, total_context_tokens: int, weight_bytes_per_gpu: float,
+                      ep_gpus: int = 1) -> float:
+        """One decode step for `batch_size` sequences holding `total_context_tokens` in all, on a GPU of
+        an expert-parallel group of `ep_gpus` (1: no all-to-all)."""
         if batch_size <= 0:
             return 0.0
         cost = self.cost
@@ -231,4 +254,4 @@ class LLMSpec:
         attention_flops = self.num_layers * batch_size * self._attention_flops_per_query(mean_context)
         attention_s = max(kv_bytes / hbm_bytes_per_s, attention_flops / flops_per_s)
         # Two micro-batches hide the all-to-all behind compute, or compute behind it.
-        return cost.decode_overhead_s + max(gemm_s + attention_s, self.a2a_s(batch_size))
+        return cost.decode_overhead_s + max(gemm_s + attention_s, self.a2a_s(batch_size, ep_gpus))

@@ -107,7 +107,7 @@ def online_summary(trace: Trace, slo: SLO = PAPER_SLO) -> dict[str, Any]:
     start, end, found = steady_state(trace)
     window = [r for r in trace.records if r.status != "failed" and start <= r.arrival_s <= end]
     ttft = [r.first_token_s - r.arrival_s for r in window]
-    ttst = [r.second_token_s - r.arrival_s for r in window]
+    ttst = [r.second_token_s - r.first_token_s for r in window if r.output_tokens > 1]  # as `Trace.metrics`
     tpot = [t for t in (_tpot(r) for r in window) if t is not None]
     out: dict[str, Any] = {"steady_start_s": start, "steady_end_s": end, "steady_state_found": found,
                            "steady_requests": len(window)}

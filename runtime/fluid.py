@@ -82,6 +82,7 @@ class DecodeHardware:
 
     free_hbm_bytes: float
     weight_bytes_per_gpu: float
+    ep_gpus: int = 1  # of the decode group's all-to-all
 
 
 def _decode_tokens_per_s(llm: LLMSpec, hw: DecodeHardware, mean_context_tokens: float, tpot_slo_s: float) -> float:
@@ -90,7 +91,7 @@ def _decode_tokens_per_s(llm: LLMSpec, hw: DecodeHardware, mean_context_tokens: 
     fit = int(hw.free_hbm_bytes // max(1.0, mean_context_tokens * kv))
 
     def step(batch: int) -> float:
-        return llm.decode_step_s(batch, round(batch * mean_context_tokens), hw.weight_bytes_per_gpu)
+        return llm.decode_step_s(batch, round(batch * mean_context_tokens), hw.weight_bytes_per_gpu, hw.ep_gpus)
 
     if fit < 1 or step(1) > tpot_slo_s:
         return 0.0

@@ -44,6 +44,7 @@ class Hardware:
     pe_free_hbm_bytes: int  # per GPU, for KV
     de_free_hbm_bytes: int
     de_weight_bytes: float  # per DE GPU: what each decode step reads besides the KV
+    de_ep_gpus: int  # GPUs of a DE group's expert-parallel all-to-all (1: none)
 
 
 def _free_hbm_bytes(cluster: ClusterSpec, llm: LLMSpec, calibration: Calibration, field_name: str
@@ -106,7 +107,8 @@ def build_hardware(cluster: ClusterSpec, llm: LLMSpec, calibration: Calibration,
         de_groups[-1].append(de)
         des.append(de)
     return Hardware(node_index, storages, cnic_meters, [UsageMeter() for _ in node_index], pe_in, pe_out, pe_pcie,
-                    de_in, de_out, pes, des, pe_groups, de_groups, pe_free, de_free, de_weights)
+                    de_in, de_out, pes, des, pe_groups, de_groups, pe_free, de_free, de_weights,
+                    cluster.de_group_gpus if is_expert_parallel(llm) else 1)
 
 
 def check_fits(requests: Sequence[Request], kv_bytes_per_token: int, hw: Hardware, dram_buffer_bytes: int,

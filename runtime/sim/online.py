@@ -50,7 +50,8 @@ def sim_fluid_limits(cluster: ClusterSpec, llm: LLMSpec, workload: Workload, pol
     llm = calibration.apply(llm)
     cluster = expert_groups(cluster, llm, calibration)
     hw = build_hardware(cluster, llm, calibration, False, None)
-    decode = DecodeHardware(free_hbm_bytes=hw.de_free_hbm_bytes, weight_bytes_per_gpu=hw.de_weight_bytes)
+    decode = DecodeHardware(free_hbm_bytes=hw.de_free_hbm_bytes, weight_bytes_per_gpu=hw.de_weight_bytes,
+                            ep_gpus=hw.de_ep_gpus)
     options, kv, bt = policy.execution, llm.kv_bytes_per_token, policy.block_tokens
     pcie_bytes_per_s = cluster.node.pcie_gbps * 1e9 / 8
 
