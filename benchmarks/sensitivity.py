@@ -22,10 +22,10 @@ from reproduce_paper import calibration_with, run_one
 from dualpath.calibration import PAPER_CALIBRATION
 
 CONSTANTS = ("cost.prefill_mfu", "cost.decode_mfu", "cost.hbm_efficiency", "cost.a2a_gb_per_s",
-             "cuda_copy_submit_s", "rdma_submit_s", "snic_read_efficiency", "hbm_reserve_fraction",
-             "schedule_interval_s")
+             "cost.a2a_latency_s", "cuda_copy_submit_s", "rdma_submit_s", "snic_read_efficiency",
+             "snic_write_efficiency", "hbm_reserve_fraction", "schedule_interval_s")
 FRACTIONS = {"cost.prefill_mfu", "cost.decode_mfu", "cost.hbm_efficiency", "snic_read_efficiency",
-             "hbm_reserve_fraction"}
+             "snic_write_efficiency", "hbm_reserve_fraction"}
 UNUSED_BY = {"dualpath": {"cuda_copy_submit_s"}}  # runs a constant cannot change reuse the base run
 POLICIES, SIZES, STEPS = ("basic", "dualpath"), (1024, 2048), (-0.25, 0.25)
 

@@ -10,9 +10,10 @@ Copies (the paper, section 3 of design.md): submitting an RDMA write costs about
 (`rdma_submit_s`), a cudaMemcpyAsync 5-7 us (`cuda_copy_submit_s` = 6 us, the middle). Without
 layerwise prefill (Basic) the batch's KV is copied into HBM before the forward pass, and a Full Block
 (all layers of 64 tokens, contiguous in DRAM) lands in L per-layer KV pages, so each block costs L
-cudaMemcpyAsync submissions: ~505 blocks x 61 = 30,800 copies, 0.18 s, per 32K-token request. With
-layerwise prefill every Layer Block is an RDMA write through the CNIC, 1 us each, overlapped with
-compute layer by layer.
+cudaMemcpyAsync submissions: ~505 blocks x 61 = 30,800 copies, 0.18 s, per 32K-token request. The
+copies are asynchronous: an engine copies its next batch while the current one computes, as far as the
+HBM the running batch leaves free allows (`runtime/sim/prefill_groups.py`). With layerwise prefill
+every Layer Block is an RDMA write through the CNIC, 1 us each, overlapped with compute layer by layer.
 
 SNIC: 3FS's published KVCache benchmark peaks at 40 GiB/s per client with one 400 Gb/s NIC, 0.86 of
 line rate (`snic_read_efficiency`; writes are taken alike, they are small here).
@@ -20,7 +21,8 @@ line rate (`snic_read_efficiency`; writes are taken alike, they are small here).
 Storage arithmetic. KV is 61 layers x (656 + 132) B = 48,068 B per token. `agentic-64k` at 2,048
 agents: 118,845 requests, 98 M new tokens (most in the resampled agents' first turns, which prefill
 their history), 210 TB of hits: 2,440 s on Basic's 2 PE SNICs at 0.86 of line rate, 810 s on all 6.
-Both runs are bound by prefill compute (Oracle is ~1% faster than DualPath), Basic also by its copies.
+Both runs are bound by prefill compute (Oracle is ~1% faster than DualPath); Basic loses its extra time
+to its copies where HBM leaves no room to overlap them, and to round-robin batches in lockstep groups.
 
 Others, not fitted and moved by the sensitivity table: 10% of HBM is kept for activations and
 workspace (as the solver assumes); group leaders fetch work at most every 50 ms (the paper gives no

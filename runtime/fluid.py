@@ -9,9 +9,10 @@ workload the run actually executes, the mix of fresh and resampled agents includ
   for PE-only reads such as Basic, every node for DualPath; none for the zero-I/O Oracle);
 - storage writes: its completed blocks persisted through the DE nodes' SNICs;
 - prefill compute: its prefill seconds (the LLM's own `prefill_time_s`, the same cost model the
-  executor runs, less the per-batch overhead, which batching amortises) on all PE engines, plus,
-  where the executor copies a request's whole KV into HBM before computing (no layerwise prefill),
-  the seconds of those copies, which hold the engine as long as the compute does;
+  executor runs, less the per-batch overhead, which batching amortises) on all PE engines;
+- KV copies into HBM, where the executor copies a request's whole KV into HBM before computing it
+  (no layerwise prefill): their seconds on each PE's copy stream, a resource of its own because the
+  executor copies the next batch while the current one computes;
 - decode: its output tokens over what the DE engines generate per second at the largest batch whose
   step meets the TPOT SLO and whose contexts fit in free HBM.
 
@@ -108,8 +109,8 @@ def fluid_limits(cluster: ClusterSpec, llm: LLMSpec, workload: Workload, *, read
                  resident_copy_s: Callable[[Request], float] | None = None) -> FluidLimits:
     """The per-resource limits of serving `workload`'s agent mix on `cluster` (see the module text).
 
-    `resident_copy_s(request)`: PE-engine seconds spent copying the request's KV into HBM before its
-    compute (an executor without layerwise prefill); None when the copies overlap the compute.
+    `resident_copy_s(request)`: seconds a PE's copy stream spends putting the request's KV into HBM
+    before its compute (an executor without layerwise prefill); None when there are no such copies.
     """
     if readers not in READERS:
         raise SpecError("fluid limits", "readers", readers, "one of " + ", ".join(READERS))
@@ -122,7 +123,7 @@ def fluid_limits(cluster: ClusterSpec, llm: LLMSpec, workload: Workload, *, read
     out: list[ResourceLimit] = []
     if readers != "none":
         nodes = cluster.num_prefill_nodes + (cluster.num_decode_nodes if readers == "all" else 0)
-        label = f"{nodes} PE nodes" if readers == "pe" else f"{nodes} PE+DE nodes"
+        label = f"{nodes} PE node{'s' if nodes != 1 else ''}" if readers == "pe" else f"{nodes} PE+DE nodes"
         hit = sum(r.hit_tokens for r in requests) * kv / agents
         out.append(ResourceLimit(f"SNIC reads ({label})", "B", nodes * snic * snic_read_efficiency, hit))
         persisted = sum((r.context_tokens // block_tokens) * block_tokens - r.hit_tokens for r in requests)
@@ -134,11 +135,11 @@ def fluid_limits(cluster: ClusterSpec, llm: LLMSpec, workload: Workload, *, read
     pairs = [(r.hit_tokens, r.new_tokens) for r in requests]
     prefill_s = llm.prefill_time_s(pairs) - llm.prefill_time_s([])
     pe_engines = cluster.num_pe // llm.gpus_per_engine
-    name = f"prefill compute ({pe_engines} PE engines)"
+    out.append(ResourceLimit(f"prefill compute ({pe_engines} PE engines)", "s", float(pe_engines), prefill_s / agents))
     if resident_copy_s is not None:
-        prefill_s += sum(resident_copy_s(r) for r in requests)
-        name = f"prefill compute + KV copies into HBM ({pe_engines} PE engines)"
-    out.append(ResourceLimit(name, "s", float(pe_engines), prefill_s / agents))
+        copy_s = sum(resident_copy_s(r) for r in requests)
+        out.append(ResourceLimit(f"KV copies into HBM ({pe_engines} PE copy streams)", "s", float(pe_engines),
+                                 copy_s / agents))
     # Decode: contexts weighted by the tokens generated at them (long outputs hold their context longer).
     tokens = sum(r.output_tokens for r in requests)
     mean_context = sum((r.prompt_tokens + r.output_tokens / 2) * r.output_tokens for r in requests) / tokens

@@ -36,7 +36,7 @@ from dualpath.solver.paper_rules import DualPathPolicy, SchedulerView
 from dualpath.solver.problem import request_compute_s
 from dualpath.solver.scheduler_view import ViewCache
 from dualpath.solver.split_lp import SplitLP
-from dualpath.solver.waiting_keys import WaitingKeys, unblocked
+from dualpath.solver.waiting_keys import WaitingKeys
 
 
 @dataclass(frozen=True)
@@ -173,8 +173,8 @@ class OnlineScheduler:
         # are found in C (`waiting_keys`); the same test then runs on the ones found.
         fast = opts.skip_blocked and opts.budget_s is None
         if fast:
-            reqs, keys_all, keys_short = self._keys.window(window, opts.scan)
-            pairs = unblocked(reqs, lambda: keys_short if least > horizon else keys_all, lambda: blocked_need)
+            self._keys.window(window, opts.scan)
+            pairs = self._keys.unblocked(lambda: least > horizon, lambda: blocked_need)
         taken: list[int] = []
         for i, r in (pairs if fast else enumerate(window)):
             if len(out) >= opts.window or i >= opts.scan:

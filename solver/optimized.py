@@ -29,6 +29,7 @@ class OptimizedPolicy(Policy):
                  options: OnlineOptions | None = None):
         super().__init__(cluster, llm, block_tokens)
         self.scheduler = OnlineScheduler(cluster, llm, block_tokens, options or OnlineOptions(budget_s=None))
+        self._service_s: dict[tuple[int, int], float] = {}
 
     # The simulator's engines are the cluster's own: the state is set without `update`'s check.
     def schedule(self, pending: Sequence[Request], state: ClusterState) -> list[Assignment]:
@@ -39,11 +40,11 @@ class OptimizedPolicy(Policy):
         self.scheduler.state = state
 
     def form_batch(self, queue: Sequence[BatchItem]) -> list[BatchItem]:
-        return self.scheduler.rules.form_batch(order_queue(self.scheduler, queue))
+        return self.scheduler.rules.form_batch(order_queue(self.scheduler, queue, cache=self._service_s))
 
     def batch_order(self, queue: Sequence[BatchItem]) -> list[BatchItem]:
         """The order `form_batch` fills a batch in (a rollout plan's priorities are applied on top)."""
-        return order_queue(self.scheduler, queue)
+        return order_queue(self.scheduler, queue, cache=self._service_s)
 
     def fill_batch(self, ordered: Sequence[BatchItem]) -> list[BatchItem]:
         return self.scheduler.rules.form_batch(ordered)
@@ -58,6 +59,7 @@ class DualPathSRPTPolicy(DualPathPolicy):
         super().__init__(cluster, llm, block_tokens)
         self.options = OnlineOptions(budget_s=None)
         self.now_s = 0.0  # of the last report, as `optimized` ages waiting requests
+        self._service_s: dict[tuple[int, int], float] = {}
 
     def schedule(self, pending: Sequence[Request], state: ClusterState) -> list[Assignment]:
         self.now_s = state.now_s
@@ -67,7 +69,7 @@ class DualPathSRPTPolicy(DualPathPolicy):
         self.now_s = state.now_s
 
     def batch_order(self, queue: Sequence[BatchItem]) -> list[BatchItem]:
-        return queue_order(self.llm, self.options, queue, self.now_s)
+        return queue_order(self.llm, self.options, queue, self.now_s, self._service_s)
 
     def fill_batch(self, ordered: Sequence[BatchItem]) -> list[BatchItem]:
         return super().form_batch(ordered)
@@ -76,26 +78,44 @@ class DualPathSRPTPolicy(DualPathPolicy):
         return super().form_batch(self.batch_order(queue))
 
 
-def order_queue(scheduler: OnlineScheduler, queue: Sequence[BatchItem], now_s: float | None = None) -> list[BatchItem]:
+def order_queue(scheduler: OnlineScheduler, queue: Sequence[BatchItem], now_s: float | None = None,
+                cache: dict[tuple[int, int], float] | None = None) -> list[BatchItem]:
     """`queue_order` with the scheduler's options, at `now_s` or the time of its last report."""
     now = now_s if now_s is not None else (scheduler.state.now_s if scheduler.state else 0.0)
-    return queue_order(scheduler.llm, scheduler.options, queue, now)
+    return queue_order(scheduler.llm, scheduler.options, queue, now, cache)
 
 
-def queue_order(llm: LLMSpec, options: OnlineOptions, queue: Sequence[BatchItem], now: float) -> list[BatchItem]:
+# Past this many (cached, new tokens) pairs a service-time cache starts over: a run's queues revisit
+# recent pairs, and the dict stays small.
+MAX_CACHED_PAIRS = 1 << 17
+
+
+def queue_order(llm: LLMSpec, options: OnlineOptions, queue: Sequence[BatchItem], now: float,
+                cache: dict[tuple[int, int], float] | None = None) -> list[BatchItem]:
     """Inside a PE, the forward batch's order. `srpt`: least remaining compute first, aged by waiting time;
     `hrrn`: highest response ratio next, (wait + compute) / compute; either way short requests (whose next
-    turn's reads are waiting on them) go first while long cold prefills age into the batch."""
+    turn's reads are waiting on them) go first while long cold prefills age into the batch. `cache` keeps
+    each (cached, new tokens) pair's compute seconds across calls: a queue is re-ranked at every step."""
     if options.batch_order == "fifo" or len(queue) < 2:
         return list(queue)
+    if cache is None:
+        cache = {}
+    elif len(cache) > MAX_CACHED_PAIRS:
+        cache.clear()
+
+    def service_s(item: BatchItem) -> float:
+        key = (item.cached_tokens, item.new_tokens)
+        service = cache.get(key)
+        if service is None:
+            service = cache[key] = request_compute_s(llm, item.cached_tokens, item.new_tokens)
+        return service
 
     def ratio(item: BatchItem) -> float:
-        service = request_compute_s(llm, item.cached_tokens, item.new_tokens) + 1e-3
+        service = service_s(item) + 1e-3
         return (max(0.0, now - item.arrived_s) + service) / service
 
     def remaining(item: BatchItem) -> float:
-        service = request_compute_s(llm, item.cached_tokens, item.new_tokens)
-        return service - options.aging * max(0.0, now - item.arrived_s)
+        return service_s(item) - options.aging * max(0.0, now - item.arrived_s)
 
     key = remaining if options.batch_order == "srpt" else (lambda item: -ratio(item))
     order = sorted(range(len(queue)), key=lambda i: (key(queue[i]), i))

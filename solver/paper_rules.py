@@ -34,7 +34,7 @@ from dualpath.policy import BatchItem, ClusterState, ExecutionOptions, Policy
 from dualpath.request import Request
 from dualpath.solver.scheduler_view import SchedulerView, ViewCache
 
-__all__ = ["DualPathPolicy", "SchedulerView", "largest_fit"]
+__all__ = ["DualPathPolicy", "SchedulerView", "largest_fit", "secant_fit"]
 
 
 class DualPathPolicy(Policy):
@@ -57,6 +57,8 @@ class DualPathPolicy(Policy):
         self.attention_quota_s = attention_quota_s
         self._cache = ViewCache()
         self._next_group = 0
+        self._groups_of: dict[int, list[int]] | None = None  # the view's PE groups `_groups` lists, sorted
+        self._groups: list[list[int]] = []
 
     # ---- inter-engine ----------------------------------------------------------------------------
     def view(self, state: ClusterState) -> SchedulerView:
@@ -66,10 +68,17 @@ class DualPathPolicy(Policy):
     def schedule(self, pending: Sequence[Request], state: ClusterState) -> list[Assignment]:
         """PE groups fetch in turn (the first one rotating between calls), each taking FIFO requests
         while one of its engines is eligible; a request no DE has room for stops everyone."""
-        view = self.view(state)
+        # Most calls find every PE past beta: the fetch reads the cached view, copied only to assign.
+        view = self._cache.peek(state)
         fetch = self.fetch(view, pending)
-        groups = [view.pe_groups[g] for g in sorted(view.pe_groups)]
-        if not groups or not fetch:
+        if not fetch:
+            return []
+        view = self._cache.own(view, state)
+        if view.pe_groups is not self._groups_of:  # views from one cache share it: sorted once
+            self._groups_of = view.pe_groups
+            self._groups = [view.pe_groups[g] for g in sorted(view.pe_groups)]
+        groups = self._groups
+        if not groups:
             return []
         first = self._next_group % len(groups)
         self._next_group = first + 1
@@ -227,14 +236,7 @@ class DualPathPolicy(Policy):
             def chunk_cost(n: int, c: int = item.cached_tokens) -> float:
                 return attention([(c, n)])
 
-            # The search's start: the linear guess, then one secant step towards the full request (the
-            # cost is slightly convex in n). Any start gives the same answer; a close one saves probes.
-            guess = int(item.new_tokens * left / cost)
-            if 0 < guess < item.new_tokens - 1:
-                at_guess = chunk_cost(guess)
-                if at_guess <= left < cost:
-                    guess += int((item.new_tokens - guess) * (left - at_guess) / (cost - at_guess))
-            fit = largest_fit(chunk_cost, left, item.new_tokens - 1, guess)
+            fit = secant_fit(chunk_cost, left, item.new_tokens, cost)
             if fit == 0 and not batch:
                 fit = 1  # a batch always makes progress
             if fit:  # the chunk; built directly when it is a plain BatchItem (replace() is slow)
@@ -242,6 +244,38 @@ class DualPathPolicy(Policy):
                              if type(item) is BatchItem else replace(item, new_tokens=fit))
             break
         return batch
+
+
+def secant_fit(cost, budget: float, high: int, cost_high: float) -> int:
+    """Largest n in [0, high) with cost(n) <= budget (0 when none), for a nondecreasing cost with
+    cost(high) = cost_high > budget: the unique answer `largest_fit` gives, in fewer probes (each is a
+    cost-model evaluation). Each probe narrows a bracket [lo, hi) at the budget's crossing of the curve
+    n (a + b n) through the bracket's ends (attention is n tokens at a mean context growing with n/2:
+    close to that curve, so two or three probes find the answer and its successor); after a few probes
+    the search bisects, so it always ends."""
+    lo, cost_lo, hi = 0, 0.0, high
+    guided = 6
+    while hi - lo > 1:
+        probe = (lo + hi) // 2
+        if guided:
+            guided -= 1
+            slope_hi = cost_high / hi
+            if lo:  # a + b n through both ends; solved for the budget without cancellation
+                b = (slope_hi - cost_lo / lo) / (hi - lo)
+                a = slope_hi - b * hi
+                root = a * a + 4.0 * b * budget
+                estimate = 2.0 * budget / (a + root ** 0.5) if root >= 0.0 and a + root ** 0.5 > 0.0 else -1.0
+            else:  # one end: the line through the origin
+                estimate = budget / slope_hi if slope_hi > 0.0 else -1.0
+            if estimate >= 0.0:
+                guess = int(estimate) if estimate < hi else hi
+                probe = lo + 1 if guess <= lo else (hi - 1 if guess >= hi else guess)
+        at = cost(probe)
+        if at <= budget:
+            lo, cost_lo = probe, at
+        else:
+            hi, cost_high = probe, at
+    return lo
 
 
 def largest_fit(cost, budget: float, high: int, guess: int) -> int:

@@ -91,17 +91,26 @@ class ViewCache:
         self.view: SchedulerView | None = None
 
     def view_of(self, state: ClusterState) -> SchedulerView:
+        return self.own(self.peek(state), state)
+
+    def own(self, view: SchedulerView, state: ClusterState) -> SchedulerView:
+        """`peek(state)`'s answer as a view the caller may change: a copy when it is the cached one."""
+        if view is not self.view:
+            return view
+        view = view.copy()
+        view.read_queue_tokens = dict(state.read_queue_tokens)
+        return view
+
+    def peek(self, state: ClusterState) -> SchedulerView:
+        """The view of `state` without the copy `view_of` makes: when it is the cache's own (`is self.view`),
+        read it and do not change it (a scheduler that finds nothing to do then skips the copy)."""
         engines = state.engines
         view = self.view
         if view is None or len(engines) != len(self.names) or list(engines) != self.names:
             return self._rebuild(state)
         values = list(engines.values())
         changed = list(compress(range(len(values)), map(is_not, values, self.states)))
-        if not changed:
-            view = view.copy()
-            view.read_queue_tokens = dict(state.read_queue_tokens)
-            return view
-        # The cached view is never handed out (callers get copies), so it is updated in place.
+        # The cached view is never handed out to change (callers get copies), so it is updated in place.
         for pos in changed:
             e = values[pos]
             if not e.alive:
@@ -113,8 +122,6 @@ class ViewCache:
                 view.group_tokens[e.group] += e.num_tokens - view.de_tokens[i]
                 view.de_tokens[i], view.de_seqs[i], view.de_free_hbm[i] = e.num_tokens, e.num_seqs, e.free_hbm_bytes
             self.states[pos] = e
-        view = view.copy()
-        view.read_queue_tokens = dict(state.read_queue_tokens)
         return view
 
     def _rebuild(self, state: ClusterState) -> SchedulerView:
@@ -128,4 +135,4 @@ class ViewCache:
             self.view = None
             return view
         self.view = view
-        return view.copy()
+        return view

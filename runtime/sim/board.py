@@ -14,6 +14,7 @@ engines marked dirty since the last look (whoever changes an engine's counters m
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import attrgetter
 
 from dualpath.cluster import Role
 from dualpath.policy import ClusterState, EngineState
@@ -33,29 +34,46 @@ class EngineBoard:
         self.states: dict[str, EngineState] = {}
         self.dirty_pe: set[int] = set(range(len(pes)))
         self.dirty_de: set[int] = set(range(len(des)))
+        # What never changes per engine (name, node name, group), looked up once: a snapshot per
+        # scheduling point reads them for every engine that changed.
+        self._pe_fixed = [(e.spec.name, node_names[e.node], e.spec.group) for e in pes]
+        self._de_fixed = [(e.spec.name, node_names[e.node], e.spec.group) for e in des]
+        self._storages: Sequence[NodeStorage] | None = None
+        self._storage_names: list[str] = []
 
     def snapshot(self, now_s: float, storages: Sequence[NodeStorage]) -> ClusterState:
-        names = self.node_names
         states = self.states
+        get = states.get
         # An engine marked dirty whose counters are back where they were keeps its state object: a
         # policy's view cache then skips it too (identity means unchanged).
+        pes, fixed, free = self.pes, self._pe_fixed, self.pe_free_hbm_bytes
         for i in self.dirty_pe:
-            pe = self.pes[i]
-            old = states.get(pe.spec.name)
-            if old is not None and old.num_seqs == pe.num_seqs and old.num_tokens == pe.num_tokens:
+            pe = pes[i]
+            name, node, group = fixed[i]
+            num_seqs, num_tokens = pe.num_seqs, pe.num_tokens
+            old = get(name)
+            if old is not None and old.num_seqs == num_seqs and old.num_tokens == num_tokens:
                 continue
-            states[pe.spec.name] = EngineState(pe.spec.name, Role.PREFILL, names[pe.node], pe.spec.group,
-                                               pe.num_seqs, pe.num_tokens, self.pe_free_hbm_bytes)
+            states[name] = EngineState(name, _PREFILL, node, group, num_seqs, num_tokens, free)
+        des, fixed = self.des, self._de_fixed
         for i in self.dirty_de:
-            de = self.des[i]
-            old = states.get(de.spec.name)
-            if (old is not None and old.num_seqs == de.num_seqs and old.num_tokens == de.num_tokens
-                    and old.free_hbm_bytes == de.free_hbm_bytes):
+            de = des[i]
+            name, node, group = fixed[i]
+            num_seqs, num_tokens, free = de.num_seqs, de.num_tokens, de.free_hbm_bytes
+            old = get(name)
+            if (old is not None and old.num_seqs == num_seqs and old.num_tokens == num_tokens
+                    and old.free_hbm_bytes == free):
                 continue
-            states[de.spec.name] = EngineState(de.spec.name, Role.DECODE, names[de.node], de.spec.group,
-                                               de.num_seqs, de.num_tokens, de.free_hbm_bytes)
+            states[name] = EngineState(name, _DECODE, node, group, num_seqs, num_tokens, free)
         self.dirty_pe.clear()
         self.dirty_de.clear()
-        return ClusterState(now_s, dict(states),
-                            {s.name: s.queued_tokens for s in storages},
-                            {s.name: float(s.queued_bytes) for s in storages})
+        if storages is not self._storages:
+            self._storages, self._storage_names = storages, [s.name for s in storages]
+        names = self._storage_names
+        return ClusterState(now_s, dict(states), dict(zip(names, map(_queued_tokens, storages))),
+                            dict(zip(names, map(float, map(_queued_bytes, storages)))))
+
+
+_PREFILL, _DECODE = Role.PREFILL, Role.DECODE
+_queued_tokens = attrgetter("queued_tokens")
+_queued_bytes = attrgetter("queued_bytes")

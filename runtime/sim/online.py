@@ -5,8 +5,8 @@ Fluid limits (`dualpath.runtime.fluid`) on the simulator's own hardware: its con
 free HBM, the calibrated cost model). The policy decides which nodes read: PE-only readers
 (`read_side = "pe"`: Basic, Layerwise) use the PE nodes' SNICs, a zero-I/O policy (the Oracle) none,
 every other policy all nodes. Without layerwise prefill (Basic) the engine copies each request's hit
-KV into HBM before computing, serially (calibration.py, "Basic's handicap"): over PCIe, and one
-`cuda_copy_submit_s` per Layer Block of its Full Blocks.
+KV into HBM before computing it (over PCIe, one `cuda_copy_submit_s` per Layer Block of its Full
+Blocks), on a copy stream that overlaps the previous batch's compute: a resource of its own.
 
 The fluid limit depends on the agent mix and so, a little, on the rate (sampling noise: how many of
 each trajectory arrive over the horizon): it is taken at its own rate (a fixed point, two passes from

@@ -9,8 +9,10 @@ of one). One step is one event, whatever the number of layers:
 - layerwise: three pipelined stages per layer (load layer k's KV into HBM, compute it, send its KV
   to the DE), so the step takes t + c + o + (L - 1) * max(t, c, o) for per-layer times t, c, o,
   and no later than the slowest DE CNIC it pulls KV from can deliver, plus one layer;
-- not layerwise: the batch's whole KV is copied into HBM first (bounded by HBM), then computed;
-  each request's KV is sent to its DE afterwards, off the GPU's critical path.
+- not layerwise: the batch's whole KV is copied into HBM (bounded by HBM), then computed; each
+  request's KV is sent to its DE afterwards, off the GPU's critical path. The copies are
+  cudaMemcpyAsync: while a step computes, the engine already copies the KV of its next batch, as far
+  as the HBM the running batch leaves free allows (double buffering); the rest waits for the step end.
 The policy forms each engine's batch; the executor only trims it to HBM (not layerwise) and to the
 calibration's optional per-step token budget (`max_batch_new_tokens`, chunking the last request).
 """
@@ -41,8 +43,8 @@ def _ceil_div(a: int, b: int) -> int:
 
 
 class PrefillGroup:
-    __slots__ = ("board", "busy", "ctx", "engines", "hw", "index", "on_prefill_done", "on_step_end", "running",
-                 "start_posted")
+    __slots__ = ("board", "busy", "ctx", "engines", "hw", "index", "on_prefill_done", "on_step_end", "prev_start_s",
+                 "resident_bytes", "running", "start_posted")
 
     def __init__(self, ctx: SimContext, hw: Hardware, board: EngineBoard, index: int, engines: list[PEEngine],
                  on_prefill_done: Callable[[ReqState, float, float], None], on_step_end: Callable[[], None]) -> None:
@@ -56,6 +58,8 @@ class PrefillGroup:
         self.busy = False
         self.start_posted = False
         self.running: list[tuple[PEEngine, list[Chunk]]] = []
+        self.prev_start_s = 0.0  # the last step's start: the next batch's copies may begin there
+        self.resident_bytes: dict[int, int] = {}  # per engine: the HBM the last step's batch holds
 
     def kick(self) -> None:
         if not self.busy and not self.start_posted:
@@ -137,21 +141,28 @@ class PrefillGroup:
         max_attn, other_sum, max_full = 0.0, 0.0, 0.0
         per_engine: list[EngineIO] = []
         de_src: dict[int, float] = {}
+        attention_time_s, prefill_time_s = llm.attention_time_s, llm.prefill_time_s
         for engine, batch in batches:
             pairs = [(s.cached_tokens, n) for s, n, _ in batch]
-            attn = llm.attention_time_s(pairs)
-            full = llm.prefill_time_s(pairs)
+            attn = attention_time_s(pairs)
+            full = prefill_time_s(pairs)
             max_attn = max(max_attn, attn)
             max_full = max(max_full, full)
             other_sum += full - attn - overhead
             local_bytes = in_blocks = out_bytes = out_blocks = 0
+            # Integer sums: the ceilings inlined (-(-a // b)), this runs for every chunk of every step.
             for s, n, first in batch:
-                local_bytes += s.cached_tokens * kv - s.de_read_bytes
-                in_blocks += _ceil_div(s.cached_tokens, bt)
-                if s.de_read_bytes:
-                    de_src[s.de] = de_src.get(s.de, 0.0) + s.de_read_bytes
-                out_bytes += n * kv + (s.pe_read_bytes if first else 0)
-                out_blocks += _ceil_div(n, bt) + (_ceil_div(s.pe_read_bytes // kv, bt) if first else 0)
+                cached, de_read = s.cached_tokens, s.de_read_bytes
+                local_bytes += cached * kv - de_read
+                in_blocks += -(-cached // bt)
+                if de_read:
+                    de_src[s.de] = de_src.get(s.de, 0.0) + de_read
+                out_bytes += n * kv
+                out_blocks += -(-n // bt)
+                if first:
+                    pe_read = s.pe_read_bytes
+                    out_bytes += pe_read
+                    out_blocks += -(-(pe_read // kv) // bt)
             per_engine.append((engine, batch, local_bytes, in_blocks, out_bytes, out_blocks))
         if ctx.lockstep:
             compute = overhead + max_attn + other_sum / len(self.engines)
@@ -190,14 +201,26 @@ class PrefillGroup:
 
     def _resident(self, per_engine: list[EngineIO], compute: float, de_ready: float, now: float) -> float:
         ctx = self.ctx
-        num_layers, copy_submit_s = ctx.num_layers, ctx.calibration.cuda_copy_submit_s
-        pe_pcie = self.hw.pe_pcie
+        num_layers, copy_submit_s, kv = ctx.num_layers, ctx.calibration.cuda_copy_submit_s, ctx.kv_bytes_per_token
+        pe_pcie, free_hbm = self.hw.pe_pcie, self.hw.pe_free_hbm_bytes
+        early_s, resident = self.prev_start_s, self.resident_bytes
+        self.prev_start_s, self.resident_bytes = now, {}
         h2d = de_ready - now
-        for engine, _, local_bytes, in_blocks, _, _ in per_engine:
-            # Every Full Block is scattered into L per-layer KV pages by separate copies.
-            end = pe_pcie[engine.index].reserve(now, local_bytes, in_blocks * num_layers * copy_submit_s)
+        for engine, batch, local_bytes, in_blocks, _, _ in per_engine:
+            need = sum((s.cached_tokens + n) * kv for s, n, _ in batch)
+            # Every Full Block is scattered into L per-layer KV pages by separate copies; the share that
+            # fit beside the previous batch was copied during its step, from when this batch's KV was ready.
+            early = min(1.0, max(0, free_hbm - resident.get(engine.index, 0)) / need) if need else 1.0
+            self.resident_bytes[engine.index] = need
+            submit_s = in_blocks * num_layers * copy_submit_s
+            channel = pe_pcie[engine.index]
+            if early > 0:
+                in_dram_s = max(s.in_dram_s for s, _, _ in batch)
+                channel.reserve(min(now, max(early_s, in_dram_s)), local_bytes * early, submit_s * early)
+            end = channel.reserve(now, local_bytes * (1 - early), submit_s * (1 - early)) if early < 1 else \
+                channel.free_at
             h2d = max(h2d, end - now)
-        return h2d + compute
+        return max(h2d, 0.0) + compute
 
     def _send_to_des(self, engine: PEEngine, s: ReqState, now: float) -> float:
         """Not layerwise: a finished request's KV goes PE HBM -> DE after the step; when it lands."""

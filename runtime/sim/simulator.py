@@ -64,7 +64,7 @@ class Simulator:
     def on_arrival(self, payload: tuple[Sequence[Request], int]) -> None:
         chain, index = payload
         state = ReqState(chain[index], self.ctx.events.now_s, self.ctx.kv_bytes_per_token, chain, index)
-        self.pending[state.req.id] = state
+        self.pending_view.add(state)
         self.request_schedule()
 
     def request_schedule(self) -> None:
@@ -87,7 +87,7 @@ class Simulator:
 
     def assign(self, a: Assignment, now: float) -> None:
         kv = self.ctx.kv_bytes_per_token
-        s = self.pending.pop(a.request, None)
+        s = self.pending_view.pop(a.request)
         pe, de = self.pe_by_name.get(a.pe), self.de_by_name.get(a.de)
         pe_read, de_read = a.pe_read_bytes, a.de_read_bytes
         if s is None or pe is None or de is None:
@@ -149,6 +149,7 @@ class Simulator:
         self.pump(node)
 
     def became_ready(self, s: ReqState) -> None:
+        s.in_dram_s = self.ctx.events.now_s
         s.item = BatchItem(s.req.id, s.cached_tokens, s.remaining_tokens, s.ready_s)
         pe = self.hw.pes[s.pe]
         pe.ready[s.req.id] = s

@@ -6,7 +6,7 @@ them millions of times, and what policies read of them goes through `board.Engin
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from itertools import islice
 from operator import attrgetter
 from typing import overload
@@ -32,6 +32,7 @@ class ReqState:
         "finish_s",
         "first_token_s",
         "hbm_reserved",
+        "in_dram_s",
         "index",
         "item",
         "num_reads_left",
@@ -63,6 +64,7 @@ class ReqState:
         self.de_buf_bytes = 0  # held in the DE node's DRAM buffer
         self.hbm_reserved = False  # DE HBM for the whole context
         self.prefill_start_s = -1.0
+        self.in_dram_s = -1.0  # when its hit KV is all in the PE's or DE's DRAM buffer
         self.first_token_s = -1.0
         self.second_token_s = -1.0
         self.finish_s = -1.0
@@ -76,10 +78,53 @@ _req_of = attrgetter("req")
 
 
 class PendingView(Sequence[Request]):
-    """The waiting requests in arrival order, as a read-only sequence over the simulator's dict."""
+    """The waiting requests in arrival order, as a read-only sequence over the simulator's dict.
 
-    def __init__(self, states: Mapping[str, ReqState]) -> None:
+    The simulator changes the dict only through `add` and `pop`, which also log the change: a policy
+    that mirrors the waiting requests across calls (`solver.waiting_keys`) then reads what changed
+    since its last look (`changes_since`) instead of comparing thousands of requests by identity.
+    """
+
+    # The log of removed ids is trimmed to its newest entries past this length: a reader whose mark
+    # is older than the trim gets None and re-reads the whole sequence.
+    MAX_LOG = 1 << 16
+    KEEP_LOG = 1 << 12
+
+    def __init__(self, states: dict[str, ReqState]) -> None:
         self._states = states
+        self._num_added = 0
+        self._removed: list[str] = []
+        self._removed_base = 0  # log entries trimmed from the front
+
+    def add(self, state: ReqState) -> None:
+        self._states[state.req.id] = state
+        self._num_added += 1
+
+    def pop(self, request_id: str) -> ReqState | None:
+        state = self._states.pop(request_id, None)
+        if state is not None:
+            removed = self._removed
+            removed.append(request_id)
+            if len(removed) > self.MAX_LOG:
+                cut = len(removed) - self.KEEP_LOG
+                del removed[:cut]
+                self._removed_base += cut
+        return state
+
+    def mark(self) -> tuple[int, int]:
+        """A position in the change log, for `changes_since`."""
+        return self._num_added, self._removed_base + len(self._removed)
+
+    def changes_since(self, mark: tuple[int, int]) -> tuple[list[str], list[Request]] | None:
+        """(ids removed, requests added and still waiting, oldest first) since `mark`; None when the log
+        no longer reaches back that far."""
+        added, removed_at = mark
+        start = removed_at - self._removed_base
+        if start < 0:
+            return None
+        num_new = self._num_added - added
+        newest = list(islice(reversed(self._states.values()), num_new)) if num_new else []
+        return self._removed[start:], [s.req for s in reversed(newest)]
 
     def __iter__(self) -> Iterator[Request]:
         return map(_req_of, self._states.values())  # a C-level loop: policies scan thousands per call

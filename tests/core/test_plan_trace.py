@@ -129,3 +129,13 @@ def test_trace_json_fields_are_type_checked(tmp_path, edit, needle):
     with pytest.raises(SpecError) as info:
         Trace.load(path)
     assert str(info.value).startswith(f"{path}: ") and needle in str(info.value)
+
+
+def test_ttst_runs_from_the_first_token_to_the_second():
+    # The paper's Table 3 reads it so (TTST 0.228 s beside a TTFT of 1.739 s): the KV's hand-off to the DE
+    # plus its first step, not the time from arrival. A one-token request has no second token.
+    records = [RequestRecord("a", 0, 0, 10.0, "P", "D", 0, 0, 10.5, 12.0, 12.25, 13.0, 4),
+               RequestRecord("b", 1, 0, 10.0, "P", "D", 0, 0, 10.5, 11.0, 11.0, 11.0, 1)]
+    m = Trace("simulator", "x", records).metrics()
+    assert m.ttst_mean_s == pytest.approx(0.25) and m.ttst_p99_s == pytest.approx(0.25)
+    assert m.ttft_mean_s == pytest.approx(1.5)

@@ -19,7 +19,7 @@ def limits(readers: str, **kw):
 
 
 def test_reads_go_through_the_nodes_allowed_to_read():
-    pe_only = {r.name: r for r in limits("pe").resources}["SNIC reads (1 PE nodes)"]
+    pe_only = {r.name: r for r in limits("pe").resources}["SNIC reads (1 PE node)"]
     assert pe_only.capacity_per_s == pytest.approx(1 * GB) and pe_only.demand_per_agent == 6400 * 1000
     assert pe_only.limit_aps == pytest.approx(1e9 / 6.4e6)
     every = {r.name: r for r in limits("all", snic_read_efficiency=0.5).resources}["SNIC reads (3 PE+DE nodes)"]

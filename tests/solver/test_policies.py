@@ -10,7 +10,7 @@ from dualpath.policy import BatchItem, ClusterState, EngineState, Policy
 from dualpath.request import Request
 from dualpath.solver import policies
 from dualpath.solver.baselines import BasicPolicy, DualPathRRPolicy, OraclePolicy, RoundRobinPolicy
-from dualpath.solver.paper_rules import DualPathPolicy, largest_fit
+from dualpath.solver.paper_rules import DualPathPolicy, largest_fit, secant_fit
 from dualpath.solver.policies import POLICY_NAMES, make_policy, register_policy
 from tests.runtime.sim.cases import TOY_LLM, toy_cluster
 
@@ -133,6 +133,18 @@ def test_largest_fit_matches_a_linear_scan(high, guess, budget):
 
     expect = max(n for n in range(high + 1) if cost(n) <= budget)
     assert largest_fit(cost, budget, high, guess) == expect
+
+
+@given(st.integers(2, 2000), st.floats(0.0, 1.0), st.floats(0.0, 0.01), st.floats(0.0, 1200.0))
+def test_secant_fit_matches_a_linear_scan(high, curve, step, budget):
+    # Convex (the attention cost's shape), linear, and with flat steps (a kink like sparse attention's top-k).
+    def cost(n):
+        return n * (1 + n * curve / 1000) + (n // 7) * step
+
+    if cost(high) <= budget:
+        return
+    expect = max(n for n in range(high) if cost(n) <= budget)
+    assert secant_fit(cost, budget, high, cost(high)) == expect
 
 
 def test_round_robin_cycles_and_skips_full_des():

@@ -38,5 +38,19 @@ def test_no_unmeasured_per_step_overheads():
 
 
 def test_a_dense_model_pays_no_all_to_all():
-    assert llm_preset("qwen2.5-32b").a2a_s(100) == 0.0
-    assert llm_preset("deepseek-v3.2").a2a_s(100) > 0.0
+    assert llm_preset("qwen2.5-32b").a2a_s(100, ep_gpus=32) == 0.0
+    assert llm_preset("deepseek-v3.2").a2a_s(100, ep_gpus=1) == 0.0  # no expert-parallel group
+    assert llm_preset("deepseek-v3.2").a2a_s(100, ep_gpus=32) > 0.0
+
+
+def test_all_to_all_is_deepeps_latency_at_small_batches_and_bandwidth_at_large():
+    v32 = llm_preset("deepseek-v3.2")
+    moe_layers = 61 - 3
+    # DeepEP README, EP32: dispatch 155 us + combine 273 us per MoE layer, whatever the batch below 128.
+    assert v32.a2a_s(1, ep_gpus=32) == pytest.approx(moe_layers * (155 + 273) * 1e-6)
+    assert v32.a2a_s(64, ep_gpus=32) == v32.a2a_s(1, ep_gpus=32)
+    assert v32.a2a_s(1, ep_gpus=8) == pytest.approx(moe_layers * (77 + 114) * 1e-6)  # EP8's row
+    big = v32.a2a_s(1024, ep_gpus=32)  # bandwidth bound: 8 experts x hidden x (1 B FP8 + 2 B BF16) per token
+    assert big == pytest.approx(moe_layers * 1024 * 8 * 7168 * 3 / 50e9)
+    # The floor and the byte formula meet near DeepEP's measured point (128 tokens): within 5%.
+    assert moe_layers * 128 * 8 * 7168 * 3 / 50e9 == pytest.approx(v32.a2a_s(1, ep_gpus=32), rel=0.05)

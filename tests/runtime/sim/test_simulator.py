@@ -6,6 +6,7 @@ import pytest
 
 from dualpath.errors import InfeasibleError, InputError, SpecError
 from dualpath.plan import Assignment, Plan
+from dualpath.request import Request, Workload
 from dualpath.runtime.sim.simulator import simulate
 from tests.runtime.sim.cases import EXACT, TOY_LLM, FixedPolicy, one_request, toy_cluster
 
@@ -132,3 +133,17 @@ def test_a_des_load_into_hbm_pays_its_own_per_block_cost():
         gaps[de_load] = r.second_token_s - r.first_token_s
     assert gaps[None] == pytest.approx(blocks * submit_s + STEP_S)
     assert gaps[0.0] == pytest.approx(H2D_S + STEP_S)
+
+
+def test_not_layerwise_copies_the_next_batch_while_the_current_one_computes():
+    # r1 arrives while r0's step computes; its KV is read (6.4 ms) and copied into HBM (1.6 ms) during
+    # that step (cudaMemcpyAsync, HBM to spare), so its own step starts with nothing left to copy.
+    cluster = toy_cluster()
+    workload = Workload("two", (Request("r0", 0, 0, 6400, 100, 5), Request("r1", 1, 0, 6400, 100, 5, 0.01)))
+    trace = simulate(cluster, TOY_LLM, workload, FixedPolicy(cluster, TOY_LLM, "pe", layerwise=False),
+                     calibration=EXACT, progress=False)
+    r0, r1 = sorted(trace.records, key=lambda r: r.request)
+    h2d_pe = 6.4e6 / 4e9
+    assert r0.first_token_s == pytest.approx(READ_S + h2d_pe + PREFILL_S)
+    assert r1.prefill_start_s == pytest.approx(r0.first_token_s)
+    assert r1.first_token_s == pytest.approx(r0.first_token_s + PREFILL_S)  # no copy left on its path
