@@ -38,6 +38,9 @@ def deepep_latency_vs_ep32(ep_gpus: int) -> float:
     return _DEEPEP_US[size] / _DEEPEP_US[32]
 
 
+MOE_TOTAL_OVER_ACTIVE = 1.5  # total / active parameters above which a model is served expert parallel
+
+
 @dataclass(frozen=True)
 class CostModel:
     """Per-GPU cost of an H800/H100 SXM, the paper's Hopper GPUs. Sources, one per number:
@@ -184,6 +187,13 @@ class LLMSpec:
 
     def layout(self, block_tokens: int = PAPER_BLOCK_TOKENS) -> KVLayout:
         return KVLayout(self.num_layers, self.kv_bytes_per_token_per_layer, block_tokens)
+
+    @property
+    def expert_parallel(self) -> bool:
+        """Served expert parallel: an MoE model activates a small share of its weights per token
+        (DeepSeek-V3.2 5.5%, DS 27B 16%), a dense one all but its embedding table (Qwen2.5-32B 98%).
+        LLMSpec has no expert count, so the ratio decides."""
+        return self.total_params > MOE_TOTAL_OVER_ACTIVE * self.active_params
 
     # ---- compute ----------------------------------------------------------------------------
     def attended_tokens(self, context_tokens: float) -> float:

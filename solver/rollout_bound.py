@@ -93,6 +93,9 @@ class _Costs:
         self.weight_bytes = llm.total_params * calibration.weight_bytes_per_param_of(llm) / shards
         usable = node.hbm_bytes_per_gpu * (1 - calibration.hbm_reserve_fraction)
         self.de_free_bytes = max(0.0, usable - self.weight_bytes)
+        # An expert-parallel DE group of more than one GPU pays at least DeepEP's smallest latency (its
+        # EP8 row) per MoE layer; the executor only ever widens the cluster's groups.
+        self.ep_gpus = 8 if llm.expert_parallel and cluster.de_group_gpus > 1 else 1
 
     def turn(self, r: Request) -> _Turn:
         llm, cal, bt, layers, kv = self.llm, self.cal, self.bt, self.layers, self.kv
@@ -105,7 +108,7 @@ class _Costs:
         steps = -(-r.new_tokens // cal.max_batch_new_tokens) if cal.max_batch_new_tokens else 1
         compute_s = steps * llm.cost.prefill_overhead_s + attn_s + dense_s / self.num_pe
         ctx = prompt + out // 2  # the simulator's decode context
-        decode_s = (out - 1) * llm.decode_step_s(1, ctx, self.weight_bytes)
+        decode_s = (out - 1) * llm.decode_step_s(1, ctx, self.weight_bytes, self.ep_gpus)
         compute_per_step = (2.0 * llm.active_params + llm.attention_flops(max(ctx - 1, 0), 1)) / self.decode_rate
         kv_per_step = layers * llm.attention_kv_bytes_per_token_per_layer * llm.attended_tokens(ctx) / self.hbm_rate
         h, p = hit * kv, prompt * kv

@@ -22,14 +22,11 @@ from dualpath.llm import LLMSpec
 DE_MIN_KV_SHARE = 0.5  # of each decode GPU's HBM
 
 
-MOE_TOTAL_OVER_ACTIVE = 1.5
 
 
 def is_expert_parallel(llm: LLMSpec) -> bool:
-    """An MoE model (served expert parallel): it activates a small share of its weights per token
-    (DeepSeek-V3.2 5.5%, DS 27B 16%); a dense model all but its embedding table (Qwen2.5-32B 98%).
-    LLMSpec has no expert count, so the ratio decides."""
-    return llm.total_params > MOE_TOTAL_OVER_ACTIVE * llm.active_params
+    """An MoE model, served expert parallel (`LLMSpec.expert_parallel`)."""
+    return llm.expert_parallel
 
 
 def weight_bytes_per_gpu(llm: LLMSpec, group_gpus: int, calibration: Calibration = PAPER_CALIBRATION) -> float:
