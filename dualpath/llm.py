@@ -59,7 +59,7 @@ class CostModel:
     - `a2a_latency_s` 428 us: the same measurement as a floor per MoE layer of a decode step (dispatch
       155 + combine 273 us at EP32). Below 128 tokens per GPU the kernels are bound by RDMA latency
       and the ranks' synchronisation, not bytes (our byte formula gives 440 us at 128 tokens, so the
-      two agree where they meet); other EP sizes scale by DeepEP's table (`DEEPEP_LATENCY_VS_EP32`).
+      two agree where they meet); other EP sizes scale by DeepEP's table (`deepep_latency_vs_ep32`).
     - overheads 0: DeepSeek overlaps the all-to-all with compute by two micro-batches in prefill and
       decode (same overview), and decode runs under CUDA graphs; no unmeasured per-step constant.
     """
