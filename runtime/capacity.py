@@ -31,7 +31,7 @@ from typing import Any
 from dualpath.errors import SpecError
 from dualpath.policy import Policy
 from dualpath.request import Trajectory, Workload
-from dualpath.trace import RequestRecord, Trace, percentile
+from dualpath.trace import Trace, percentile
 
 STATISTICS = ("mean", "p50", "p90", "p99")
 
@@ -50,10 +50,6 @@ class SLO:
 
 
 PAPER_SLO = SLO()  # TTFT <= 4 s, TPOT <= 50 ms, on the steady state's means
-
-
-def _tpot(r: RequestRecord) -> float | None:
-    return (r.finish_s - r.first_token_s) / (r.output_tokens - 1) if r.output_tokens > 1 else None
 
 
 def _stat(values: list[float], statistic: str) -> float:
@@ -106,15 +102,15 @@ def online_summary(trace: Trace, slo: SLO = PAPER_SLO) -> dict[str, Any]:
     """TTFT/TTST/TPOT statistics of the steady state and whether the SLO holds there."""
     start, end, found = steady_state(trace)
     window = [r for r in trace.records if r.status != "failed" and start <= r.arrival_s <= end]
-    ttft = [r.first_token_s - r.arrival_s for r in window]
-    ttst = [r.second_token_s - r.first_token_s for r in window if r.output_tokens > 1]  # as `Trace.metrics`
-    tpot = [t for t in (_tpot(r) for r in window) if t is not None]
+    ttft = [r.ttft_s for r in window]
+    ttst = [t for t in (r.ttst_s for r in window) if t is not None]
+    tpot = [t for t in (r.tpot_s for r in window) if t is not None]
     out: dict[str, Any] = {"steady_start_s": start, "steady_end_s": end, "steady_state_found": found,
                            "steady_requests": len(window)}
     for name, values in (("ttft", ttft), ("ttst", ttst), ("tpot", tpot)):
         for statistic in STATISTICS:
             out[f"{name}_{statistic}_s"] = _stat(values, statistic)
-    ok = sum(1 for r in window if r.first_token_s - r.arrival_s <= slo.ttft_s and (_tpot(r) or 0.0) <= slo.tpot_s)
+    ok = sum(1 for r in window if r.within_slo(slo.ttft_s, slo.tpot_s))
     out["slo_attainment"] = ok / len(window) if window else 0.0
     # No steady state (overload stretched the agents' lives past the arrivals): the SLO is not met.
     within = out[f"ttft_{slo.statistic}_s"] <= slo.ttft_s and out[f"tpot_{slo.statistic}_s"] <= slo.tpot_s
@@ -131,7 +127,7 @@ def latency_summary(trace: Trace, slo: SLO = PAPER_SLO) -> dict[str, Any]:
         for statistic in STATISTICS:
             out[f"{name}_{statistic}_s"] = getattr(m, f"{name}_{statistic}_s")
     done = [r for r in trace.records if r.status != "failed"]
-    ok = sum(1 for r in done if r.first_token_s - r.arrival_s <= slo.ttft_s and (_tpot(r) or 0.0) <= slo.tpot_s)
+    ok = sum(1 for r in done if r.within_slo(slo.ttft_s, slo.tpot_s))
     out["slo_attainment"] = ok / len(done) if done else 0.0
     out["goodput_requests_per_s"] = ok / m.jct_s if done and m.jct_s > 0 else 0.0
     return out
