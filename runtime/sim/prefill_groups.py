@@ -217,9 +217,9 @@ class PrefillGroup:
             if early > 0:
                 in_dram_s = max(s.in_dram_s for s, _, _ in batch)
                 channel.reserve(min(now, max(early_s, in_dram_s)), local_bytes * early, submit_s * early)
-            end = channel.reserve(now, local_bytes * (1 - early), submit_s * (1 - early)) if early < 1 else \
-                channel.free_at
-            h2d = max(h2d, end - now)
+            if early < 1:
+                channel.reserve(now, local_bytes * (1 - early), submit_s * (1 - early))
+            h2d = max(h2d, channel.free_at - now)
         return max(h2d, 0.0) + compute
 
     def _send_to_des(self, engine: PEEngine, s: ReqState, now: float) -> float:
