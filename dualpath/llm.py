@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from functools import cached_property
+from typing import NamedTuple
 
 from dualpath import limits
 from dualpath.errors import SpecError
@@ -36,6 +38,23 @@ def deepep_latency_vs_ep32(ep_gpus: int) -> float:
     """DeepEP's measured latency at the largest tabulated EP size <= `ep_gpus` (EP8's below 8)."""
     size = max((n for n in _DEEPEP_US if n <= ep_gpus), default=8)
     return _DEEPEP_US[size] / _DEEPEP_US[32]
+
+
+class _Rates(NamedTuple):
+    """An LLMSpec's cost coefficients, products of its fields taken once (see `LLMSpec._rates`)."""
+
+    score_flops: int  # per layer, query and attended key: 2 x heads x (QK + AV width)
+    indexer_flops: int  # per layer, query and cached key: 2 x indexer heads x indexer width
+    topk_tokens: int
+    dense_flops: float  # per token: 2 x active parameters
+    prefill_flops_per_s: float
+    decode_flops_per_s: float
+    hbm_bytes_per_s: float
+    a2a_bytes_per_token: int  # per MoE layer: dispatch (FP8) + combine (BF16) to each routed expert
+    a2a_bytes_per_s: float
+    a2a_floor_s: dict[int, float]  # per EP size, filled on first use
+    kv_bytes_per_token_per_layer: int  # attention KV alone, what a decode step reads for attended keys
+    indexer_bytes_per_token_per_layer: int
 
 
 MOE_TOTAL_OVER_ACTIVE = 1.5  # total / active parameters above which a model is served expert parallel
@@ -196,23 +215,46 @@ class LLMSpec:
         return self.total_params > MOE_TOTAL_OVER_ACTIVE * self.active_params
 
     # ---- compute ----------------------------------------------------------------------------
+    # The simulator asks these millions of times per run: the products of integer fields are taken
+    # once (`_rates`), and each method spells the formula out in the same operation order as the
+    # docstrings' arithmetic, so a precomputed integer product gives the same float as before.
+    @cached_property
+    def _rates(self) -> _Rates:
+        cost = self.cost
+        width = (2 * self.kv_lora_rank + self.qk_rope_head_dim if self.attention is AttentionKind.MLA
+                 else 2 * self.head_dim)  # absorbed MLA: QK over latent+rope, AV over latent
+        return _Rates(
+            score_flops=2 * self.num_heads * width,
+            indexer_flops=2 * self.indexer_heads * self.indexer_head_dim,
+            topk_tokens=self.index_topk_tokens,
+            dense_flops=2.0 * self.active_params,
+            prefill_flops_per_s=cost.peak_tflops * 1e12 * cost.prefill_mfu * self.gpus_per_engine,
+            decode_flops_per_s=cost.peak_tflops * 1e12 * cost.decode_mfu * self.gpus_per_engine,
+            hbm_bytes_per_s=cost.hbm_gb_per_s * 1e9 * cost.hbm_efficiency,
+            a2a_bytes_per_token=self.experts_per_token * self.hidden_size * (1 + 2),
+            a2a_bytes_per_s=cost.a2a_gb_per_s * 1e9,
+            a2a_floor_s={},
+            kv_bytes_per_token_per_layer=self.attention_kv_bytes_per_token_per_layer,
+            indexer_bytes_per_token_per_layer=self.indexer_bytes_per_token_per_layer,
+        )
+
     def attended_tokens(self, context_tokens: float) -> float:
-        return min(context_tokens, self.index_topk_tokens) if self.index_topk_tokens else context_tokens
+        topk = self.index_topk_tokens
+        return (topk if topk < context_tokens else context_tokens) if topk else context_tokens
 
     def _attention_flops_per_query(self, context_tokens: float) -> float:
         """Per layer: score and value products over the attended keys (+ the indexer over all keys)."""
-        if self.attention is AttentionKind.MLA:
-            width = 2 * self.kv_lora_rank + self.qk_rope_head_dim  # absorbed MLA: QK over latent+rope, AV over latent
-        else:
-            width = 2 * self.head_dim
-        flops = 2 * self.num_heads * width * self.attended_tokens(context_tokens)
-        if self.indexer_heads:
-            flops += 2 * self.indexer_heads * self.indexer_head_dim * context_tokens
+        rates = self._rates
+        topk = rates.topk_tokens
+        attended = (topk if topk < context_tokens else context_tokens) if topk else context_tokens
+        flops = rates.score_flops * attended
+        if rates.indexer_flops:
+            flops += rates.indexer_flops * context_tokens
         return flops
 
     def prefill_flops(self, cached_tokens: int, new_tokens: int) -> float:
         """FLOPs to compute `new_tokens` on top of `cached_tokens` (causal: mean context at midpoint)."""
-        dense = 2.0 * self.active_params * new_tokens
+        dense = self._rates.dense_flops * new_tokens
         mid = cached_tokens + new_tokens / 2
         return dense + self.num_layers * new_tokens * self._attention_flops_per_query(mid)
 
@@ -222,18 +264,43 @@ class LLMSpec:
 
     def prefill_time_s(self, batch: Sequence[tuple[int, int]]) -> float:
         """Seconds for one forward batch of (cached_tokens, new_tokens) pairs on one engine."""
-        flops = sum(self.prefill_flops(c, n) for c, n in batch)
-        return self.cost.prefill_overhead_s + flops / self.prefill_flops_per_s
+        return self.cost.prefill_overhead_s + self._batch_flops(batch)[0] / self._rates.prefill_flops_per_s
 
     def attention_time_s(self, batch: Sequence[tuple[int, int]]) -> float:
         """The attention share of `prefill_time_s`, what the paper's 300 ms batch quota limits."""
-        flops = sum(self.attention_flops(c, n) for c, n in batch)
-        return flops / self.prefill_flops_per_s
+        return self._batch_flops(batch)[1] / self._rates.prefill_flops_per_s
+
+    def chunk_attention_s(self, cached_tokens: int, new_tokens: int) -> float:
+        """`attention_time_s([(cached_tokens, new_tokens)])` without building the batch."""
+        mid = cached_tokens + new_tokens / 2
+        return self.num_layers * new_tokens * self._attention_flops_per_query(mid) / self._rates.prefill_flops_per_s
+
+    def prefill_and_attention_s(self, batch: Sequence[tuple[int, int]]) -> tuple[float, float]:
+        """(`prefill_time_s`, `attention_time_s`) of one batch in one pass over it."""
+        flops, attention = self._batch_flops(batch)
+        rate = self._rates.prefill_flops_per_s
+        return self.cost.prefill_overhead_s + flops / rate, attention / rate
+
+    def _batch_flops(self, batch: Sequence[tuple[int, int]]) -> tuple[float, float]:
+        """(all FLOPs, attention FLOPs) of a batch, summed in batch order."""
+        rates = self._rates
+        layers, score, indexer, topk, dense = (self.num_layers, rates.score_flops, rates.indexer_flops,
+                                               rates.topk_tokens, rates.dense_flops)
+        total = attention = 0.0
+        for cached, new in batch:
+            mid = cached + new / 2
+            query = score * ((topk if topk < mid else mid) if topk else mid)
+            if indexer:
+                query += indexer * mid
+            flops = layers * new * query
+            attention += flops
+            total += dense * new + flops
+        return total, attention
 
     @property
     def prefill_flops_per_s(self) -> float:
         """What one engine computes per second in prefill: the rate every prefill prediction uses."""
-        return self.cost.peak_tflops * 1e12 * self.cost.prefill_mfu * self.gpus_per_engine
+        return self._rates.prefill_flops_per_s
 
     def a2a_s(self, tokens: int, ep_gpus: int = 1) -> float:
         """Expert-parallel all-to-all of one decode step for `tokens` tokens on a GPU of an `ep_gpus`
@@ -241,9 +308,13 @@ class LLMSpec:
         BF16 (combine), per MoE layer no faster than DeepEP's latency at that EP size."""
         if ep_gpus <= 1 or not self.num_moe_layers:
             return 0.0
-        bytes_per_layer = tokens * self.experts_per_token * self.hidden_size * (1 + 2)
-        floor_s = self.cost.a2a_latency_s * deepep_latency_vs_ep32(ep_gpus)
-        return self.num_moe_layers * max(floor_s, bytes_per_layer / (self.cost.a2a_gb_per_s * 1e9))
+        rates = self._rates
+        floor_s = rates.a2a_floor_s.get(ep_gpus)
+        if floor_s is None:
+            floor_s = rates.a2a_floor_s[ep_gpus] = self.cost.a2a_latency_s * deepep_latency_vs_ep32(ep_gpus)
+        bytes_per_layer = tokens * rates.a2a_bytes_per_token
+        wire_s = bytes_per_layer / rates.a2a_bytes_per_s
+        return self.num_moe_layers * (floor_s if floor_s >= wire_s else wire_s)
 
     def decode_step_s(self, batch_size: int, total_context_tokens: int, weight_bytes_per_gpu: float,
                       ep_gpus: int = 1) -> float:
@@ -251,17 +322,20 @@ class LLMSpec:
         an expert-parallel group of `ep_gpus` (1: no all-to-all)."""
         if batch_size <= 0:
             return 0.0
-        cost = self.cost
+        rates = self._rates
         mean_context = total_context_tokens / batch_size
-        hbm_bytes_per_s = cost.hbm_gb_per_s * 1e9 * cost.hbm_efficiency
-        flops_per_s = cost.peak_tflops * 1e12 * cost.decode_mfu * self.gpus_per_engine
+        hbm_bytes_per_s, flops_per_s = rates.hbm_bytes_per_s, rates.decode_flops_per_s
         # GEMMs: every GPU streams the weights it holds (at decode batch sizes every expert gets tokens).
-        gemm_s = max(weight_bytes_per_gpu / hbm_bytes_per_s, 2.0 * self.active_params * batch_size / flops_per_s)
+        gemm_s = max(weight_bytes_per_gpu / hbm_bytes_per_s, rates.dense_flops * batch_size / flops_per_s)
         # Attention reads the top-k KV, the indexer scans every cached key.
+        topk = rates.topk_tokens
+        attended = (topk if topk < mean_context else mean_context) if topk else mean_context
         kv_bytes = self.num_layers * batch_size * (
-            self.attended_tokens(mean_context) * self.attention_kv_bytes_per_token_per_layer
-            + mean_context * self.indexer_bytes_per_token_per_layer)
-        attention_flops = self.num_layers * batch_size * self._attention_flops_per_query(mean_context)
+            attended * rates.kv_bytes_per_token_per_layer + mean_context * rates.indexer_bytes_per_token_per_layer)
+        query_flops = rates.score_flops * attended
+        if rates.indexer_flops:
+            query_flops += rates.indexer_flops * mean_context
+        attention_flops = self.num_layers * batch_size * query_flops
         attention_s = max(kv_bytes / hbm_bytes_per_s, attention_flops / flops_per_s)
         # Two micro-batches hide the all-to-all behind compute, or compute behind it.
-        return cost.decode_overhead_s + max(gemm_s + attention_s, self.a2a_s(batch_size, ep_gpus))
+        return self.cost.decode_overhead_s + max(gemm_s + attention_s, self.a2a_s(batch_size, ep_gpus))

@@ -141,11 +141,9 @@ class PrefillGroup:
         max_attn, other_sum, max_full = 0.0, 0.0, 0.0
         per_engine: list[EngineIO] = []
         de_src: dict[int, float] = {}
-        attention_time_s, prefill_time_s = llm.attention_time_s, llm.prefill_time_s
+        prefill_and_attention_s = llm.prefill_and_attention_s
         for engine, batch in batches:
-            pairs = [(s.cached_tokens, n) for s, n, _ in batch]
-            attn = attention_time_s(pairs)
-            full = prefill_time_s(pairs)
+            full, attn = prefill_and_attention_s([(s.cached_tokens, n) for s, n, _ in batch])
             max_attn = max(max_attn, attn)
             max_full = max(max_full, full)
             other_sum += full - attn - overhead

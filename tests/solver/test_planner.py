@@ -3,6 +3,7 @@
 import json
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -192,7 +193,7 @@ def test_compute_bound_plans_spread_reads_over_both_paths(split):
     from dualpath.solver.problem import Loads
     from dualpath.solver.resplit import balance_reads
 
-    slow = DS27B.__class__(**{**DS27B.__dict__, "cost": CostModel(prefill_mfu=0.001)})
+    slow = replace(DS27B, cost=CostModel(prefill_mfu=0.001))
     c = cluster(1, 2)
     plan, pb, sol = plan_with_problem(c, slow, agentic_requests(40, seed=3), "ortools", split, 3)
     loads = Loads(pb, sol)
