@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from dualpath.errors import InputError, SpecError
 from dualpath.jsonio import check_versioned, read_versioned, write_json_atomic
 from dualpath.limits import MAX_BYTES, MAX_TRACE_RECORDS
+from dualpath.records import fast_init
 from dualpath.schema import fields_of, list_of
 
 # 2: `makespan_s` became `fluid_bottleneck_s` (it is the heaviest resource load, not a completion time)
@@ -25,6 +26,7 @@ _ASSIGNMENT_BOUNDS = {"pe_read_bytes": (0, MAX_BYTES), "de_read_bytes": (0, MAX_
                       "order": (0, MAX_TRACE_RECORDS), "batch": (-1, MAX_TRACE_RECORDS)}
 
 
+@fast_init
 @dataclass(frozen=True)
 class Assignment:
     request: str

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from dualpath.cluster import ClusterSpec, Role
 from dualpath.llm import LLMSpec
 from dualpath.plan import Assignment
+from dualpath.records import fast_init
 from dualpath.request import Request
 
 
+@fast_init
 @dataclass(frozen=True)
 class EngineState:
     """What a group leader reports per engine (the paper's seq_e and tok_e) plus free HBM."""
@@ -43,6 +45,7 @@ class ClusterState:
         return [e for e in self.engines.values() if e.role is role and e.alive]
 
 
+@fast_init
 @dataclass(frozen=True)
 class BatchItem:
     """A request (or a chunk of one) waiting in a PE's queue."""

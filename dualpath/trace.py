@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 from dualpath.errors import SpecError
 from dualpath.jsonio import check_versioned, read_versioned, write_json_atomic
+from dualpath.records import fast_init
 from dualpath.schema import SIGNED_RANGE, fields_of, list_of
 from dualpath.validate import number
 
@@ -19,6 +20,7 @@ TRACE_SCHEMA_VERSION = 1
 CHROME_SCHEMA_VERSION = 1  # of the Chrome trace-event files (`kind` "chrome_trace"; viewers ignore both keys)
 
 
+@fast_init
 @dataclass(frozen=True)
 class RequestRecord:
     request: str
