@@ -40,6 +40,12 @@ class ClusterState:
     engines: Mapping[str, EngineState]
     read_queue_tokens: Mapping[str, int]  # per node: tokens waiting in its storage read queue
     read_queue_bytes: Mapping[str, float]  # per node: bytes waiting (what the optimizer balances)
+    # What a source of successive snapshots (the simulator's board) can say to spare a policy's cache a
+    # comparison of every engine: this snapshot's number (unique in the process, 0: unnumbered) and,
+    # when it follows snapshot `follows` of the same source, the engines whose state object differs.
+    serial: int = 0
+    follows: int = 0
+    changed: tuple[str, ...] = ()
 
     def of_role(self, role: Role) -> list[EngineState]:
         return [e for e in self.engines.values() if e.role is role and e.alive]

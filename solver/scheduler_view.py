@@ -13,7 +13,7 @@ from itertools import compress
 from operator import is_not
 
 from dualpath.cluster import Role
-from dualpath.policy import ClusterState
+from dualpath.policy import ClusterState, EngineState
 
 
 @dataclass
@@ -88,6 +88,8 @@ class ViewCache:
         self.names: list[str] = []
         self.states: list = []
         self.slots: list[tuple[bool, int]] = []  # per snapshot position: (is PE, index in the view)
+        self.position: dict[str, int] = {}  # engine name -> snapshot position
+        self.serial = 0  # of the last snapshot read (`ClusterState.serial`)
         self.view: SchedulerView | None = None
 
     def view_of(self, state: ClusterState) -> SchedulerView:
@@ -106,13 +108,21 @@ class ViewCache:
         read it and do not change it (a scheduler that finds nothing to do then skips the copy)."""
         engines = state.engines
         view = self.view
+        follows, self.serial = self.serial, state.serial
+        if view is not None and state.follows and state.follows == follows:
+            # The next snapshot of the source we read last: it names what changed, nothing else can have.
+            position = self.position
+            return self._refresh(view, [(position[name], engines[name]) for name in state.changed], state)
         if view is None or len(engines) != len(self.names) or list(engines) != self.names:
             return self._rebuild(state)
         values = list(engines.values())
         changed = list(compress(range(len(values)), map(is_not, values, self.states)))
+        return self._refresh(view, [(pos, values[pos]) for pos in changed], state)
+
+    def _refresh(self, view: SchedulerView, changed: list[tuple[int, EngineState]],
+                 state: ClusterState) -> SchedulerView:
         # The cached view is never handed out to change (callers get copies), so it is updated in place.
-        for pos in changed:
-            e = values[pos]
+        for pos, e in changed:
             if not e.alive:
                 return self._rebuild(state)
             is_pe, i = self.slots[pos]
@@ -129,6 +139,7 @@ class ViewCache:
         index = {n: (True, i) for i, n in enumerate(view.pe_names)}
         index.update({n: (False, i) for i, n in enumerate(view.de_names)})
         self.names = list(state.engines)
+        self.position = {name: pos for pos, name in enumerate(self.names)}
         self.states = list(state.engines.values())
         self.slots = [index.get(n, (True, -1)) for n in self.names]
         if any(i < 0 for _, i in self.slots):  # dead engines: no incremental refresh

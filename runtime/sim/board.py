@@ -14,6 +14,7 @@ engines marked dirty since the last look (whoever changes an engine's counters m
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import count
 from operator import attrgetter
 
 from dualpath.cluster import Role
@@ -40,10 +41,12 @@ class EngineBoard:
         self._de_fixed = [(e.spec.name, node_names[e.node], e.spec.group) for e in des]
         self._storages: Sequence[NodeStorage] | None = None
         self._storage_names: list[str] = []
+        self._serial = 0  # of the last snapshot
 
     def snapshot(self, now_s: float, storages: Sequence[NodeStorage]) -> ClusterState:
         states = self.states
         get = states.get
+        changed: list[str] = []
         # An engine marked dirty whose counters are back where they were keeps its state object: a
         # policy's view cache then skips it too (identity means unchanged).
         pes, fixed, free = self.pes, self._pe_fixed, self.pe_free_hbm_bytes
@@ -55,6 +58,7 @@ class EngineBoard:
             if old is not None and old.num_seqs == num_seqs and old.num_tokens == num_tokens:
                 continue
             states[name] = EngineState(name, _PREFILL, node, group, num_seqs, num_tokens, free)
+            changed.append(name)
         des, fixed = self.des, self._de_fixed
         for i in self.dirty_de:
             de = des[i]
@@ -65,15 +69,19 @@ class EngineBoard:
                     and old.free_hbm_bytes == free):
                 continue
             states[name] = EngineState(name, _DECODE, node, group, num_seqs, num_tokens, free)
+            changed.append(name)
         self.dirty_pe.clear()
         self.dirty_de.clear()
         if storages is not self._storages:
             self._storages, self._storage_names = storages, [s.name for s in storages]
         names = self._storage_names
+        follows, self._serial = self._serial, next(_SERIALS)
         return ClusterState(now_s, dict(states), dict(zip(names, map(_queued_tokens, storages))),
-                            dict(zip(names, map(float, map(_queued_bytes, storages)))))
+                            dict(zip(names, map(float, map(_queued_bytes, storages)))),
+                            self._serial, follows, tuple(changed))
 
 
 _PREFILL, _DECODE = Role.PREFILL, Role.DECODE
+_SERIALS = count(1)  # shared by every board: a serial names one snapshot of one board
 _queued_tokens = attrgetter("queued_tokens")
 _queued_bytes = attrgetter("queued_bytes")
