@@ -97,6 +97,7 @@ class OnlineScheduler:
         # which a live scheduler would otherwise spend while the first requests wait.
         use_lp = self.options.lp and self.options.split_reads
         self._lp = SplitLP(list(self.snic_rate), self.options.window) if use_lp else None
+        self._rate_gb = {n: rate * 1e-9 for n, rate in self.snic_rate.items()}  # the LP's units
 
     # ---- the embedding interface ------------------------------------------------------------------
     def submit(self, requests: Sequence[Request]) -> None:
@@ -156,7 +157,16 @@ class OnlineScheduler:
         started = time.perf_counter()
         deadline = started + (self.options.budget_s if self.options.budget_s is not None else float("inf"))
         opts = self.options
-        head = list(pending[:opts.window]) if not isinstance(pending, list) else pending[:opts.window]
+        # Without a time budget (deterministic runs), the requests the skip test below would pass over
+        # are found in C (`waiting_keys`); the same test then runs on the ones found.
+        fast = opts.skip_blocked and opts.budget_s is None
+        scanned = self._keys.window(pending, opts.scan)[0] if fast else []
+        if fast and opts.scan >= opts.window:
+            # The keys' copy of the first `scan` waiting starts with the head: slicing it spares a
+            # slice of `pending` (in the simulator, a view that builds its slices in Python).
+            head = scanned[:opts.window]
+        else:
+            head = list(pending[:opts.window]) if not isinstance(pending, list) else pending[:opts.window]
         # With skipping, the window is the first `window` requests that can go, among the first
         # `scan` waiting: later short turns must not wait behind a head of blocked cold prompts.
         window = pending if opts.skip_blocked else head
@@ -169,11 +179,7 @@ class OnlineScheduler:
         least = min(pe_s)
         blocked_need = float("inf")  # the smallest context KV no DE had room for this tick
         cache, short = self._compute_cache, opts.short_compute_s
-        # Without a time budget (deterministic runs), the requests the skip test below would pass over
-        # are found in C (`waiting_keys`); the same test then runs on the ones found.
-        fast = opts.skip_blocked and opts.budget_s is None
         if fast:
-            self._keys.window(window, opts.scan)
             pairs = self._keys.unblocked(lambda: least > horizon, lambda: blocked_need)
         taken: list[int] = []
         for i, r in (pairs if fast else enumerate(window)):
@@ -269,8 +275,7 @@ class OnlineScheduler:
             hit = a.pe_read_bytes + a.de_read_bytes
             rows.append((engines[a.pe].node, engines[a.de].node, hit * gb, min(hit, self.buffer_bytes) * gb))
         queue_gb = {n: q * gb for n, q in state.read_queue_bytes.items()}
-        rate_gb = {n: rate * gb for n, rate in self.snic_rate.items()}
-        values = self._lp.solve(rows, queue_gb, rate_gb, min(1.0, max(0.001, deadline - time.perf_counter())))
+        values = self._lp.solve(rows, queue_gb, self._rate_gb, min(1.0, max(0.001, deadline - time.perf_counter())))
         if values is None or time.perf_counter() > deadline:
             return None
         fixed = []

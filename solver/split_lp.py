@@ -26,6 +26,7 @@ class SplitLP:
         self.optimal = pywraplp.Solver.OPTIMAL
         inf = self.solver.infinity()
         self.node_row = {}
+        self.node_ub: dict[str, float] = {}  # each node row's upper bound, as last set
         self.T = self.solver.NumVar(0, inf, "T")
         for n in node_names:
             row = self.solver.Constraint(-inf, 0.0)
@@ -39,35 +40,52 @@ class SplitLP:
             row.SetCoefficient(self.de_var[s], 1)
             self.slot_row.append(row)
         self.placed: list[tuple[str, str] | None] = [None] * slots
+        self.num_placed = 0  # slots at and past this index are empty (bounds 0, no coefficients)
+        self.slot_bounds: list[tuple[float, float] | None] = [None] * slots  # (cap, hit) last set
         self.solver.Minimize(self.T)
 
     def solve(self, rows: list[tuple[str, str, float, float]], queue_gb: dict[str, float],
               rate_gb_per_s: dict[str, float], time_limit_s: float) -> list[float] | None:
         """rows: (pe node, de node, hit GB, PE-side cap GB) per slot; returns PE-side GB per slot."""
+        # Only what differs from the last tick is passed to OR-Tools: it ignores an unchanged bound, and a
+        # slot whose nodes are unchanged keeps its coefficients, so the model GLOP solves (and the vertex it
+        # returns, which depends on the solves before) is the same as when every slot is rewritten.
+        inf = self.solver.infinity()
+        node_ub = self.node_ub
         for n, row in self.node_row.items():
-            row.SetBounds(-self.solver.infinity(), -queue_gb.get(n, 0.0))
+            ub = -queue_gb.get(n, 0.0)
+            if node_ub.get(n) != ub:
+                row.SetBounds(-inf, ub)
+                node_ub[n] = ub
+            # Set even when unchanged, as it always was: each tick's solve then starts from a model
+            # OR-Tools marks changed, whatever else the tick left alone.
             row.SetCoefficient(self.T, -rate_gb_per_s[n])
-        for s in range(len(self.placed)):
-            old = self.placed[s]
-            if old is None and s >= len(rows):
-                continue  # still empty: its bounds are 0 already, and OR-Tools ignores unchanged bounds
-            if old is not None:
-                self.node_row[old[0]].SetCoefficient(self.pe_var[s], 0)
-                self.node_row[old[1]].SetCoefficient(self.de_var[s], 0)
-            if s < len(rows):
-                pe_node, de_node, hit, cap = rows[s]
+        placed, bounds = self.placed, self.slot_bounds
+        for s, (pe_node, de_node, hit, cap) in enumerate(rows):
+            old = placed[s]
+            if old != (pe_node, de_node):
+                if old is not None:
+                    self.node_row[old[0]].SetCoefficient(self.pe_var[s], 0)
+                    self.node_row[old[1]].SetCoefficient(self.de_var[s], 0)
                 self.node_row[pe_node].SetCoefficient(self.pe_var[s], 1)
                 self.node_row[de_node].SetCoefficient(self.de_var[s], 1)
+                placed[s] = (pe_node, de_node)
+            if bounds[s] != (cap, hit):
                 self.pe_var[s].SetBounds(0, cap)
                 self.de_var[s].SetBounds(0, hit)
                 self.slot_row[s].SetBounds(hit, hit)
-                self.placed[s] = (pe_node, de_node)
-            else:
+                bounds[s] = (cap, hit)
+        for s in range(len(rows), self.num_placed):
+            old = placed[s]
+            if old is not None:
+                self.node_row[old[0]].SetCoefficient(self.pe_var[s], 0)
+                self.node_row[old[1]].SetCoefficient(self.de_var[s], 0)
                 self.pe_var[s].SetBounds(0, 0)
                 self.de_var[s].SetBounds(0, 0)
                 self.slot_row[s].SetBounds(0, 0)
-                self.placed[s] = None
+                placed[s] = bounds[s] = None
+        self.num_placed = len(rows)
         self.solver.SetTimeLimit(max(1, int(time_limit_s * 1000)))
         if self.solver.Solve() != self.optimal:
             return None
-        return [self.pe_var[s].solution_value() for s in range(len(rows))]
+        return [v.solution_value() for v in self.pe_var[:len(rows)]]
