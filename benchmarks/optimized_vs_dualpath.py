@@ -67,19 +67,14 @@ def run_capacity(job: tuple[str, str, float]) -> dict:
     """The simulator's own capacity search (`dualpath.runtime.sim.online`): Poisson arrivals over the
     warm-up plus `window` seconds, probes below the fluid limit, SLO = mean TTFT <= 4 s and mean TPOT
     <= 50 ms in the steady state."""
-    from dualpath.models.sampling import online_trajectories
-    from dualpath.models.workloads import from_trajectories
+    from dualpath.models.sampling import online_workloads
     from dualpath.runtime.capacity import PAPER_SLO, online_horizon_s
     from dualpath.runtime.sim.online import search_capacity
 
     config, name, window_s = job
     cluster, llm = setup(config)
     trace = resolve_workload("agentic-64k", seed=0)
-    horizon_s = online_horizon_s(trace.trajectories, PAPER_SLO, window_s)
-
-    def workload_at(aps: float):
-        return from_trajectories(trace.name, online_trajectories(trace.trajectories, aps, horizon_s, seed=0))
-
+    workload_at = online_workloads(trace, online_horizon_s(trace.trajectories, PAPER_SLO, window_s), seed=0)
     row = search_capacity(cluster, llm, workload_at, lambda: policy_of(name, cluster, llm), PAPER_SLO)
     return {"config": config, "policy": name, "aps": row["capacity_aps"], "fluid_limit_aps": row["fluid_limit_aps"],
             "bound_by": row["bound_by"],

@@ -39,8 +39,7 @@ from dualpath.calibration import PAPER_CALIBRATION, Calibration, calibrated_llm
 from dualpath.jsonio import versioned, write_json_atomic
 from dualpath.models.llms import llm_preset
 from dualpath.models.registry import resolve_cluster, resolve_workload
-from dualpath.models.sampling import online_trajectories
-from dualpath.models.workloads import from_trajectories
+from dualpath.models.sampling import online_workloads
 from dualpath.runtime.capacity import PAPER_SLO, SLO, online_horizon_s, online_summary
 from dualpath.runtime.sim.online import search_capacity
 from dualpath.runtime.sim.parallelism import expert_groups
@@ -109,12 +108,7 @@ def online_workload_at(seed: int = 0, slo: SLO = PAPER_SLO):
     """`dualpath simulate --aps`'s online rule: whole trajectories dealt to Poisson arrivals over the
     SLO-bound warm-up plus a 600 s window (`dualpath.runtime.capacity`)."""
     base = resolve_workload("agentic-64k", seed=seed)
-    horizon_s = online_horizon_s(base.trajectories, slo)
-
-    def at(aps: float):
-        return from_trajectories(base.name, online_trajectories(base.trajectories, aps, horizon_s, seed))
-
-    return at
+    return online_workloads(base, online_horizon_s(base.trajectories, slo), seed)
 
 
 def run_online(overrides: tuple[str, ...] = (), seed: int = 0) -> dict:

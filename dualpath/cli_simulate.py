@@ -140,8 +140,7 @@ def _simulate_one(policy_name: str, *, cluster, llm, args: argparse.Namespace, s
                   progress: bool) -> tuple[dict[str, Any], Any]:
     """One policy's result row and Trace (no Trace for a capacity search); module level so a pool can run it."""
     from dualpath.models.registry import resolve_workload
-    from dualpath.models.sampling import online_trajectories
-    from dualpath.models.workloads import from_trajectories
+    from dualpath.models.sampling import online_workloads
     from dualpath.request import check_context
     from dualpath.runtime.capacity import online_horizon_s
     from dualpath.runtime.sim.online import search_capacity
@@ -155,11 +154,12 @@ def _simulate_one(policy_name: str, *, cluster, llm, args: argparse.Namespace, s
         raise SpecError(f"workload {base.name}", "--aps/--find-capacity", args.aps,
                         "agent trajectories (a trace of requests replays at its own arrival times)")
     horizon_s = online_horizon_s(base.trajectories, slo, args.window) if rated else 0.0
+    steady_at = online_workloads(base, horizon_s, args.seed) if rated else None
 
     def workload_at(aps: float):
-        if args.agents is not None:  # a fixed count: the user chose it, steady state or not
+        if args.agents is not None or steady_at is None:  # a fixed count: the user's, steady state or not
             return resolve_workload(args.workload, agents=args.agents, seed=args.seed, aps=aps)
-        return from_trajectories(base.name, online_trajectories(base.trajectories, aps, horizon_s, args.seed))
+        return steady_at(aps)
 
     if args.find_capacity:
         row = search_capacity(cluster, llm, workload_at, partial(make_policy, policy_name, cluster, llm), slo,

@@ -34,6 +34,7 @@ class EngineState:
     alive: bool = True
 
 
+@fast_init
 @dataclass(frozen=True)
 class ClusterState:
     now_s: float

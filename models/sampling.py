@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from dualpath.errors import SpecError
 from dualpath.kvlayout import PAPER_BLOCK_TOKENS
 from dualpath.limits import MAX_AGENTS, MAX_SECONDS
-from dualpath.models.workloads import from_requests, request_order
+from dualpath.models.workloads import from_requests, from_trajectories, request_order
 from dualpath.request import Trajectory, Turn, Workload, by_agent, request_at
 from dualpath.validate import integer, number
 
@@ -89,6 +89,18 @@ def online_trajectories(trajectories: Sequence[Trajectory], agents_per_s: float,
         rng.shuffle(deal)
         order.extend(deal)
     return [Trajectory(i, trajectories[source].turns, start) for i, (source, start) in enumerate(zip(order, starts))]
+
+
+def online_workloads(base: Workload, horizon_s: float, seed: int = 0) -> Callable[[float], Workload]:
+    """The online workload at a rate: `base`'s trajectories dealt whole to Poisson arrivals of that many
+    agents per second over [0, `horizon_s`) (`online_trajectories`), as `dualpath simulate --aps`, the
+    capacity search and the benchmarks run it. The horizon is the caller's steady-state rule
+    (`dualpath.runtime.capacity.online_horizon_s`)."""
+
+    def at(agents_per_s: float) -> Workload:
+        return from_trajectories(base.name, online_trajectories(base.trajectories, agents_per_s, horizon_s, seed))
+
+    return at
 
 
 def sample_batch(workload: Workload, num_requests: int, seed: int = 0,

@@ -7,12 +7,12 @@ import dataclasses
 import pytest
 
 from dualpath.plan import Assignment
-from dualpath.policy import BatchItem, EngineState
+from dualpath.policy import BatchItem, ClusterState, EngineState
 from dualpath.records import fast_init
 from dualpath.trace import RequestRecord
 
 
-@pytest.mark.parametrize("cls", [Assignment, BatchItem, EngineState, RequestRecord])
+@pytest.mark.parametrize("cls", [Assignment, BatchItem, ClusterState, EngineState, RequestRecord])
 def test_the_hot_records_build_as_their_dataclass_would(cls):
     fields = dataclasses.fields(cls)
     required = [f for f in fields if f.default is dataclasses.MISSING]
