@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from dualpath.models.mooncake import load_mooncake
@@ -21,6 +23,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if nixl and len(nixl) < len(items):
         for item in nixl:
             item.add_marker(pytest.mark.skip(reason=NIXL_APART))
+    elif nixl and "ortools" in sys.modules:  # a test module imported it at collection: say which rule broke
+        raise pytest.UsageError("collecting the tests loaded OR-Tools, so the nixl session would crash: "
+                                "import it inside tests, not at module level (" + NIXL_APART + ")")
 
 
 @pytest.fixture(scope="session")
