@@ -97,6 +97,12 @@ class Policy(ABC):
         """Optional hook: engines report state changes between scheduling calls."""
         return None
 
+    def waits_for_prefill(self) -> bool:
+        """True when the last `schedule` call assigned nothing and no call can until a prefill engine's
+        report changes: an executor may then skip calls (as if they returned []) until one does. The
+        default, False, makes every call count."""
+        return False
+
 
 def kv_bytes(llm: LLMSpec, tokens: int) -> int:
     return tokens * llm.kv_bytes_per_token

@@ -68,6 +68,9 @@ class DualPathSRPTPolicy(DualPathPolicy):
     def observe(self, state: ClusterState) -> None:
         self.now_s = state.now_s
 
+    def waits_for_prefill(self) -> bool:
+        return False  # batches age with the reports' clock: every call moves it
+
     def batch_order(self, queue: Sequence[BatchItem]) -> list[BatchItem]:
         return queue_order(self.llm, self.options, queue, self.now_s, self._service_s)
 

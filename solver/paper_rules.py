@@ -59,6 +59,7 @@ class DualPathPolicy(Policy):
         self._next_group = 0
         self._groups_of: dict[int, list[int]] | None = None  # the view's PE groups `_groups` lists, sorted
         self._groups: list[list[int]] = []
+        self._all_pes_past_beta = False  # at the last call, with requests waiting
 
     # ---- inter-engine ----------------------------------------------------------------------------
     def view(self, state: ClusterState) -> SchedulerView:
@@ -71,6 +72,8 @@ class DualPathPolicy(Policy):
         # Most calls find every PE past beta: the fetch reads the cached view, copied only to assign.
         view = self._cache.peek(state)
         fetch = self.fetch(view, pending)
+        # An empty fetch with requests waiting means every PE is past beta: only a PE report can change that.
+        self._all_pes_past_beta = not fetch and len(pending) > 0
         if not fetch:
             return []
         view = self._cache.own(view, state)
@@ -96,6 +99,9 @@ class DualPathPolicy(Policy):
                 out.append(a)
                 i += 1
         return out
+
+    def waits_for_prefill(self) -> bool:
+        return self._all_pes_past_beta
 
     def fetch(self, view: SchedulerView, pending: Sequence[Request]) -> list[Request]:
         """The FIFO prefix of `pending` the PEs can take under the beta rule (least tok_e first)."""

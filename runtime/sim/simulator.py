@@ -80,7 +80,11 @@ class Simulator:
         if not self.pending:
             return
         now = self.ctx.events.now_s
-        assignments = self.ctx.policy.schedule(self.pending_view, self.board.snapshot(now, self.hw.storages))
+        policy = self.ctx.policy
+        if not self.board.dirty_pe and policy.waits_for_prefill():
+            self.last_schedule_s = now  # a call that would assign nothing: the next one is timed the same
+            return
+        assignments = policy.schedule(self.pending_view, self.board.snapshot(now, self.hw.storages))
         self.last_schedule_s = now
         for a in assignments:
             self.assign(a, now)

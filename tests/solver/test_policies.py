@@ -177,3 +177,43 @@ def test_registry(monkeypatch):
     register_policy("test-rr", RoundRobinPolicy)
     assert make_policy("test-rr", CLUSTER, TOY_LLM).name == "round-robin"
     assert "test-rr" in policies.POLICY_NAMES
+
+
+def test_the_paper_rules_wait_for_a_prefill_report_only_when_every_pe_is_past_beta():
+    policy = DualPathPolicy(CLUSTER, TOY_LLM)
+    assert not policy.waits_for_prefill()  # nothing asked yet
+    past = policy.beta_tokens + 1
+    assert policy.schedule([req(0)], state(pe_tokens=(past,) * 4)) == []
+    assert policy.waits_for_prefill()  # only a PE's report can change that answer
+    assert policy.schedule([], state(pe_tokens=(past,) * 4)) == [] and not policy.waits_for_prefill()
+    assert policy.schedule([req(1)], state(pe_tokens=(past, past, past, 0))) and not policy.waits_for_prefill()
+    # Every PE past beta but nowhere for the head on the DE side: a DE report can change it, so no waiting.
+    full = state(de_free=(0,) * 4)
+    assert policy.schedule([req(2)], full) == [] and not policy.waits_for_prefill()
+
+
+def test_skipping_the_calls_a_waiting_policy_would_answer_with_nothing_changes_no_result():
+    from dualpath.calibration import calibrated_llm
+    from dualpath.models.llms import llm_preset
+    from dualpath.models.registry import resolve_cluster, resolve_workload
+    from dualpath.runtime.sim.parallelism import expert_groups
+    from dualpath.runtime.sim.simulator import simulate
+
+    class Counted(DualPathPolicy):
+        calls = 0
+
+        def schedule(self, pending, state):
+            self.calls += 1
+            return super().schedule(pending, state)
+
+    class NeverWaits(Counted):
+        def waits_for_prefill(self) -> bool:
+            return False
+
+    llm = calibrated_llm(llm_preset("deepseek-v3.2"))
+    cluster = expert_groups(resolve_cluster("2P4D"), llm)
+    workload = resolve_workload("agentic-64k", agents=64)
+    skipping, calling = Counted(cluster, llm), NeverWaits(cluster, llm)
+    a, b = simulate(cluster, llm, workload, skipping), simulate(cluster, llm, workload, calling)
+    assert a.records == b.records and a.meta["events"] == b.meta["events"]
+    assert skipping.calls < calling.calls  # calls were skipped, and nothing moved
