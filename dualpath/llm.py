@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from functools import cached_property
+from functools import cache, cached_property
 from typing import NamedTuple
 
 from dualpath import limits
@@ -34,6 +34,7 @@ class AttentionKind(str, Enum):
 _DEEPEP_US = {8: 77 + 114, 16: 118 + 195, 32: 155 + 273, 64: 173 + 314, 128: 192 + 369, 256: 194 + 360}
 
 
+@cache  # a decode step asks it for the same group size every time
 def deepep_latency_vs_ep32(ep_gpus: int) -> float:
     """DeepEP's measured latency at the largest tabulated EP size <= `ep_gpus` (EP8's below 8)."""
     size = max((n for n in _DEEPEP_US if n <= ep_gpus), default=8)
@@ -45,14 +46,12 @@ class _Rates(NamedTuple):
 
     score_flops: int  # per layer, query and attended key: 2 x heads x (QK + AV width)
     indexer_flops: int  # per layer, query and cached key: 2 x indexer heads x indexer width
-    topk_tokens: int
     dense_flops: float  # per token: 2 x active parameters
     prefill_flops_per_s: float
     decode_flops_per_s: float
     hbm_bytes_per_s: float
     a2a_bytes_per_token: int  # per MoE layer: dispatch (FP8) + combine (BF16) to each routed expert
     a2a_bytes_per_s: float
-    a2a_floor_s: dict[int, float]  # per EP size, filled on first use
     kv_bytes_per_token_per_layer: int  # attention KV alone, what a decode step reads for attended keys
     indexer_bytes_per_token_per_layer: int
 
@@ -215,9 +214,9 @@ class LLMSpec:
         return self.total_params > MOE_TOTAL_OVER_ACTIVE * self.active_params
 
     # ---- compute ----------------------------------------------------------------------------
-    # The simulator asks these millions of times per run: the products of integer fields are taken
-    # once (`_rates`), and each method spells the formula out in the same operation order as the
-    # docstrings' arithmetic, so a precomputed integer product gives the same float as before.
+    # The simulator asks these millions of times per run: the products of the spec's fields are taken
+    # once (`_rates`). Integer products are exact, and the float ones are the same expressions in the
+    # same order, so every result is the float the formulas gave when they were spelled out per call.
     @cached_property
     def _rates(self) -> _Rates:
         cost = self.cost
@@ -226,14 +225,12 @@ class LLMSpec:
         return _Rates(
             score_flops=2 * self.num_heads * width,
             indexer_flops=2 * self.indexer_heads * self.indexer_head_dim,
-            topk_tokens=self.index_topk_tokens,
             dense_flops=2.0 * self.active_params,
             prefill_flops_per_s=cost.peak_tflops * 1e12 * cost.prefill_mfu * self.gpus_per_engine,
             decode_flops_per_s=cost.peak_tflops * 1e12 * cost.decode_mfu * self.gpus_per_engine,
             hbm_bytes_per_s=cost.hbm_gb_per_s * 1e9 * cost.hbm_efficiency,
             a2a_bytes_per_token=self.experts_per_token * self.hidden_size * (1 + 2),
             a2a_bytes_per_s=cost.a2a_gb_per_s * 1e9,
-            a2a_floor_s={},
             kv_bytes_per_token_per_layer=self.attention_kv_bytes_per_token_per_layer,
             indexer_bytes_per_token_per_layer=self.indexer_bytes_per_token_per_layer,
         )
@@ -245,9 +242,7 @@ class LLMSpec:
     def _attention_flops_per_query(self, context_tokens: float) -> float:
         """Per layer: score and value products over the attended keys (+ the indexer over all keys)."""
         rates = self._rates
-        topk = rates.topk_tokens
-        attended = (topk if topk < context_tokens else context_tokens) if topk else context_tokens
-        flops = rates.score_flops * attended
+        flops = rates.score_flops * self.attended_tokens(context_tokens)
         if rates.indexer_flops:
             flops += rates.indexer_flops * context_tokens
         return flops
@@ -272,8 +267,7 @@ class LLMSpec:
 
     def chunk_attention_s(self, cached_tokens: int, new_tokens: int) -> float:
         """`attention_time_s([(cached_tokens, new_tokens)])` without building the batch."""
-        mid = cached_tokens + new_tokens / 2
-        return self.num_layers * new_tokens * self._attention_flops_per_query(mid) / self._rates.prefill_flops_per_s
+        return self.attention_flops(cached_tokens, new_tokens) / self._rates.prefill_flops_per_s
 
     def prefill_and_attention_s(self, batch: Sequence[tuple[int, int]]) -> tuple[float, float]:
         """(`prefill_time_s`, `attention_time_s`) of one batch in one pass over it."""
@@ -283,16 +277,10 @@ class LLMSpec:
 
     def _batch_flops(self, batch: Sequence[tuple[int, int]]) -> tuple[float, float]:
         """(all FLOPs, attention FLOPs) of a batch, summed in batch order."""
-        rates = self._rates
-        layers, score, indexer, topk, dense = (self.num_layers, rates.score_flops, rates.indexer_flops,
-                                               rates.topk_tokens, rates.dense_flops)
+        dense, attention_flops = self._rates.dense_flops, self.attention_flops
         total = attention = 0.0
         for cached, new in batch:
-            mid = cached + new / 2
-            query = score * ((topk if topk < mid else mid) if topk else mid)
-            if indexer:
-                query += indexer * mid
-            flops = layers * new * query
+            flops = attention_flops(cached, new)
             attention += flops
             total += dense * new + flops
         return total, attention
@@ -309,9 +297,7 @@ class LLMSpec:
         if ep_gpus <= 1 or not self.num_moe_layers:
             return 0.0
         rates = self._rates
-        floor_s = rates.a2a_floor_s.get(ep_gpus)
-        if floor_s is None:
-            floor_s = rates.a2a_floor_s[ep_gpus] = self.cost.a2a_latency_s * deepep_latency_vs_ep32(ep_gpus)
+        floor_s = self.cost.a2a_latency_s * deepep_latency_vs_ep32(ep_gpus)
         bytes_per_layer = tokens * rates.a2a_bytes_per_token
         wire_s = bytes_per_layer / rates.a2a_bytes_per_s
         return self.num_moe_layers * (floor_s if floor_s >= wire_s else wire_s)
@@ -328,14 +314,10 @@ class LLMSpec:
         # GEMMs: every GPU streams the weights it holds (at decode batch sizes every expert gets tokens).
         gemm_s = max(weight_bytes_per_gpu / hbm_bytes_per_s, rates.dense_flops * batch_size / flops_per_s)
         # Attention reads the top-k KV, the indexer scans every cached key.
-        topk = rates.topk_tokens
-        attended = (topk if topk < mean_context else mean_context) if topk else mean_context
         kv_bytes = self.num_layers * batch_size * (
-            attended * rates.kv_bytes_per_token_per_layer + mean_context * rates.indexer_bytes_per_token_per_layer)
-        query_flops = rates.score_flops * attended
-        if rates.indexer_flops:
-            query_flops += rates.indexer_flops * mean_context
-        attention_flops = self.num_layers * batch_size * query_flops
+            self.attended_tokens(mean_context) * rates.kv_bytes_per_token_per_layer
+            + mean_context * rates.indexer_bytes_per_token_per_layer)
+        attention_flops = self.num_layers * batch_size * self._attention_flops_per_query(mean_context)
         attention_s = max(kv_bytes / hbm_bytes_per_s, attention_flops / flops_per_s)
         # Two micro-batches hide the all-to-all behind compute, or compute behind it.
         return self.cost.decode_overhead_s + max(gemm_s + attention_s, self.a2a_s(batch_size, ep_gpus))
