@@ -14,7 +14,6 @@ from dualpath.calibration import Calibration
 from dualpath.llm import LLMSpec
 from dualpath.policy import ExecutionOptions, Policy
 from dualpath.runtime.sim.events import EventQueue
-from dualpath.runtime.sim.parallelism import is_expert_parallel
 from dualpath.runtime.sim.recorder import TraceRecorder
 
 
@@ -47,6 +46,6 @@ def make_context(llm: LLMSpec, policy: Policy, calibration: Calibration,
         kv_bytes_per_token=llm.kv_bytes_per_token,
         num_layers=llm.num_layers,
         block_tokens=policy.block_tokens,
-        lockstep=is_expert_parallel(llm),
+        lockstep=llm.expert_parallel,
         recorder=TraceRecorder(chrome_window),
     )

@@ -17,7 +17,7 @@ from dualpath.errors import InfeasibleError, SpecError
 from dualpath.llm import LLMSpec
 from dualpath.request import Request
 from dualpath.runtime.sim.nic import NicChannel, SpanSink, UsageMeter
-from dualpath.runtime.sim.parallelism import is_expert_parallel, weight_bytes_per_gpu
+from dualpath.runtime.sim.parallelism import weight_bytes_per_gpu
 from dualpath.runtime.sim.state import DEEngine, PEEngine
 from dualpath.runtime.sim.storage import NodeStorage
 
@@ -56,7 +56,7 @@ def _free_hbm_bytes(cluster: ClusterSpec, llm: LLMSpec, calibration: Calibration
     free = int(usable - weights)
     if free <= 0:
         # A dense model is sharded over its engine's GPUs, an MoE model over its group's (see parallelism).
-        if is_expert_parallel(llm):
+        if llm.expert_parallel:
             raise SpecError(f"cluster {cluster.name or cluster.shorthand}", field_name, group_gpus,
                             f"a group holding {llm.name}'s weights ({weights * group_gpus / 1e9:,.0f} GB) "
                             f"with HBM left for KV (see dualpath.runtime.sim.parallelism.expert_groups)")
@@ -108,7 +108,7 @@ def build_hardware(cluster: ClusterSpec, llm: LLMSpec, calibration: Calibration,
         des.append(de)
     return Hardware(node_index, storages, cnic_meters, [UsageMeter() for _ in node_index], pe_in, pe_out, pe_pcie,
                     de_in, de_out, pes, des, pe_groups, de_groups, pe_free, de_free, de_weights,
-                    cluster.de_group_gpus if is_expert_parallel(llm) else 1)
+                    cluster.de_group_gpus if llm.expert_parallel else 1)
 
 
 def check_fits(requests: Sequence[Request], kv_bytes_per_token: int, hw: Hardware, dram_buffer_bytes: int,

@@ -22,16 +22,9 @@ from dualpath.llm import LLMSpec
 DE_MIN_KV_SHARE = 0.5  # of each decode GPU's HBM
 
 
-
-
-def is_expert_parallel(llm: LLMSpec) -> bool:
-    """An MoE model, served expert parallel (`LLMSpec.expert_parallel`)."""
-    return llm.expert_parallel
-
-
 def weight_bytes_per_gpu(llm: LLMSpec, group_gpus: int, calibration: Calibration = PAPER_CALIBRATION) -> float:
     """Weights one GPU holds: sharded over its group (MoE) or over its engine's GPUs (dense)."""
-    shards = group_gpus if is_expert_parallel(llm) else llm.gpus_per_engine
+    shards = group_gpus if llm.expert_parallel else llm.gpus_per_engine
     return llm.total_params * calibration.weight_bytes_per_param_of(llm) / shards
 
 
@@ -47,7 +40,7 @@ def _fewest_nodes(num_nodes: int, gpus_per_node: int, fits: Callable[[int], bool
 
 def expert_groups(cluster: ClusterSpec, llm: LLMSpec, calibration: Calibration = PAPER_CALIBRATION) -> ClusterSpec:
     """`cluster` with PE/DE group sizes that hold `llm`'s weights (unchanged when already workable)."""
-    if not is_expert_parallel(llm):
+    if not llm.expert_parallel:
         return cluster
     node = cluster.node
     usable = node.hbm_bytes_per_gpu * (1 - calibration.hbm_reserve_fraction)

@@ -7,13 +7,13 @@ from dualpath.cluster import parse_shorthand
 from dualpath.errors import SpecError
 from dualpath.models.llms import llm_preset
 from dualpath.runtime.sim.hardware import build_hardware
-from dualpath.runtime.sim.parallelism import expert_groups, is_expert_parallel, weight_bytes_per_gpu
+from dualpath.runtime.sim.parallelism import expert_groups, weight_bytes_per_gpu
 from tests.runtime.sim.cases import EXACT, GB, TOY_LLM, TOY_MOE, toy_cluster
 
 
 def test_deepseek_needs_two_node_prefill_and_four_node_decode_groups():
     llm = llm_preset("deepseek-v3.2")
-    assert is_expert_parallel(llm) and not is_expert_parallel(llm_preset("qwen2.5-32b"))
+    assert llm.expert_parallel and not llm_preset("qwen2.5-32b").expert_parallel
     for shorthand in ("2P4D", "48P96D"):
         cluster = expert_groups(parse_shorthand(shorthand), llm)
         assert (cluster.pe_group_gpus, cluster.de_group_gpus) == (16, 32)
