@@ -81,10 +81,12 @@ class Simulator:
             return
         now = self.ctx.events.now_s
         policy = self.ctx.policy
-        if not self.board.dirty_pe and policy.waits_for_prefill():
-            self.last_schedule_s = now  # a call that would assign nothing: the next one is timed the same
-            return
-        assignments = policy.schedule(self.pending_view, self.board.snapshot(now, self.hw.storages))
+        # A policy waiting for a prefill report would assign nothing: skip the call, but time the next
+        # one as after a call, so the run is the same.
+        if self.board.dirty_pe or not policy.waits_for_prefill():
+            assignments = policy.schedule(self.pending_view, self.board.snapshot(now, self.hw.storages))
+        else:
+            assignments = []
         self.last_schedule_s = now
         for a in assignments:
             self.assign(a, now)
