@@ -15,6 +15,7 @@ import sys
 import time
 
 from dualpath.calibration import calibrated_llm
+from dualpath.compiled import compiled_packages
 from dualpath.jsonio import versioned, write_json_atomic
 from dualpath.models.llms import llm_preset
 from dualpath.models.registry import resolve_cluster, resolve_workload
@@ -39,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     workload = resolve_workload(args.workload, agents=args.agents)
     generate_s = time.perf_counter() - started
+    built = compiled_packages()
+    print("simulator and scheduler: " + (f"compiled with mypyc ({', '.join(sorted(built))})" if built else
+                                         "pure Python (no compiled build: tools/compile.py, or DUALPATH_PURE set)"))
     print(f"{args.workload}, {args.agents:,} agents: {len(workload.requests):,} requests "
           f"(generated in {generate_s:.1f} s); {cluster.shorthand}, groups PE {cluster.pe_group_gpus} / "
           f"DE {cluster.de_group_gpus} GPUs")
@@ -60,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['events']:>10,} events  JCT {row['jct_s']:,.0f} s simulated  "
               f"{'within' if wall_s <= args.limit_s else 'OVER'} {args.limit_s:.0f} s", flush=True)
     if args.json:
-        payload = {"cluster": args.cluster, "agents": args.agents, "results": rows}
+        payload = {"cluster": args.cluster, "agents": args.agents, "compiled": sorted(built), "results": rows}
         write_json_atomic(args.json, versioned("benchmark.sim_speed", payload))
     return 0 if ok else 1
 

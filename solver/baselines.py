@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from operator import attrgetter
 
 from dualpath.cluster import ClusterSpec, Role
+from dualpath.compiled import mypyc_attr
 from dualpath.llm import LLMSpec
 from dualpath.plan import Assignment
 from dualpath.policy import ClusterState, EngineState, ExecutionOptions, Policy
@@ -26,6 +27,7 @@ from dualpath.request import Request
 from dualpath.solver.paper_rules import DualPathPolicy
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # policies are extension points
 class RoundRobinPolicy(Policy):
     """PE and DE in turn; the read side per `read_side`: "pe", "shorter" queue, or "alternate"."""
 
@@ -90,24 +92,28 @@ def _live(names: list[str], engines: Mapping[str, EngineState]) -> list[str]:
 _alive = attrgetter("alive")
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # policies are extension points
 class BasicPolicy(RoundRobinPolicy):
     name = "basic"
     execution = ExecutionOptions(layerwise=False)
     read_side = "pe"
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # policies are extension points
 class LayerwisePolicy(RoundRobinPolicy):
     name = "layerwise"
     execution = ExecutionOptions(layerwise=True)
     read_side = "pe"
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # policies are extension points
 class DualPathRRPolicy(RoundRobinPolicy):
     name = "dualpath-rr"
     execution = ExecutionOptions(layerwise=True)
     read_side = "shorter"
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # policies are extension points
 class OraclePolicy(DualPathPolicy):
     name = "oracle"
     execution = ExecutionOptions(layerwise=True, zero_io=True)

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from dualpath.cluster import ClusterSpec
+from dualpath.compiled import mypyc_attr
 from dualpath.llm import LLMSpec
 from dualpath.plan import Assignment
 from dualpath.policy import BatchItem, ClusterState, ExecutionOptions, Policy
@@ -37,6 +38,7 @@ from dualpath.solver.scheduler_view import SchedulerView, ViewCache
 __all__ = ["DualPathPolicy", "SchedulerView", "largest_fit", "secant_fit"]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # policies are extension points
 class DualPathPolicy(Policy):
     """The paper's scheduler; `oracle` reuses it with free I/O, the optimizer as its greedy."""
 

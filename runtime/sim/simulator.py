@@ -10,6 +10,7 @@ start at 0; online: at their arrival times). Constants come from `calibration`.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Sequence
 
@@ -255,7 +256,15 @@ class Simulator:
             events.push(chain[0].arrival_s if self.online else 0.0, ev.ARRIVAL, self.on_arrival, (chain, 0))
         started = time.perf_counter()
         tick = (lambda: progress(self.num_done, self.num_requests, events.now_s)) if progress else None
-        events.run(tick)
+        # The event loop makes no reference cycles (the same peak memory with the cyclic collector off),
+        # but its allocations trigger the collector's passes over every live record: 3-10% of a run.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            events.run(tick)
+        finally:
+            if collecting:
+                gc.enable()
         wall_s = time.perf_counter() - started
         if self.num_done != self.num_requests:
             stuck = next(iter(self.pending), None) or "?"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from itertools import islice
 from operator import attrgetter
-from typing import overload
+from typing import ClassVar, overload
 
 from dualpath.cluster import Engine
 from dualpath.policy import BatchItem
@@ -87,8 +87,8 @@ class PendingView(Sequence[Request]):
 
     # The log of removed ids is trimmed to its newest entries past this length: a reader whose mark
     # is older than the trim gets None and re-reads the whole sequence.
-    MAX_LOG = 1 << 16
-    KEEP_LOG = 1 << 12
+    MAX_LOG: ClassVar[int] = 1 << 16  # ClassVar: a compiled build keeps it readable on the class
+    KEEP_LOG: ClassVar[int] = 1 << 12
 
     def __init__(self, states: dict[str, ReqState]) -> None:
         self._states = states

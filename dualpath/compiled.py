@@ -1,0 +1,106 @@
+"""Compiled builds (mypyc) of the simulator and the paper's scheduler, used only while they match the source.
+
+`tools/compile.py` (which `make` runs when a C compiler and Python's headers are present) compiles the
+modules of `COMPILED_PACKAGES` with mypyc into `build/mypyc/<interpreter tag>/` and records there the
+SHA-256 of every source it compiled. Each of those packages calls `use_compiled(__name__, __path__)`
+from its `__init__`: when the record matches the sources byte for byte, the build's folder goes first
+on the package's `__path__`, so Python imports the extension modules instead of the `.py` files. A
+package is compiled all or nothing (its modules call each other natively), so one edited module sends
+the whole package back to pure Python, with one line on stderr saying which file and how to rebuild.
+`DUALPATH_PURE=1` forces pure Python (the test that compares both executions uses it).
+
+The compiled code is the same code: mypyc keeps Python's semantics, and every float operation is the
+same IEEE double operation, which is why both give bit-identical results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+__all__ = ["COMPILED_PACKAGES", "build_dir", "compiled_packages", "mypyc_attr", "source_digest", "use_compiled"]
+
+_T = TypeVar("_T")
+
+try:  # mypyc reads this decorator by its mypy_extensions name; pure Python only needs a no-op
+    from mypy_extensions import mypyc_attr
+except ImportError:  # pragma: no cover - installs without mypy (the dev extra) run pure Python anyway
+    if not TYPE_CHECKING:
+        def mypyc_attr(*_attrs: Any, **_kwattrs: Any) -> Callable[[_T], _T]:
+            return lambda cls: cls
+
+# Packages whose every module (but __init__) is compiled, in one mypyc group per package: the hot path
+# of `simulate` (the event loop, engines, NICs, storage) and of the paper's rules and their baselines.
+COMPILED_PACKAGES: dict[str, tuple[str, ...]] = {
+    "dualpath.runtime.sim": ("board", "decode_groups", "events", "nic", "prefill_groups", "simulator", "state",
+                             "storage"),
+    "dualpath.solver": ("baselines", "online", "optimized", "paper_rules", "problem", "scheduler_view", "split_lp",
+                        "waiting_keys"),
+}
+PURE_ENV = "DUALPATH_PURE"
+MANIFEST = "manifest.json"
+
+_ROOT = Path(__file__).resolve().parent.parent
+_active: dict[str, str] = {}  # package -> folder it loads from
+
+
+def build_dir(root: Path = _ROOT) -> Path:
+    """Where `tools/compile.py` puts this interpreter's build (one folder per Python version)."""
+    return root / "build" / "mypyc" / sys.implementation.cache_tag
+
+
+def source_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def source_path(module: str, root: Path = _ROOT) -> Path:
+    return root.joinpath(*module.split(".")).with_suffix(".py")
+
+
+def stale_source(package: str, build: Path, root: Path = _ROOT) -> str | None:
+    """Why `package`'s build in `build` cannot be used ("" when it can; None when there is none)."""
+    try:
+        manifest = json.loads((build / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    modules = manifest.get("modules", {})
+    mine = {m: d for m, d in modules.items() if m.rpartition(".")[0] == package}
+    if not mine:
+        return None
+    for module, digest in sorted(mine.items()):
+        path = source_path(module, root)
+        try:
+            current = source_digest(path)
+        except OSError:
+            return f"{path} is gone"
+        if current != digest:
+            return f"{path.relative_to(root)} changed since it was compiled"
+    return ""
+
+
+def use_compiled(package: str, path: list[str], root: Path = _ROOT) -> bool:
+    """Put `package`'s compiled build first on its `__path__` when it matches the source; True if so."""
+    if os.environ.get(PURE_ENV, "") not in ("", "0"):
+        return False
+    build = build_dir(root)
+    why = stale_source(package, build, root)
+    if why is None:
+        return False
+    if why:
+        print(f"dualpath: {package} runs as pure Python ({why}); `make` or `python tools/compile.py` "
+              "rebuilds it", file=sys.stderr)
+        return False
+    folder = str(build.joinpath(*package.split(".")))
+    path.insert(0, folder)
+    _active[package] = folder
+    return True
+
+
+def compiled_packages() -> dict[str, str]:
+    """The packages imported from a compiled build in this process, and the folders they load from."""
+    return dict(_active)
