@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from dualpath import compiled
 from dualpath.compiled import MANIFEST, PURE_ENV, build_dir, source_digest, use_compiled
 
 ROOT = Path(__file__).resolve().parents[2]
+EXT = sysconfig.get_config_var("EXT_SUFFIX")
 
 
 def fake_build(root: Path, source: str = "x = 1\n") -> Path:
@@ -23,6 +25,7 @@ def fake_build(root: Path, source: str = "x = 1\n") -> Path:
     src.write_text(source)
     build = build_dir(root)
     (build / "pkg" / "sub").mkdir(parents=True)
+    (build / "pkg" / "sub" / f"mod{EXT}").write_bytes(b"")
     (build / MANIFEST).write_text(json.dumps({"modules": {"pkg.sub.mod": source_digest(src)}}))
     return src
 
@@ -43,6 +46,14 @@ def test_an_edited_module_sends_its_package_back_to_pure_python_and_says_which(t
     assert not use_compiled("pkg.sub", path, tmp_path)
     assert path == ["/src/pkg/sub"]
     assert "pkg/sub/mod.py changed since it was compiled" in capsys.readouterr().err
+
+
+def test_a_build_missing_a_modules_extension_is_not_used(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv(PURE_ENV, raising=False)
+    fake_build(tmp_path)
+    (build_dir(tmp_path) / "pkg" / "sub" / f"mod{EXT}").unlink()
+    assert not use_compiled("pkg.sub", [], tmp_path)
+    assert "pkg.sub.mod's extension is missing" in capsys.readouterr().err
 
 
 def test_no_build_another_package_or_the_pure_switch_keep_pure_python_quietly(tmp_path, monkeypatch, capsys):
