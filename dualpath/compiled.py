@@ -10,7 +10,11 @@ the whole package back to pure Python, with one line on stderr saying which file
 `DUALPATH_PURE=1` forces pure Python (the test that compares both executions uses it).
 
 The compiled code is the same code: mypyc keeps Python's semantics, and every float operation is the
-same IEEE double operation, which is why both give bit-identical results.
+same IEEE double operation, which is why both give bit-identical results (`tests/core/test_compiled.py`).
+What a caller can tell apart: a compiled class checks its annotations at run time (a float where a field
+says int is a TypeError); an attribute with a class default that instances may override (`Policy.name`,
+`execution`) reads from an instance, not the class; and a Python subclass of a compiled policy does not
+pickle (nothing here pickles a policy: worker processes are handed names).
 """
 
 from __future__ import annotations
