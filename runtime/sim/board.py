@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from itertools import count
-from operator import attrgetter
 
 from dualpath.cluster import Role
 from dualpath.policy import ClusterState, EngineState
@@ -39,8 +38,11 @@ class EngineBoard:
         # scheduling point reads them for every engine that changed.
         self._pe_fixed = [(e.spec.name, node_names[e.node], e.spec.group) for e in pes]
         self._de_fixed = [(e.spec.name, node_names[e.node], e.spec.group) for e in des]
+        # Per node, the read queue as last reported; only storages whose queue moved since are re-read
+        # (a 48P96D snapshot would otherwise read 144 nodes' queues for every scheduling call).
         self._storages: Sequence[NodeStorage] | None = None
-        self._storage_names: list[str] = []
+        self._queue_tokens: dict[str, int] = {}
+        self._queue_bytes: dict[str, float] = {}
         self._serial = 0  # of the last snapshot
 
     def snapshot(self, now_s: float, storages: Sequence[NodeStorage]) -> ClusterState:
@@ -72,16 +74,22 @@ class EngineBoard:
             changed.append(name)
         self.dirty_pe.clear()
         self.dirty_de.clear()
+        tokens, num_bytes = self._queue_tokens, self._queue_bytes
         if storages is not self._storages:
-            self._storages, self._storage_names = storages, [s.name for s in storages]
-        names = self._storage_names
+            self._storages = storages
+            tokens.clear()
+            num_bytes.clear()
+            for storage in storages:
+                storage.reported = False
+        for storage in storages:
+            if not storage.reported:
+                tokens[storage.name] = storage.queued_tokens
+                num_bytes[storage.name] = float(storage.queued_bytes)
+                storage.reported = True
         follows, self._serial = self._serial, next(_SERIALS)
-        return ClusterState(now_s, dict(states), dict(zip(names, map(_queued_tokens, storages))),
-                            dict(zip(names, map(float, map(_queued_bytes, storages)))),
-                            self._serial, follows, tuple(changed))
+        return ClusterState(now_s, dict(states), dict(tokens), dict(num_bytes), self._serial, follows,
+                            tuple(changed))
 
 
 _PREFILL, _DECODE = Role.PREFILL, Role.DECODE
 _SERIALS = count(1)  # shared by every board: a serial names one snapshot of one board
-_queued_tokens = attrgetter("queued_tokens")
-_queued_bytes = attrgetter("queued_bytes")

@@ -47,6 +47,7 @@ class NodeStorage:
         "read_bytes_total",
         "read_meter",
         "reading",
+        "reported",
         "sink",
         "write",
     )
@@ -62,6 +63,7 @@ class NodeStorage:
         self.reading: ReadOp | None = None
         self.queued_tokens = 0  # waiting or in progress: what the scheduler sees as read_q
         self.queued_bytes = 0
+        self.reported = False  # queued_tokens/bytes unchanged since the engine board last read them
         self.read_meter = UsageMeter()
         self.read_bytes_total = 0
         self.write = NicChannel(f"{name}.snic_write", "persist", write_bytes_per_s, line_bytes_per_s, sink)
@@ -93,6 +95,7 @@ class NodeStorage:
         self.queue.append(op)
         self.queued_tokens += op.num_tokens
         self.queued_bytes += op.num_bytes
+        self.reported = False
 
     def start_next(self, now_s: float) -> ReadOp | None:
         """Start the head read if the SNIC is idle and the buffer has room; returns it (end_s set)."""
@@ -113,6 +116,7 @@ class NodeStorage:
         self.reading = None
         self.queued_tokens -= op.num_tokens
         self.queued_bytes -= op.num_bytes
+        self.reported = False
         self.read_bytes_total += op.num_bytes
 
     def read_utilisation(self, bucket_s: float | None = None) -> list[tuple[float, float]]:

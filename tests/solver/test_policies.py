@@ -218,3 +218,19 @@ def test_skipping_the_calls_a_waiting_policy_would_answer_with_nothing_changes_n
     a, b = simulate(cluster, llm, workload, skipping), simulate(cluster, llm, workload, calling)
     assert a.records == b.records and a.meta["events"] == b.meta["events"]
     assert skipping.calls < calling.calls  # calls were skipped, and nothing moved
+
+
+def test_round_robin_drops_an_engine_that_died_in_a_following_snapshot():
+    """Snapshots that follow one another name what changed; round-robin checks only those for liveness,
+    so the check must still catch a death there (and look at everything when the chain breaks)."""
+    from dataclasses import replace
+
+    p = RoundRobinPolicy(CLUSTER, TOY_LLM)
+    first = replace(state(), serial=101)
+    assert [a.de for a in p.schedule([req(0), req(1)], first)] == ["DE0", "DE1"]
+    engines = dict(first.engines)
+    engines["DE2"] = replace(engines["DE2"], alive=False)
+    dead = replace(first, engines=engines, serial=102, follows=101, changed=("DE2",))
+    assert [a.de for a in p.schedule([req(2), req(3)], dead)] == ["DE3", "DE0"]
+    # Unnumbered snapshots (the real runtime's) get the full check every call.
+    assert [a.de for a in p.schedule([req(4)], replace(dead, serial=0, follows=0, changed=()))] == ["DE1"]
