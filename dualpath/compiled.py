@@ -46,8 +46,8 @@ COMPILED_PACKAGES: dict[str, tuple[str, ...]] = {
     "dualpath.runtime.sim": ("board", "context", "decode_groups", "events", "hardware", "nic", "online",
                              "parallelism", "plan_replay", "prefill_groups", "progress", "recorder", "results",
                              "simulator", "state", "storage"),
-    "dualpath.solver": ("baselines", "online", "optimized", "paper_rules", "problem", "scheduler_view", "split_lp",
-                        "waiting_keys"),
+    "dualpath.solver": ("baselines", "chunk_fit", "online", "optimized", "paper_rules", "problem",
+                        "scheduler_view", "split_lp", "waiting_keys"),
 }
 PURE_ENV = "DUALPATH_PURE"
 MANIFEST = "manifest.json"

@@ -24,6 +24,7 @@ baseline and warm start without a simulator.
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -33,9 +34,10 @@ from dualpath.llm import LLMSpec
 from dualpath.plan import Assignment
 from dualpath.policy import BatchItem, ClusterState, ExecutionOptions, Policy
 from dualpath.request import Request
+from dualpath.solver.chunk_fit import secant_fit
 from dualpath.solver.scheduler_view import SchedulerView, ViewCache
 
-__all__ = ["DualPathPolicy", "SchedulerView", "largest_fit", "secant_fit"]
+__all__ = ["DualPathPolicy", "SchedulerView"]
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # policies are extension points
@@ -62,6 +64,11 @@ class DualPathPolicy(Policy):
         self._groups_of: dict[int, list[int]] | None = None  # the view's PE groups `_groups` lists, sorted
         self._groups: list[list[int]] = []
         self._all_pes_past_beta = False  # at the last call, with requests waiting
+        # The fetch `schedule` is placing, and its running sums of context tokens and of their KV bytes
+        # (contexts with a leading 0), which `_z` builds on first use.
+        self._fetch: list[Request] | None = None
+        self._fetch_needs: list[int] = []
+        self._fetch_contexts: list[int] = [0]
 
     # ---- inter-engine ----------------------------------------------------------------------------
     def view(self, state: ClusterState) -> SchedulerView:
@@ -87,9 +94,18 @@ class DualPathPolicy(Policy):
             return []
         first = self._next_group % len(groups)
         self._next_group = first + 1
+        self._fetch = fetch
+        try:
+            return self._place_fetch(view, fetch, groups[first:] + groups[:first])
+        finally:
+            self._fetch = None
+            del self._fetch_needs[:]
+            del self._fetch_contexts[1:]
+
+    def _place_fetch(self, view: SchedulerView, fetch: list[Request], groups: list[list[int]]) -> list[Assignment]:
         out: list[Assignment] = []
         i = 0
-        for members in groups[first:] + groups[:first]:
+        for members in groups:
             while i < len(fetch):
                 r = fetch[i]
                 p = self.choose_pe(view, r, members)
@@ -213,15 +229,27 @@ class DualPathPolicy(Policy):
         """1.05 x (tokens of this fetch's requests that fit in the group's free HBM + sum tok_e) / #engines."""
         free = view.de_free_hbm
         room = sum([free[d] for d in members if free[d] > 0])  # the sum of max(0, free) without the calls
-        fit = 0
         kv = self.kv
-        for r in pending:
-            context = r.hit_tokens + r.new_tokens + r.output_tokens  # r.context_tokens, inlined
-            need = context * kv
-            if need > room:
-                break
-            room -= need
-            fit += context
+        if pending is self._fetch:
+            # Every DE group asks about the same fetch: its running sums are taken once, and each group's
+            # fitting prefix is found by bisection (integers: the same answer as subtracting in turn).
+            if not self._fetch_needs:
+                needs, contexts = self._fetch_needs, self._fetch_contexts
+                context_sum = 0
+                for r in pending:
+                    context_sum += r.hit_tokens + r.new_tokens + r.output_tokens
+                    needs.append(context_sum * kv)
+                    contexts.append(context_sum)
+            fit = self._fetch_contexts[bisect_right(self._fetch_needs, room)]
+        else:
+            fit = 0
+            for r in pending:
+                context = r.hit_tokens + r.new_tokens + r.output_tokens  # r.context_tokens, inlined
+                need = context * kv
+                if need > room:
+                    break
+                room -= need
+                fit += context
         tokens = view.de_tokens
         return self.z_factor * (fit + sum([tokens[d] for d in members])) / len(members)
 
@@ -253,65 +281,3 @@ class DualPathPolicy(Policy):
             break
         return batch
 
-
-def secant_fit(cost, budget: float, high: int, cost_high: float) -> int:
-    """Largest n in [0, high) with cost(n) <= budget (0 when none), for a nondecreasing cost with
-    cost(high) = cost_high > budget: the unique answer `largest_fit` gives, in fewer probes (each is a
-    cost-model evaluation). Each probe narrows a bracket [lo, hi) at the budget's crossing of the curve
-    n (a + b n) through the bracket's ends (attention is n tokens at a mean context growing with n/2:
-    close to that curve, so two or three probes find the answer and its successor); after a few probes
-    the search bisects, so it always ends."""
-    lo, cost_lo, hi = 0, 0.0, high
-    guided = 6
-    while hi - lo > 1:
-        probe = (lo + hi) // 2
-        if guided:
-            guided -= 1
-            slope_hi = cost_high / hi
-            if lo:  # a + b n through both ends; solved for the budget without cancellation
-                b = (slope_hi - cost_lo / lo) / (hi - lo)
-                a = slope_hi - b * hi
-                root = a * a + 4.0 * b * budget
-                estimate = 2.0 * budget / (a + root ** 0.5) if root >= 0.0 and a + root ** 0.5 > 0.0 else -1.0
-            else:  # one end: the line through the origin
-                estimate = budget / slope_hi if slope_hi > 0.0 else -1.0
-            if estimate >= 0.0:
-                guess = int(estimate) if estimate < hi else hi
-                probe = lo + 1 if guess <= lo else (hi - 1 if guess >= hi else guess)
-        at = cost(probe)
-        if at <= budget:
-            lo, cost_lo = probe, at
-        else:
-            hi, cost_high = probe, at
-    return lo
-
-
-def largest_fit(cost, budget: float, high: int, guess: int) -> int:
-    """Largest n in [0, high] with cost(n) <= budget for a nondecreasing cost(0) = 0: a binary search
-    whose bracket starts around `guess` (cost is nearly linear in n, so the bracket is small)."""
-    low = 0
-    step = 2
-    probe = min(max(guess, 0), high)
-    if cost(probe) <= budget:
-        low = probe
-        while low < high:
-            probe = min(high, low + step)
-            if cost(probe) > budget:
-                high = probe - 1
-                break
-            low, step = probe, step * 2
-    else:
-        high = probe - 1
-        while high > 0:
-            probe = max(0, high - step)
-            if cost(probe) <= budget:
-                low = probe
-                break
-            high, step = probe - 1, step * 2
-    while low < high:
-        mid = (low + high + 1) // 2
-        if cost(mid) <= budget:
-            low = mid
-        else:
-            high = mid - 1
-    return low

@@ -10,7 +10,8 @@ from dualpath.policy import BatchItem, ClusterState, EngineState, Policy
 from dualpath.request import Request
 from dualpath.solver import policies
 from dualpath.solver.baselines import BasicPolicy, DualPathRRPolicy, OraclePolicy, RoundRobinPolicy
-from dualpath.solver.paper_rules import DualPathPolicy, largest_fit, secant_fit
+from dualpath.solver.chunk_fit import largest_fit, secant_fit
+from dualpath.solver.paper_rules import DualPathPolicy
 from dualpath.solver.policies import POLICY_NAMES, make_policy, register_policy
 from tests.runtime.sim.cases import TOY_LLM, toy_cluster
 
