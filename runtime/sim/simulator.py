@@ -249,17 +249,6 @@ class Simulator:
 
     # ---- run -----------------------------------------------------------------------------------
     def run(self, progress: ProgressFn | None = None) -> Trace:
-        # A run makes no reference cycles (the same peak memory with the cyclic collector off), but its
-        # millions of allocations trigger the collector's passes over every live record: 3-10% of a run.
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
-            return self._run(progress)
-        finally:
-            if collecting:
-                gc.enable()
-
-    def _run(self, progress: ProgressFn | None) -> Trace:
         ctx, events = self.ctx, self.ctx.events
         check_fits(self.workload.requests, ctx.kv_bytes_per_token, self.hw, self.cluster.node.dram_buffer_bytes,
                    ctx.options.layerwise)
@@ -315,7 +304,13 @@ def simulate(cluster: ClusterSpec, llm: LLMSpec, workload: Workload, policy: Pol
     sim = Simulator(cluster, llm, workload, policy, online=online, calibration=calibration,
                     chrome_window=chrome_window, seed=seed)
     report, close = make_progress(progress, f"{policy.name}")
+    # A run makes no reference cycles (the same peak memory with the cyclic collector off), but its
+    # millions of allocations trigger the collector's passes over every live record: 3-10% of a run.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         return sim.run(report)
     finally:
+        if collecting:
+            gc.enable()
         close()
