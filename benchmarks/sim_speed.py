@@ -90,7 +90,7 @@ def pure_row(args: argparse.Namespace, policy: str) -> dict:
         subprocess.run([sys.executable, __file__, "--cluster", args.cluster, "--model", args.model, "--workload",
                         args.workload, "--agents", str(args.agents), "--policies", policy, "--limit-s",
                         str(args.limit_s), "--json", out], env={**os.environ, PURE_ENV: "1"},
-                       stdout=subprocess.DEVNULL, check=False)
+                       stdout=subprocess.DEVNULL, check=True)
         with open(out) as f:
             return json.load(f)["results"][0]
 
