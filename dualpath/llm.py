@@ -308,16 +308,25 @@ class LLMSpec:
         an expert-parallel group of `ep_gpus` (1: no all-to-all)."""
         if batch_size <= 0:
             return 0.0
-        rates = self._rates
+        # The simulator asks this at every decode boundary of every engine it touches (over a million
+        # times at 48P96D): the rates are unpacked at once and the helpers' expressions spelled out here,
+        # in their order, and `max` is written as the comparison it makes (the first argument on ties).
+        (score_flops, indexer_flops, dense_flops, _, flops_per_s, hbm_bytes_per_s, _, _,
+         kv_bytes_per_token_per_layer, indexer_bytes_per_token_per_layer) = self._rates
         mean_context = total_context_tokens / batch_size
-        hbm_bytes_per_s, flops_per_s = rates.hbm_bytes_per_s, rates.decode_flops_per_s
+        topk = self.index_topk_tokens
+        attended = (topk if topk < mean_context else mean_context) if topk else mean_context  # attended_tokens
         # GEMMs: every GPU streams the weights it holds (at decode batch sizes every expert gets tokens).
-        gemm_s = max(weight_bytes_per_gpu / hbm_bytes_per_s, rates.dense_flops * batch_size / flops_per_s)
+        weights_s, dense_s = weight_bytes_per_gpu / hbm_bytes_per_s, dense_flops * batch_size / flops_per_s
+        gemm_s = dense_s if dense_s > weights_s else weights_s
         # Attention reads the top-k KV, the indexer scans every cached key.
         kv_bytes = self.num_layers * batch_size * (
-            self.attended_tokens(mean_context) * rates.kv_bytes_per_token_per_layer
-            + mean_context * rates.indexer_bytes_per_token_per_layer)
-        attention_flops = self.num_layers * batch_size * self._attention_flops_per_query(mean_context)
-        attention_s = max(kv_bytes / hbm_bytes_per_s, attention_flops / flops_per_s)
+            attended * kv_bytes_per_token_per_layer + mean_context * indexer_bytes_per_token_per_layer)
+        per_query_flops = score_flops * attended  # _attention_flops_per_query
+        if indexer_flops:
+            per_query_flops += indexer_flops * mean_context
+        read_s, compute_s = kv_bytes / hbm_bytes_per_s, self.num_layers * batch_size * per_query_flops / flops_per_s
+        attention_s = compute_s if compute_s > read_s else read_s
         # Two micro-batches hide the all-to-all behind compute, or compute behind it.
-        return self.cost.decode_overhead_s + max(gemm_s + attention_s, self.a2a_s(batch_size, ep_gpus))
+        busy_s, a2a_s = gemm_s + attention_s, self.a2a_s(batch_size, ep_gpus)
+        return self.cost.decode_overhead_s + (a2a_s if a2a_s > busy_s else busy_s)

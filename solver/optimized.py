@@ -106,20 +106,23 @@ def queue_order(llm: LLMSpec, options: OnlineOptions, queue: Sequence[BatchItem]
     elif len(cache) > MAX_CACHED_PAIRS:
         cache.clear()
 
-    def service_s(item: BatchItem) -> float:
-        key = (item.cached_tokens, item.new_tokens)
-        service = cache.get(key)
+    # One pass of plain arithmetic, then a sort of (key, position) pairs: the order `sorted(range(n),
+    # key=lambda i: (key(queue[i]), i))` gives, without a Python call per comparison key (a queue is
+    # re-ranked at every step of every PE).
+    srpt, aging = options.batch_order == "srpt", options.aging
+    keyed: list[tuple[float, int]] = []
+    for i, item in enumerate(queue):
+        pair = (item.cached_tokens, item.new_tokens)
+        service = cache.get(pair)
         if service is None:
-            service = cache[key] = request_compute_s(llm, item.cached_tokens, item.new_tokens)
-        return service
-
-    def ratio(item: BatchItem) -> float:
-        service = service_s(item) + 1e-3
-        return (max(0.0, now - item.arrived_s) + service) / service
-
-    def remaining(item: BatchItem) -> float:
-        return service_s(item) - options.aging * max(0.0, now - item.arrived_s)
-
-    key = remaining if options.batch_order == "srpt" else (lambda item: -ratio(item))
-    order = sorted(range(len(queue)), key=lambda i: (key(queue[i]), i))
-    return [queue[i] for i in order]
+            service = cache[pair] = request_compute_s(llm, item.cached_tokens, item.new_tokens)
+        waited = now - item.arrived_s
+        if not waited > 0.0:  # max(0.0, waited), as max returns it
+            waited = 0.0
+        if srpt:  # least remaining compute, aged
+            keyed.append((service - aging * waited, i))
+        else:  # highest response ratio (wait + compute) / compute
+            padded = service + 1e-3
+            keyed.append((-((waited + padded) / padded), i))
+    keyed.sort()
+    return [queue[i] for _, i in keyed]

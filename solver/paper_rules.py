@@ -183,47 +183,51 @@ class DualPathPolicy(Policy):
     def choose_de(self, view: SchedulerView, r: Request, pending: Sequence[Request] = ()) -> int | None:
         length = r.context_tokens
         need = length * self.kv
-        free, tokens, seqs = view.de_free_hbm, view.de_tokens, view.de_seqs
         load = view.group_tokens
         groups = view.groups
-        if len(groups) == 1:  # the common shape (one expert-parallel DE group): no ranking to do
-            least = next(iter(groups))
-        elif groups:  # the least (load, group) pair, compared in C (ties: the lower group)
-            least = min(zip(map(load.__getitem__, groups), groups))[1]
-        else:
+        if not groups:
             return None
-
-        def ranked():  # usually the least-loaded group has room; only otherwise are the others sorted
-            yield least
-            yield from sorted((g for g in groups if g != least), key=lambda g: (load[g], g))
-
-        z_limit = view.z_limit
-        for group in ranked():
-            members = groups[group]
-            # One pass for both answers: the least (seq_e, tok_e, index) under Z, else the least
-            # (tok_e, index) with room; Z is fixed on the first engine with room, as before.
-            z = None
-            under, under_s, under_t = -1, 0, 0
-            roomy, roomy_t = -1, 0
-            for d in members:
-                if free[d] < need:
-                    continue
-                if z is None:
-                    z = z_limit.get(group)
-                    if z is None:
-                        z = z_limit[group] = self._z(view, members, pending)
-                t = tokens[d]
-                if t + length <= z:
-                    sq = seqs[d]
-                    if under < 0 or sq < under_s or (sq == under_s and (t < under_t or (t == under_t and d < under))):
-                        under, under_s, under_t = d, sq, t
-                elif under < 0 and (roomy < 0 or t < roomy_t or (t == roomy_t and d < roomy)):
-                    roomy, roomy_t = d, t
-            if under >= 0:
-                return under
-            if z is not None:
-                return roomy
+        # The least (load, group) pair, in one plain pass (this runs for every assignment, over every DE
+        # group: 24 at 48P96D); usually that group has room, and only otherwise are the others ranked.
+        least, least_load = -1, 0
+        for g in groups:
+            g_load = load[g]
+            if least < 0 or g_load < least_load or (g_load == least_load and g < least):
+                least, least_load = g, g_load
+        d = self._de_in_group(view, least, length, need, pending)
+        if d >= 0 or len(groups) == 1:
+            return d if d >= 0 else None
+        for group in sorted((g for g in groups if g != least), key=lambda g: (load[g], g)):
+            d = self._de_in_group(view, group, length, need, pending)
+            if d >= 0:
+                return d
         return None
+
+    def _de_in_group(self, view: SchedulerView, group: int, length: int, need: int,
+                     pending: Sequence[Request]) -> int:
+        """The rule inside one DE group: the least (seq_e, tok_e, index) under Z, else the least (tok_e, index)
+        with room; -1 when no engine has room. Z is fixed on the first engine with room."""
+        free, tokens, seqs = view.de_free_hbm, view.de_tokens, view.de_seqs
+        members = view.groups[group]
+        z_limit = view.z_limit
+        z = -1.0  # not yet fixed (Z is never negative)
+        under, under_s, under_t = -1, 0, 0
+        roomy, roomy_t = -1, 0
+        for d in members:
+            if free[d] < need:
+                continue
+            if z < 0.0:
+                z = z_limit.get(group, -1.0)
+                if z < 0.0:
+                    z = z_limit[group] = self._z(view, members, pending)
+            t = tokens[d]
+            if t + length <= z:
+                sq = seqs[d]
+                if under < 0 or sq < under_s or (sq == under_s and (t < under_t or (t == under_t and d < under))):
+                    under, under_s, under_t = d, sq, t
+            elif under < 0 and (roomy < 0 or t < roomy_t or (t == roomy_t and d < roomy)):
+                roomy, roomy_t = d, t
+        return under if under >= 0 else roomy
 
     def _z(self, view: SchedulerView, members: list[int], pending: Sequence[Request]) -> float:
         """1.05 x (tokens of this fetch's requests that fit in the group's free HBM + sum tok_e) / #engines."""
