@@ -25,10 +25,10 @@ $(STAMP): $(DEPS_STAMP) $(SRC_DIRS)
 	$(BIN)/pip install -q --no-deps --config-settings editable_mode=strict -e .
 	touch $(STAMP)
 
-# The simulator and the paper's scheduler compiled with mypyc (dualpath/compiled.py: about twice as fast, the
-# same results); without a C compiler tools/compile.py says so and they run as pure Python.
+# The simulator, the paper's scheduler and the core's step costs compiled with mypyc (dualpath/compiled.py: about
+# twice as fast, the same results); without a C compiler tools/compile.py says so and they run as pure Python.
 COMPILED := build/mypyc/.built
-$(COMPILED): $(STAMP) $(wildcard runtime/sim/*.py solver/*.py) dualpath/compiled.py tools/compile.py
+$(COMPILED): $(STAMP) $(wildcard runtime/sim/*.py solver/*.py) dualpath/step_costs.py dualpath/compiled.py tools/compile.py
 	$(BIN)/python tools/compile.py
 	@touch $@
 

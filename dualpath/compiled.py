@@ -4,9 +4,10 @@
 modules of `COMPILED_PACKAGES` with mypyc into `build/mypyc/<interpreter tag>/` and records there the
 SHA-256 of every source it compiled. Each of those packages calls `use_compiled(__name__, __path__)`
 from its `__init__`: when the record matches the sources byte for byte, the build's folder goes first
-on the package's `__path__`, so Python imports the extension modules instead of the `.py` files. A
-package is compiled all or nothing (its modules call each other natively), so one edited module sends
-the whole package back to pure Python, with one line on stderr saying which file and how to rebuild.
+on the package's `__path__`, so Python imports the extension modules instead of the `.py` files. The
+build is used all or nothing (its modules call each other natively, across packages: the simulator and
+the scheduler call the core's step costs), so one edited module sends every package back to pure Python,
+with one line on stderr saying which file and how to rebuild.
 `DUALPATH_PURE=1` forces pure Python (the test that compares both executions uses it).
 
 The compiled code is the same code: mypyc keeps Python's semantics, and every float operation is the
@@ -39,10 +40,12 @@ except ImportError:  # pragma: no cover - installs without mypy (the dev extra) 
         def mypyc_attr(*_attrs: Any, **_kwattrs: Any) -> Callable[[_T], _T]:
             return lambda cls: cls
 
-# One mypyc group per package: every module of the simulator, and of the solver the policies a simulation
-# calls per event (the paper's rules, their baselines, the online optimizer and its LP). The core stays
-# pure: compiled, its frozen specs lose their cached properties and run slower, not faster (measured).
+# One mypyc group per package: every module of the simulator, of the solver the policies a simulation
+# calls per event (the paper's rules, their baselines, the online optimizer and its LP), and of the core
+# the step costs alone. The core's specs stay pure: compiled, frozen dataclasses lose their cached
+# properties and run slower, not faster (measured).
 COMPILED_PACKAGES: dict[str, tuple[str, ...]] = {
+    "dualpath": ("step_costs",),
     "dualpath.runtime.sim": ("board", "context", "decode_groups", "events", "hardware", "nic", "online",
                              "parallelism", "plan_replay", "prefill_groups", "progress", "recorder", "results",
                              "simulator", "state", "storage"),
@@ -55,6 +58,7 @@ MANIFEST = "manifest.json"
 _ROOT = Path(__file__).resolve().parent.parent
 _EXTENSION_SUFFIX = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
 _active: dict[str, str] = {}  # package -> folder it loads from
+_told: set[tuple[Path, str]] = set()  # the reasons a stale build was reported for, in this process
 
 
 def build_dir(root: Path = _ROOT) -> Path:
@@ -71,24 +75,25 @@ def source_path(module: str, root: Path = _ROOT) -> Path:
 
 
 def stale_source(package: str, build: Path, root: Path = _ROOT) -> str | None:
-    """Why `package`'s build in `build` cannot be used ("" when it can; None when there is none)."""
+    """Why the build in `build` cannot be used for `package` ("" when it can; None when it has none)."""
     try:
         manifest = json.loads((build / MANIFEST).read_text())
     except (OSError, ValueError):
         return None
-    modules = manifest.get("modules", {})
-    mine = {m: d for m, d in modules.items() if m.rpartition(".")[0] == package}
-    if not mine:
+    modules: dict[str, str] = manifest.get("modules", {})
+    if not any(m.rpartition(".")[0] == package for m in modules):
         return None
-    folder = build.joinpath(*package.split("."))
-    try:
-        built = {name.split(".", 1)[0] for name in os.listdir(folder) if name.endswith(_EXTENSION_SUFFIX)}
-    except OSError:
-        built = set()
-    for module, digest in sorted(mine.items()):
+    built: dict[Path, set[str]] = {}
+    for module, digest in sorted(modules.items()):
+        folder = build.joinpath(*module.rpartition(".")[0].split("."))
+        if folder not in built:
+            try:
+                built[folder] = {n.split(".", 1)[0] for n in os.listdir(folder) if n.endswith(_EXTENSION_SUFFIX)}
+            except OSError:
+                built[folder] = set()
         # A module whose extension is gone would be imported from source beside its compiled copy, which
-        # the rest of the group calls directly: two versions of its classes in one process.
-        if module.rpartition(".")[2] not in built:
+        # the rest of the build calls directly: two versions of its classes in one process.
+        if module.rpartition(".")[2] not in built[folder]:
             return f"{module}'s extension is missing from {folder}"
         path = source_path(module, root)
         try:
@@ -109,8 +114,10 @@ def use_compiled(package: str, path: list[str], root: Path = _ROOT) -> bool:
     if why is None:
         return False
     if why:
-        print(f"dualpath: {package} runs as pure Python ({why}); `make` or `python tools/compile.py` "
-              "rebuilds it", file=sys.stderr)
+        if (build, why) not in _told:  # every package finds the same reason: say it once
+            _told.add((build, why))
+            print(f"dualpath: the simulator and scheduler run as pure Python ({why}); `make` or "
+                  "`python tools/compile.py` rebuilds the compiled build", file=sys.stderr)
         return False
     folder = str(build.joinpath(*package.split(".")))
     path.insert(0, folder)

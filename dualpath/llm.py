@@ -14,12 +14,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from functools import cache, cached_property
-from typing import NamedTuple
+from functools import cached_property
 
 from dualpath import limits
 from dualpath.errors import SpecError
 from dualpath.kvlayout import PAPER_BLOCK_TOKENS, KVLayout
+from dualpath.step_costs import StepCosts
 from dualpath.validate import fraction, integer, non_negative, number, positive
 
 
@@ -27,33 +27,6 @@ class AttentionKind(str, Enum):
     MHA = "mha"
     GQA = "gqa"
     MLA = "mla"
-
-
-# DeepEP README, low-latency kernels on H800 + CX7 400 Gb/s, 128 tokens per rank, hidden 7,168, top-8:
-# dispatch + combine in us per EP size, relative to EP32's 155 + 273 us.
-_DEEPEP_US = {8: 77 + 114, 16: 118 + 195, 32: 155 + 273, 64: 173 + 314, 128: 192 + 369, 256: 194 + 360}
-
-
-@cache  # a decode step asks it for the same group size every time
-def deepep_latency_vs_ep32(ep_gpus: int) -> float:
-    """DeepEP's measured latency at the largest tabulated EP size <= `ep_gpus` (EP8's below 8)."""
-    size = max((n for n in _DEEPEP_US if n <= ep_gpus), default=8)
-    return _DEEPEP_US[size] / _DEEPEP_US[32]
-
-
-class _Rates(NamedTuple):
-    """An LLMSpec's cost coefficients, products of its fields taken once (see `LLMSpec._rates`)."""
-
-    score_flops: int  # per layer, query and attended key: 2 x heads x (QK + AV width)
-    indexer_flops: int  # per layer, query and cached key: 2 x indexer heads x indexer width
-    dense_flops: float  # per token: 2 x active parameters
-    prefill_flops_per_s: float
-    decode_flops_per_s: float
-    hbm_bytes_per_s: float
-    a2a_bytes_per_token: int  # per MoE layer: dispatch (FP8) + combine (BF16) to each routed expert
-    a2a_bytes_per_s: float
-    kv_bytes_per_token_per_layer: int  # attention KV alone, what a decode step reads for attended keys
-    indexer_bytes_per_token_per_layer: int
 
 
 MOE_TOTAL_OVER_ACTIVE = 1.5  # total / active parameters above which a model is served expert parallel
@@ -77,7 +50,7 @@ class CostModel:
     - `a2a_latency_s` 428 us: the same measurement as a floor per MoE layer of a decode step (dispatch
       155 + combine 273 us at EP32). Below 128 tokens per GPU the kernels are bound by RDMA latency
       and the ranks' synchronisation, not bytes (our byte formula gives 440 us at 128 tokens, so the
-      two agree where they meet); other EP sizes scale by DeepEP's table (`deepep_latency_vs_ep32`).
+      two agree where they meet); other EP sizes scale by DeepEP's table (`step_costs.deepep_latency_vs_ep32`).
     - overheads 0: DeepSeek overlaps the all-to-all with compute by two micro-batches in prefill and
       decode (same overview), and decode runs under CUDA graphs; no unmeasured per-step constant.
     """
@@ -215,14 +188,19 @@ class LLMSpec:
 
     # ---- compute ----------------------------------------------------------------------------
     # The simulator asks these millions of times per run: the products of the spec's fields are taken
-    # once (`_rates`). Integer products are exact, and the float ones are the same expressions in the
-    # same order, so every result is the float the formulas gave when they were spelled out per call.
+    # once, into `step_costs`, which holds the formulas (and is compiled when a build exists). Integer
+    # products are exact, and the float ones are the same expressions in the same order, so every result
+    # is the float the formulas gave when they were spelled out per call.
     @cached_property
-    def _rates(self) -> _Rates:
+    def step_costs(self) -> StepCosts:
+        """This model's cost formulas over its rates: what executors call per step (see `dualpath.step_costs`)."""
         cost = self.cost
         width = (2 * self.kv_lora_rank + self.qk_rope_head_dim if self.attention is AttentionKind.MLA
                  else 2 * self.head_dim)  # absorbed MLA: QK over latent+rope, AV over latent
-        return _Rates(
+        return StepCosts(
+            num_layers=self.num_layers,
+            num_moe_layers=self.num_moe_layers,
+            index_topk_tokens=self.index_topk_tokens,
             score_flops=2 * self.num_heads * width,
             indexer_flops=2 * self.indexer_heads * self.indexer_head_dim,
             dense_flops=2.0 * self.active_params,
@@ -231,102 +209,59 @@ class LLMSpec:
             hbm_bytes_per_s=cost.hbm_gb_per_s * 1e9 * cost.hbm_efficiency,
             a2a_bytes_per_token=self.experts_per_token * self.hidden_size * (1 + 2),
             a2a_bytes_per_s=cost.a2a_gb_per_s * 1e9,
+            a2a_latency_s=cost.a2a_latency_s,
             kv_bytes_per_token_per_layer=self.attention_kv_bytes_per_token_per_layer,
             indexer_bytes_per_token_per_layer=self.indexer_bytes_per_token_per_layer,
+            prefill_overhead_s=cost.prefill_overhead_s,
+            decode_overhead_s=cost.decode_overhead_s,
         )
 
-    def attended_tokens(self, context_tokens: float) -> float:
-        topk = self.index_topk_tokens
-        return (topk if topk < context_tokens else context_tokens) if topk else context_tokens
+    def __getstate__(self) -> dict[str, object]:
+        # Pickles carry the fields alone: `step_costs` is rebuilt on first use (a compiled build's
+        # object is not picklable, and it is a function of the fields).
+        state = dict(self.__dict__)
+        state.pop("step_costs", None)
+        return state
 
-    def _attention_flops_per_query(self, context_tokens: float) -> float:
-        """Per layer: score and value products over the attended keys (+ the indexer over all keys)."""
-        rates = self._rates
-        flops = rates.score_flops * self.attended_tokens(context_tokens)
-        if rates.indexer_flops:
-            flops += rates.indexer_flops * context_tokens
-        return flops
+    def attended_tokens(self, context_tokens: float) -> float:
+        return self.step_costs.attended_tokens(context_tokens)
 
     def prefill_flops(self, cached_tokens: int, new_tokens: int) -> float:
         """FLOPs to compute `new_tokens` on top of `cached_tokens` (causal: mean context at midpoint)."""
-        dense = self._rates.dense_flops * new_tokens
-        mid = cached_tokens + new_tokens / 2
-        return dense + self.num_layers * new_tokens * self._attention_flops_per_query(mid)
+        return self.step_costs.prefill_flops(cached_tokens, new_tokens)
 
     def attention_flops(self, cached_tokens: int, new_tokens: int) -> float:
-        mid = cached_tokens + new_tokens / 2
-        return self.num_layers * new_tokens * self._attention_flops_per_query(mid)
+        return self.step_costs.attention_flops(cached_tokens, new_tokens)
 
     def prefill_time_s(self, batch: Sequence[tuple[int, int]]) -> float:
         """Seconds for one forward batch of (cached_tokens, new_tokens) pairs on one engine."""
-        return self.cost.prefill_overhead_s + self._batch_flops(batch)[0] / self._rates.prefill_flops_per_s
+        costs = self.step_costs
+        return costs.prefill_overhead_s + costs.batch_flops(batch)[0] / costs.prefill_flops_per_s
 
     def attention_time_s(self, batch: Sequence[tuple[int, int]]) -> float:
         """The attention share of `prefill_time_s`, what the paper's 300 ms batch quota limits."""
-        return self._batch_flops(batch)[1] / self._rates.prefill_flops_per_s
+        costs = self.step_costs
+        return costs.batch_flops(batch)[1] / costs.prefill_flops_per_s
 
     def chunk_attention_s(self, cached_tokens: int, new_tokens: int) -> float:
         """`attention_time_s([(cached_tokens, new_tokens)])` without building the batch."""
-        return self.attention_flops(cached_tokens, new_tokens) / self._rates.prefill_flops_per_s
+        return self.step_costs.chunk_attention_s(cached_tokens, new_tokens)
 
     def prefill_and_attention_s(self, batch: Sequence[tuple[int, int]]) -> tuple[float, float]:
         """(`prefill_time_s`, `attention_time_s`) of one batch in one pass over it."""
-        flops, attention = self._batch_flops(batch)
-        rate = self._rates.prefill_flops_per_s
-        return self.cost.prefill_overhead_s + flops / rate, attention / rate
-
-    def _batch_flops(self, batch: Sequence[tuple[int, int]]) -> tuple[float, float]:
-        """(all FLOPs, attention FLOPs) of a batch, summed in batch order."""
-        dense, attention_flops = self._rates.dense_flops, self.attention_flops
-        total = attention = 0.0
-        for cached, new in batch:
-            flops = attention_flops(cached, new)
-            attention += flops
-            total += dense * new + flops
-        return total, attention
+        return self.step_costs.prefill_and_attention_s(batch)
 
     @property
     def prefill_flops_per_s(self) -> float:
         """What one engine computes per second in prefill: the rate every prefill prediction uses."""
-        return self._rates.prefill_flops_per_s
+        return self.step_costs.prefill_flops_per_s
 
     def a2a_s(self, tokens: int, ep_gpus: int = 1) -> float:
-        """Expert-parallel all-to-all of one decode step for `tokens` tokens on a GPU of an `ep_gpus`
-        group: each token's hidden state goes to its routed experts in FP8 (dispatch) and comes back in
-        BF16 (combine), per MoE layer no faster than DeepEP's latency at that EP size."""
-        if ep_gpus <= 1 or not self.num_moe_layers:
-            return 0.0
-        rates = self._rates
-        floor_s = self.cost.a2a_latency_s * deepep_latency_vs_ep32(ep_gpus)
-        bytes_per_layer = tokens * rates.a2a_bytes_per_token
-        wire_s = bytes_per_layer / rates.a2a_bytes_per_s
-        return self.num_moe_layers * (floor_s if floor_s >= wire_s else wire_s)
+        """Expert-parallel all-to-all of one decode step (`StepCosts.a2a_s`)."""
+        return self.step_costs.a2a_s(tokens, ep_gpus)
 
     def decode_step_s(self, batch_size: int, total_context_tokens: int, weight_bytes_per_gpu: float,
                       ep_gpus: int = 1) -> float:
         """One decode step for `batch_size` sequences holding `total_context_tokens` in all, on a GPU of
         an expert-parallel group of `ep_gpus` (1: no all-to-all)."""
-        if batch_size <= 0:
-            return 0.0
-        # The simulator asks this at every decode boundary of every engine it touches (over a million
-        # times at 48P96D): the rates are unpacked at once and the helpers' expressions spelled out here,
-        # in their order, and `max` is written as the comparison it makes (the first argument on ties).
-        (score_flops, indexer_flops, dense_flops, _, flops_per_s, hbm_bytes_per_s, _, _,
-         kv_bytes_per_token_per_layer, indexer_bytes_per_token_per_layer) = self._rates
-        mean_context = total_context_tokens / batch_size
-        topk = self.index_topk_tokens
-        attended = (topk if topk < mean_context else mean_context) if topk else mean_context  # attended_tokens
-        # GEMMs: every GPU streams the weights it holds (at decode batch sizes every expert gets tokens).
-        weights_s, dense_s = weight_bytes_per_gpu / hbm_bytes_per_s, dense_flops * batch_size / flops_per_s
-        gemm_s = dense_s if dense_s > weights_s else weights_s
-        # Attention reads the top-k KV, the indexer scans every cached key.
-        kv_bytes = self.num_layers * batch_size * (
-            attended * kv_bytes_per_token_per_layer + mean_context * indexer_bytes_per_token_per_layer)
-        per_query_flops = score_flops * attended  # _attention_flops_per_query
-        if indexer_flops:
-            per_query_flops += indexer_flops * mean_context
-        read_s, compute_s = kv_bytes / hbm_bytes_per_s, self.num_layers * batch_size * per_query_flops / flops_per_s
-        attention_s = compute_s if compute_s > read_s else read_s
-        # Two micro-batches hide the all-to-all behind compute, or compute behind it.
-        busy_s, a2a_s = gemm_s + attention_s, self.a2a_s(batch_size, ep_gpus)
-        return self.cost.decode_overhead_s + (a2a_s if a2a_s > busy_s else busy_s)
+        return self.step_costs.decode_step_s(batch_size, total_context_tokens, weight_bytes_per_gpu, ep_gpus)

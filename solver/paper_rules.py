@@ -264,17 +264,17 @@ class DualPathPolicy(Policy):
     # ---- intra-engine ----------------------------------------------------------------------------
     def form_batch(self, queue: Sequence[BatchItem]) -> list[BatchItem]:
         """FIFO while predicted attention <= the quota; the overflowing request is chunked."""
-        attention = self.llm.chunk_attention_s
+        costs = self.llm.step_costs
         left = self.attention_quota_s
         batch: list[BatchItem] = []
         for item in queue:
-            cost = attention(item.cached_tokens, item.new_tokens)
+            cost = costs.chunk_attention_s(item.cached_tokens, item.new_tokens)
             if cost <= left:
                 batch.append(item)
                 left -= cost
                 continue
             def chunk_cost(n: int, c: int = item.cached_tokens) -> float:
-                return attention(c, n)
+                return costs.chunk_attention_s(c, n)
 
             fit = secant_fit(chunk_cost, left, item.new_tokens, cost)
             if fit == 0 and not batch:

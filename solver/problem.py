@@ -41,7 +41,8 @@ def compute_rate_flops(llm: LLMSpec) -> float:
 
 def request_compute_s(llm: LLMSpec, hit_tokens: int, new_tokens: int) -> float:
     """Prefill seconds of one request; the per-batch overhead is left out (batches amortise it)."""
-    return llm.prefill_flops(hit_tokens, new_tokens) / compute_rate_flops(llm)
+    costs = llm.step_costs  # `llm.prefill_flops(...) / compute_rate_flops(llm)`, without the two wrappers
+    return costs.prefill_flops(hit_tokens, new_tokens) / costs.prefill_flops_per_s
 
 
 @dataclass(frozen=True)

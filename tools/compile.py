@@ -1,4 +1,4 @@
-"""Compile the simulator and the paper's scheduler with mypyc (about twice as fast), if this machine can.
+"""Compile the simulator, the scheduler and the core's step costs with mypyc (about twice as fast), if this machine can.
 
     python tools/compile.py            # what `make` runs; prints one line and exits 0 without a compiler
     python tools/compile.py --clean    # remove the build: everything runs as pure Python

@@ -110,11 +110,12 @@ class DecodeGroup:
             seq += 1
             heappush(running, (step + state.req.output_tokens - 1, seq, state))
         self._seq = seq
-        decode_step, weights, ep_gpus = self.ctx.llm.decode_step_s, self.hw.de_weight_bytes, self.hw.de_ep_gpus
+        costs, weights, ep_gpus = self.ctx.llm.step_costs, self.hw.de_weight_bytes, self.hw.de_ep_gpus
         slowest, rescan = self.step_s, False
         for engine in touched:
             old = engine.step_s
-            engine.step_s = new = decode_step(engine.num_decode_seqs, engine.decode_ctx_tokens, weights, ep_gpus)
+            engine.step_s = new = costs.decode_step_s(engine.num_decode_seqs, engine.decode_ctx_tokens, weights,
+                                                      ep_gpus)
             if new >= slowest:
                 slowest = new
             elif old >= self.step_s:

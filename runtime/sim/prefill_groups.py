@@ -141,9 +141,9 @@ class PrefillGroup:
         max_attn, other_sum, max_full = 0.0, 0.0, 0.0
         per_engine: list[EngineIO] = []
         de_src: dict[int, float] = {}
-        prefill_and_attention_s = llm.prefill_and_attention_s
+        costs = llm.step_costs
         for engine, batch in batches:
-            full, attn = prefill_and_attention_s([(s.cached_tokens, n) for s, n, _ in batch])
+            full, attn = costs.prefill_and_attention_s([(s.cached_tokens, n) for s, n, _ in batch])
             max_attn = max(max_attn, attn)
             max_full = max(max_full, full)
             other_sum += full - attn - overhead

@@ -48,6 +48,24 @@ def test_an_edited_module_sends_its_package_back_to_pure_python_and_says_which(t
     assert "pkg/sub/mod.py changed since it was compiled" in capsys.readouterr().err
 
 
+def test_an_edited_module_of_one_package_keeps_the_other_packages_pure_too(tmp_path, monkeypatch, capsys):
+    """The packages call each other natively (the simulator and the rules call the core's step costs), so
+    the build is used all or nothing: a package whose own modules are unchanged stays pure as well."""
+    monkeypatch.delenv(PURE_ENV, raising=False)
+    src = fake_build(tmp_path)
+    core = tmp_path / "pkg" / "core.py"
+    core.write_text("y = 1\n")
+    (build_dir(tmp_path) / "pkg" / f"core{EXT}").write_bytes(b"")
+    manifest = build_dir(tmp_path) / MANIFEST
+    modules = json.loads(manifest.read_text())["modules"]
+    manifest.write_text(json.dumps({"modules": {**modules, "pkg.core": source_digest(core)}}))
+    assert use_compiled("pkg", [], tmp_path) and use_compiled("pkg.sub", [], tmp_path)
+    src.write_text("x = 3\n")
+    assert not use_compiled("pkg", [], tmp_path)
+    assert not use_compiled("pkg.sub", [], tmp_path)
+    assert capsys.readouterr().err.count("pkg/sub/mod.py changed since it was compiled") == 1  # said once
+
+
 def test_a_build_missing_a_modules_extension_is_not_used(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv(PURE_ENV, raising=False)
     fake_build(tmp_path)
@@ -109,7 +127,7 @@ def test_the_compiled_simulator_gives_the_pure_simulators_results_bit_for_bit():
     compiled_run = run_simulations(pure=False)
     if compiled_run[0] == "[]":
         pytest.skip("no compiled build in use (tools/compile.py needs a C compiler; `make` runs it)")
-    assert compiled_run[0] == "['dualpath.runtime.sim', 'dualpath.solver']"
+    assert compiled_run[0] == "['dualpath', 'dualpath.runtime.sim', 'dualpath.solver']"
     pure_run = run_simulations(pure=True)
     assert pure_run[0] == "[]"
     assert len(compiled_run) == len(pure_run) == 10  # eight policies and the online run

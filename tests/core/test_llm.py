@@ -83,7 +83,7 @@ def test_decode_step_is_weights_plus_attention_bytes_at_small_batch():
     hbm = 3350e9 * 0.9
     # one sequence at 32K context: top-2048 KV (656 B) read, the indexer scans all 32K keys (132 B)
     kv = 61 * (2048 * 656 + 32768 * 132)
-    flops_s = 61 * m._attention_flops_per_query(32768) / (989e12 * 0.41)
+    flops_s = 61 * m.step_costs.attention_flops_per_query(32768) / (989e12 * 0.41)
     expected = weights / hbm + max(kv / hbm, flops_s)
     assert m.decode_step_s(1, 32768, weights) == pytest.approx(expected)
     assert m.decode_step_s(0, 0, weights) == 0.0
