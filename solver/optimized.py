@@ -12,7 +12,6 @@ from dualpath.policy import BatchItem, ClusterState, ExecutionOptions, Policy
 from dualpath.request import Request
 from dualpath.solver.online import OnlineOptions, OnlineScheduler
 from dualpath.solver.paper_rules import DualPathPolicy
-from dualpath.solver.problem import request_compute_s
 
 
 class OptimizedPolicy(Policy):
@@ -29,7 +28,6 @@ class OptimizedPolicy(Policy):
                  options: OnlineOptions | None = None):
         super().__init__(cluster, llm, block_tokens)
         self.scheduler = OnlineScheduler(cluster, llm, block_tokens, options or OnlineOptions(budget_s=None))
-        self._service_s: dict[tuple[int, int], float] = {}
 
     # The simulator's engines are the cluster's own: the state is set without `update`'s check.
     def schedule(self, pending: Sequence[Request], state: ClusterState) -> list[Assignment]:
@@ -40,11 +38,11 @@ class OptimizedPolicy(Policy):
         self.scheduler.state = state
 
     def form_batch(self, queue: Sequence[BatchItem]) -> list[BatchItem]:
-        return self.scheduler.rules.form_batch(order_queue(self.scheduler, queue, cache=self._service_s))
+        return self.scheduler.rules.form_batch(order_queue(self.scheduler, queue))
 
     def batch_order(self, queue: Sequence[BatchItem]) -> list[BatchItem]:
         """The order `form_batch` fills a batch in (a rollout plan's priorities are applied on top)."""
-        return order_queue(self.scheduler, queue, cache=self._service_s)
+        return order_queue(self.scheduler, queue)
 
     def fill_batch(self, ordered: Sequence[BatchItem]) -> list[BatchItem]:
         return self.scheduler.rules.form_batch(ordered)
@@ -59,7 +57,6 @@ class DualPathSRPTPolicy(DualPathPolicy):
         super().__init__(cluster, llm, block_tokens)
         self.options = OnlineOptions(budget_s=None)
         self.now_s = 0.0  # of the last report, as `optimized` ages waiting requests
-        self._service_s: dict[tuple[int, int], float] = {}
 
     def schedule(self, pending: Sequence[Request], state: ClusterState) -> list[Assignment]:
         self.now_s = state.now_s
@@ -72,7 +69,7 @@ class DualPathSRPTPolicy(DualPathPolicy):
         return False  # batches age with the reports' clock: every call moves it
 
     def batch_order(self, queue: Sequence[BatchItem]) -> list[BatchItem]:
-        return queue_order(self.llm, self.options, queue, self.now_s, self._service_s)
+        return queue_order(self.llm, self.options, queue, self.now_s)
 
     def fill_batch(self, ordered: Sequence[BatchItem]) -> list[BatchItem]:
         return super().form_batch(ordered)
@@ -81,41 +78,28 @@ class DualPathSRPTPolicy(DualPathPolicy):
         return super().form_batch(self.batch_order(queue))
 
 
-def order_queue(scheduler: OnlineScheduler, queue: Sequence[BatchItem], now_s: float | None = None,
-                cache: dict[tuple[int, int], float] | None = None) -> list[BatchItem]:
+def order_queue(scheduler: OnlineScheduler, queue: Sequence[BatchItem], now_s: float | None = None) -> list[BatchItem]:
     """`queue_order` with the scheduler's options, at `now_s` or the time of its last report."""
     now = now_s if now_s is not None else (scheduler.state.now_s if scheduler.state else 0.0)
-    return queue_order(scheduler.llm, scheduler.options, queue, now, cache)
+    return queue_order(scheduler.llm, scheduler.options, queue, now)
 
 
-# Past this many (cached, new tokens) pairs a service-time cache starts over: a run's queues revisit
-# recent pairs, and the dict stays small.
-MAX_CACHED_PAIRS = 1 << 17
-
-
-def queue_order(llm: LLMSpec, options: OnlineOptions, queue: Sequence[BatchItem], now: float,
-                cache: dict[tuple[int, int], float] | None = None) -> list[BatchItem]:
+def queue_order(llm: LLMSpec, options: OnlineOptions, queue: Sequence[BatchItem], now: float) -> list[BatchItem]:
     """Inside a PE, the forward batch's order. `srpt`: least remaining compute first, aged by waiting time;
     `hrrn`: highest response ratio next, (wait + compute) / compute; either way short requests (whose next
-    turn's reads are waiting on them) go first while long cold prefills age into the batch. `cache` keeps
-    each (cached, new tokens) pair's compute seconds across calls: a queue is re-ranked at every step."""
+    turn's reads are waiting on them) go first while long cold prefills age into the batch. A queue is
+    re-ranked at every step: each item's compute is `request_compute_s`, spelled out over the step costs
+    (one native call; a cache of it by token counts cost more than that)."""
     if options.batch_order == "fifo" or len(queue) < 2:
         return list(queue)
-    if cache is None:
-        cache = {}
-    elif len(cache) > MAX_CACHED_PAIRS:
-        cache.clear()
-
-    # One pass of plain arithmetic, then a sort of (key, position) pairs: the order `sorted(range(n),
-    # key=lambda i: (key(queue[i]), i))` gives, without a Python call per comparison key (a queue is
-    # re-ranked at every step of every PE).
+    costs = llm.step_costs
+    rate = costs.prefill_flops_per_s
     srpt, aging = options.batch_order == "srpt", options.aging
+    # One pass of plain arithmetic, then a sort of (key, position) pairs: the order `sorted(range(n),
+    # key=lambda i: (key(queue[i]), i))` gives.
     keyed: list[tuple[float, int]] = []
     for i, item in enumerate(queue):
-        pair = (item.cached_tokens, item.new_tokens)
-        service = cache.get(pair)
-        if service is None:
-            service = cache[pair] = request_compute_s(llm, item.cached_tokens, item.new_tokens)
+        service = costs.prefill_flops(item.cached_tokens, item.new_tokens) / rate
         waited = now - item.arrived_s
         if not waited > 0.0:  # max(0.0, waited), as max returns it
             waited = 0.0
