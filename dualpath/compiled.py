@@ -1,4 +1,4 @@
-"""Compiled builds (mypyc) of the simulator and the paper's scheduler, used only while they match the source.
+"""Compiled builds (mypyc) of the simulator, the scheduler and the step costs, used only while they match the source.
 
 `tools/compile.py` (which `make` runs when a C compiler and Python's headers are present) compiles the
 modules of `COMPILED_PACKAGES` with mypyc into `build/mypyc/<interpreter tag>/` and records there the
