@@ -38,10 +38,6 @@ class EngineBoard:
         # scheduling point reads them for every engine that changed.
         self._pe_fixed = [(e.spec.name, node_names[e.node], e.spec.group) for e in pes]
         self._de_fixed = [(e.spec.name, node_names[e.node], e.spec.group) for e in des]
-        # Per engine, the counters of the state last built (-1: none yet): the unchanged test compares
-        # integers here rather than reading them back from the `EngineState` (a Python object).
-        self._pe_seen: list[tuple[int, int]] = [(-1, -1)] * len(pes)
-        self._de_seen: list[tuple[int, int, int]] = [(-1, -1, -1)] * len(des)
         # Per node, the read queue as last reported; only storages whose queue moved since are re-read
         # (a 48P96D snapshot would otherwise read 144 nodes' queues for every scheduling call).
         self._storages: Sequence[NodeStorage] | None = None
@@ -51,28 +47,30 @@ class EngineBoard:
 
     def snapshot(self, now_s: float, storages: Sequence[NodeStorage]) -> ClusterState:
         states = self.states
+        get = states.get
         changed: list[str] = []
         # An engine marked dirty whose counters are back where they were keeps its state object: a
         # policy's view cache then skips it too (identity means unchanged).
-        pes, fixed, seen, free = self.pes, self._pe_fixed, self._pe_seen, self.pe_free_hbm_bytes
+        pes, fixed, free = self.pes, self._pe_fixed, self.pe_free_hbm_bytes
         for i in self.dirty_pe:
             pe = pes[i]
-            counters = (pe.num_seqs, pe.num_tokens)
-            if counters == seen[i]:
-                continue
-            seen[i] = counters
             name, node, group = fixed[i]
-            states[name] = EngineState(name, _PREFILL, node, group, counters[0], counters[1], free)
+            num_seqs, num_tokens = pe.num_seqs, pe.num_tokens
+            old = get(name)
+            if old is not None and old.num_seqs == num_seqs and old.num_tokens == num_tokens:
+                continue
+            states[name] = EngineState(name, _PREFILL, node, group, num_seqs, num_tokens, free)
             changed.append(name)
-        des, fixed, de_seen = self.des, self._de_fixed, self._de_seen
+        des, fixed = self.des, self._de_fixed
         for i in self.dirty_de:
             de = des[i]
-            de_counters = (de.num_seqs, de.num_tokens, de.free_hbm_bytes)
-            if de_counters == de_seen[i]:
-                continue
-            de_seen[i] = de_counters
             name, node, group = fixed[i]
-            states[name] = EngineState(name, _DECODE, node, group, de_counters[0], de_counters[1], de_counters[2])
+            num_seqs, num_tokens, free = de.num_seqs, de.num_tokens, de.free_hbm_bytes
+            old = get(name)
+            if (old is not None and old.num_seqs == num_seqs and old.num_tokens == num_tokens
+                    and old.free_hbm_bytes == free):
+                continue
+            states[name] = EngineState(name, _DECODE, node, group, num_seqs, num_tokens, free)
             changed.append(name)
         self.dirty_pe.clear()
         self.dirty_de.clear()
