@@ -12,6 +12,7 @@ from dualpath.policy import BatchItem, ClusterState, ExecutionOptions, Policy
 from dualpath.request import Request
 from dualpath.solver.online import OnlineOptions, OnlineScheduler
 from dualpath.solver.paper_rules import DualPathPolicy
+from dualpath.solver.problem import request_compute_s
 
 
 class OptimizedPolicy(Policy):
@@ -88,18 +89,16 @@ def queue_order(llm: LLMSpec, options: OnlineOptions, queue: Sequence[BatchItem]
     """Inside a PE, the forward batch's order. `srpt`: least remaining compute first, aged by waiting time;
     `hrrn`: highest response ratio next, (wait + compute) / compute; either way short requests (whose next
     turn's reads are waiting on them) go first while long cold prefills age into the batch. A queue is
-    re-ranked at every step: each item's compute is `request_compute_s`, spelled out over the step costs
-    (one native call; a cache of it by token counts cost more than that)."""
+    re-ranked at every step; each item's compute is computed afresh (a cache of it keyed by token counts
+    cost more than the computation over the step costs)."""
     if options.batch_order == "fifo" or len(queue) < 2:
         return list(queue)
-    costs = llm.step_costs
-    rate = costs.prefill_flops_per_s
     srpt, aging = options.batch_order == "srpt", options.aging
     # One pass of plain arithmetic, then a sort of (key, position) pairs: the order `sorted(range(n),
     # key=lambda i: (key(queue[i]), i))` gives.
     keyed: list[tuple[float, int]] = []
     for i, item in enumerate(queue):
-        service = costs.prefill_flops(item.cached_tokens, item.new_tokens) / rate
+        service = request_compute_s(llm, item.cached_tokens, item.new_tokens)
         waited = now - item.arrived_s
         if not waited > 0.0:  # max(0.0, waited), as max returns it
             waited = 0.0

@@ -195,8 +195,8 @@ class DualPathPolicy(Policy):
             if least < 0 or g_load < least_load or (g_load == least_load and g < least):
                 least, least_load = g, g_load
         d = self._de_in_group(view, least, length, need, pending)
-        if d >= 0 or len(groups) == 1:
-            return d if d >= 0 else None
+        if d >= 0:
+            return d
         for group in sorted((g for g in groups if g != least), key=lambda g: (load[g], g)):
             d = self._de_in_group(view, group, length, need, pending)
             if d >= 0:
