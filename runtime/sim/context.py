@@ -31,6 +31,9 @@ class SimContext:
     block_tokens: int
     # An MoE model runs expert parallel with data-parallel attention: its groups move in lockstep.
     lockstep: bool
+    # Per Full Block and layer, a DE's buffer -> HBM load: an RDMA write with layerwise prefill, else a
+    # cudaMemcpyAsync, unless the calibration measured its own.
+    de_load_submit_s: float
     recorder: TraceRecorder
 
 
@@ -47,5 +50,8 @@ def make_context(llm: LLMSpec, policy: Policy, calibration: Calibration,
         num_layers=llm.num_layers,
         block_tokens=policy.block_tokens,
         lockstep=llm.expert_parallel,
+        de_load_submit_s=(calibration.de_load_submit_s if calibration.de_load_submit_s is not None
+                          else calibration.rdma_submit_s if policy.execution.layerwise
+                          else calibration.cuda_copy_submit_s),
         recorder=TraceRecorder(chrome_window),
     )

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 from dualpath.cluster import NodeSpec
 from dualpath.runtime.sim.hardware import Hardware
 from dualpath.runtime.sim.nic import UsageMeter
 from dualpath.runtime.sim.state import ReqState
-from dualpath.trace import RequestRecord, Span
+from dualpath.trace import RequestRecord, Span, Trace
 
 
 class TraceRecorder:
@@ -41,6 +42,14 @@ class TraceRecorder:
             r.id, r.agent, r.turn, state.ready_s, pe, de, state.pe_read_bytes, state.de_read_bytes,
             state.prefill_start_s, state.first_token_s, state.second_token_s, state.finish_s, r.output_tokens,
             r.prompt_tokens))
+
+    def trace(self, policy: str, hw: Hardware, node: NodeSpec, decode_busy_meters: Sequence[UsageMeter],
+              meta: dict[str, Any]) -> Trace:
+        """The run's `Trace`: what was recorded, the utilisation series, and `meta` with the SNICs' reads."""
+        util, balance = utilisation(hw, node, decode_busy_meters)
+        meta = {**meta, "snic_read_bytes": {s.name: s.read_bytes_total for s in hw.storages},
+                "snic_balance_max_over_avg": balance}
+        return Trace("simulator", policy, self.records, self.spans, util, meta)
 
 
 def merged(meters: list[UsageMeter], bucket_s: float) -> list[float]:

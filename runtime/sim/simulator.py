@@ -29,7 +29,6 @@ from dualpath.runtime.sim.hardware import build_hardware, check_fits
 from dualpath.runtime.sim.parallelism import expert_groups
 from dualpath.runtime.sim.prefill_groups import PrefillGroup
 from dualpath.runtime.sim.progress import ProgressFn, make_progress
-from dualpath.runtime.sim.recorder import utilisation
 from dualpath.runtime.sim.state import PendingView, ReqState
 from dualpath.runtime.sim.storage import ReadOp
 from dualpath.trace import Trace
@@ -50,11 +49,8 @@ class Simulator:
         self.decode_groups = [DecodeGroup(ctx, hw, i, engines, self.finish) for i, engines in enumerate(hw.de_groups)]
         self.pending: dict[str, ReqState] = {}
         self.pending_view = PendingView(self.pending)
-        self.schedule_posted = False
-        self.last_schedule_s = -1e30
-        self.assign_seq = 0
-        self.num_done = 0
-        self.num_requests = len(workload.requests)
+        self.schedule_posted, self.last_schedule_s = False, -1e30
+        self.assign_seq, self.num_done, self.num_requests = 0, 0, len(workload.requests)
         self.pe_by_name = {e.spec.name: e for e in hw.pes}
         self.de_by_name = {e.spec.name: e for e in hw.des}
         # Looked up once: `assign` runs per request, and the lookups were a visible share.
@@ -84,10 +80,8 @@ class Simulator:
         policy = self.ctx.policy
         # A policy waiting for a prefill report would assign nothing: skip the call, but time the next
         # one as after a call, so the run is the same.
-        if self.board.dirty_pe or not policy.waits_for_prefill():
-            assignments = policy.schedule(self.pending_view, self.board.snapshot(now, self.hw.storages))
-        else:
-            assignments = []
+        assignments = (policy.schedule(self.pending_view, self.board.snapshot(now, self.hw.storages))
+                       if self.board.dirty_pe or not policy.waits_for_prefill() else [])
         self.last_schedule_s = now
         for a in assignments:
             self.assign(a, now)
@@ -194,11 +188,7 @@ class Simulator:
         end = now
         if not ctx.options.zero_io:
             blocks = -(-s.req.prompt_tokens // ctx.block_tokens) * ctx.num_layers  # whole blocks, per layer
-            cal = ctx.calibration
-            submit = cal.rdma_submit_s if ctx.options.layerwise else cal.cuda_copy_submit_s
-            if cal.de_load_submit_s is not None:
-                submit = cal.de_load_submit_s
-            end = self.hw.de_in[s.de].reserve(now, s.prompt_bytes, blocks * submit, s.req.id)
+            end = self.hw.de_in[s.de].reserve(now, s.prompt_bytes, blocks * ctx.de_load_submit_s, s.req.id)
         if end > now:
             ctx.events.push(end, ev.DE_READY, self.decode_start, s)
         else:
@@ -227,10 +217,7 @@ class Simulator:
             de.free_hbm_bytes += s.context_bytes
             s.hbm_reserved = False
         self.board.dirty_de.add(s.de)
-        while de.hbm_waiting and de.free_hbm_bytes >= de.hbm_waiting[0].context_bytes:
-            waiting = de.hbm_waiting.pop(0)
-            de.free_hbm_bytes -= waiting.context_bytes
-            waiting.hbm_reserved = True
+        for waiting in de.admit_waiting() if de.hbm_waiting else ():
             self.start_h2d(waiting, now)
         bt = ctx.block_tokens
         persist_tokens = (s.context_tokens // bt) * bt - r.hit_tokens
@@ -259,17 +246,15 @@ class Simulator:
         events.run(tick)
         wall_s = time.perf_counter() - started
         if self.num_done != self.num_requests:
-            stuck = next(iter(self.pending), None) or "?"
             left = self.num_requests - self.num_done
-            raise InfeasibleError(stuck, "scheduling", f"policy {ctx.policy.name} left {left} of "
-                                                      f"{self.num_requests} requests unfinished")
+            raise InfeasibleError(next(iter(self.pending), None) or "?", "scheduling",
+                                  f"policy {ctx.policy.name} left {left} of {self.num_requests} requests unfinished")
         if progress:
             progress(self.num_done, self.num_requests, events.now_s)
         return self._trace(wall_s)
 
     def _trace(self, wall_s: float) -> Trace:
-        ctx, hw = self.ctx, self.hw
-        util, balance = utilisation(hw, self.cluster.node, [g.busy_meter for g in self.decode_groups])
+        ctx = self.ctx
         meta = {
             "cluster": self.cluster.name or self.cluster.shorthand, "model": ctx.llm.name,
             "workload": self.workload.name, "agents": len({r.agent for r in self.workload.requests}),
@@ -277,11 +262,10 @@ class Simulator:
             "pe_group_gpus": self.cluster.pe_group_gpus, "de_group_gpus": self.cluster.de_group_gpus,
             "zero_io": ctx.options.zero_io, "wall_s": wall_s, "events": ctx.events.num_events,
             "sim_requests_per_wall_s": self.num_requests / wall_s if wall_s > 0 else 0.0,
-            "snic_read_bytes": {s.name: s.read_bytes_total for s in hw.storages},
-            "snic_balance_max_over_avg": balance,
             "hit_bytes": sum(r.hit_tokens for r in self.workload.requests) * ctx.kv_bytes_per_token,
         }
-        return Trace("simulator", ctx.policy.name, ctx.recorder.records, ctx.recorder.spans, util, meta)
+        return ctx.recorder.trace(ctx.policy.name, self.hw, self.cluster.node,
+                                  [g.busy_meter for g in self.decode_groups], meta)
 
 
 def simulate(cluster: ClusterSpec, llm: LLMSpec, workload: Workload, policy: Policy | Plan, *,

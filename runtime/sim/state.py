@@ -191,3 +191,13 @@ class DEEngine:
         self.num_decode_seqs = 0
         self.decode_ctx_tokens = 0
         self.step_s = 0.0  # this engine's decode step for its current batch (0 when idle)
+
+    def admit_waiting(self) -> list[ReqState]:
+        """The requests waiting for HBM that fit now, first come first served, their HBM reserved."""
+        admitted = []
+        while self.hbm_waiting and self.free_hbm_bytes >= self.hbm_waiting[0].context_bytes:
+            waiting = self.hbm_waiting.pop(0)
+            self.free_hbm_bytes -= waiting.context_bytes
+            waiting.hbm_reserved = True
+            admitted.append(waiting)
+        return admitted
