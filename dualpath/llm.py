@@ -235,13 +235,11 @@ class LLMSpec:
 
     def prefill_time_s(self, batch: Sequence[tuple[int, int]]) -> float:
         """Seconds for one forward batch of (cached_tokens, new_tokens) pairs on one engine."""
-        costs = self.step_costs
-        return costs.prefill_overhead_s + costs.batch_flops(batch)[0] / costs.prefill_flops_per_s
+        return self.step_costs.prefill_and_attention_s(batch)[0]
 
     def attention_time_s(self, batch: Sequence[tuple[int, int]]) -> float:
         """The attention share of `prefill_time_s`, what the paper's 300 ms batch quota limits."""
-        costs = self.step_costs
-        return costs.batch_flops(batch)[1] / costs.prefill_flops_per_s
+        return self.step_costs.prefill_and_attention_s(batch)[1]
 
     def chunk_attention_s(self, cached_tokens: int, new_tokens: int) -> float:
         """`attention_time_s([(cached_tokens, new_tokens)])` without building the batch."""
