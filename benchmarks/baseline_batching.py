@@ -30,7 +30,16 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from functools import partial
+from functools import cache, partial
+
+from reproduce_paper import (
+    CAPACITY_SETUPS,
+    PAPER_ABLATION,
+    PAPER_CAPACITY_RATIO,
+    PAPER_JCT_S,
+    PAPER_RATIO,
+    online_workload_at,
+)
 
 from dualpath.calibration import PAPER_CALIBRATION, Calibration, calibrated_llm
 from dualpath.cluster import ClusterSpec
@@ -39,24 +48,20 @@ from dualpath.jsonio import read_versioned, versioned, write_json_atomic
 from dualpath.llm import LLMSpec
 from dualpath.models.llms import llm_preset
 from dualpath.models.registry import resolve_cluster, resolve_workload
-from dualpath.models.sampling import online_workloads
 from dualpath.policy import BatchItem, Policy
-from dualpath.runtime.capacity import PAPER_SLO, online_horizon_s
+from dualpath.runtime.capacity import PAPER_SLO
 from dualpath.runtime.sim.online import search_capacity
 from dualpath.runtime.sim.parallelism import expert_groups
+from dualpath.runtime.sim.results import offline_row
 from dualpath.runtime.sim.simulator import simulate
 from dualpath.solver.baselines import BasicPolicy, DualPathRRPolicy, LayerwisePolicy
 from dualpath.solver.paper_rules import DualPathPolicy
 from dualpath.solver.policies import make_policy
 
-PAPER_STEPS = {"layerwise": -17.2, "dualpath-rr": -38.2, "dualpath": -45.6}  # % JCT vs Basic, cumulative
-PAPER_BASIC_JCT_S = 10_100.0  # 2,048 agents
-PAPER_RATIO = 1.87  # Basic / DualPath JCT, 2,048 agents
-PAPER_CAPACITY_RATIO = 1.96  # online, mean of the two setups
-SETUPS = (("2P4D", "deepseek-v3.2"), ("1P1D", "ds-27b"))  # the paper's two online setups
 BASELINES = {"basic": BasicPolicy, "layerwise": LayerwisePolicy, "dualpath-rr": DualPathRRPolicy}
 
 
+@cache  # one class per baseline: a capacity search builds a policy per probe
 def with_quota(cls: type[Policy]) -> type[Policy]:
     """`cls` with its PE batches formed by the paper's 300 ms attention quota."""
     class Quota(cls):  # type: ignore[valid-type, misc]
@@ -70,7 +75,7 @@ def with_quota(cls: type[Policy]) -> type[Policy]:
 
 
 def run(agents: int, policy_name: str, rule: str) -> dict:
-    """One offline run on the paper's setup: its mean agent JCT and JCT."""
+    """One offline run on the paper's setup: `dualpath simulate --json`'s offline row, and the rule."""
     cal = calibration_for(rule)
     llm = calibrated_llm(llm_preset("deepseek-v3.2"), cal)
     cluster = expert_groups(resolve_cluster("2P4D"), llm, cal)
@@ -78,12 +83,7 @@ def run(agents: int, policy_name: str, rule: str) -> dict:
     started = time.perf_counter()
     trace = simulate(cluster, llm, resolve_workload("agentic-64k", agents=agents), policy, calibration=cal,
                      progress=False)
-    done_at: dict[int, float] = {}
-    for r in trace.records:
-        done_at[r.agent] = max(done_at.get(r.agent, 0.0), r.finish_s)
-    return {"agents": agents, "policy": policy_name, "rule": rule,
-            "mean_agent_jct_s": sum(done_at.values()) / len(done_at), "jct_s": trace.metrics().jct_s,
-            "wall_s": time.perf_counter() - started}
+    return {**offline_row(trace), "policy": policy_name, "rule": rule, "wall_s": time.perf_counter() - started}
 
 
 def calibration_for(rule: str) -> Calibration:
@@ -104,17 +104,16 @@ def capacity(setup: tuple[str, str], name: str, rule: str) -> dict:
     cal = calibration_for(rule)
     llm = calibrated_llm(llm_preset(setup[1]), cal)
     cluster = resolve_cluster(setup[0])
-    base = resolve_workload("agentic-64k")
-    workload_at = online_workloads(base, online_horizon_s(base.trajectories, PAPER_SLO), 0)
-    row = search_capacity(cluster, llm, workload_at, partial(build_policy, name, rule, cluster, llm), PAPER_SLO,
-                          calibration=cal)
+    make = partial(build_policy, name, rule, cluster, llm)
+    row = search_capacity(cluster, llm, online_workload_at(), make, PAPER_SLO, calibration=cal)
     return {"setup": f"{setup[1]} {setup[0]}", "policy": name, "rule": rule, "capacity_aps": row["capacity_aps"],
             "fluid_limit_aps": row["fluid_limit_aps"], "bound_by": row["bound_by"]}
 
 
 def capacity_table(rows: list[dict]) -> list[str]:
     """Basic's SLO capacity per rule beside DualPath's (paper: DualPath / Basic 1.96 on average)."""
-    out = ["SLO capacity (agents/s, fluid limit in brackets); paper: DualPath / Basic = 1.96 on average",
+    out = [f"SLO capacity (agents/s, fluid limit in brackets); paper: DualPath / Basic = {PAPER_CAPACITY_RATIO} on "
+           "average",
            f"{'setup':<22}{'batch rule':<14}{'basic':>26}{'dualpath':>26}{'ratio':>8}"]
     for setup in dict.fromkeys(r["setup"] for r in rows):
         own = next(r for r in rows if r["setup"] == setup and r["policy"] == "dualpath")
@@ -130,8 +129,8 @@ def table(rows: list[dict], agents: int) -> list[str]:
     """One line per rule: each step's JCT change against that rule's Basic (reproduce_paper.py's measure)."""
     at = {(r["policy"], r["rule"]): r["jct_s"] for r in rows if r["agents"] == agents}
     head = (f"{agents:,} agents, JCT (s) and its change against the same rule's Basic; paper: layerwise "
-            f"{PAPER_STEPS['layerwise']:+.1f}%, dual-path {PAPER_STEPS['dualpath-rr']:+.1f}%, "
-            f"scheduling {PAPER_STEPS['dualpath']:+.1f}%; oracle (zero I/O) is the ceiling")
+            f"{PAPER_ABLATION['layerwise']:+.1f}%, dual-path {PAPER_ABLATION['dualpath-rr']:+.1f}%, "
+            f"scheduling {PAPER_ABLATION['dualpath']:+.1f}%; oracle (zero I/O) is the ceiling")
     out = [head, f"{'batch rule':<14}{'basic':>9}{'layerwise':>18}{'dualpath-rr':>18}{'dualpath':>18}{'oracle':>18}"]
     for rule in rules_of(rows):
         basic = at[("basic", rule)]
@@ -155,13 +154,13 @@ def scorecard(rows: list[dict], capacities: list[dict]) -> list[str]:
         cells = [f"{v:{fmt}}{'*' if abs(v / paper - 1) > tolerance else ' '}" for v in values]
         out.append(f"{name:<34}{paper:>8{fmt}}" + "".join(f"{c:>14}" for c in cells))
 
-    for step, paper in PAPER_STEPS.items():  # the JCT ratio's mean over the sizes, as reproduce_paper.py
+    for step, paper in PAPER_ABLATION.items():  # the JCT ratio's mean over the sizes, as reproduce_paper.py
         ratios = [sum((jct.get((n, step, rule)) or jct[n, step, "own"]) / jct[n, "basic", rule] for n in sizes)
                   / len(sizes) for rule in rules]
         line(f"JCT ratio + {step} vs basic", 1 + paper / 100, ratios, 0.10, ".3f")
     if 2048 in sizes:
-        line("basic JCT, 2,048 agents (s)", PAPER_BASIC_JCT_S, [jct[2048, "basic", rule] for rule in rules], 0.25,
-             ",.0f")
+        line("basic JCT, 2,048 agents (s)", PAPER_JCT_S[2048]["basic"],
+             [jct[2048, "basic", rule] for rule in rules], 0.25, ",.0f")
         line("basic / dualpath, 2,048 agents", PAPER_RATIO,
              [jct[2048, "basic", rule] / jct[2048, "dualpath", "own"] for rule in rules], 0.10, ".2f")
     if capacities:
@@ -186,8 +185,8 @@ def measure(sizes: list[int], rules: list[str], with_capacity: bool) -> tuple[li
         rows.append(run(n, p, rule))
         print(f"[{i}/{len(jobs)}] {n} agents {p} ({rule}): JCT {rows[-1]['jct_s']:,.1f} s "
               f"in {rows[-1]['wall_s']:.1f} s", file=sys.stderr, flush=True)
-    searches = [(setup, "basic", rule) for setup in SETUPS for rule in rules] + [
-        (setup, "dualpath", "own") for setup in SETUPS] if with_capacity else []
+    searches = [(setup, "basic", rule) for setup in CAPACITY_SETUPS for rule in rules] + [
+        (setup, "dualpath", "own") for setup in CAPACITY_SETUPS] if with_capacity else []
     capacities = []
     for i, (setup, p, rule) in enumerate(searches, 1):
         capacities.append(capacity(setup, p, rule))
